@@ -1,0 +1,15 @@
+//! Entities and value types of the domain.
+
+mod api_key;
+mod ids;
+mod key_secret;
+mod organization;
+mod plan;
+mod text;
+
+pub use api_key::*;
+pub use ids::*;
+pub use key_secret::*;
+pub use organization::*;
+pub use plan::*;
+pub use text::TextError;

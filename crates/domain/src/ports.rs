@@ -1,0 +1,104 @@
+//! Ports: what the domain needs from the outside world. Adapters (the infra crate)
+//! implement them; the domain's unit tests mock them.
+
+use async_trait::async_trait;
+use thiserror::Error;
+use time::OffsetDateTime;
+
+use crate::model::{
+    ApiKey, KeyHash, KeyId, NewApiKey, NewOrganization, OrgId, Organization, Plan, PlanId,
+    SecretBody,
+};
+
+/// Marks an error whose cause is that the store cannot be reached in time (pool exhausted,
+/// database down). Adapters wrap it in `anyhow::Error`; callers may answer "try again later".
+#[derive(Debug, Error)]
+#[error("the data store is unavailable: {0}")]
+pub struct StoreUnavailable(pub String);
+
+/// Errors of [`AccountRepository::create_organization`].
+#[derive(Debug, Error)]
+pub enum CreateOrganizationError {
+    #[error("an organization with this email already exists")]
+    EmailTaken,
+    #[error("no plan has this id")]
+    UnknownPlan,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+/// A stored key together with what authentication needs to know about its organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyCredential {
+    pub key: ApiKey,
+    pub org_is_active: bool,
+    pub plan_id: PlanId,
+}
+
+/// Organizations and the plan catalogue.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait AccountRepository: Send + Sync + 'static {
+    /// Stores a new organization and its first key, atomically: both or neither.
+    ///
+    /// MUST return `EmailTaken` when another organization's email is equal ignoring case,
+    /// also when two signups race (exactly one wins).
+    /// MUST return `UnknownPlan` when `org.plan_id` names no plan.
+    async fn create_organization(
+        &self,
+        org: &NewOrganization,
+        first_key: &NewApiKey,
+    ) -> Result<Organization, CreateOrganizationError>;
+
+    /// MUST return `Ok(None)` only when no organization has this id; a failing store is `Err`.
+    async fn find_organization(&self, id: &OrgId) -> anyhow::Result<Option<Organization>>;
+
+    /// MUST return `Ok(None)` only when no plan has this id.
+    async fn find_plan(&self, id: &PlanId) -> anyhow::Result<Option<Plan>>;
+}
+
+/// API keys.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait KeyRepository: Send + Sync + 'static {
+    /// Stores a new key. Once this returns `Ok`, the key is durable.
+    async fn insert_key(&self, key: &NewApiKey) -> anyhow::Result<ApiKey>;
+
+    /// Every key of the organization, revoked and expired ones included, newest first.
+    async fn list_keys(&self, org: &OrgId) -> anyhow::Result<Vec<ApiKey>>;
+
+    /// Marks the key revoked at `at` unless it already is (the first revocation time is kept)
+    /// and returns it.
+    ///
+    /// MUST return `Ok(None)` when no key has this id within this organization, so that a key
+    /// of another organization is indistinguishable from one that does not exist.
+    async fn revoke_key(
+        &self,
+        org: &OrgId,
+        key: &KeyId,
+        at: OffsetDateTime,
+    ) -> anyhow::Result<Option<ApiKey>>;
+
+    /// Looks a key up by its hash. MUST return `Ok(None)` only when no key has this hash.
+    async fn find_credential(&self, hash: &KeyHash) -> anyhow::Result<Option<KeyCredential>>;
+
+    /// Records when keys were last used, in one batch. A later time never goes backwards.
+    async fn record_usage(&self, usage: &[(KeyId, OffsetDateTime)]) -> anyhow::Result<()>;
+}
+
+/// The current time.
+#[cfg_attr(feature = "mock", mockall::automock)]
+pub trait Clock: Send + Sync + 'static {
+    /// Now, in UTC.
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// Fresh identifiers and secrets.
+#[cfg_attr(feature = "mock", mockall::automock)]
+pub trait Generator: Send + Sync + 'static {
+    fn organization_id(&self) -> OrgId;
+    fn key_id(&self) -> KeyId;
+    /// MUST draw [`crate::SECRET_LEN`] characters uniformly from
+    /// [`SecretBody::alphabet`] with the operating system's CSPRNG.
+    fn key_secret(&self) -> SecretBody;
+}

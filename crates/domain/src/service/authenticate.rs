@@ -1,0 +1,210 @@
+//! Authenticating a presented key, and flushing when keys were last used.
+
+use thiserror::Error;
+
+use super::{AccountService, Principal};
+use crate::model::{MalformedKey, PlaintextKey};
+
+#[derive(Debug, Error)]
+pub enum AuthenticateError {
+    #[error(transparent)]
+    Malformed(#[from] MalformedKey),
+    #[error("no such API key")]
+    UnknownKey,
+    #[error("this API key has been revoked")]
+    Revoked,
+    #[error("this API key has expired")]
+    Expired,
+    #[error("this organization is not active")]
+    OrganizationInactive,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+impl AccountService {
+    /// Checks a presented key: well formed with a valid checksum (no lookup otherwise),
+    /// known, not revoked, not expired, and of an active organization.
+    pub async fn authenticate(&self, presented: &str) -> Result<Principal, AuthenticateError> {
+        let plaintext = PlaintextKey::parse(presented)?;
+        let credential = self
+            .keys
+            .find_credential(&plaintext.hash())
+            .await?
+            .ok_or(AuthenticateError::UnknownKey)?;
+        let now = self.clock.now();
+        let key = credential.key;
+        if key.is_revoked() {
+            return Err(AuthenticateError::Revoked);
+        }
+        if key.is_expired(now) {
+            return Err(AuthenticateError::Expired);
+        }
+        if !credential.org_is_active {
+            return Err(AuthenticateError::OrganizationInactive);
+        }
+        self.usage.record(&key.id, now);
+        Ok(Principal {
+            org_id: key.org_id,
+            key_id: key.id,
+            scopes: key.scopes,
+            environment: key.environment,
+            plan_id: credential.plan_id,
+        })
+    }
+
+    /// Writes the last-use times gathered since the previous flush, in one batch.
+    /// On failure they are kept for the next flush.
+    pub async fn flush_usage(&self) -> anyhow::Result<usize> {
+        let batch = self.usage.drain();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        match self.keys.record_usage(&batch).await {
+            Ok(()) => Ok(batch.len()),
+            Err(e) => {
+                self.usage.restore(batch);
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Environment;
+    use crate::service::test_support::*;
+    use time::Duration;
+
+    fn presented(ports: &Ports) -> String {
+        let _ = ports;
+        PlaintextKey::assemble(Environment::Live, &secret_body())
+            .expose()
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn malformed_keys_are_rejected_without_any_lookup() {
+        let mut ports = Ports::new();
+        ports.keys.expect_find_credential().never();
+        let service = ports.service();
+        let good = PlaintextKey::assemble(Environment::Live, &secret_body())
+            .expose()
+            .to_owned();
+        let mut typo = good.clone();
+        typo.replace_range(12..13, if &good[12..13] == "Z" { "Y" } else { "Z" });
+        assert!(matches!(
+            service.authenticate("Bearer nonsense").await,
+            Err(AuthenticateError::Malformed(MalformedKey::Format))
+        ));
+        assert!(matches!(
+            service.authenticate(&typo).await,
+            Err(AuthenticateError::Malformed(MalformedKey::Checksum))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_valid_key_authenticates_as_its_organization_and_records_its_use() {
+        let mut ports = Ports::new();
+        let key = presented(&ports);
+        let hash = PlaintextKey::parse(&key).expect("valid").hash();
+        ports
+            .keys
+            .expect_find_credential()
+            .withf(move |h| *h == hash)
+            .returning(|_| Ok(Some(credential())));
+        ports
+            .keys
+            .expect_record_usage()
+            .times(1)
+            .returning(|batch| {
+                assert_eq!(batch, [(credential().key.id, NOW)]);
+                Ok(())
+            });
+        let service = ports.service();
+        let principal = service.authenticate(&key).await.expect("authenticated");
+        assert_eq!(principal.org_id, credential().key.org_id);
+        assert_eq!(service.flush_usage().await.expect("flushed"), 1);
+        assert_eq!(service.flush_usage().await.expect("nothing left"), 0);
+    }
+
+    #[tokio::test]
+    async fn unknown_revoked_and_expired_keys_are_refused() {
+        for (cred, expected) in [
+            (None, "unknown"),
+            (
+                Some(credential().with(|c| c.key.revoked_at = Some(NOW - Duration::hours(1)))),
+                "revoked",
+            ),
+            (
+                Some(credential().with(|c| c.key.expires_at = Some(NOW))),
+                "expired",
+            ),
+            (
+                Some(credential().with(|c| c.org_is_active = false)),
+                "inactive",
+            ),
+        ] {
+            let mut ports = Ports::new();
+            let key = presented(&ports);
+            ports
+                .keys
+                .expect_find_credential()
+                .returning(move |_| Ok(cred.clone()));
+            ports.keys.expect_record_usage().never();
+            let service = ports.service();
+            let err = service.authenticate(&key).await.expect_err(expected);
+            let got = match err {
+                AuthenticateError::UnknownKey => "unknown",
+                AuthenticateError::Revoked => "revoked",
+                AuthenticateError::Expired => "expired",
+                AuthenticateError::OrganizationInactive => "inactive",
+                other => panic!("unexpected {other:?}"),
+            };
+            assert_eq!(got, expected);
+            assert_eq!(service.flush_usage().await.expect("nothing"), 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_expiring_later_still_works() {
+        let mut ports = Ports::new();
+        let key = presented(&ports);
+        ports.keys.expect_find_credential().returning(|_| {
+            Ok(Some(credential().with(|c| {
+                c.key.expires_at = Some(NOW + Duration::seconds(1))
+            })))
+        });
+        assert!(ports.service().authenticate(&key).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn usage_that_fails_to_flush_is_kept_for_the_next_flush() {
+        let mut ports = Ports::new();
+        let key = presented(&ports);
+        ports
+            .keys
+            .expect_find_credential()
+            .returning(|_| Ok(Some(credential())));
+        let mut seq = mockall::Sequence::new();
+        ports
+            .keys
+            .expect_record_usage()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Err(anyhow::anyhow!("down")));
+        ports
+            .keys
+            .expect_record_usage()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|b| {
+                assert_eq!(b.len(), 1);
+                Ok(())
+            });
+        let service = ports.service();
+        service.authenticate(&key).await.expect("authenticated");
+        assert!(service.flush_usage().await.is_err());
+        assert_eq!(service.flush_usage().await.expect("second flush"), 1);
+    }
+}

@@ -1,0 +1,285 @@
+//! Listing, creating and revoking an organization's keys.
+
+use thiserror::Error;
+use time::OffsetDateTime;
+
+use super::{AccountService, InsufficientScope, Principal};
+use crate::model::{
+    ApiKey, CreateKeyRequest, Environment, KeyId, NewApiKey, OrgId, PlaintextKey, Scope,
+};
+
+/// A key just created: the stored form, and the plaintext shown to its owner this once.
+#[derive(Debug)]
+pub struct CreatedKey {
+    pub key: ApiKey,
+    pub plaintext: PlaintextKey,
+}
+
+#[derive(Debug, Error)]
+pub enum ListKeysError {
+    #[error(transparent)]
+    InsufficientScope(#[from] InsufficientScope),
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+#[derive(Debug, Error)]
+pub enum CreateKeyError {
+    #[error(transparent)]
+    InsufficientScope(#[from] InsufficientScope),
+    #[error("a key can only grant scopes it holds itself; this one lacks `{0}`")]
+    ScopeEscalation(Scope),
+    #[error("a test key can only create test keys")]
+    EnvironmentEscalation,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+#[derive(Debug, Error)]
+pub enum RevokeKeyError {
+    #[error(transparent)]
+    InsufficientScope(#[from] InsufficientScope),
+    #[error("no such API key")]
+    NotFound,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+impl AccountService {
+    /// Every key of the caller's organization, newest first. Needs `read`.
+    pub async fn list_keys(&self, caller: &Principal) -> Result<Vec<ApiKey>, ListKeysError> {
+        caller.require(Scope::Read)?;
+        let mut keys = self.keys.list_keys(&caller.org_id).await?;
+        // Uses not yet flushed are already known here: show them.
+        for key in &mut keys {
+            if let Some(pending) = self.usage.pending(&key.id) {
+                key.last_used_at = Some(
+                    key.last_used_at
+                        .map_or(pending, |stored| stored.max(pending)),
+                );
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Creates a key. Needs `write`; grants no scope the caller lacks, and a test key
+    /// creates only test keys.
+    pub async fn create_key(
+        &self,
+        caller: &Principal,
+        request: CreateKeyRequest,
+    ) -> Result<CreatedKey, CreateKeyError> {
+        caller.require(Scope::Write)?;
+        if let Some(missing) = request.scopes.first_not_in(&caller.scopes) {
+            return Err(CreateKeyError::ScopeEscalation(missing));
+        }
+        if caller.environment == Environment::Test && request.environment != Environment::Test {
+            return Err(CreateKeyError::EnvironmentEscalation);
+        }
+        let (new_key, plaintext) = self.mint_key(&caller.org_id, request, self.clock.now());
+        let key = self.keys.insert_key(&new_key).await?;
+        Ok(CreatedKey { key, plaintext })
+    }
+
+    /// Revokes a key of the caller's organization; revoking it again answers the same.
+    /// Needs `write`. A key of another organization is `NotFound`, as is a malformed id.
+    pub async fn revoke_key(
+        &self,
+        caller: &Principal,
+        key_id: &str,
+    ) -> Result<ApiKey, RevokeKeyError> {
+        caller.require(Scope::Write)?;
+        let Ok(key_id) = KeyId::new(key_id) else {
+            return Err(RevokeKeyError::NotFound);
+        };
+        self.keys
+            .revoke_key(&caller.org_id, &key_id, self.clock.now())
+            .await?
+            .ok_or(RevokeKeyError::NotFound)
+    }
+
+    /// Draws a fresh secret and builds the key to store and the plaintext to show once.
+    pub(super) fn mint_key(
+        &self,
+        org_id: &OrgId,
+        request: CreateKeyRequest,
+        now: OffsetDateTime,
+    ) -> (NewApiKey, PlaintextKey) {
+        let plaintext = PlaintextKey::assemble(request.environment, &self.generator.key_secret());
+        let new_key = NewApiKey {
+            id: self.generator.key_id(),
+            org_id: org_id.clone(),
+            name: request.name,
+            hash: plaintext.hash(),
+            prefix: plaintext.display_prefix(),
+            environment: request.environment,
+            scopes: request.scopes,
+            created_at: now,
+            expires_at: request.expires_in.map(|days| days.after(now)),
+        };
+        (new_key, plaintext)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ExpiresInDays, Scopes};
+    use crate::service::test_support::*;
+
+    fn read_only() -> Scopes {
+        Scopes::parse(&["read"]).expect("valid")
+    }
+
+    #[tokio::test]
+    async fn a_created_key_is_stored_by_hash_and_shown_once_in_full() {
+        let mut ports = Ports::new();
+        ports
+            .keys
+            .expect_insert_key()
+            .times(1)
+            .returning(|k| Ok(k.clone().into_stored()));
+        let request = CreateKeyRequest::new(
+            None,
+            None,
+            Some(read_only()),
+            Some(ExpiresInDays::new(90).expect("valid")),
+        );
+        let created = ports
+            .service()
+            .create_key(&principal(&["read", "write"], Environment::Live), request)
+            .await
+            .expect("created");
+        assert_eq!(created.key.scopes, read_only());
+        assert_eq!(created.key.expires_at, Some(NOW + time::Duration::days(90)));
+        assert_eq!(created.key.created_at, NOW);
+        assert!(created
+            .plaintext
+            .expose()
+            .starts_with(created.key.prefix.as_str().trim_end_matches("...")));
+    }
+
+    #[tokio::test]
+    async fn creating_needs_the_write_scope() {
+        let mut ports = Ports::new();
+        ports.keys.expect_insert_key().never();
+        let err = ports
+            .service()
+            .create_key(
+                &principal(&["read"], Environment::Live),
+                CreateKeyRequest::default(),
+            )
+            .await;
+        assert!(matches!(
+            err,
+            Err(CreateKeyError::InsufficientScope(InsufficientScope(
+                Scope::Write
+            )))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_key_cannot_grant_a_scope_it_lacks() {
+        let mut ports = Ports::new();
+        ports.keys.expect_insert_key().never();
+        let request = CreateKeyRequest::new(None, None, Some(Scopes::all()), None);
+        let err = ports
+            .service()
+            .create_key(&principal(&["write"], Environment::Live), request)
+            .await;
+        assert!(matches!(
+            err,
+            Err(CreateKeyError::ScopeEscalation(Scope::Read))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_test_key_creates_only_test_keys() {
+        let mut ports = Ports::new();
+        ports
+            .keys
+            .expect_insert_key()
+            .times(1)
+            .returning(|k| Ok(k.clone().into_stored()));
+        let service = ports.service();
+        let caller = principal(&["read", "write"], Environment::Test);
+        let live = CreateKeyRequest::new(None, Some(Environment::Live), None, None);
+        assert!(matches!(
+            service.create_key(&caller, live).await,
+            Err(CreateKeyError::EnvironmentEscalation)
+        ));
+        let test = CreateKeyRequest::new(None, Some(Environment::Test), None, None);
+        let created = service.create_key(&caller, test).await.expect("test key");
+        assert!(created.plaintext.expose().starts_with("mem_test_"));
+    }
+
+    #[tokio::test]
+    async fn revoking_an_unknown_or_foreign_key_is_not_found() {
+        let mut ports = Ports::new();
+        ports.keys.expect_revoke_key().returning(|_, _, _| Ok(None));
+        let service = ports.service();
+        let caller = principal(&["write"], Environment::Live);
+        assert!(matches!(
+            service.revoke_key(&caller, "key_other").await,
+            Err(RevokeKeyError::NotFound)
+        ));
+        assert!(matches!(
+            service.revoke_key(&caller, "not-an-id").await,
+            Err(RevokeKeyError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn revoking_needs_the_write_scope() {
+        let ports = Ports::new();
+        let err = ports
+            .service()
+            .revoke_key(&principal(&["read"], Environment::Live), "key_abc")
+            .await;
+        assert!(matches!(err, Err(RevokeKeyError::InsufficientScope(_))));
+    }
+
+    #[tokio::test]
+    async fn revoking_marks_the_key_at_the_current_time() {
+        let mut ports = Ports::new();
+        ports
+            .keys
+            .expect_revoke_key()
+            .withf(|_, id, at| id.as_str() == "key_abc" && *at == NOW)
+            .returning(|org, id, at| {
+                let mut key = api_key(id.as_str(), org.as_str());
+                key.revoked_at = Some(at);
+                Ok(Some(key))
+            });
+        let key = ports
+            .service()
+            .revoke_key(&principal(&["write"], Environment::Live), "key_abc")
+            .await
+            .expect("revoked");
+        assert!(!key.is_active(NOW));
+    }
+
+    #[tokio::test]
+    async fn listing_needs_read_and_shows_uses_not_yet_flushed() {
+        let mut ports = Ports::new();
+        ports
+            .keys
+            .expect_list_keys()
+            .returning(|org| Ok(vec![api_key("key_abc", org.as_str())]));
+        let service = ports.service();
+        assert!(matches!(
+            service
+                .list_keys(&principal(&["write"], Environment::Live))
+                .await,
+            Err(ListKeysError::InsufficientScope(_))
+        ));
+        service
+            .usage
+            .record(&KeyId::new("key_abc").expect("valid"), NOW);
+        let keys = service
+            .list_keys(&principal(&["read"], Environment::Live))
+            .await
+            .expect("listed");
+        assert_eq!(keys[0].last_used_at, Some(NOW));
+    }
+}

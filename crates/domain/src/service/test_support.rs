@@ -1,0 +1,127 @@
+//! Mocked ports and sample values for the services' unit tests.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+pub(crate) use time::macros::datetime;
+use time::OffsetDateTime;
+
+pub(crate) use crate::model::*;
+pub(crate) use crate::ports::*;
+use crate::service::{AccountService, Principal};
+
+pub(crate) const NOW: OffsetDateTime = datetime!(2024-01-15 10:00 UTC);
+
+pub(crate) struct Ports {
+    pub accounts: MockAccountRepository,
+    pub keys: MockKeyRepository,
+}
+
+impl Ports {
+    pub fn new() -> Self {
+        Self {
+            accounts: MockAccountRepository::new(),
+            keys: MockKeyRepository::new(),
+        }
+    }
+
+    /// The service over these repositories, a clock stopped at [`NOW`] and a generator of
+    /// distinct ids.
+    pub fn service(self) -> AccountService {
+        let mut clock = MockClock::new();
+        clock.expect_now().return_const(NOW);
+        let mut generator = MockGenerator::new();
+        let counter = Arc::new(AtomicU32::new(0));
+        let c = counter.clone();
+        generator.expect_organization_id().returning(move || {
+            OrgId::new(&format!("org_{}", c.fetch_add(1, Ordering::Relaxed))).expect("valid")
+        });
+        generator.expect_key_id().returning(move || {
+            KeyId::new(&format!("key_{}", counter.fetch_add(1, Ordering::Relaxed))).expect("valid")
+        });
+        generator.expect_key_secret().returning(secret_body);
+        AccountService::new(
+            Arc::new(self.accounts),
+            Arc::new(self.keys),
+            Arc::new(clock),
+            Arc::new(generator),
+        )
+    }
+}
+
+pub(crate) fn secret_body() -> SecretBody {
+    SecretBody::new("a1b2c3D4E5F6g7h8i9j0KLMNOPQRSTUV".to_owned()).expect("valid")
+}
+
+pub(crate) fn plan(id: &str) -> Plan {
+    Plan {
+        id: PlanId::new(id).expect("valid"),
+        name: id.to_uppercase(),
+        base_price_cents: 0,
+    }
+}
+
+pub(crate) fn organization(id: &str) -> Organization {
+    Organization {
+        id: OrgId::new(id).expect("valid"),
+        name: OrgName::new("My Company").expect("valid"),
+        email: EmailAddress::new("admin@mycompany.com").expect("valid"),
+        plan: plan("free"),
+        is_active: true,
+        created_at: NOW,
+    }
+}
+
+pub(crate) fn organization_from(new: &NewOrganization) -> Organization {
+    Organization {
+        id: new.id.clone(),
+        name: new.name.clone(),
+        email: new.email.clone(),
+        plan: plan(new.plan_id.as_str()),
+        is_active: true,
+        created_at: new.created_at,
+    }
+}
+
+pub(crate) fn principal(scopes: &[&str], environment: Environment) -> Principal {
+    Principal {
+        org_id: OrgId::new("org_caller").expect("valid"),
+        key_id: KeyId::new("key_caller").expect("valid"),
+        scopes: Scopes::parse(scopes).expect("valid"),
+        environment,
+        plan_id: PlanId::free(),
+    }
+}
+
+pub(crate) fn api_key(id: &str, org: &str) -> ApiKey {
+    ApiKey {
+        id: KeyId::new(id).expect("valid"),
+        org_id: OrgId::new(org).expect("valid"),
+        name: KeyName::default_name(),
+        prefix: KeyPrefix::new("mem_live_a1b2c3...").expect("valid"),
+        environment: Environment::Live,
+        scopes: Scopes::all(),
+        created_at: NOW - time::Duration::days(1),
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+    }
+}
+
+pub(crate) fn credential() -> KeyCredential {
+    KeyCredential {
+        key: api_key("key_abc", "org_abc"),
+        org_is_active: true,
+        plan_id: PlanId::free(),
+    }
+}
+
+/// `value.with(|v| ...)`: a modified copy, for table-driven tests.
+pub(crate) trait With: Sized {
+    fn with(mut self, change: impl FnOnce(&mut Self)) -> Self {
+        change(&mut self);
+        self
+    }
+}
+
+impl<T> With for T {}
