@@ -1,1 +1,21 @@
-//! placeholder
+//! Adapters of the Account API's ports: diesel + r2d2 repositories over SQLite or
+//! PostgreSQL (chosen by the database URL), the system clock and the OS-random generator.
+
+mod account_repository;
+mod connection;
+mod database;
+mod database_url;
+mod key_repository;
+mod repo_error;
+mod rows;
+mod schema;
+mod system;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use account_repository::SqlAccountRepository;
+pub use connection::DbConnection;
+pub use database::{Database, PoolOptions};
+pub use database_url::{DatabaseTarget, InvalidDatabaseUrl};
+pub use key_repository::SqlKeyRepository;
+pub use system::{OsRandomGenerator, SystemClock};

@@ -1,0 +1,101 @@
+//! Organizations and plans in SQL.
+
+use account_domain::{
+    AccountRepository, CreateOrganizationError, NewApiKey, NewOrganization, OrgId, Organization,
+    Plan, PlanId,
+};
+use async_trait::async_trait;
+use diesel::prelude::*;
+
+use crate::connection::DbConnection;
+use crate::database::Database;
+use crate::repo_error::{is_foreign_key_violation, is_unique_violation, RepoError};
+use crate::rows::{ApiKeyRow, OrganizationRow, PlanRow};
+use crate::schema::{api_keys, organizations, plans};
+
+#[derive(Debug, Clone)]
+pub struct SqlAccountRepository {
+    db: Database,
+}
+
+impl SqlAccountRepository {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+}
+
+fn load_organization(conn: &mut DbConnection, id: &str) -> Result<Option<Organization>, RepoError> {
+    let row = organizations::table
+        .inner_join(plans::table)
+        .filter(organizations::id.eq(id))
+        .select((OrganizationRow::as_select(), PlanRow::as_select()))
+        .first::<(OrganizationRow, PlanRow)>(conn)
+        .optional()?;
+    Ok(row.map(|(org, plan)| org.into_domain(plan)).transpose()?)
+}
+
+#[async_trait]
+impl AccountRepository for SqlAccountRepository {
+    async fn create_organization(
+        &self,
+        org: &NewOrganization,
+        first_key: &NewApiKey,
+    ) -> Result<Organization, CreateOrganizationError> {
+        let org_row = OrganizationRow::from(org);
+        let key_row = ApiKeyRow::from(first_key);
+        let id = org_row.id.clone();
+        let outcome = self
+            .db
+            .write(move |conn| {
+                diesel::insert_into(organizations::table)
+                    .values(&org_row)
+                    .execute(conn)
+                    .map_err(|e| {
+                        if is_unique_violation(&e) {
+                            RepoError::EmailTaken
+                        } else if is_foreign_key_violation(&e) {
+                            RepoError::UnknownPlan
+                        } else {
+                            RepoError::Query(e)
+                        }
+                    })?;
+                diesel::insert_into(api_keys::table)
+                    .values(&key_row)
+                    .execute(conn)?;
+                load_organization(conn, &id)?.ok_or_else(|| {
+                    RepoError::Other(anyhow::anyhow!("inserted organization not found"))
+                })
+            })
+            .await;
+        outcome.map_err(|e| match e {
+            RepoError::EmailTaken => CreateOrganizationError::EmailTaken,
+            RepoError::UnknownPlan => CreateOrganizationError::UnknownPlan,
+            other => CreateOrganizationError::Unknown(
+                other.into_anyhow("could not create the organization"),
+            ),
+        })
+    }
+
+    async fn find_organization(&self, id: &OrgId) -> anyhow::Result<Option<Organization>> {
+        let id = id.to_string();
+        self.db
+            .read(move |conn| load_organization(conn, &id))
+            .await
+            .map_err(|e| e.into_anyhow("could not read the organization"))
+    }
+
+    async fn find_plan(&self, id: &PlanId) -> anyhow::Result<Option<Plan>> {
+        let id = id.to_string();
+        self.db
+            .read(move |conn| {
+                let row = plans::table
+                    .find(id)
+                    .select(PlanRow::as_select())
+                    .first(conn)
+                    .optional()?;
+                Ok(row.map(Plan::try_from).transpose()?)
+            })
+            .await
+            .map_err(|e| e.into_anyhow("could not read the plan"))
+    }
+}

@@ -1,0 +1,175 @@
+//! The connection pool, migrations, and running diesel's blocking calls off the async
+//! worker threads.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use diesel::connection::SimpleConnection;
+use diesel::Connection as _;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::connection::{ConnectionManager, DbConnection};
+use crate::database_url::DatabaseTarget;
+use crate::repo_error::RepoError;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+/// Serializes migrations of instances starting together on one PostgreSQL database.
+const MIGRATION_LOCK_ID: i64 = 0x6163_636f_756e_7431;
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Connections at most.
+    pub max_size: u32,
+    /// How long a request waits for a connection before it is answered "unavailable".
+    pub checkout_timeout: Duration,
+}
+
+impl PoolOptions {
+    /// Sized for the machine: a few connections per core, within what a small PostgreSQL allows.
+    pub fn for_machine() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let max_size = u32::try_from(cores * 4).unwrap_or(16).clamp(4, 32);
+        Self {
+            max_size,
+            checkout_timeout: Duration::from_millis(2000),
+        }
+    }
+}
+
+/// The shared pool; clones are cheap and share it.
+#[derive(Clone)]
+pub struct Database {
+    pool: r2d2::Pool<ConnectionManager>,
+    target: DatabaseTarget,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Builds the pool without waiting for any connection: a database that is down now
+    /// makes requests fail fast until it is back, never the pool itself.
+    pub fn new(target: DatabaseTarget, options: &PoolOptions) -> Self {
+        let pool = r2d2::Pool::builder()
+            .max_size(options.max_size)
+            .min_idle(Some(0))
+            .connection_timeout(options.checkout_timeout)
+            // A PostgreSQL connection may have died with the server: check before use.
+            .test_on_check_out(target.is_postgres())
+            .error_handler(Box::new(LogPoolErrors))
+            .build_unchecked(ConnectionManager::new(target.clone()));
+        Self { pool, target }
+    }
+
+    pub fn target(&self) -> &DatabaseTarget {
+        &self.target
+    }
+
+    /// Opens one connection outside the pool (for migrations and start-up checks).
+    pub fn connect_once(&self) -> anyhow::Result<DbConnection> {
+        ConnectionManager::new(self.target.clone())
+            .open()
+            .with_context(|| format!("could not connect to {}", self.target))
+    }
+
+    /// Applies every pending migration of the target's backend and returns how many ran.
+    pub fn migrate(&self) -> anyhow::Result<usize> {
+        let mut conn = self.connect_once()?;
+        match &mut conn {
+            DbConnection::Sqlite(c) => {
+                // WAL lets readers go on while one writer commits; the mode persists in the file.
+                c.batch_execute("PRAGMA journal_mode = WAL;")
+                    .context("could not switch SQLite to WAL mode")?;
+                let ran = c
+                    .run_pending_migrations(SQLITE_MIGRATIONS)
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                Ok(ran.len())
+            }
+            DbConnection::Postgres(c) => {
+                c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID});"))
+                    .context("could not take the migration lock")?;
+                let ran = c
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|v| v.len())
+                    .map_err(|e| anyhow::anyhow!(e));
+                c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID});"))
+                    .context("could not release the migration lock")?;
+                ran.context("could not apply the PostgreSQL migrations")
+            }
+        }
+    }
+
+    /// Connections in use and idle, for readiness and metrics.
+    pub fn pool_state(&self) -> (u32, u32) {
+        let state = self.pool.state();
+        (
+            state.connections - state.idle_connections,
+            state.idle_connections,
+        )
+    }
+
+    /// Whether the database answers a trivial query now.
+    pub async fn ping(&self) -> bool {
+        self.read(|conn| Ok(conn.batch_execute("SELECT 1")?))
+            .await
+            .is_ok()
+    }
+
+    /// Runs `f` with a pooled connection on the blocking thread pool.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, RepoError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<T, RepoError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| RepoError::Other(anyhow::Error::new(e).context("database task failed")))?
+    }
+
+    /// Runs `f` in a write transaction: all of it commits, or none of it.
+    /// On SQLite the transaction takes the write lock at its start (`BEGIN IMMEDIATE`), so
+    /// concurrent writers queue on the busy timeout instead of failing with "locked".
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, RepoError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<T, RepoError> + Send + 'static,
+    {
+        self.read(move |conn| match conn {
+            DbConnection::Postgres(_) => conn.transaction(f),
+            DbConnection::Sqlite(_) => {
+                conn.batch_execute("BEGIN IMMEDIATE")?;
+                let outcome = f(conn).and_then(|value| {
+                    conn.batch_execute("COMMIT")
+                        .map(|()| value)
+                        .map_err(RepoError::from)
+                });
+                if outcome.is_err() {
+                    // Nothing to undo if BEGIN or COMMIT already ended it.
+                    let _ = conn.batch_execute("ROLLBACK");
+                }
+                outcome
+            }
+        })
+        .await
+    }
+}
+
+#[derive(Debug)]
+struct LogPoolErrors;
+
+impl r2d2::HandleError<diesel::ConnectionError> for LogPoolErrors {
+    fn handle_error(&self, error: diesel::ConnectionError) {
+        tracing::warn!(%error, "database connection failed");
+    }
+}

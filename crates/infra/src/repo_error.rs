@@ -1,0 +1,64 @@
+//! Errors inside the adapters, and their translation into what the domain understands.
+
+use account_domain::StoreUnavailable;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub(crate) enum RepoError {
+    #[error("database query failed")]
+    Query(#[from] DieselError),
+    #[error("no database connection could be had in time")]
+    Pool(#[from] r2d2::Error),
+    #[error("email taken")]
+    EmailTaken,
+    #[error("unknown plan")]
+    UnknownPlan,
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl RepoError {
+    /// An error for callers outside the adapter: a lost or unobtainable connection is marked
+    /// [`StoreUnavailable`] (try again later); anything else keeps its cause for the log.
+    pub(crate) fn into_anyhow(self, doing: &'static str) -> anyhow::Error {
+        match self {
+            Self::Pool(e) => anyhow::Error::new(StoreUnavailable(e.to_string())).context(doing),
+            Self::Query(e) if connection_lost(&e) => {
+                anyhow::Error::new(StoreUnavailable(e.to_string())).context(doing)
+            }
+            Self::Query(e) => anyhow::Error::new(e).context(doing),
+            Self::EmailTaken => anyhow::anyhow!("email taken").context(doing),
+            Self::UnknownPlan => anyhow::anyhow!("unknown plan").context(doing),
+            Self::Other(e) => e.context(doing),
+        }
+    }
+}
+
+fn connection_lost(e: &DieselError) -> bool {
+    match e {
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        ) => true,
+        // SQLite answers "database is locked" only after its busy timeout: the store is overloaded.
+        DieselError::DatabaseError(_, info) => info.message().contains("database is locked"),
+        _ => false,
+    }
+}
+
+/// Whether an insert failed on a unique constraint.
+pub(crate) fn is_unique_violation(e: &DieselError) -> bool {
+    matches!(
+        e,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+/// Whether an insert failed on a foreign key.
+pub(crate) fn is_foreign_key_violation(e: &DieselError) -> bool {
+    matches!(
+        e,
+        DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _)
+    )
+}

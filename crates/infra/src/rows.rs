@@ -1,0 +1,142 @@
+//! Row structs of the tables, and their conversion to and from domain types. A row read
+//! back that does not make a valid domain value is an error, never silently patched.
+
+use account_domain::{
+    ApiKey, EmailAddress, Environment, KeyId, KeyName, KeyPrefix, NewApiKey, NewOrganization,
+    OrgId, OrgName, Organization, Plan, PlanId, Scopes,
+};
+use anyhow::{anyhow, Context as _};
+use diesel::prelude::*;
+use time::OffsetDateTime;
+
+use crate::schema::{api_keys, organizations, plans};
+
+/// Times are stored as UTC Unix microseconds: one integer type both backends share.
+pub(crate) fn to_micros(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn from_micros(micros: i64) -> anyhow::Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .context("stored time is out of range")
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = plans)]
+pub(crate) struct PlanRow {
+    pub id: String,
+    pub name: String,
+    pub base_price_cents: i64,
+}
+
+impl TryFrom<PlanRow> for Plan {
+    type Error = anyhow::Error;
+
+    fn try_from(row: PlanRow) -> anyhow::Result<Self> {
+        Ok(Plan {
+            id: PlanId::new(&row.id).context("stored plan id")?,
+            name: row.name,
+            base_price_cents: row.base_price_cents,
+        })
+    }
+}
+
+#[derive(Debug, Queryable, Selectable, Insertable)]
+#[diesel(table_name = organizations)]
+pub(crate) struct OrganizationRow {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub email_normalized: String,
+    pub plan_id: String,
+    pub is_active: bool,
+    pub created_at: i64,
+}
+
+impl From<&NewOrganization> for OrganizationRow {
+    fn from(org: &NewOrganization) -> Self {
+        Self {
+            id: org.id.to_string(),
+            name: org.name.as_str().to_owned(),
+            email: org.email.as_str().to_owned(),
+            email_normalized: org.email.normalized(),
+            plan_id: org.plan_id.to_string(),
+            is_active: true,
+            created_at: to_micros(org.created_at),
+        }
+    }
+}
+
+impl OrganizationRow {
+    pub(crate) fn into_domain(self, plan: PlanRow) -> anyhow::Result<Organization> {
+        Ok(Organization {
+            id: OrgId::new(&self.id).context("stored organization id")?,
+            name: OrgName::new(&self.name).context("stored organization name")?,
+            email: EmailAddress::new(&self.email).context("stored email")?,
+            plan: plan.try_into()?,
+            is_active: self.is_active,
+            created_at: from_micros(self.created_at)?,
+        })
+    }
+}
+
+#[derive(Debug, Queryable, Selectable, Insertable)]
+#[diesel(table_name = api_keys)]
+pub(crate) struct ApiKeyRow {
+    pub id: String,
+    pub org_id: String,
+    pub name: String,
+    pub key_hash: String,
+    pub key_prefix: String,
+    pub environment: String,
+    pub scopes: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+impl From<&NewApiKey> for ApiKeyRow {
+    fn from(key: &NewApiKey) -> Self {
+        Self {
+            id: key.id.to_string(),
+            org_id: key.org_id.to_string(),
+            name: key.name.as_str().to_owned(),
+            key_hash: key.hash.to_hex(),
+            key_prefix: key.prefix.as_str().to_owned(),
+            environment: key.environment.as_str().to_owned(),
+            scopes: key
+                .scopes
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            created_at: to_micros(key.created_at),
+            expires_at: key.expires_at.map(to_micros),
+            revoked_at: None,
+            last_used_at: None,
+        }
+    }
+}
+
+impl TryFrom<ApiKeyRow> for ApiKey {
+    type Error = anyhow::Error;
+
+    fn try_from(row: ApiKeyRow) -> anyhow::Result<Self> {
+        let scopes: Vec<&str> = row.scopes.split(' ').collect();
+        Ok(ApiKey {
+            id: KeyId::new(&row.id).context("stored key id")?,
+            org_id: OrgId::new(&row.org_id).context("stored organization id")?,
+            name: KeyName::new(&row.name).context("stored key name")?,
+            prefix: KeyPrefix::new(&row.key_prefix)
+                .map_err(|e| anyhow!(e))
+                .context("stored key prefix")?,
+            environment: Environment::new(&row.environment).context("stored environment")?,
+            scopes: Scopes::parse(&scopes).context("stored scopes")?,
+            created_at: from_micros(row.created_at)?,
+            expires_at: row.expires_at.map(from_micros).transpose()?,
+            revoked_at: row.revoked_at.map(from_micros).transpose()?,
+            last_used_at: row.last_used_at.map(from_micros).transpose()?,
+        })
+    }
+}

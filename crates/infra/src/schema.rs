@@ -1,0 +1,42 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        org_id -> Text,
+        name -> Text,
+        key_hash -> Text,
+        key_prefix -> Text,
+        environment -> Text,
+        scopes -> Text,
+        created_at -> BigInt,
+        expires_at -> Nullable<BigInt>,
+        revoked_at -> Nullable<BigInt>,
+        last_used_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    organizations (id) {
+        id -> Text,
+        name -> Text,
+        email -> Text,
+        email_normalized -> Text,
+        plan_id -> Text,
+        is_active -> Bool,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    plans (id) {
+        id -> Text,
+        name -> Text,
+        base_price_cents -> BigInt,
+    }
+}
+
+diesel::joinable!(api_keys -> organizations (org_id));
+diesel::joinable!(organizations -> plans (plan_id));
+
+diesel::allow_tables_to_appear_in_same_query!(api_keys, organizations, plans,);

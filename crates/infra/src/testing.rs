@@ -1,0 +1,134 @@
+//! Throwaway databases for tests: a fresh SQLite file in a temporary folder, or a fresh
+//! PostgreSQL database that is dropped when the guard goes.
+//!
+//! PostgreSQL tests run when `TEST_POSTGRES_URL` names a server (an admin database URL such
+//! as `postgres://postgres@127.0.0.1:5432/postgres`); with `REQUIRE_POSTGRES=1` a missing
+//! URL fails the test instead of skipping it, so a green CI means both backends passed.
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+
+use crate::database_url::DatabaseTarget;
+
+/// A database that exists for one test.
+#[derive(Debug)]
+pub struct TestDatabase {
+    target: DatabaseTarget,
+    cleanup: Cleanup,
+}
+
+#[derive(Debug)]
+enum Cleanup {
+    Folder(#[allow(dead_code)] tempfile::TempDir),
+    DropDatabase { admin_url: String, name: String },
+}
+
+/// The backends the contract suites run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl TestDatabase {
+    /// A database of `backend`, or `None` when PostgreSQL is not configured (and not required).
+    pub fn new(backend: Backend) -> Option<Self> {
+        match backend {
+            Backend::Sqlite => Some(Self::sqlite()),
+            Backend::Postgres => Self::postgres(),
+        }
+    }
+
+    /// A new SQLite file in its own temporary folder.
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary folder");
+        let target = DatabaseTarget::Sqlite(dir.path().join("test.db"));
+        Self {
+            target,
+            cleanup: Cleanup::Folder(dir),
+        }
+    }
+
+    /// A new database on the server `TEST_POSTGRES_URL` names.
+    pub fn postgres() -> Option<Self> {
+        let Ok(admin_url) = std::env::var("TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var("REQUIRE_POSTGRES").map_or(true, |v| v.is_empty() || v == "0"),
+                "REQUIRE_POSTGRES is set but TEST_POSTGRES_URL is not: PostgreSQL tests may not be skipped"
+            );
+            return None;
+        };
+        let name = format!("account_test_{}", uuid::Uuid::now_v7().simple());
+        let mut admin = PgConnection::establish(&admin_url).expect("connect to TEST_POSTGRES_URL");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create the test database");
+        let target = DatabaseTarget::Postgres(with_database(&admin_url, &name));
+        Some(Self {
+            target,
+            cleanup: Cleanup::DropDatabase { admin_url, name },
+        })
+    }
+
+    pub fn target(&self) -> &DatabaseTarget {
+        &self.target
+    }
+
+    /// The URL to hand to the server as `DATABASE_URL`.
+    pub fn url(&self) -> String {
+        match &self.target {
+            DatabaseTarget::Sqlite(path) => format!("sqlite://{}", path.display()),
+            DatabaseTarget::Postgres(url) => url.clone(),
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Cleanup::DropDatabase { admin_url, name } = &self.cleanup {
+            // FORCE ends the connections a pool may still hold.
+            let dropped = PgConnection::establish(admin_url)
+                .map_err(|e| e.to_string())
+                .and_then(|mut c| {
+                    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = dropped {
+                eprintln!("could not drop test database {name}: {e}");
+            }
+        }
+    }
+}
+
+/// `url` with its database name replaced by `name`, keeping any query string.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let (scheme, rest) = base.split_once("://").unwrap_or(("postgres", base));
+    let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
+    let mut out = format!("{scheme}://{authority}/{name}");
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn the_database_name_is_replaced() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres", "t1"),
+            "postgres://postgres@127.0.0.1:5432/t1"
+        );
+        assert_eq!(with_database("postgres://h", "t1"), "postgres://h/t1");
+        assert_eq!(
+            with_database("postgresql://u@h/db?sslmode=disable", "t1"),
+            "postgresql://u@h/t1?sslmode=disable"
+        );
+    }
+}

@@ -1,0 +1,375 @@
+//! The repository contract: the same test bodies against a fresh SQLite file and, when
+//! `TEST_POSTGRES_URL` is set, a fresh PostgreSQL database, each dropped afterwards.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use account_domain::*;
+use account_infra::testing::{Backend, TestDatabase};
+use account_infra::{
+    Database, OsRandomGenerator, PoolOptions, SqlAccountRepository, SqlKeyRepository,
+};
+use time::{Duration, OffsetDateTime};
+
+struct Ctx {
+    accounts: SqlAccountRepository,
+    keys: SqlKeyRepository,
+    _db: TestDatabase,
+}
+
+fn setup(backend: Backend) -> Option<Ctx> {
+    let test_db = TestDatabase::new(backend)?;
+    let db = Database::new(test_db.target().clone(), &PoolOptions::for_machine());
+    db.migrate().expect("migrations apply");
+    Some(Ctx {
+        accounts: SqlAccountRepository::new(db.clone()),
+        keys: SqlKeyRepository::new(db),
+        _db: test_db,
+    })
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                super::$name(super::setup(account_infra::testing::Backend::Sqlite).expect("sqlite")).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                if let Some(ctx) = super::setup(account_infra::testing::Backend::Postgres) {
+                    super::$name(ctx).await
+                }
+            })*
+        }
+    };
+}
+
+contract!(
+    the_plans_table_holds_the_catalogue,
+    a_new_organization_is_stored_with_its_plan_and_first_key,
+    emails_are_unique_ignoring_case,
+    concurrent_signups_with_one_email_let_exactly_one_win,
+    an_unknown_plan_is_refused_and_stores_nothing,
+    keys_are_listed_newest_first_with_every_field_intact,
+    revoking_is_confined_to_the_organization_and_keeps_the_first_time,
+    credentials_are_found_by_hash_with_their_organization,
+    recorded_usage_never_goes_backwards,
+    strings_round_trip_verbatim,
+    concurrent_key_inserts_are_all_kept,
+);
+
+/// Stored times have microsecond precision.
+fn now() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1000 * 1000)
+        .expect("valid")
+}
+
+fn new_org(name: &str, email: &str, plan: &str) -> NewOrganization {
+    NewOrganization {
+        id: OsRandomGenerator.organization_id(),
+        name: OrgName::new(name).expect("valid"),
+        email: EmailAddress::new(email).expect("valid"),
+        plan_id: PlanId::new(plan).expect("valid"),
+        created_at: now(),
+    }
+}
+
+fn new_key(org: &OrgId, name: &str, created_at: OffsetDateTime) -> (NewApiKey, PlaintextKey) {
+    let plaintext = PlaintextKey::assemble(Environment::Live, &OsRandomGenerator.key_secret());
+    let key = NewApiKey {
+        id: OsRandomGenerator.key_id(),
+        org_id: org.clone(),
+        name: KeyName::new(name).expect("valid"),
+        hash: plaintext.hash(),
+        prefix: plaintext.display_prefix(),
+        environment: Environment::Live,
+        scopes: Scopes::all(),
+        created_at,
+        expires_at: Some(created_at + Duration::days(30)),
+    };
+    (key, plaintext)
+}
+
+async fn signed_up(ctx: &Ctx, email: &str) -> (Organization, NewApiKey) {
+    let org = new_org("Acme", email, "free");
+    let (key, _) = new_key(&org.id, "Default Key", org.created_at);
+    let stored = ctx
+        .accounts
+        .create_organization(&org, &key)
+        .await
+        .expect("created");
+    (stored, key)
+}
+
+async fn the_plans_table_holds_the_catalogue(ctx: Ctx) {
+    for (id, name, price) in [
+        ("free", "Free", 0),
+        ("starter", "Starter", 4900),
+        ("pro", "Pro", 19900),
+    ] {
+        let plan = ctx
+            .accounts
+            .find_plan(&PlanId::new(id).expect("valid"))
+            .await
+            .expect("read")
+            .expect("exists");
+        assert_eq!((plan.name.as_str(), plan.base_price_cents), (name, price));
+    }
+    assert_eq!(
+        ctx.accounts
+            .find_plan(&PlanId::new("platinum").expect("valid"))
+            .await
+            .expect("read"),
+        None
+    );
+}
+
+async fn a_new_organization_is_stored_with_its_plan_and_first_key(ctx: Ctx) {
+    let org = new_org("Acme", "admin@acme.test", "starter");
+    let (key, _) = new_key(&org.id, "Default Key", org.created_at);
+    let stored = ctx
+        .accounts
+        .create_organization(&org, &key)
+        .await
+        .expect("created");
+    assert_eq!(stored.id, org.id);
+    assert_eq!(stored.plan.name, "Starter");
+    assert!(stored.is_active);
+    assert_eq!(stored.created_at, org.created_at);
+    assert_eq!(
+        ctx.accounts.find_organization(&org.id).await.expect("read"),
+        Some(stored)
+    );
+    assert_eq!(
+        ctx.keys.list_keys(&org.id).await.expect("listed"),
+        vec![key.into_stored()]
+    );
+}
+
+async fn emails_are_unique_ignoring_case(ctx: Ctx) {
+    signed_up(&ctx, "Admin@Acme.test").await;
+    let org = new_org("Other", "admin@ACME.test", "free");
+    let (key, _) = new_key(&org.id, "Default Key", org.created_at);
+    let err = ctx
+        .accounts
+        .create_organization(&org, &key)
+        .await
+        .expect_err("taken");
+    assert!(
+        matches!(err, CreateOrganizationError::EmailTaken),
+        "{err:?}"
+    );
+    // Neither the organization nor its key was stored.
+    assert_eq!(
+        ctx.accounts.find_organization(&org.id).await.expect("read"),
+        None
+    );
+    assert!(ctx
+        .keys
+        .list_keys(&org.id)
+        .await
+        .expect("listed")
+        .is_empty());
+}
+
+async fn concurrent_signups_with_one_email_let_exactly_one_win(ctx: Ctx) {
+    let accounts = Arc::new(ctx.accounts.clone());
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let accounts = accounts.clone();
+            tokio::spawn(async move {
+                let org = new_org(
+                    "Racer",
+                    if i % 2 == 0 {
+                        "race@acme.test"
+                    } else {
+                        "RACE@acme.test"
+                    },
+                    "free",
+                );
+                let (key, _) = new_key(&org.id, "Default Key", org.created_at);
+                accounts.create_organization(&org, &key).await
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    for task in tasks {
+        match task.await.expect("joined") {
+            Ok(_) => wins += 1,
+            Err(CreateOrganizationError::EmailTaken) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(wins, 1);
+}
+
+async fn an_unknown_plan_is_refused_and_stores_nothing(ctx: Ctx) {
+    let org = new_org("Acme", "plan@acme.test", "platinum");
+    let (key, _) = new_key(&org.id, "Default Key", org.created_at);
+    let err = ctx
+        .accounts
+        .create_organization(&org, &key)
+        .await
+        .expect_err("no such plan");
+    assert!(
+        matches!(err, CreateOrganizationError::UnknownPlan),
+        "{err:?}"
+    );
+    assert_eq!(
+        ctx.accounts.find_organization(&org.id).await.expect("read"),
+        None
+    );
+}
+
+async fn keys_are_listed_newest_first_with_every_field_intact(ctx: Ctx) {
+    let (org, first) = signed_up(&ctx, "list@acme.test").await;
+    let (second, _) = new_key(&org.id, "Second", first.created_at + Duration::seconds(1));
+    let (third, _) = new_key(&org.id, "Third", first.created_at + Duration::seconds(2));
+    for key in [&second, &third] {
+        assert_eq!(
+            ctx.keys.insert_key(key).await.expect("inserted"),
+            key.clone().into_stored()
+        );
+    }
+    let revoked_at = now();
+    ctx.keys
+        .revoke_key(&org.id, &second.id, revoked_at)
+        .await
+        .expect("revoked")
+        .expect("found");
+    let listed = ctx.keys.list_keys(&org.id).await.expect("listed");
+    let names: Vec<&str> = listed.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["Third", "Second", "Default Key"]);
+    let mut expected = second.clone().into_stored();
+    expected.revoked_at = Some(revoked_at);
+    assert_eq!(listed[1], expected);
+    // Another organization's list does not show them.
+    let (other, _) = signed_up(&ctx, "other@acme.test").await;
+    assert_eq!(
+        ctx.keys.list_keys(&other.id).await.expect("listed").len(),
+        1
+    );
+}
+
+async fn revoking_is_confined_to_the_organization_and_keeps_the_first_time(ctx: Ctx) {
+    let (org, key) = signed_up(&ctx, "revoke@acme.test").await;
+    let (other, _) = signed_up(&ctx, "intruder@acme.test").await;
+    assert_eq!(
+        ctx.keys
+            .revoke_key(&other.id, &key.id, now())
+            .await
+            .expect("ran"),
+        None
+    );
+    assert_eq!(
+        ctx.keys
+            .revoke_key(&org.id, &KeyId::new("key_missing").expect("valid"), now())
+            .await
+            .expect("ran"),
+        None
+    );
+    let first = now();
+    let revoked = ctx
+        .keys
+        .revoke_key(&org.id, &key.id, first)
+        .await
+        .expect("ran")
+        .expect("found");
+    assert_eq!(revoked.revoked_at, Some(first));
+    let again = ctx
+        .keys
+        .revoke_key(&org.id, &key.id, first + Duration::minutes(5))
+        .await
+        .expect("ran")
+        .expect("found");
+    assert_eq!(again.revoked_at, Some(first));
+}
+
+async fn credentials_are_found_by_hash_with_their_organization(ctx: Ctx) {
+    let org = new_org("Acme", "cred@acme.test", "pro");
+    let (key, plaintext) = new_key(&org.id, "Default Key", org.created_at);
+    ctx.accounts
+        .create_organization(&org, &key)
+        .await
+        .expect("created");
+    let credential = ctx
+        .keys
+        .find_credential(&plaintext.hash())
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(credential.key, key.clone().into_stored());
+    assert!(credential.org_is_active);
+    assert_eq!(credential.plan_id.as_str(), "pro");
+    let stranger = PlaintextKey::assemble(Environment::Live, &OsRandomGenerator.key_secret());
+    assert_eq!(
+        ctx.keys
+            .find_credential(&stranger.hash())
+            .await
+            .expect("read"),
+        None
+    );
+}
+
+async fn recorded_usage_never_goes_backwards(ctx: Ctx) {
+    let (org, key) = signed_up(&ctx, "usage@acme.test").await;
+    let later = now() + Duration::minutes(1);
+    ctx.keys
+        .record_usage(&[(key.id.clone(), later)])
+        .await
+        .expect("recorded");
+    ctx.keys
+        .record_usage(&[(key.id.clone(), later - Duration::seconds(30))])
+        .await
+        .expect("recorded");
+    let listed = ctx.keys.list_keys(&org.id).await.expect("listed");
+    assert_eq!(listed[0].last_used_at, Some(later));
+}
+
+async fn strings_round_trip_verbatim(ctx: Ctx) {
+    let name = "Ünïcødé 🚀 <b>bold</b> '); DROP TABLE api_keys; -- \"quoted\" \\ back";
+    let org = new_org(name, "o'brien+tag@sub.acme.test", "free");
+    let (key, _) = new_key(&org.id, name, org.created_at);
+    ctx.accounts
+        .create_organization(&org, &key)
+        .await
+        .expect("created");
+    let stored = ctx
+        .accounts
+        .find_organization(&org.id)
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(stored.name.as_str(), name);
+    assert_eq!(stored.email.as_str(), "o'brien+tag@sub.acme.test");
+    assert_eq!(
+        ctx.keys.list_keys(&org.id).await.expect("listed")[0]
+            .name
+            .as_str(),
+        name
+    );
+}
+
+async fn concurrent_key_inserts_are_all_kept(ctx: Ctx) {
+    let (org, _) = signed_up(&ctx, "burst@acme.test").await;
+    let keys = Arc::new(ctx.keys.clone());
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let (keys, org_id) = (keys.clone(), org.id.clone());
+            tokio::spawn(async move {
+                let (key, _) = new_key(&org_id, &format!("Key {i}"), now());
+                keys.insert_key(&key).await.expect("inserted").id
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for task in tasks {
+        ids.insert(task.await.expect("joined"));
+    }
+    assert_eq!(ids.len(), 50);
+    assert_eq!(ctx.keys.list_keys(&org.id).await.expect("listed").len(), 51);
+}
