@@ -52,3 +52,10 @@ impl AccountService {
         }
     }
 }
+
+impl AccountService {
+    /// The service clock's current time, for views that depend on it (is a key active?).
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
+    }
+}

@@ -1,0 +1,102 @@
+//! Request bodies: JSON only, at most 64 KiB, no unknown fields, and errors that say what
+//! was wrong and where.
+
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::http::StatusCode;
+use actix_web::web::Bytes;
+use actix_web::HttpRequest;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Decodes a JSON body; an empty body is `None`, for endpoints whose body is optional.
+pub(crate) fn optional_json<T: DeserializeOwned>(
+    req: &HttpRequest,
+    body: &Bytes,
+) -> Result<Option<T>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    if !is_json(req) {
+        return Err(ApiError::from_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| decode_error(&e))?;
+    de.end().map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    Ok(Some(value))
+}
+
+/// Decodes a JSON body that must be present.
+pub(crate) fn required_json<T: DeserializeOwned>(
+    req: &HttpRequest,
+    body: &Bytes,
+) -> Result<T, ApiError> {
+    optional_json(req, body)?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "a JSON object body is required",
+        )
+    })
+}
+
+fn is_json(req: &HttpRequest) -> bool {
+    let Some(value) = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+fn decode_error(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let inner = e.inner();
+    if !inner.is_data() {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            format!("the body is not valid JSON: {inner}"),
+        );
+    }
+    let message = inner.to_string();
+    // serde names an unknown field in backticks; the path then points at its parent.
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(field, _)| field.to_owned());
+    let path = e.path().to_string();
+    let field = unknown.or_else(|| (path != ".").then_some(path));
+    let error = ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        describe(&message, field.as_deref()),
+    );
+    match field {
+        Some(field) => error.with_field(field),
+        None => error,
+    }
+}
+
+fn describe(message: &str, field: Option<&str>) -> String {
+    // Drop serde's "at line 1 column 7": the field says where.
+    let message = message.split(" at line ").next().unwrap_or(message);
+    match field {
+        Some(field) if !message.starts_with("unknown field") => format!("`{field}`: {message}"),
+        _ => message.to_owned(),
+    }
+}

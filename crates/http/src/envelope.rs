@@ -1,0 +1,19 @@
+//! The success envelope: `{"success": true, "data": ...}`.
+
+use actix_web::http::StatusCode;
+use actix_web::HttpResponse;
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct Envelope<T> {
+    success: bool,
+    data: T,
+}
+
+/// A JSON response carrying `data` in the envelope.
+pub(crate) fn respond<T: Serialize>(status: StatusCode, data: T) -> HttpResponse {
+    HttpResponse::build(status).json(Envelope {
+        success: true,
+        data,
+    })
+}

@@ -1,0 +1,241 @@
+//! The error envelope, and the single place where domain errors become HTTP statuses.
+
+use std::fmt;
+
+use account_domain::{
+    AuthenticateError, CreateKeyError, GetAccountError, ListKeysError, RevokeKeyError, SignupError,
+    StoreUnavailable,
+};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// An error as the API answers it: `{"success": false, "error": {"code", "message", "field"?}}`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    success: bool,
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    pub fn validation(field: &str, problem: impl fmt::Display) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "validation_error",
+            format!("`{field}` {problem}"),
+        )
+        .with_field(field)
+    }
+
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+    }
+
+    /// A failure whose cause must not reach the client: logged here, answered generically.
+    pub fn internal(cause: &anyhow::Error) -> Self {
+        if cause.chain().any(|e| e.is::<StoreUnavailable>()) {
+            tracing::warn!(error = format!("{cause:#}"), "database unavailable");
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "the service is temporarily unavailable; retry shortly",
+            );
+        }
+        tracing::error!(error = format!("{cause:#}"), "request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "an internal error occurred",
+        )
+    }
+
+    /// The envelope for a status the framework produced on its own.
+    pub fn from_status(status: StatusCode) -> Self {
+        let (code, message) = match status {
+            StatusCode::NOT_FOUND => ("not_found", "no such route"),
+            StatusCode::METHOD_NOT_ALLOWED => (
+                "method_not_allowed",
+                "this route does not accept this method",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => (
+                "payload_too_large",
+                "the request body is larger than 64 KiB",
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+                "unsupported_media_type",
+                "send the body as application/json",
+            ),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+                ("headers_too_large", "the request headers are too large")
+            }
+            StatusCode::REQUEST_TIMEOUT => {
+                ("request_timeout", "the request took too long to arrive")
+            }
+            StatusCode::SERVICE_UNAVAILABLE => (
+                "service_unavailable",
+                "the service is temporarily unavailable",
+            ),
+            s if s.is_client_error() => ("bad_request", "the request is not valid"),
+            _ => ("internal_error", "an internal error occurred"),
+        };
+        Self::new(status, code, message)
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        }
+        response.json(Body {
+            success: false,
+            error: Detail {
+                code: self.code,
+                message: &self.message,
+                field: self.field.as_deref(),
+            },
+        })
+    }
+}
+
+fn insufficient_scope(e: &account_domain::InsufficientScope) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", e.to_string())
+}
+
+impl From<AuthenticateError> for ApiError {
+    fn from(e: AuthenticateError) -> Self {
+        match &e {
+            AuthenticateError::Malformed(_) | AuthenticateError::UnknownKey => {
+                Self::unauthorized("invalid_api_key", "the API key is not valid")
+            }
+            AuthenticateError::Revoked => Self::unauthorized("revoked_api_key", e.to_string()),
+            AuthenticateError::Expired => Self::unauthorized("expired_api_key", e.to_string()),
+            AuthenticateError::OrganizationInactive => Self::new(
+                StatusCode::FORBIDDEN,
+                "organization_inactive",
+                e.to_string(),
+            ),
+            AuthenticateError::Unknown(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<SignupError> for ApiError {
+    fn from(e: SignupError) -> Self {
+        match &e {
+            SignupError::UnknownPlan(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "unknown_plan", e.to_string())
+                    .with_field("plan_id")
+            }
+            SignupError::EmailTaken => {
+                Self::new(StatusCode::CONFLICT, "email_taken", e.to_string()).with_field("email")
+            }
+            SignupError::Unknown(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<GetAccountError> for ApiError {
+    fn from(e: GetAccountError) -> Self {
+        match &e {
+            GetAccountError::InsufficientScope(s) => insufficient_scope(s),
+            GetAccountError::Unknown(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<ListKeysError> for ApiError {
+    fn from(e: ListKeysError) -> Self {
+        match &e {
+            ListKeysError::InsufficientScope(s) => insufficient_scope(s),
+            ListKeysError::Unknown(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<CreateKeyError> for ApiError {
+    fn from(e: CreateKeyError) -> Self {
+        match &e {
+            CreateKeyError::InsufficientScope(s) => insufficient_scope(s),
+            CreateKeyError::ScopeEscalation(_) => {
+                Self::new(StatusCode::FORBIDDEN, "scope_escalation", e.to_string())
+                    .with_field("scopes")
+            }
+            CreateKeyError::EnvironmentEscalation => Self::new(
+                StatusCode::FORBIDDEN,
+                "environment_escalation",
+                e.to_string(),
+            )
+            .with_field("environment"),
+            CreateKeyError::Unknown(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<RevokeKeyError> for ApiError {
+    fn from(e: RevokeKeyError) -> Self {
+        match &e {
+            RevokeKeyError::InsufficientScope(s) => insufficient_scope(s),
+            RevokeKeyError::NotFound => {
+                Self::new(StatusCode::NOT_FOUND, "key_not_found", e.to_string())
+            }
+            RevokeKeyError::Unknown(cause) => Self::internal(cause),
+        }
+    }
+}

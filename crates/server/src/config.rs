@@ -1,0 +1,198 @@
+//! One typed configuration, read from the environment at start. An invalid value stops the
+//! start with a message naming the variable and what it accepts.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use account_infra::{DatabaseTarget, PoolOptions};
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("{variable}={value:?} is not valid: expected {expected}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `DATABASE_URL`: `sqlite://PATH`, a plain path, or `postgres://...`.
+    pub database: DatabaseTarget,
+    /// `BIND_ADDR`: `host:port`; port 0 picks a free port.
+    pub bind_addr: SocketAddr,
+    /// `DATABASE_POOL_SIZE` and `DATABASE_TIMEOUT_MS`.
+    pub pool: PoolOptions,
+    /// `DATABASE_CONNECT_TIMEOUT_S`: how long to wait for the database at start.
+    pub connect_timeout: Duration,
+    /// `LAST_USED_FLUSH_SECS`: how often last-use times are written (1 to 60).
+    pub usage_flush_interval: Duration,
+    /// `LOG_FORMAT`: `json` or `pretty`; default pretty on a terminal, json otherwise.
+    pub log_format: Option<LogFormat>,
+}
+
+impl Config {
+    pub const DEFAULT_DATABASE_URL: &'static str = "sqlite://account-api.db";
+    pub const DEFAULT_BIND_ADDR: &'static str = "127.0.0.1:8080";
+
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup` (the environment, or a test's map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let database_url =
+            get("DATABASE_URL").unwrap_or_else(|| Self::DEFAULT_DATABASE_URL.to_owned());
+        let database = DatabaseTarget::parse(&database_url).map_err(|_| ConfigError {
+            variable: "DATABASE_URL",
+            value: redact_url(&database_url),
+            expected: "sqlite://PATH, a plain file path, or postgres://USER@HOST:PORT/DB",
+        })?;
+        let defaults = PoolOptions::for_machine();
+        let pool_size: u32 = parse(
+            &get,
+            "DATABASE_POOL_SIZE",
+            "a whole number from 1 to 1000",
+            |n: &u32| (1..=1000).contains(n),
+        )?
+        .unwrap_or(defaults.max_size);
+        let checkout_ms: u64 = parse(
+            &get,
+            "DATABASE_TIMEOUT_MS",
+            "milliseconds from 1 to 60000",
+            |n: &u64| (1..=60_000).contains(n),
+        )?
+        .unwrap_or(2000);
+        let connect_s: u64 = parse(
+            &get,
+            "DATABASE_CONNECT_TIMEOUT_S",
+            "seconds from 0 to 3600",
+            |n: &u64| *n <= 3600,
+        )?
+        .unwrap_or(30);
+        let flush_s: u64 = parse(
+            &get,
+            "LAST_USED_FLUSH_SECS",
+            "seconds from 1 to 60",
+            |n: &u64| (1..=60).contains(n),
+        )?
+        .unwrap_or(10);
+        let bind_addr = parse(
+            &get,
+            "BIND_ADDR",
+            "host:port such as 127.0.0.1:8080",
+            |_: &SocketAddr| true,
+        )?
+        .unwrap_or_else(|| {
+            Self::DEFAULT_BIND_ADDR
+                .parse()
+                .unwrap_or_else(|_| unreachable!("valid default"))
+        });
+        let log_format = match get("LOG_FORMAT").as_deref() {
+            None => None,
+            Some("json") => Some(LogFormat::Json),
+            Some("pretty") => Some(LogFormat::Pretty),
+            Some(other) => {
+                return Err(ConfigError {
+                    variable: "LOG_FORMAT",
+                    value: other.to_owned(),
+                    expected: "json or pretty",
+                })
+            }
+        };
+        Ok(Self {
+            database,
+            bind_addr,
+            pool: PoolOptions {
+                max_size: pool_size,
+                checkout_timeout: Duration::from_millis(checkout_ms),
+            },
+            connect_timeout: Duration::from_secs(connect_s),
+            usage_flush_interval: Duration::from_secs(flush_s),
+            log_format,
+        })
+    }
+}
+
+fn parse<T: FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    expected: &'static str,
+    valid: impl Fn(&T) -> bool,
+) -> Result<Option<T>, ConfigError> {
+    let Some(raw) = get(variable) else {
+        return Ok(None);
+    };
+    match raw.trim().parse::<T>() {
+        Ok(value) if valid(&value) => Ok(Some(value)),
+        _ => Err(ConfigError {
+            variable,
+            value: raw,
+            expected,
+        }),
+    }
+}
+
+/// A URL as it may be shown in an error: without its password.
+fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn no_configuration_means_sqlite_on_localhost_8080() {
+        let config = config(&[]).expect("defaults");
+        assert_eq!(
+            config.database,
+            DatabaseTarget::Sqlite("account-api.db".into())
+        );
+        assert_eq!(config.bind_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.pool.checkout_timeout, Duration::from_secs(2));
+        assert_eq!(config.connect_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable_and_what_it_accepts() {
+        for (variable, value) in [
+            ("BIND_ADDR", "localhost"),
+            ("DATABASE_URL", "mysql://root:secret@db/app"),
+            ("DATABASE_POOL_SIZE", "0"),
+            ("DATABASE_TIMEOUT_MS", "soon"),
+            ("LAST_USED_FLUSH_SECS", "600"),
+            ("LOG_FORMAT", "xml"),
+        ] {
+            let err = config(&[(variable, value)]).expect_err(variable);
+            assert_eq!(err.variable, variable);
+            assert!(err.to_string().contains(variable), "{err}");
+            assert!(!err.to_string().contains("secret"), "{err}");
+        }
+    }
+}

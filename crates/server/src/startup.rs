@@ -1,0 +1,147 @@
+//! Building and running the application: database, migrations, wiring, HTTP server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use account_domain::AccountService;
+use account_http::ReadinessCheck;
+use account_infra::{
+    Database, OsRandomGenerator, SqlAccountRepository, SqlKeyRepository, SystemClock,
+};
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+
+use crate::config::Config;
+
+/// A built application, bound to its port and ready to run.
+pub struct Application {
+    port: u16,
+    server: Server,
+    service: Arc<AccountService>,
+    usage_flush_interval: Duration,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Connects to the database (waiting for it up to the configured time), applies the
+    /// migrations, and binds the listener. Port 0 binds a free port: see [`Self::port`].
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = Database::new(config.database.clone(), &config.pool);
+        migrate_when_reachable(&db, config.connect_timeout).await?;
+
+        let service = Arc::new(AccountService::new(
+            Arc::new(SqlAccountRepository::new(db.clone())),
+            Arc::new(SqlKeyRepository::new(db.clone())),
+            Arc::new(SystemClock),
+            Arc::new(OsRandomGenerator),
+        ));
+        let readiness: ReadinessCheck = Arc::new(move || {
+            let db = db.clone();
+            Box::pin(async move { db.ping().await })
+        });
+
+        let listener = TcpListener::bind(config.bind_addr)
+            .with_context(|| format!("could not bind {}", config.bind_addr))?;
+        let port = listener
+            .local_addr()
+            .context("could not read the bound address")?
+            .port();
+        let service_data = web::Data::from(service.clone());
+        let readiness = web::Data::new(readiness);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(service_data.clone())
+                .app_data(readiness.clone())
+                .configure(account_http::configure)
+        })
+        .listen(listener)
+        .context("could not listen")?
+        // Requests in flight when SIGTERM or Ctrl-C arrives get this long to finish.
+        .shutdown_timeout(30)
+        .run();
+        tracing::info!(address = %config.bind_addr.ip(), port, database = %config.database, "listening");
+        Ok(Self {
+            port,
+            server,
+            service,
+            usage_flush_interval: config.usage_flush_interval,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, lets the requests in flight finish, then writes the
+    /// last-use times still in memory.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let flusher = tokio::spawn(flush_usage_periodically(
+            self.service.clone(),
+            self.usage_flush_interval,
+        ));
+        let served = self.server.await.context("the HTTP server failed");
+        flusher.abort();
+        match self.service.flush_usage().await {
+            Ok(n) => tracing::info!(keys = n, "final flush of key usage"),
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "could not write key usage at shutdown"
+            ),
+        }
+        tracing::info!("stopped");
+        served
+    }
+}
+
+async fn flush_usage_periodically(service: Arc<AccountService>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(e) = service.flush_usage().await {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "could not write key usage; will retry"
+            );
+        }
+    }
+}
+
+/// Applies the migrations, retrying with backoff while the database cannot be reached.
+pub async fn migrate_when_reachable(db: &Database, patience: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let attempt = db.clone();
+        let outcome = tokio::task::spawn_blocking(move || attempt.migrate())
+            .await
+            .context("migration task failed")?;
+        match outcome {
+            Ok(ran) => {
+                tracing::info!(database = %db.target(), migrations_applied = ran, "database ready");
+                return Ok(());
+            }
+            Err(e) if started.elapsed() + delay < patience => {
+                tracing::warn!(error = format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "database not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                return Err(e.context(format!(
+                    "the database at {} could not be reached and migrated within {} s (DATABASE_CONNECT_TIMEOUT_S)",
+                    db.target(),
+                    patience.as_secs()
+                )))
+            }
+        }
+    }
+}
