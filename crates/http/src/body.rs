@@ -20,6 +20,14 @@ pub(crate) fn optional_json<T: DeserializeOwned>(
     if !is_json(req) {
         return Err(ApiError::from_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
     }
+    // serde would also build a struct from an array, positionally: only objects are bodies.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the body must be a JSON object",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| decode_error(&e))?;
     de.end().map_err(|e| {
@@ -74,13 +82,14 @@ fn decode_error(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
         );
     }
     let message = inner.to_string();
-    // serde names an unknown field in backticks; the path then points at its parent.
-    let unknown = message
-        .strip_prefix("unknown field `")
+    // serde names an unknown or missing field in backticks; the path then points at its parent.
+    let named = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
         .and_then(|rest| rest.split_once('`'))
         .map(|(field, _)| field.to_owned());
     let path = e.path().to_string();
-    let field = unknown.or_else(|| (path != ".").then_some(path));
+    let field = named.or_else(|| (path != ".").then_some(path));
     let error = ApiError::new(
         StatusCode::BAD_REQUEST,
         "invalid_request",
@@ -96,7 +105,11 @@ fn describe(message: &str, field: Option<&str>) -> String {
     // Drop serde's "at line 1 column 7": the field says where.
     let message = message.split(" at line ").next().unwrap_or(message);
     match field {
-        Some(field) if !message.starts_with("unknown field") => format!("`{field}`: {message}"),
+        Some(field)
+            if !message.starts_with("unknown field") && !message.starts_with("missing field") =>
+        {
+            format!("`{field}`: {message}")
+        }
         _ => message.to_owned(),
     }
 }

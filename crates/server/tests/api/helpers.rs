@@ -1,0 +1,261 @@
+//! `spawn_app()` and the small vocabulary the tests speak in.
+
+use account_infra::testing::{Backend, TestDatabase};
+use account_server::{Application, Config};
+use diesel::connection::SimpleConnection;
+use diesel::Connection;
+use reqwest::{Method, Response, StatusCode};
+use serde_json::{json, Value};
+
+/// Runs each named test body (an `async fn(TestApp)`) on SQLite, and on PostgreSQL when configured.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let app = $crate::helpers::spawn_app(account_infra::testing::Backend::Sqlite).await.expect("sqlite");
+                super::$name(app).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(app) = $crate::helpers::spawn_app(account_infra::testing::Backend::Postgres).await {
+                    super::$name(app).await
+                }
+            })*
+        }
+    };
+}
+pub(crate) use on_both_backends;
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: std::sync::Arc<TestDatabase>,
+}
+
+/// A running application on a database of its own.
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    let db = std::sync::Arc::new(TestDatabase::new(backend)?);
+    Some(spawn_app_on(db).await)
+}
+
+/// Another instance on the same database (as behind a load balancer).
+pub async fn spawn_app_on(db: std::sync::Arc<TestDatabase>) -> TestApp {
+    let url = db.url();
+    let config = Config::from_lookup(|name| match name {
+        "DATABASE_URL" => Some(url.clone()),
+        "BIND_ADDR" => Some("127.0.0.1:0".to_owned()),
+        "LAST_USED_FLUSH_SECS" => Some("1".to_owned()),
+        "DATABASE_POOL_SIZE" => Some("8".to_owned()),
+        _ => None,
+    })
+    .expect("test configuration is valid");
+    let app = Application::build(config)
+        .await
+        .expect("the application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        db,
+    }
+}
+
+/// A response read whole: status, headers and JSON body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    async fn read(response: Response) -> Self {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("a body");
+        let body =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"));
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn data(&self) -> &Value {
+        assert_eq!(self.body["success"], json!(true), "{}", self.body);
+        &self.body["data"]
+    }
+
+    /// Asserts the error envelope with this status and code.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "{}", self.body);
+        assert_eq!(self.body["success"], json!(false), "{}", self.body);
+        assert_eq!(self.body["error"]["code"], json!(code), "{}", self.body);
+        assert!(
+            self.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{}",
+            self.body
+        );
+        let content_type = self
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert!(
+            content_type.starts_with("application/json"),
+            "{content_type}"
+        );
+    }
+}
+
+/// An organization signed up through the API, with its first key.
+pub struct Org {
+    pub id: String,
+    pub key: String,
+    pub key_id: String,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Reply::read(request.send().await.expect("the request is sent")).await
+    }
+
+    /// Sends a raw body with the given content type.
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        Reply::read(request.send().await.expect("the request is sent")).await
+    }
+
+    pub async fn signup(&self, body: Value) -> Reply {
+        self.request(Method::POST, "/v1/signup", None, Some(body))
+            .await
+    }
+
+    pub async fn signup_org(&self, email: &str) -> Org {
+        let reply = self.signup(json!({"name": "Acme", "email": email})).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        let data = reply.data();
+        Org {
+            id: data["account"]["org_id"]
+                .as_str()
+                .expect("org_id")
+                .to_owned(),
+            key: data["api_key"]["key"].as_str().expect("key").to_owned(),
+            key_id: data["api_key"]["id"].as_str().expect("key id").to_owned(),
+        }
+    }
+
+    pub async fn get_account(&self, key: &str) -> Reply {
+        self.request(Method::GET, "/v1/account", Some(key), None)
+            .await
+    }
+
+    pub async fn list_keys(&self, key: &str) -> Reply {
+        self.request(Method::GET, "/v1/account/api-keys", Some(key), None)
+            .await
+    }
+
+    pub async fn create_key(&self, key: &str, body: Option<Value>) -> Reply {
+        self.request(Method::POST, "/v1/account/api-keys", Some(key), body)
+            .await
+    }
+
+    pub async fn revoke_key(&self, key: &str, key_id: &str) -> Reply {
+        self.request(
+            Method::DELETE,
+            &format!("/v1/account/api-keys/{key_id}"),
+            Some(key),
+            None,
+        )
+        .await
+    }
+
+    /// Creates a key and returns its full secret.
+    pub async fn new_key(&self, key: &str, body: Value) -> String {
+        let reply = self.create_key(key, Some(body)).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply.data()["key"].as_str().expect("key").to_owned()
+    }
+
+    pub async fn key_count(&self, key: &str) -> usize {
+        self.list_keys(key)
+            .await
+            .data()
+            .as_array()
+            .expect("array")
+            .len()
+    }
+
+    /// Runs SQL directly on the test database: for states the API cannot reach quickly
+    /// (a key past its expiry, an organization deactivated by an operator).
+    pub fn execute_sql(&self, sql: &str) {
+        match self.db.target() {
+            account_infra::DatabaseTarget::Sqlite(path) => {
+                let mut conn = diesel::SqliteConnection::establish(path.to_str().expect("utf-8"))
+                    .expect("open sqlite");
+                conn.batch_execute(&format!("PRAGMA busy_timeout = 5000; {sql}"))
+                    .expect("sql runs");
+            }
+            account_infra::DatabaseTarget::Postgres(url) => {
+                let mut conn = diesel::PgConnection::establish(url).expect("connect");
+                conn.batch_execute(sql).expect("sql runs");
+            }
+        }
+    }
+}
+
+/// `2024-01-01T00:00:00Z`-shaped.
+pub fn is_rfc3339_utc(value: &Value) -> bool {
+    let Some(s) = value.as_str() else {
+        return false;
+    };
+    let b = s.as_bytes();
+    s.len() == 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'Z'
+        && s.bytes()
+            .enumerate()
+            .all(|(i, c)| [4, 7, 10, 13, 16, 19].contains(&i) || c.is_ascii_digit())
+}

@@ -1,0 +1,11 @@
+//! Black-box tests: the real application on port 0 over real HTTP, on a fresh SQLite file
+//! and, when `TEST_POSTGRES_URL` is set, on a fresh PostgreSQL database.
+
+mod helpers;
+
+mod account;
+mod api_keys;
+mod authentication;
+mod health;
+mod protocol_errors;
+mod signup;
