@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{is_rfc3339_utc, on_both_backends, TestApp};
+use crate::helpers::{field_names, is_rfc3339_utc, on_both_backends, TestApp};
 
 on_both_backends!(the_account_shows_the_documented_fields_and_only_the_callers_own);
 
@@ -14,15 +14,8 @@ async fn the_account_shows_the_documented_fields_and_only_the_callers_own(app: T
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body["success"], true);
     let data = reply.data();
-    let mut fields: Vec<&str> = data
-        .as_object()
-        .expect("object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    fields.sort_unstable();
     assert_eq!(
-        fields,
+        field_names(data),
         ["created_at", "email", "is_active", "name", "org_id", "plan"]
     );
     assert_eq!(data["org_id"], json!(ours.id));

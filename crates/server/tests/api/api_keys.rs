@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{is_rfc3339_utc, on_both_backends, spawn_app_on, TestApp};
+use crate::helpers::{field_names, is_rfc3339_utc, on_both_backends, spawn_app_on, TestApp};
 
 on_both_backends!(
     a_key_created_without_a_body_takes_the_documented_defaults,
@@ -41,15 +41,8 @@ async fn a_key_created_with_every_field_is_shown_once_in_full(app: TestApp) {
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
     let data = reply.data();
-    let mut fields: Vec<&str> = data
-        .as_object()
-        .expect("object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    fields.sort_unstable();
     assert_eq!(
-        fields,
+        field_names(data),
         [
             "created_at",
             "environment",
@@ -101,15 +94,8 @@ async fn keys_are_listed_newest_first_with_the_documented_fields_and_no_secret(a
         .collect();
     assert_eq!(names, ["Third", "Second", "Default Key"]);
     for key in keys {
-        let mut fields: Vec<&str> = key
-            .as_object()
-            .expect("object")
-            .keys()
-            .map(String::as_str)
-            .collect();
-        fields.sort_unstable();
         assert_eq!(
-            fields,
+            field_names(key),
             [
                 "created_at",
                 "environment",

@@ -259,3 +259,15 @@ pub fn is_rfc3339_utc(value: &Value) -> bool {
             .enumerate()
             .all(|(i, c)| [4, 7, 10, 13, 16, 19].contains(&i) || c.is_ascii_digit())
 }
+
+/// The keys of a JSON object, sorted.
+pub fn field_names(value: &Value) -> Vec<&str> {
+    let mut fields: Vec<&str> = value
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    fields
+}

@@ -1,0 +1,37 @@
+# Account API tasks. `just --list` shows them.
+
+pg_url := "postgres://postgres@127.0.0.1:5432/postgres"
+
+# Serve on SQLite (account-api.db in this folder) at 127.0.0.1:8080.
+run:
+    cargo run --release
+
+# The whole test suite on SQLite (PostgreSQL too when TEST_POSTGRES_URL is set).
+test:
+    cargo test --workspace
+
+# The whole test suite on SQLite and on the local PostgreSQL, skipping nothing.
+test-pg:
+    TEST_POSTGRES_URL={{pg_url}} REQUIRE_POSTGRES=1 cargo test --workspace
+
+# Formatting and lints, as CI checks them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+    cargo fmt --all
+
+# Apply migrations to DATABASE_URL (default: the SQLite file) and exit.
+migrate:
+    cargo run --release -- migrate
+
+# Regenerate crates/infra/src/schema.rs from the migrations (needs diesel_cli).
+schema:
+    rm -f target/schema.db
+    diesel migration run --database-url target/schema.db --migration-dir migrations/sqlite
+    diesel print-schema --database-url target/schema.db > crates/infra/src/schema.rs
+
+# What CI runs.
+ci:
+    bash .ci/run
