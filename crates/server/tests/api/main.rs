@@ -6,6 +6,8 @@ mod helpers;
 mod account;
 mod api_keys;
 mod authentication;
+mod database_faults;
 mod health;
+mod process;
 mod protocol_errors;
 mod signup;

@@ -1,0 +1,166 @@
+//! The `account-api` binary as an operator runs it: subcommands, start-up failures,
+//! graceful shutdown.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use account_infra::testing::TestDatabase;
+
+fn account_api() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_account-api"));
+    command
+        .env_clear()
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info");
+    command
+}
+
+/// Starts the server and returns it with the port it bound (read from its log).
+fn start_server(database_url: &str) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
+    let mut child = account_api()
+        .env("DATABASE_URL", database_url)
+        .env("BIND_ADDR", "127.0.0.1:0")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the binary starts");
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if event["message"] == "listening" {
+            let port = event["port"].as_u64().expect("port logged");
+            return (child, u16::try_from(port).expect("a port"), rx);
+        }
+    }
+    let _ = child.kill();
+    panic!("the server did not report listening");
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the process did not exit in {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn migrate_applies_the_schema_and_exits_zero() {
+    let db = TestDatabase::sqlite();
+    let output = account_api()
+        .env("DATABASE_URL", db.url())
+        .arg("migrate")
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let again = account_api()
+        .env("DATABASE_URL", db.url())
+        .arg("migrate")
+        .output()
+        .expect("runs");
+    assert!(again.status.success(), "migrating twice is harmless");
+}
+
+#[test]
+fn help_and_version_are_answered() {
+    let help = account_api().arg("--help").output().expect("runs");
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("serve") && text.contains("migrate"), "{text}");
+    let version = account_api().arg("--version").output().expect("runs");
+    assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn an_unsupported_database_url_stops_the_start_with_a_clear_message() {
+    let output = account_api()
+        .env("DATABASE_URL", "mysql://root:pw@localhost/app")
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("DATABASE_URL")
+            && stderr.contains("postgres://")
+            && stderr.contains("sqlite://"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("pw@"), "the password leaked: {stderr}");
+}
+
+#[test]
+fn an_unreachable_database_is_retried_then_the_start_fails_with_a_message() {
+    let started = Instant::now();
+    let output = account_api()
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/nothing")
+        .env("DATABASE_CONNECT_TIMEOUT_S", "2")
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "it gave up without retrying"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("database not reachable yet"),
+        "no retry was logged: {stderr}"
+    );
+    assert!(stderr.contains("DATABASE_CONNECT_TIMEOUT_S"), "{stderr}");
+}
+
+#[test]
+fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
+    let db = TestDatabase::sqlite();
+    let (mut child, port, _logs) = start_server(&db.url());
+    let body = br#"{"name": "Graceful", "email": "graceful@acme.test"}"#;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connects");
+    write!(
+        stream,
+        "POST /v1/signup HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .expect("headers sent");
+    stream.write_all(&body[..10]).expect("half the body sent");
+    std::thread::sleep(Duration::from_millis(300));
+    sigterm(&child);
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(&body[10..]).expect("the rest sent");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("a response");
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    let status = wait_with_timeout(&mut child, Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
+}
