@@ -47,6 +47,7 @@ fn start_server(database_url: &str) -> (Child, u16, std::sync::mpsc::Receiver<St
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("the server did not report listening");
 }
 
@@ -66,6 +67,7 @@ fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitSt
         }
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("the process did not exit in {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
