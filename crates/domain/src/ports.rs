@@ -27,12 +27,12 @@ pub enum CreateOrganizationError {
     Unknown(#[from] anyhow::Error),
 }
 
-/// A stored key together with what authentication needs to know about its organization.
+/// A stored key together with its organization: all that authenticating it and answering
+/// `GET /v1/account` need, so that both can be served from memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyCredential {
     pub key: ApiKey,
-    pub org_is_active: bool,
-    pub plan_id: PlanId,
+    pub organization: Organization,
 }
 
 /// Organizations and the plan catalogue.
@@ -68,7 +68,8 @@ pub trait KeyRepository: Send + Sync + 'static {
     async fn list_keys(&self, org: &OrgId) -> anyhow::Result<Vec<ApiKey>>;
 
     /// Marks the key revoked at `at` unless it already is (the first revocation time is kept)
-    /// and returns it.
+    /// and returns it. MUST publish a [`Change::Key`] to the [`ChangeFeed`] in the same
+    /// transaction, so that every instance forgets the key.
     ///
     /// MUST return `Ok(None)` when no key has this id within this organization, so that a key
     /// of another organization is indistinguishable from one that does not exist.
@@ -79,7 +80,8 @@ pub trait KeyRepository: Send + Sync + 'static {
         at: OffsetDateTime,
     ) -> anyhow::Result<Option<ApiKey>>;
 
-    /// Looks a key up by its hash. MUST return `Ok(None)` only when no key has this hash.
+    /// Looks a key up by its hash, with its organization and plan.
+    /// MUST return `Ok(None)` only when no key has this hash.
     async fn find_credential(&self, hash: &KeyHash) -> anyhow::Result<Option<KeyCredential>>;
 
     /// Records when keys were last used, in one batch. A later time never goes backwards.
@@ -101,4 +103,43 @@ pub trait Generator: Send + Sync + 'static {
     /// MUST draw [`crate::SECRET_LEN`] characters uniformly from
     /// [`SecretBody::alphabet`] with the operating system's CSPRNG.
     fn key_secret(&self) -> SecretBody;
+}
+
+/// What a [`CredentialCache`] remembers of a key hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CachedLookup {
+    Found(Box<KeyCredential>),
+    /// No key has this hash: remembered briefly, so that a flood of invented keys stays off
+    /// the database.
+    Missing,
+}
+
+/// A bounded in-memory map from key hash to credential, local to one process.
+#[cfg_attr(feature = "mock", mockall::automock)]
+pub trait CredentialCache: Send + Sync + 'static {
+    fn get(&self, hash: &KeyHash) -> Option<CachedLookup>;
+    /// MUST bound its size, and keep `Missing` entries only briefly.
+    fn put(&self, hash: KeyHash, lookup: CachedLookup);
+    fn forget(&self, hash: &KeyHash);
+    /// Forgets every entry of the organization (or more).
+    fn forget_organization(&self, org: &OrgId);
+    fn clear(&self);
+}
+
+/// A change that cached credentials must not outlive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The key with this hash changed (revoked, renamed...).
+    Key(KeyHash),
+    /// The organization's status or plan changed.
+    Organization(OrgId),
+}
+
+/// The changes every instance must apply to its cache, published by the writes themselves.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait ChangeFeed: Send + Sync + 'static {
+    /// The changes committed since the previous poll of this feed, each at least once.
+    /// MUST NOT miss a change committed before the poll began.
+    async fn poll(&self) -> anyhow::Result<Vec<Change>>;
 }

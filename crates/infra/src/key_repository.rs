@@ -1,16 +1,14 @@
 //! API keys in SQL.
 
-use account_domain::{
-    ApiKey, KeyCredential, KeyHash, KeyId, KeyRepository, NewApiKey, OrgId, PlanId,
-};
-use anyhow::Context as _;
+use account_domain::{ApiKey, KeyCredential, KeyHash, KeyId, KeyRepository, NewApiKey, OrgId};
 use async_trait::async_trait;
 use diesel::prelude::*;
 use time::OffsetDateTime;
 
+use crate::change_feed::publish_change;
 use crate::database::Database;
-use crate::rows::{to_micros, ApiKeyRow};
-use crate::schema::{api_keys, organizations};
+use crate::rows::{to_micros, ApiKeyRow, OrganizationRow, PlanRow};
+use crate::schema::{api_keys, organizations, plans};
 
 #[derive(Debug, Clone)]
 pub struct SqlKeyRepository {
@@ -69,10 +67,13 @@ impl KeyRepository for SqlKeyRepository {
                     .filter(api_keys::id.eq(&key))
                     .filter(api_keys::org_id.eq(&org));
                 // Only the first revocation sets the time: revoking again changes nothing.
-                diesel::update(mine.filter(api_keys::revoked_at.is_null()))
+                let revoked_now = diesel::update(mine.filter(api_keys::revoked_at.is_null()))
                     .set(api_keys::revoked_at.eq(Some(to_micros(at))))
                     .execute(conn)?;
                 let row = mine.select(ApiKeyRow::as_select()).first(conn).optional()?;
+                if let (1, Some(row)) = (revoked_now, &row) {
+                    publish_change(conn, Some(&row.key_hash), None, at)?;
+                }
                 Ok(row.map(ApiKey::try_from).transpose()?)
             })
             .await
@@ -84,22 +85,21 @@ impl KeyRepository for SqlKeyRepository {
         self.db
             .read(move |conn| {
                 let row = api_keys::table
-                    .inner_join(organizations::table)
+                    .inner_join(organizations::table.inner_join(plans::table))
                     .filter(api_keys::key_hash.eq(hash))
                     .select((
                         ApiKeyRow::as_select(),
-                        organizations::is_active,
-                        organizations::plan_id,
+                        OrganizationRow::as_select(),
+                        PlanRow::as_select(),
                     ))
-                    .first::<(ApiKeyRow, bool, String)>(conn)
+                    .first::<(ApiKeyRow, OrganizationRow, PlanRow)>(conn)
                     .optional()?;
-                let Some((key, org_is_active, plan_id)) = row else {
+                let Some((key, org, plan)) = row else {
                     return Ok(None);
                 };
                 Ok(Some(KeyCredential {
                     key: key.try_into()?,
-                    org_is_active,
-                    plan_id: PlanId::new(&plan_id).context("stored plan id")?,
+                    organization: org.into_domain(plan)?,
                 }))
             })
             .await
@@ -107,26 +107,38 @@ impl KeyRepository for SqlKeyRepository {
     }
 
     async fn record_usage(&self, usage: &[(KeyId, OffsetDateTime)]) -> anyhow::Result<()> {
-        let usage: Vec<(String, i64)> = usage
-            .iter()
-            .map(|(id, at)| (id.to_string(), to_micros(*at)))
-            .collect();
+        let statements: Vec<String> = usage.chunks(USAGE_BATCH).map(usage_update).collect();
         self.db
             .write(move |conn| {
-                for (id, at) in usage {
-                    diesel::update(
-                        api_keys::table.filter(api_keys::id.eq(id)).filter(
-                            api_keys::last_used_at
-                                .is_null()
-                                .or(api_keys::last_used_at.lt(at)),
-                        ),
-                    )
-                    .set(api_keys::last_used_at.eq(Some(at)))
-                    .execute(conn)?;
+                for sql in statements {
+                    diesel::sql_query(sql).execute(conn)?;
                 }
                 Ok(())
             })
             .await
             .map_err(|e| e.into_anyhow("could not record key usage"))
     }
+}
+
+/// Keys per usage statement: one statement covers a whole flush of a busy instance.
+const USAGE_BATCH: usize = 500;
+
+/// One `UPDATE` for a batch of last-use times, never moving one backwards. The values are
+/// inlined: a [`KeyId`] is `key_` and ASCII letters and digits only, and times are integers.
+fn usage_update(batch: &[(KeyId, OffsetDateTime)]) -> String {
+    use std::fmt::Write as _;
+    let mut case = String::from("CASE id");
+    let mut ids = String::new();
+    for (i, (id, at)) in batch.iter().enumerate() {
+        debug_assert!(id
+            .as_str()
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        let _ = write!(case, " WHEN '{}' THEN {}", id.as_str(), to_micros(*at));
+        let _ = write!(ids, "{}'{}'", if i == 0 { "" } else { ", " }, id.as_str());
+    }
+    case.push_str(" END");
+    format!(
+        "UPDATE api_keys SET last_used_at = {case} WHERE id IN ({ids}) AND (last_used_at IS NULL OR last_used_at < {case})"
+    )
 }

@@ -2,7 +2,9 @@
 //! PostgreSQL (chosen by the database URL), the system clock and the OS-random generator.
 
 mod account_repository;
+mod change_feed;
 mod connection;
+mod credential_cache;
 mod database;
 mod database_url;
 mod key_repository;
@@ -14,7 +16,9 @@ mod system;
 pub mod testing;
 
 pub use account_repository::SqlAccountRepository;
+pub use change_feed::SqlChangeFeed;
 pub use connection::DbConnection;
+pub use credential_cache::MokaCredentialCache;
 pub use database::{Database, PoolOptions};
 pub use database_url::{DatabaseTarget, InvalidDatabaseUrl};
 pub use key_repository::SqlKeyRepository;

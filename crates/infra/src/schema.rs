@@ -9,10 +9,19 @@ diesel::table! {
         key_prefix -> Text,
         environment -> Text,
         scopes -> Text,
-        created_at -> BigInt,
-        expires_at -> Nullable<BigInt>,
-        revoked_at -> Nullable<BigInt>,
-        last_used_at -> Nullable<BigInt>,
+        created_at -> Int8,
+        expires_at -> Nullable<Int8>,
+        revoked_at -> Nullable<Int8>,
+        last_used_at -> Nullable<Int8>,
+    }
+}
+
+diesel::table! {
+    cache_events (id) {
+        id -> Int4,
+        key_hash -> Nullable<Text>,
+        org_id -> Nullable<Text>,
+        created_at -> Int8,
     }
 }
 
@@ -24,7 +33,7 @@ diesel::table! {
         email_normalized -> Text,
         plan_id -> Text,
         is_active -> Bool,
-        created_at -> BigInt,
+        created_at -> Int8,
     }
 }
 
@@ -32,11 +41,11 @@ diesel::table! {
     plans (id) {
         id -> Text,
         name -> Text,
-        base_price_cents -> BigInt,
+        base_price_cents -> Int8,
     }
 }
 
 diesel::joinable!(api_keys -> organizations (org_id));
 diesel::joinable!(organizations -> plans (plan_id));
 
-diesel::allow_tables_to_appear_in_same_query!(api_keys, organizations, plans,);
+diesel::allow_tables_to_appear_in_same_query!(api_keys, cache_events, organizations, plans,);

@@ -32,5 +32,5 @@ fn sslmode_require_connects_over_tls() {
         DatabaseTarget::parse(&tls_url).expect("valid"),
         &PoolOptions::for_machine(),
     );
-    assert_eq!(database.migrate().expect("migrates over TLS"), 1);
+    assert!(database.migrate().expect("migrates over TLS") > 0);
 }

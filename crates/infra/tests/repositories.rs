@@ -7,14 +7,15 @@ use std::sync::Arc;
 use account_domain::*;
 use account_infra::testing::{Backend, TestDatabase};
 use account_infra::{
-    Database, OsRandomGenerator, PoolOptions, SqlAccountRepository, SqlKeyRepository,
+    Database, OsRandomGenerator, PoolOptions, SqlAccountRepository, SqlChangeFeed, SqlKeyRepository,
 };
 use time::{Duration, OffsetDateTime};
 
 struct Ctx {
     accounts: SqlAccountRepository,
     keys: SqlKeyRepository,
-    _db: TestDatabase,
+    db: Database,
+    _test_db: TestDatabase,
 }
 
 fn setup(backend: Backend) -> Option<Ctx> {
@@ -23,8 +24,9 @@ fn setup(backend: Backend) -> Option<Ctx> {
     db.migrate().expect("migrations apply");
     Some(Ctx {
         accounts: SqlAccountRepository::new(db.clone()),
-        keys: SqlKeyRepository::new(db),
-        _db: test_db,
+        keys: SqlKeyRepository::new(db.clone()),
+        db,
+        _test_db: test_db,
     })
 }
 
@@ -59,6 +61,8 @@ contract!(
     recorded_usage_never_goes_backwards,
     strings_round_trip_verbatim,
     concurrent_key_inserts_are_all_kept,
+    a_revocation_is_published_once_to_every_feed,
+    usage_of_many_keys_is_written_in_one_flush,
 );
 
 /// Stored times have microsecond precision.
@@ -303,8 +307,9 @@ async fn credentials_are_found_by_hash_with_their_organization(ctx: Ctx) {
         .expect("read")
         .expect("found");
     assert_eq!(credential.key, key.clone().into_stored());
-    assert!(credential.org_is_active);
-    assert_eq!(credential.plan_id.as_str(), "pro");
+    assert!(credential.organization.is_active);
+    assert_eq!(credential.organization.plan.id.as_str(), "pro");
+    assert_eq!(credential.organization.id, org.id);
     let stranger = PlaintextKey::assemble(Environment::Live, &OsRandomGenerator.key_secret());
     assert_eq!(
         ctx.keys
@@ -372,4 +377,69 @@ async fn concurrent_key_inserts_are_all_kept(ctx: Ctx) {
     }
     assert_eq!(ids.len(), 50);
     assert_eq!(ctx.keys.list_keys(&org.id).await.expect("listed").len(), 51);
+}
+
+async fn a_revocation_is_published_once_to_every_feed(ctx: Ctx) {
+    let org = new_org("Acme", "feed@acme.test", "free");
+    let (key, plaintext) = new_key(&org.id, "Default Key", org.created_at);
+    ctx.accounts
+        .create_organization(&org, &key)
+        .await
+        .expect("created");
+    // Two instances' feeds, started before the change.
+    let here = SqlChangeFeed::start(ctx.db.clone()).await.expect("feed");
+    let there = SqlChangeFeed::start(Database::new(
+        ctx.db.target().clone(),
+        &PoolOptions::for_machine(),
+    ))
+    .await
+    .expect("feed");
+    assert!(here.poll().await.expect("polled").is_empty());
+    ctx.keys
+        .revoke_key(&org.id, &key.id, now())
+        .await
+        .expect("revoked");
+    ctx.keys
+        .revoke_key(&org.id, &key.id, now())
+        .await
+        .expect("revoked again");
+    for feed in [&here, &there] {
+        assert_eq!(
+            feed.poll().await.expect("polled"),
+            vec![Change::Key(plaintext.hash())]
+        );
+        assert!(
+            feed.poll().await.expect("polled").is_empty(),
+            "a change is delivered once"
+        );
+    }
+    // A feed started later does not replay old changes; pruning drops them.
+    let late = SqlChangeFeed::start(ctx.db.clone()).await.expect("feed");
+    assert!(late.poll().await.expect("polled").is_empty());
+    assert_eq!(
+        here.prune(std::time::Duration::ZERO, now() + Duration::seconds(1))
+            .await
+            .expect("pruned"),
+        1
+    );
+}
+
+async fn usage_of_many_keys_is_written_in_one_flush(ctx: Ctx) {
+    let (org, first) = signed_up(&ctx, "many@acme.test").await;
+    let mut usage = vec![(first.id.clone(), now())];
+    for i in 0..600 {
+        let (key, _) = new_key(&org.id, &format!("K{i}"), now());
+        ctx.keys.insert_key(&key).await.expect("inserted");
+        usage.push((key.id, now() + Duration::seconds(i)));
+    }
+    ctx.keys.record_usage(&usage).await.expect("recorded");
+    let listed = ctx.keys.list_keys(&org.id).await.expect("listed");
+    assert_eq!(listed.len(), 601);
+    for key in &listed {
+        let expected = usage
+            .iter()
+            .find(|(id, _)| *id == key.id)
+            .map(|(_, at)| *at);
+        assert_eq!(key.last_used_at, expected, "{}", key.name.as_str());
+    }
 }

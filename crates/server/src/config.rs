@@ -16,6 +16,21 @@ pub struct ConfigError {
     pub expected: &'static str,
 }
 
+/// The credential cache.
+#[derive(Debug, Clone)]
+pub struct CacheOptions {
+    /// Keys held in memory at most; 0 turns the cache off.
+    pub max_keys: u64,
+    /// How often each instance reads the change feed.
+    pub sync_interval: Duration,
+}
+
+impl CacheOptions {
+    /// How long the cache is trusted without a successful sync: the bound on how long any
+    /// instance can serve a key revoked elsewhere.
+    pub const MAX_STALENESS: Duration = Duration::from_secs(1);
+}
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -35,6 +50,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// `LAST_USED_FLUSH_SECS`: how often last-use times are written (1 to 60).
     pub usage_flush_interval: Duration,
+    /// `CACHE_MAX_KEYS` and `CACHE_SYNC_INTERVAL_MS`.
+    pub cache: CacheOptions,
     /// `LOG_FORMAT`: `json` or `pretty`; default pretty on a terminal, json otherwise.
     pub log_format: Option<LogFormat>,
 }
@@ -87,6 +104,20 @@ impl Config {
             |n: &u64| (1..=60).contains(n),
         )?
         .unwrap_or(10);
+        let cache_max_keys: u64 = parse(
+            &get,
+            "CACHE_MAX_KEYS",
+            "a whole number of keys from 0 (no cache) to 10000000",
+            |n: &u64| *n <= 10_000_000,
+        )?
+        .unwrap_or(20_000);
+        let sync_ms: u64 = parse(
+            &get,
+            "CACHE_SYNC_INTERVAL_MS",
+            "milliseconds from 10 to 500",
+            |n: &u64| (10..=500).contains(n),
+        )?
+        .unwrap_or(200);
         let bind_addr = parse(
             &get,
             "BIND_ADDR",
@@ -119,6 +150,10 @@ impl Config {
             },
             connect_timeout: Duration::from_secs(connect_s),
             usage_flush_interval: Duration::from_secs(flush_s),
+            cache: CacheOptions {
+                max_keys: cache_max_keys,
+                sync_interval: Duration::from_millis(sync_ms),
+            },
             log_format,
         })
     }
@@ -188,6 +223,8 @@ mod tests {
             ("DATABASE_TIMEOUT_MS", "soon"),
             ("LAST_USED_FLUSH_SECS", "600"),
             ("LOG_FORMAT", "xml"),
+            ("CACHE_SYNC_INTERVAL_MS", "2000"),
+            ("CACHE_MAX_KEYS", "-1"),
         ] {
             let err = config(&[(variable, value)]).expect_err(variable);
             assert_eq!(err.variable, variable);

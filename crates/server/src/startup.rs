@@ -7,20 +7,23 @@ use std::time::{Duration, Instant};
 use account_domain::AccountService;
 use account_http::ReadinessCheck;
 use account_infra::{
-    Database, OsRandomGenerator, SqlAccountRepository, SqlKeyRepository, SystemClock,
+    Database, MokaCredentialCache, OsRandomGenerator, SqlAccountRepository, SqlChangeFeed,
+    SqlKeyRepository, SystemClock,
 };
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
-use crate::config::Config;
+use crate::config::{CacheOptions, Config};
 
 /// A built application, bound to its port and ready to run.
 pub struct Application {
     port: u16,
     server: Server,
     service: Arc<AccountService>,
+    feed: Arc<SqlChangeFeed>,
     usage_flush_interval: Duration,
+    cache_sync_interval: Duration,
 }
 
 impl std::fmt::Debug for Application {
@@ -38,12 +41,26 @@ impl Application {
         let db = Database::new(config.database.clone(), &config.pool);
         migrate_when_reachable(&db, config.connect_timeout).await?;
 
-        let service = Arc::new(AccountService::new(
+        let mut service = AccountService::new(
             Arc::new(SqlAccountRepository::new(db.clone())),
             Arc::new(SqlKeyRepository::new(db.clone())),
             Arc::new(SystemClock),
             Arc::new(OsRandomGenerator),
-        ));
+        );
+        let feed = Arc::new(
+            SqlChangeFeed::start(db.clone())
+                .await
+                .context("could not start the change feed")?,
+        );
+        if config.cache.max_keys > 0 {
+            let cache = Arc::new(MokaCredentialCache::new(config.cache.max_keys));
+            service = service.with_cache(cache, feed.clone(), CacheOptions::MAX_STALENESS);
+        }
+        let service = Arc::new(service);
+        service
+            .sync_changes()
+            .await
+            .context("could not read the change feed")?;
         let readiness: ReadinessCheck = Arc::new(move || {
             let db = db.clone();
             Box::pin(async move { db.ping().await })
@@ -73,7 +90,9 @@ impl Application {
             port,
             server,
             service,
+            feed,
             usage_flush_interval: config.usage_flush_interval,
+            cache_sync_interval: config.cache.sync_interval,
         })
     }
 
@@ -88,8 +107,14 @@ impl Application {
             self.service.clone(),
             self.usage_flush_interval,
         ));
+        let syncer = tokio::spawn(sync_changes_periodically(
+            self.service.clone(),
+            self.feed,
+            self.cache_sync_interval,
+        ));
         let served = self.server.await.context("the HTTP server failed");
         flusher.abort();
+        syncer.abort();
         match self.service.flush_usage().await {
             Ok(n) => tracing::info!(keys = n, "final flush of key usage"),
             Err(e) => tracing::error!(
@@ -112,6 +137,44 @@ async fn flush_usage_periodically(service: Arc<AccountService>, every: Duration)
                 error = format!("{e:#}"),
                 "could not write key usage; will retry"
             );
+        }
+    }
+}
+
+/// Keeps the credential cache in step with changes made anywhere, and prunes old changes.
+async fn sync_changes_periodically(
+    service: Arc<AccountService>,
+    feed: Arc<SqlChangeFeed>,
+    every: Duration,
+) {
+    const PRUNE_EVERY: Duration = Duration::from_secs(600);
+    const KEEP_CHANGES: Duration = Duration::from_secs(3600);
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune = std::time::Instant::now();
+    let mut failing = false;
+    loop {
+        ticker.tick().await;
+        match service.sync_changes().await {
+            Ok(_) if failing => {
+                failing = false;
+                tracing::info!("change feed readable again: cache trusted again");
+            }
+            Ok(_) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "could not read the change feed: cache bypassed until it can"
+                );
+            }
+            Err(_) => {}
+        }
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = std::time::Instant::now();
+            if let Err(e) = feed.prune(KEEP_CHANGES, service.now()).await {
+                tracing::warn!(error = format!("{e:#}"), "could not prune the change feed");
+            }
         }
     }
 }

@@ -4,6 +4,7 @@ use thiserror::Error;
 
 use super::{AccountService, Principal};
 use crate::model::{MalformedKey, PlaintextKey};
+use crate::ports::{CachedLookup, KeyCredential};
 
 #[derive(Debug, Error)]
 pub enum AuthenticateError {
@@ -23,23 +24,34 @@ pub enum AuthenticateError {
 
 impl AccountService {
     /// Checks a presented key: well formed with a valid checksum (no lookup otherwise),
-    /// known, not revoked, not expired, and of an active organization.
+    /// known, not revoked, not expired (against the clock, cached or not), and of an
+    /// active organization. A cache hit costs no database work.
     pub async fn authenticate(&self, presented: &str) -> Result<Principal, AuthenticateError> {
-        let plaintext = PlaintextKey::parse(presented)?;
-        let credential = self
-            .keys
-            .find_credential(&plaintext.hash())
-            .await?
-            .ok_or(AuthenticateError::UnknownKey)?;
+        let hash = PlaintextKey::parse(presented)?.hash();
         let now = self.clock.now();
-        let key = credential.key;
+        let credential = match self.cache.as_ref().and_then(|c| c.get(&hash, now)) {
+            Some(CachedLookup::Found(credential)) => *credential,
+            Some(CachedLookup::Missing) => return Err(AuthenticateError::UnknownKey),
+            None => {
+                let generation = self.cache.as_ref().map(|c| c.generation());
+                let found = self.keys.find_credential(&hash).await?;
+                if let (Some(cache), Some(generation)) = (&self.cache, generation) {
+                    let lookup = found
+                        .clone()
+                        .map_or(CachedLookup::Missing, |c| CachedLookup::Found(Box::new(c)));
+                    cache.put(hash, lookup, generation);
+                }
+                found.ok_or(AuthenticateError::UnknownKey)?
+            }
+        };
+        let KeyCredential { key, organization } = credential;
         if key.is_revoked() {
             return Err(AuthenticateError::Revoked);
         }
         if key.is_expired(now) {
             return Err(AuthenticateError::Expired);
         }
-        if !credential.org_is_active {
+        if !organization.is_active {
             return Err(AuthenticateError::OrganizationInactive);
         }
         self.usage.record(&key.id, now);
@@ -48,8 +60,28 @@ impl AccountService {
             key_id: key.id,
             scopes: key.scopes,
             environment: key.environment,
-            plan_id: credential.plan_id,
+            organization,
         })
+    }
+
+    /// Applies the changes other writers published (revocations, organization changes) to
+    /// the credential cache. Call it often: the cache is trusted only shortly after a sync.
+    pub async fn sync_changes(&self) -> anyhow::Result<usize> {
+        match &self.cache {
+            Some(cache) => cache.sync(self.clock.now()).await,
+            None => Ok(0),
+        }
+    }
+
+    /// After a change made here: apply it to the cache before answering, so that the very
+    /// next request sees it. If that fails, forget everything rather than risk it.
+    pub(super) async fn apply_own_change(&self) {
+        if let Some(cache) = &self.cache {
+            // The periodic sync reports the failure; here, only safety matters.
+            if cache.sync(self.clock.now()).await.is_err() {
+                cache.clear();
+            }
+        }
     }
 
     /// Writes the last-use times gathered since the previous flush, in one batch.
@@ -141,7 +173,7 @@ mod tests {
                 "expired",
             ),
             (
-                Some(credential().with(|c| c.org_is_active = false)),
+                Some(credential().with(|c| c.organization.is_active = false)),
                 "inactive",
             ),
         ] {

@@ -92,10 +92,14 @@ impl AccountService {
         let Ok(key_id) = KeyId::new(key_id) else {
             return Err(RevokeKeyError::NotFound);
         };
-        self.keys
+        let key = self
+            .keys
             .revoke_key(&caller.org_id, &key_id, self.clock.now())
             .await?
-            .ok_or(RevokeKeyError::NotFound)
+            .ok_or(RevokeKeyError::NotFound)?;
+        // The revocation holds from the very next request on, on this instance too.
+        self.apply_own_change().await;
+        Ok(key)
     }
 
     /// Draws a fresh secret and builds the key to store and the plaintext to show once.

@@ -2,6 +2,7 @@
 
 mod account;
 mod authenticate;
+mod freshness;
 mod keys;
 mod principal;
 mod signup;
@@ -11,15 +12,19 @@ mod usage;
 mod test_support;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use account::GetAccountError;
 pub use authenticate::AuthenticateError;
+use freshness::CacheState;
 pub use keys::{CreateKeyError, CreatedKey, ListKeysError, RevokeKeyError};
 pub use principal::{InsufficientScope, Principal};
 pub use signup::{Signup, SignupError, SignupRequest};
 use usage::UsageTracker;
 
-use crate::ports::{AccountRepository, Clock, Generator, KeyRepository};
+use crate::ports::{
+    AccountRepository, ChangeFeed, Clock, CredentialCache, Generator, KeyRepository,
+};
 
 /// The application's use cases over its ports. Cheap to share: hold it in an `Arc`.
 pub struct AccountService {
@@ -28,6 +33,7 @@ pub struct AccountService {
     clock: Arc<dyn Clock>,
     generator: Arc<dyn Generator>,
     usage: UsageTracker,
+    cache: Option<CacheState>,
 }
 
 impl std::fmt::Debug for AccountService {
@@ -37,6 +43,7 @@ impl std::fmt::Debug for AccountService {
 }
 
 impl AccountService {
+    /// A service that reads every credential from the repository.
     pub fn new(
         accounts: Arc<dyn AccountRepository>,
         keys: Arc<dyn KeyRepository>,
@@ -49,11 +56,23 @@ impl AccountService {
             clock,
             generator,
             usage: UsageTracker::default(),
+            cache: None,
         }
     }
-}
 
-impl AccountService {
+    /// Serves authentication from `cache` while `feed` has been read within `max_staleness`;
+    /// past that (the store unreachable), every request reads the store again, so that no
+    /// change is ignored for longer. [`Self::sync_changes`] must be called well within it.
+    pub fn with_cache(
+        mut self,
+        cache: Arc<dyn CredentialCache>,
+        feed: Arc<dyn ChangeFeed>,
+        max_staleness: Duration,
+    ) -> Self {
+        self.cache = Some(CacheState::new(cache, feed, max_staleness));
+        self
+    }
+
     /// The service clock's current time, for views that depend on it (is a key active?).
     pub fn now(&self) -> time::OffsetDateTime {
         self.clock.now()

@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-use crate::model::{Environment, KeyId, OrgId, PlanId, Scope, Scopes};
+use crate::model::{Environment, KeyId, OrgId, Organization, Scope, Scopes};
 
 /// The caller, once its key has been authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,7 +11,8 @@ pub struct Principal {
     pub key_id: KeyId,
     pub scopes: Scopes,
     pub environment: Environment,
-    pub plan_id: PlanId,
+    /// The organization as it was when the key was authenticated.
+    pub organization: Organization,
 }
 
 /// The caller's key lacks the scope an operation needs.

@@ -28,6 +28,23 @@ impl Ports {
     /// The service over these repositories, a clock stopped at [`NOW`] and a generator of
     /// distinct ids.
     pub fn service(self) -> AccountService {
+        self.build()
+    }
+
+    /// The service with a credential cache fed by `feed`, trusted for one second after a sync.
+    pub fn service_with_cache(
+        self,
+        cache: MockCredentialCache,
+        feed: MockChangeFeed,
+    ) -> AccountService {
+        self.build().with_cache(
+            Arc::new(cache),
+            Arc::new(feed),
+            std::time::Duration::from_secs(1),
+        )
+    }
+
+    fn build(self) -> AccountService {
         let mut clock = MockClock::new();
         clock.expect_now().return_const(NOW);
         let mut generator = MockGenerator::new();
@@ -89,7 +106,7 @@ pub(crate) fn principal(scopes: &[&str], environment: Environment) -> Principal 
         key_id: KeyId::new("key_caller").expect("valid"),
         scopes: Scopes::parse(scopes).expect("valid"),
         environment,
-        plan_id: PlanId::free(),
+        organization: organization("org_caller"),
     }
 }
 
@@ -111,8 +128,7 @@ pub(crate) fn api_key(id: &str, org: &str) -> ApiKey {
 pub(crate) fn credential() -> KeyCredential {
     KeyCredential {
         key: api_key("key_abc", "org_abc"),
-        org_is_active: true,
-        plan_id: PlanId::free(),
+        organization: organization("org_abc"),
     }
 }
 

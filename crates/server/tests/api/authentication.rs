@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{on_both_backends, TestApp};
+use crate::helpers::{on_both_backends, spawn_app_on, TestApp};
 
 on_both_backends!(
     requests_without_a_valid_key_get_401,
@@ -12,6 +12,7 @@ on_both_backends!(
     expired_keys_are_rejected,
     keys_of_an_inactive_organization_get_403,
     each_route_needs_its_scope,
+    a_key_revoked_on_one_instance_is_refused_by_another_within_a_second,
 );
 
 async fn requests_without_a_valid_key_get_401(app: TestApp) {
@@ -107,8 +108,7 @@ async fn expired_keys_are_rejected(app: TestApp) {
     let short = app
         .new_key(&org.key, json!({"name": "Short", "expires_in_days": 1}))
         .await;
-    assert_eq!(app.get_account(&short).await.status, StatusCode::OK);
-    // A day later, as far as the database is concerned.
+    // A day later, as far as the database is concerned (before any use: nothing cached).
     app.execute_sql("UPDATE api_keys SET expires_at = created_at - 1000000 WHERE name = 'Short'");
     app.get_account(&short)
         .await
@@ -167,4 +167,41 @@ async fn each_route_needs_its_scope(app: TestApp) {
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
     // The main key is still alive: nothing was revoked by the refused attempt.
     assert_eq!(app.get_account(&org.key).await.status, StatusCode::OK);
+}
+
+async fn a_key_revoked_on_one_instance_is_refused_by_another_within_a_second(app: TestApp) {
+    let other = spawn_app_on(app.db.clone()).await;
+    let org = app.signup_org("everywhere@acme.test").await;
+    let doomed = app.new_key(&org.key, json!({"name": "Doomed"})).await;
+    let doomed_id = app.list_keys(&org.key).await.data()[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // Both instances know (and cache) the key.
+    for _ in 0..3 {
+        assert_eq!(app.get_account(&doomed).await.status, StatusCode::OK);
+        assert_eq!(other.get_account(&doomed).await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        app.revoke_key(&org.key, &doomed_id).await.status,
+        StatusCode::OK
+    );
+    let revoked = std::time::Instant::now();
+    app.get_account(&doomed)
+        .await
+        .assert_error(401, "revoked_api_key");
+    loop {
+        let reply = other.get_account(&doomed).await;
+        if reply.status == StatusCode::UNAUTHORIZED {
+            reply.assert_error(401, "revoked_api_key");
+            break;
+        }
+        assert!(
+            revoked.elapsed() < std::time::Duration::from_secs(1),
+            "the other instance still serves the revoked key"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The other keys of the organization keep working on both.
+    assert_eq!(other.get_account(&org.key).await.status, StatusCode::OK);
 }
