@@ -108,7 +108,7 @@ pub trait Generator: Send + Sync + 'static {
 /// What a [`CredentialCache`] remembers of a key hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CachedLookup {
-    Found(Box<KeyCredential>),
+    Found(std::sync::Arc<KeyCredential>),
     /// No key has this hash: remembered briefly, so that a flood of invented keys stays off
     /// the database.
     Missing,

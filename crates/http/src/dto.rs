@@ -78,31 +78,31 @@ impl CreateKeyBody {
 }
 
 #[derive(Debug, Serialize)]
-pub(crate) struct PlanDto {
-    id: String,
-    name: String,
+pub(crate) struct PlanDto<'a> {
+    id: &'a str,
+    name: &'a str,
     base_price_cents: i64,
 }
 
 #[derive(Debug, Serialize)]
-pub(crate) struct AccountDto {
-    org_id: String,
-    name: String,
-    email: String,
-    plan: PlanDto,
+pub(crate) struct AccountDto<'a> {
+    org_id: &'a str,
+    name: &'a str,
+    email: &'a str,
+    plan: PlanDto<'a>,
     is_active: bool,
     created_at: String,
 }
 
-impl From<&Organization> for AccountDto {
-    fn from(org: &Organization) -> Self {
+impl<'a> From<&'a Organization> for AccountDto<'a> {
+    fn from(org: &'a Organization) -> Self {
         Self {
-            org_id: org.id.to_string(),
-            name: org.name.as_str().to_owned(),
-            email: org.email.as_str().to_owned(),
+            org_id: org.id.as_str(),
+            name: org.name.as_str(),
+            email: org.email.as_str(),
             plan: PlanDto {
-                id: org.plan.id.to_string(),
-                name: org.plan.name.clone(),
+                id: org.plan.id.as_str(),
+                name: &org.plan.name,
                 base_price_cents: org.plan.base_price_cents,
             },
             is_active: org.is_active,
@@ -184,6 +184,6 @@ impl std::fmt::Debug for CreatedKeyDto<'_> {
 
 #[derive(Debug, Serialize)]
 pub(crate) struct SignupDto<'a> {
-    pub account: AccountDto,
+    pub account: AccountDto<'a>,
     pub api_key: CreatedKeyDto<'a>,
 }

@@ -47,7 +47,7 @@ impl MokaCredentialCache {
 impl CredentialCache for MokaCredentialCache {
     fn get(&self, hash: &KeyHash) -> Option<CachedLookup> {
         if let Some(found) = self.found.get(hash) {
-            return Some(CachedLookup::Found(Box::new(KeyCredential::clone(&found))));
+            return Some(CachedLookup::Found(found));
         }
         self.missing.get(hash).map(|()| CachedLookup::Missing)
     }
@@ -56,7 +56,7 @@ impl CredentialCache for MokaCredentialCache {
         match lookup {
             CachedLookup::Found(credential) => {
                 self.missing.invalidate(&hash);
-                self.found.insert(hash, std::sync::Arc::new(*credential));
+                self.found.insert(hash, credential);
             }
             CachedLookup::Missing => self.missing.insert(hash, ()),
         }
@@ -126,9 +126,12 @@ mod tests {
         let cache = MokaCredentialCache::new(100);
         let (hash, cred) = credential("org_a", 'a');
         let (other, _) = credential("org_a", 'b');
-        cache.put(hash, CachedLookup::Found(Box::new(cred.clone())));
+        cache.put(hash, CachedLookup::Found(std::sync::Arc::new(cred.clone())));
         cache.put(other, CachedLookup::Missing);
-        assert_eq!(cache.get(&hash), Some(CachedLookup::Found(Box::new(cred))));
+        assert_eq!(
+            cache.get(&hash),
+            Some(CachedLookup::Found(std::sync::Arc::new(cred)))
+        );
         assert_eq!(cache.get(&other), Some(CachedLookup::Missing));
         cache.forget(&hash);
         cache.forget(&other);
@@ -141,8 +144,8 @@ mod tests {
         let cache = MokaCredentialCache::new(100);
         let (a, cred_a) = credential("org_a", 'a');
         let (b, cred_b) = credential("org_b", 'b');
-        cache.put(a, CachedLookup::Found(Box::new(cred_a)));
-        cache.put(b, CachedLookup::Found(Box::new(cred_b)));
+        cache.put(a, CachedLookup::Found(std::sync::Arc::new(cred_a)));
+        cache.put(b, CachedLookup::Found(std::sync::Arc::new(cred_b)));
         cache.forget_organization(&OrgId::new("org_a").expect("valid"));
         assert_eq!(cache.get(&a), None);
         assert!(cache.get(&b).is_some());

@@ -1,6 +1,7 @@
 //! The connection pool, migrations, and running diesel's blocking calls off the async
 //! worker threads.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -43,6 +44,9 @@ impl PoolOptions {
 pub struct Database {
     pool: r2d2::Pool<ConnectionManager>,
     target: DatabaseTarget,
+    /// SQLite has one writer at a time: writers of this process queue here, in order,
+    /// instead of in SQLite's busy handler, whose sleeps give poor tail latency.
+    write_gate: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -65,7 +69,11 @@ impl Database {
             .test_on_check_out(target.is_postgres())
             .error_handler(Box::new(LogPoolErrors))
             .build_unchecked(ConnectionManager::new(target.clone()));
-        Self { pool, target }
+        Self {
+            pool,
+            target,
+            write_gate: Arc::new(Mutex::new(())),
+        }
     }
 
     pub fn target(&self) -> &DatabaseTarget {
@@ -128,24 +136,21 @@ impl Database {
         T: Send + 'static,
         F: FnOnce(&mut DbConnection) -> Result<T, RepoError> + Send + 'static,
     {
-        let pool = self.pool.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = pool.get()?;
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| RepoError::Other(anyhow::Error::new(e).context("database task failed")))?
+        self.on_blocking_thread(None, f).await
     }
 
     /// Runs `f` in a write transaction: all of it commits, or none of it.
     /// On SQLite the transaction takes the write lock at its start (`BEGIN IMMEDIATE`), so
-    /// concurrent writers queue on the busy timeout instead of failing with "locked".
+    /// concurrent writers (other processes too) queue on the busy timeout instead of
+    /// failing with "locked".
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, RepoError>
     where
         T: Send + 'static,
         F: FnOnce(&mut DbConnection) -> Result<T, RepoError> + Send + 'static,
     {
-        self.read(move |conn| match conn {
+        let gate =
+            matches!(self.target, DatabaseTarget::Sqlite(_)).then(|| self.write_gate.clone());
+        self.on_blocking_thread(gate, move |conn| match conn {
             DbConnection::Postgres(_) => conn.transaction(f),
             DbConnection::Sqlite(_) => {
                 conn.batch_execute("BEGIN IMMEDIATE")?;
@@ -162,6 +167,27 @@ impl Database {
             }
         })
         .await
+    }
+
+    async fn on_blocking_thread<T, F>(
+        &self,
+        gate: Option<Arc<Mutex<()>>>,
+        f: F,
+    ) -> Result<T, RepoError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<T, RepoError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let _turn = gate
+                .as_ref()
+                .map(|g| g.lock().unwrap_or_else(PoisonError::into_inner));
+            let mut conn = pool.get()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| RepoError::Other(anyhow::Error::new(e).context("database task failed")))?
     }
 }
 

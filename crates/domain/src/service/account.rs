@@ -16,9 +16,12 @@ pub enum GetAccountError {
 impl AccountService {
     /// The caller's organization and plan. Needs `read`. Served from what authentication
     /// loaded (and cached): no further database work.
-    pub async fn get_account(&self, caller: &Principal) -> Result<Organization, GetAccountError> {
+    pub async fn get_account<'a>(
+        &self,
+        caller: &'a Principal,
+    ) -> Result<&'a Organization, GetAccountError> {
         caller.require(Scope::Read)?;
-        Ok(caller.organization.clone())
+        Ok(caller.organization())
     }
 }
 
@@ -47,6 +50,6 @@ mod tests {
         ports.accounts.expect_find_organization().never();
         let caller = principal(&["read"], Environment::Live);
         let org = ports.service().get_account(&caller).await.expect("account");
-        assert_eq!(org.id, caller.org_id);
+        assert_eq!(&org.id, caller.org_id());
     }
 }

@@ -4,7 +4,9 @@ use thiserror::Error;
 
 use super::{AccountService, Principal};
 use crate::model::{MalformedKey, PlaintextKey};
-use crate::ports::{CachedLookup, KeyCredential};
+use std::sync::Arc;
+
+use crate::ports::CachedLookup;
 
 #[derive(Debug, Error)]
 pub enum AuthenticateError {
@@ -30,38 +32,32 @@ impl AccountService {
         let hash = PlaintextKey::parse(presented)?.hash();
         let now = self.clock.now();
         let credential = match self.cache.as_ref().and_then(|c| c.get(&hash, now)) {
-            Some(CachedLookup::Found(credential)) => *credential,
+            Some(CachedLookup::Found(credential)) => credential,
             Some(CachedLookup::Missing) => return Err(AuthenticateError::UnknownKey),
             None => {
                 let generation = self.cache.as_ref().map(|c| c.generation());
-                let found = self.keys.find_credential(&hash).await?;
+                let found = self.keys.find_credential(&hash).await?.map(Arc::new);
                 if let (Some(cache), Some(generation)) = (&self.cache, generation) {
                     let lookup = found
                         .clone()
-                        .map_or(CachedLookup::Missing, |c| CachedLookup::Found(Box::new(c)));
+                        .map_or(CachedLookup::Missing, CachedLookup::Found);
                     cache.put(hash, lookup, generation);
                 }
                 found.ok_or(AuthenticateError::UnknownKey)?
             }
         };
-        let KeyCredential { key, organization } = credential;
+        let key = &credential.key;
         if key.is_revoked() {
             return Err(AuthenticateError::Revoked);
         }
         if key.is_expired(now) {
             return Err(AuthenticateError::Expired);
         }
-        if !organization.is_active {
+        if !credential.organization.is_active {
             return Err(AuthenticateError::OrganizationInactive);
         }
         self.usage.record(&key.id, now);
-        Ok(Principal {
-            org_id: key.org_id,
-            key_id: key.id,
-            scopes: key.scopes,
-            environment: key.environment,
-            organization,
-        })
+        Ok(Principal::new(credential))
     }
 
     /// Applies the changes other writers published (revocations, organization changes) to
@@ -155,7 +151,7 @@ mod tests {
             });
         let service = ports.service();
         let principal = service.authenticate(&key).await.expect("authenticated");
-        assert_eq!(principal.org_id, credential().key.org_id);
+        assert_eq!(principal.org_id(), &credential().key.org_id);
         assert_eq!(service.flush_usage().await.expect("flushed"), 1);
         assert_eq!(service.flush_usage().await.expect("nothing left"), 0);
     }

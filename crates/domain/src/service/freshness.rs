@@ -89,6 +89,8 @@ impl CacheState {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use crate::service::test_support::*;
     use crate::service::AuthenticateError;
 
@@ -112,11 +114,11 @@ mod tests {
         cache
             .expect_get()
             .withf(move |h| *h == hash)
-            .returning(|_| Some(CachedLookup::Found(Box::new(credential()))));
+            .returning(|_| Some(CachedLookup::Found(Arc::new(credential()))));
         let service = ports.service_with_cache(cache, quiet_feed());
         service.sync_changes().await.expect("synced");
         let principal = service.authenticate(&key).await.expect("authenticated");
-        assert_eq!(principal.organization, credential().organization);
+        assert_eq!(principal.organization(), &credential().organization);
     }
 
     #[tokio::test]
@@ -182,7 +184,7 @@ mod tests {
         let (key, _) = presented();
         let mut cache = MockCredentialCache::new();
         cache.expect_get().returning(|_| {
-            Some(CachedLookup::Found(Box::new(
+            Some(CachedLookup::Found(Arc::new(
                 credential().with(|c| c.key.expires_at = Some(NOW)),
             )))
         });

@@ -49,7 +49,7 @@ impl AccountService {
     /// Every key of the caller's organization, newest first. Needs `read`.
     pub async fn list_keys(&self, caller: &Principal) -> Result<Vec<ApiKey>, ListKeysError> {
         caller.require(Scope::Read)?;
-        let mut keys = self.keys.list_keys(&caller.org_id).await?;
+        let mut keys = self.keys.list_keys(caller.org_id()).await?;
         // Uses not yet flushed are already known here: show them.
         for key in &mut keys {
             if let Some(pending) = self.usage.pending(&key.id) {
@@ -70,13 +70,13 @@ impl AccountService {
         request: CreateKeyRequest,
     ) -> Result<CreatedKey, CreateKeyError> {
         caller.require(Scope::Write)?;
-        if let Some(missing) = request.scopes.first_not_in(&caller.scopes) {
+        if let Some(missing) = request.scopes.first_not_in(caller.scopes()) {
             return Err(CreateKeyError::ScopeEscalation(missing));
         }
-        if caller.environment == Environment::Test && request.environment != Environment::Test {
+        if caller.environment() == Environment::Test && request.environment != Environment::Test {
             return Err(CreateKeyError::EnvironmentEscalation);
         }
-        let (new_key, plaintext) = self.mint_key(&caller.org_id, request, self.clock.now());
+        let (new_key, plaintext) = self.mint_key(caller.org_id(), request, self.clock.now());
         let key = self.keys.insert_key(&new_key).await?;
         Ok(CreatedKey { key, plaintext })
     }
@@ -94,7 +94,7 @@ impl AccountService {
         };
         let key = self
             .keys
-            .revoke_key(&caller.org_id, &key_id, self.clock.now())
+            .revoke_key(caller.org_id(), &key_id, self.clock.now())
             .await?
             .ok_or(RevokeKeyError::NotFound)?;
         // The revocation holds from the very next request on, on this instance too.

@@ -1,18 +1,17 @@
 //! Who is calling: the authenticated key and what it may do.
 
+use std::sync::Arc;
+
 use thiserror::Error;
 
 use crate::model::{Environment, KeyId, OrgId, Organization, Scope, Scopes};
+use crate::ports::KeyCredential;
 
-/// The caller, once its key has been authenticated.
+/// The caller, once its key has been authenticated. Only authentication makes one; it
+/// shares the (cached) credential instead of copying it, which keeps the hot path cheap.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    pub org_id: OrgId,
-    pub key_id: KeyId,
-    pub scopes: Scopes,
-    pub environment: Environment,
-    /// The organization as it was when the key was authenticated.
-    pub organization: Organization,
+    credential: Arc<KeyCredential>,
 }
 
 /// The caller's key lacks the scope an operation needs.
@@ -21,8 +20,33 @@ pub struct Principal {
 pub struct InsufficientScope(pub Scope);
 
 impl Principal {
+    pub(crate) fn new(credential: Arc<KeyCredential>) -> Self {
+        Self { credential }
+    }
+
+    pub fn org_id(&self) -> &OrgId {
+        &self.credential.key.org_id
+    }
+
+    pub fn key_id(&self) -> &KeyId {
+        &self.credential.key.id
+    }
+
+    pub fn scopes(&self) -> &Scopes {
+        &self.credential.key.scopes
+    }
+
+    pub fn environment(&self) -> Environment {
+        self.credential.key.environment
+    }
+
+    /// The organization as it was when the key was authenticated.
+    pub fn organization(&self) -> &Organization {
+        &self.credential.organization
+    }
+
     pub fn require(&self, scope: Scope) -> Result<(), InsufficientScope> {
-        if self.scopes.contains(scope) {
+        if self.scopes().contains(scope) {
             Ok(())
         } else {
             Err(InsufficientScope(scope))

@@ -101,13 +101,13 @@ pub(crate) fn organization_from(new: &NewOrganization) -> Organization {
 }
 
 pub(crate) fn principal(scopes: &[&str], environment: Environment) -> Principal {
-    Principal {
-        org_id: OrgId::new("org_caller").expect("valid"),
-        key_id: KeyId::new("key_caller").expect("valid"),
-        scopes: Scopes::parse(scopes).expect("valid"),
-        environment,
+    let mut key = api_key("key_caller", "org_caller");
+    key.scopes = Scopes::parse(scopes).expect("valid");
+    key.environment = environment;
+    Principal::new(Arc::new(KeyCredential {
+        key,
         organization: organization("org_caller"),
-    }
+    }))
 }
 
 pub(crate) fn api_key(id: &str, org: &str) -> ApiKey {

@@ -15,5 +15,5 @@ pub(crate) async fn get_account(
     service: Data<AccountService>,
 ) -> Result<HttpResponse, ApiError> {
     let org = service.get_account(&caller).await?;
-    Ok(respond(StatusCode::OK, AccountDto::from(&org)))
+    Ok(respond(StatusCode::OK, AccountDto::from(org)))
 }

@@ -31,7 +31,7 @@ pub(crate) async fn create_key(
         .unwrap_or_default()
         .into_domain()?;
     let created = service.create_key(&caller, request).await?;
-    tracing::info!(org_id = %caller.org_id, key_id = %created.key.id, by_key = %caller.key_id, "key created");
+    tracing::info!(org_id = %caller.org_id(), key_id = %created.key.id, by_key = %caller.key_id(), "key created");
     Ok(respond(StatusCode::CREATED, CreatedKeyDto::from(&created)))
 }
 
@@ -41,6 +41,6 @@ pub(crate) async fn revoke_key(
     key_id: Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let key = service.revoke_key(&caller, &key_id).await?;
-    tracing::info!(org_id = %caller.org_id, key_id = %key.id, by_key = %caller.key_id, "key revoked");
+    tracing::info!(org_id = %caller.org_id(), key_id = %key.id, by_key = %caller.key_id(), "key revoked");
     Ok(respond(StatusCode::OK, KeyDto::new(&key, service.now())))
 }

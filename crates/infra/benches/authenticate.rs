@@ -1,0 +1,66 @@
+//! The domain's `authenticate` on a cache hit, wired as the server wires it (real SQLite
+//! repositories, moka cache, SQL change feed): the hot path of every request.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use account_domain::{AccountService, EmailAddress, OrgName, SignupRequest};
+use account_infra::testing::TestDatabase;
+use account_infra::{
+    Database, MokaCredentialCache, OsRandomGenerator, PoolOptions, SqlAccountRepository,
+    SqlChangeFeed, SqlKeyRepository, SystemClock,
+};
+use criterion::{criterion_group, criterion_main, Criterion};
+
+fn authenticate(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let test_db = TestDatabase::sqlite();
+    let (service, key) = runtime.block_on(async {
+        let db = Database::new(test_db.target().clone(), &PoolOptions::for_machine());
+        db.migrate().expect("migrated");
+        let feed = Arc::new(SqlChangeFeed::start(db.clone()).await.expect("feed"));
+        let service = AccountService::new(
+            Arc::new(SqlAccountRepository::new(db.clone())),
+            Arc::new(SqlKeyRepository::new(db)),
+            Arc::new(SystemClock),
+            Arc::new(OsRandomGenerator),
+        )
+        // A long staleness bound: the benchmark measures the hit, not the syncer.
+        .with_cache(
+            Arc::new(MokaCredentialCache::new(10_000)),
+            feed,
+            Duration::from_secs(3600),
+        );
+        service.sync_changes().await.expect("synced");
+        let signup = service
+            .signup(SignupRequest::new(
+                OrgName::new("Bench").expect("valid"),
+                EmailAddress::new("bench@acme.test").expect("valid"),
+                None,
+            ))
+            .await
+            .expect("signed up");
+        let key = signup.key.plaintext.expose().to_owned();
+        service.authenticate(&key).await.expect("warms the cache");
+        (service, key)
+    });
+
+    c.bench_function("authenticate (cache hit)", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { black_box(service.authenticate(black_box(&key)).await.is_ok()) })
+    });
+    c.bench_function("authenticate + get_account (cache hit)", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let caller = service.authenticate(black_box(&key)).await.expect("valid");
+            black_box(service.get_account(&caller).await.is_ok())
+        })
+    });
+}
+
+criterion_group!(benches, authenticate);
+criterion_main!(benches);

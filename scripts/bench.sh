@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Load benchmark of a release server: authenticated GET /v1/account against GET /healthz
+# (alternated over several short rounds, median ratio), the cache-miss path, key creation
+# and signup, on SQLite and on PostgreSQL. The server is pinned to one core and wrk to
+# another, so that the load generator does not hide the server's own cost.
+#
+# Usage: scripts/bench.sh [sqlite|postgres|both]   (env: ROUNDS, SECONDS_PER_RUN, CONNECTIONS, PG_ADMIN_URL)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BACKENDS=${1:-both}
+ROUNDS=${ROUNDS:-7}
+SECS=${SECONDS_PER_RUN:-3}
+CONNS=${CONNECTIONS:-32}
+PORT=${BENCH_PORT:-18099}
+PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+SERVER_CPU=0
+LOAD_CPU=1
+OUT=target/bench
+mkdir -p "$OUT"
+
+if ! command -v wrk >/dev/null; then
+    echo "installing wrk..." >&2
+    apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
+fi
+cargo build --release --quiet
+BIN=target/release/account-api
+BASE="http://127.0.0.1:$PORT"
+LUA=$(mktemp -d)
+trap 'rm -rf "$LUA"; [[ -n "${SERVER_PID:-}" ]] && kill "$SERVER_PID" 2>/dev/null || true' EXIT
+
+cat > "$LUA/create_key.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_KEY")
+wrk.body = '{"name": "bench", "scopes": ["read"]}'
+LUA
+cat > "$LUA/signup.lua" <<'LUA'
+math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
+local n = 0
+request = function()
+  n = n + 1
+  local body = string.format('{"name": "Bench", "email": "b%d-%d@bench.test"}', math.random(1, 1e9), n)
+  return wrk.format("POST", "/v1/signup", {["Content-Type"] = "application/json"}, body)
+end
+LUA
+cat > "$LUA/many_keys.lua" <<'LUA'
+local keys = {}
+for line in io.lines(os.getenv("BENCH_KEYS_FILE")) do keys[#keys + 1] = line end
+local i = 0
+request = function()
+  i = i % #keys + 1
+  return wrk.format("GET", "/v1/account", {["Authorization"] = "Bearer " .. keys[i]})
+end
+LUA
+
+# wrk TARGET [args...] -> "rps p99_ms"
+load() {
+    local url=$1; shift
+    local text
+    text=$(taskset -c $LOAD_CPU wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "$@" "$url")
+    local rps p99
+    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$text")
+    p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; print v}' <<<"$text")
+    if grep -q "Non-2xx" <<<"$text"; then echo "warning: non-2xx answers during $url: $(grep Non-2xx <<<"$text")" >&2; fi
+    echo "$rps $p99"
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+start_server() {
+    local url=$1; shift
+    env "$@" DATABASE_URL="$url" BIND_ADDR="127.0.0.1:$PORT" RUST_LOG=warn LOG_FORMAT=json \
+        taskset -c $SERVER_CPU "$BIN" >"$OUT/server.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 1 100); do curl -sf "$BASE/healthz" >/dev/null && return 0; sleep 0.1; done
+    echo "server did not start" >&2; cat "$OUT/server.log" >&2; exit 1
+}
+
+stop_server() { kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=; }
+
+signup_key() {
+    curl -sf -X POST "$BASE/v1/signup" -H 'content-type: application/json' \
+        -d "{\"name\": \"Bench\", \"email\": \"bench-$RANDOM$RANDOM@bench.test\"}" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["api_key"]["key"])'
+}
+
+run_backend() {
+    local backend=$1 url db_name=""
+    if [[ $backend == sqlite ]]; then
+        url="sqlite://$LUA/bench.db"
+    else
+        db_name="bench_$(date +%s)_$RANDOM"
+        psql "$PG_ADMIN_URL" -qc "CREATE DATABASE $db_name" >/dev/null
+        url="${PG_ADMIN_URL%/*}/$db_name"
+    fi
+
+    start_server "$url"
+    local key; key=$(signup_key)
+    curl -sf "$BASE/v1/account" -H "Authorization: Bearer $key" >/dev/null
+    local ratios=() health=() account=() hp99=() ap99=()
+    for round in $(seq 1 "$ROUNDS"); do
+        read -r h_rps h_p99 < <(load "$BASE/healthz")
+        read -r a_rps a_p99 < <(load "$BASE/v1/account" -H "Authorization: Bearer $key")
+        health+=("$h_rps"); account+=("$a_rps"); hp99+=("$h_p99"); ap99+=("$a_p99")
+        ratios+=("$(awk -v a="$a_rps" -v h="$h_rps" 'BEGIN {printf "%.3f", a/h}')")
+        echo "  $backend round $round: healthz $h_rps rps (p99 $h_p99 ms), account $a_rps rps (p99 $a_p99 ms), ratio ${ratios[-1]}" >&2
+    done
+    local ratio h_med a_med hp a_p
+    ratio=$(printf '%s\n' "${ratios[@]}" | median)
+    h_med=$(printf '%s\n' "${health[@]}" | median); a_med=$(printf '%s\n' "${account[@]}" | median)
+    hp=$(printf '%s\n' "${hp99[@]}" | median); a_p=$(printf '%s\n' "${ap99[@]}" | median)
+    local p99_ratio; p99_ratio=$(awk -v a="$a_p" -v h="$hp" 'BEGIN {printf "%.2f", a/h}')
+
+    # Cache-miss path: 2000 distinct keys through a cache of 100, so nearly every request
+    # reads the database.
+    local keys_file="$LUA/keys.txt"; : >"$keys_file"
+    for _ in $(seq 1 20); do
+        local org_key; org_key=$(signup_key)
+        for _ in $(seq 1 99); do
+            curl -sf -X POST "$BASE/v1/account/api-keys" -H "Authorization: Bearer $org_key" |
+                python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["key"])' >>"$keys_file"
+        done
+        echo "$org_key" >>"$keys_file"
+    done
+    stop_server
+    start_server "$url" CACHE_MAX_KEYS=100
+    read -r m_rps m_p99 < <(BENCH_KEYS_FILE="$keys_file" load "$BASE/v1/account" -s "$LUA/many_keys.lua")
+    read -r c_rps c_p99 < <(BENCH_KEY="$(signup_key)" load "$BASE/v1/account/api-keys" -s "$LUA/create_key.lua")
+    read -r s_rps s_p99 < <(load "$BASE/v1/signup" -s "$LUA/signup.lua")
+    local rss; rss=$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$SERVER_PID/status")
+    stop_server
+    [[ -n $db_name ]] && psql "$PG_ADMIN_URL" -qc "DROP DATABASE $db_name WITH (FORCE)" >/dev/null
+
+    cat <<ROWS
+| $backend | GET /healthz | $h_med | $hp |
+| $backend | GET /v1/account (authenticated, cached) | $a_med | $a_p |
+| $backend | **ratio account / healthz (median of $ROUNDS rounds)** | **$ratio** | p99 ratio **$p99_ratio** |
+| $backend | GET /v1/account, 2000 keys through a 100-key cache (miss path) | $m_rps | $m_p99 |
+| $backend | POST /v1/account/api-keys | $c_rps | $c_p99 |
+| $backend | POST /v1/signup | $s_rps | $s_p99 |
+| $backend | resident memory after the load (MiB) | $rss | |
+ROWS
+}
+
+{
+    echo "Machine: $(nproc) cores, $(awk '/model name/ {sub(/.*: /,""); print; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/ {print $2}') GiB; server on CPU $SERVER_CPU, wrk on CPU $LOAD_CPU; wrk -t1 -c$CONNS -d${SECS}s; $(date -u +%F)"
+    echo
+    echo "| backend | what | requests/s | p99 latency (ms) |"
+    echo "|---|---|---|---|"
+    case $BACKENDS in
+        sqlite|postgres) run_backend "$BACKENDS" ;;
+        both) run_backend sqlite; run_backend postgres ;;
+        *) echo "usage: $0 [sqlite|postgres|both]" >&2; exit 2 ;;
+    esac
+} | tee "$OUT/results.md"
