@@ -31,7 +31,11 @@ impl SignupBody {
                     ApiError::new(
                         actix_web::http::StatusCode::BAD_REQUEST,
                         "unknown_plan",
-                        "no plan has this id",
+                        // Worded as the domain's `UnknownPlan`: a malformed id is just as unknown.
+                        format!(
+                            "no plan has the id `{}`",
+                            p.chars().take(64).collect::<String>()
+                        ),
                     )
                     .with_field("plan_id")
                 })

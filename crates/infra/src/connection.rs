@@ -18,6 +18,22 @@ pub enum DbConnection {
 const SQLITE_PRAGMAS: &str =
     "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;";
 
+/// Per-connection PostgreSQL settings: no statement may hold a request (and a pooled
+/// connection) longer than this.
+const POSTGRES_SETTINGS: &str = "SET statement_timeout = 5000;";
+
+/// A connection attempt gives up after this many seconds unless the URL says otherwise, so
+/// that an unreachable server cannot stall start-up retries or pool checkouts.
+const POSTGRES_CONNECT_TIMEOUT_S: u32 = 3;
+
+fn with_connect_timeout(url: &str) -> String {
+    if url.contains("connect_timeout=") {
+        return url.to_owned();
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}connect_timeout={POSTGRES_CONNECT_TIMEOUT_S}")
+}
+
 /// Opens connections by the target's backend. Unlike diesel's own manager for a
 /// `MultiConnection`, it never tries a PostgreSQL URL as a SQLite file name.
 #[derive(Debug, Clone)]
@@ -33,7 +49,10 @@ impl ConnectionManager {
     pub(crate) fn open(&self) -> Result<DbConnection, ConnectionError> {
         match &self.target {
             DatabaseTarget::Postgres(url) => {
-                PgConnection::establish(url).map(DbConnection::Postgres)
+                let mut conn = PgConnection::establish(&with_connect_timeout(url))?;
+                conn.batch_execute(POSTGRES_SETTINGS)
+                    .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                Ok(DbConnection::Postgres(conn))
             }
             DatabaseTarget::Sqlite(path) => {
                 let path = path.to_str().ok_or_else(|| {

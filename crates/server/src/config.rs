@@ -58,8 +58,6 @@ pub struct Config {
 
 impl Config {
     pub const DEFAULT_DATABASE_URL: &'static str = "sqlite://account-api.db";
-    pub const DEFAULT_BIND_ADDR: &'static str = "127.0.0.1:8080";
-
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -118,17 +116,14 @@ impl Config {
             |n: &u64| (10..=500).contains(n),
         )?
         .unwrap_or(200);
-        let bind_addr = parse(
-            &get,
-            "BIND_ADDR",
-            "host:port such as 127.0.0.1:8080",
-            |_: &SocketAddr| true,
-        )?
-        .unwrap_or_else(|| {
-            Self::DEFAULT_BIND_ADDR
-                .parse()
-                .unwrap_or_else(|_| unreachable!("valid default"))
-        });
+        let bind_addr = match get("BIND_ADDR") {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(raw) => resolve(&raw).ok_or(ConfigError {
+                variable: "BIND_ADDR",
+                value: raw,
+                expected: "host:port such as 127.0.0.1:8080 or localhost:8080",
+            })?,
+        };
         let log_format = match get("LOG_FORMAT").as_deref() {
             None => None,
             Some("json") => Some(LogFormat::Json),
@@ -178,6 +173,12 @@ fn parse<T: FromStr>(
     }
 }
 
+/// The first address `host:port` names (a literal address, or a name such as `localhost`).
+fn resolve(raw: &str) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    raw.trim().to_socket_addrs().ok()?.next()
+}
+
 /// A URL as it may be shown in an error: without its password.
 fn redact_url(url: &str) -> String {
     match url.split_once("://") {
@@ -212,6 +213,13 @@ mod tests {
         assert_eq!(config.bind_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(config.pool.checkout_timeout, Duration::from_secs(2));
         assert_eq!(config.connect_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn bind_addr_accepts_a_host_name() {
+        let config = config(&[("BIND_ADDR", "localhost:9000")]).expect("resolves");
+        assert_eq!(config.bind_addr.port(), 9000);
+        assert!(config.bind_addr.ip().is_loopback());
     }
 
     #[test]

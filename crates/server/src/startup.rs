@@ -84,6 +84,8 @@ impl Application {
         .context("could not listen")?
         // Requests in flight when SIGTERM or Ctrl-C arrives get this long to finish.
         .shutdown_timeout(30)
+        // actix stops at once on SIGINT; both signals are handled here, gracefully.
+        .disable_signals()
         .run();
         tracing::info!(address = %config.bind_addr.ip(), port, database = %config.database, "listening");
         Ok(Self {
@@ -112,7 +114,18 @@ impl Application {
             self.feed,
             self.cache_sync_interval,
         ));
+        let handle = self.server.handle();
+        let signals = tokio::spawn(async move {
+            match shutdown_signal().await {
+                Ok(signal) => {
+                    tracing::info!(signal, "shutting down: finishing the requests in flight")
+                }
+                Err(e) => tracing::error!(error = %e, "cannot listen for signals; shutting down"),
+            }
+            handle.stop(true).await;
+        });
         let served = self.server.await.context("the HTTP server failed");
+        signals.abort();
         flusher.abort();
         syncer.abort();
         match self.service.flush_usage().await {
@@ -125,6 +138,17 @@ impl Application {
         tracing::info!("stopped");
         served
     }
+}
+
+/// Waits for SIGTERM or SIGINT (Ctrl-C) and names it.
+async fn shutdown_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    })
 }
 
 async fn flush_usage_periodically(service: Arc<AccountService>, every: Duration) {

@@ -51,9 +51,9 @@ fn start_server(database_url: &str) -> (Child, u16, std::sync::mpsc::Receiver<St
     panic!("the server did not report listening");
 }
 
-fn sigterm(child: &Child) {
+fn send_signal(child: &Child, signal: &str) {
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .expect("kill runs");
     assert!(status.success());
@@ -145,6 +145,15 @@ fn an_unreachable_database_is_retried_then_the_start_fails_with_a_message() {
 
 #[test]
 fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
+    request_in_flight_finishes_after("TERM");
+}
+
+#[test]
+fn ctrl_c_lets_the_request_in_flight_finish_then_exits_zero() {
+    request_in_flight_finishes_after("INT");
+}
+
+fn request_in_flight_finishes_after(signal: &str) {
     let db = TestDatabase::sqlite();
     let (mut child, port, _logs) = start_server(&db.url());
     let body = br#"{"name": "Graceful", "email": "graceful@acme.test"}"#;
@@ -157,7 +166,7 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
     .expect("headers sent");
     stream.write_all(&body[..10]).expect("half the body sent");
     std::thread::sleep(Duration::from_millis(300));
-    sigterm(&child);
+    send_signal(&child, signal);
     std::thread::sleep(Duration::from_millis(300));
     stream.write_all(&body[10..]).expect("the rest sent");
     let mut response = String::new();
