@@ -5,10 +5,7 @@ use async_trait::async_trait;
 use thiserror::Error;
 use time::OffsetDateTime;
 
-use crate::model::{
-    ApiKey, KeyHash, KeyId, NewApiKey, NewOrganization, OrgId, Organization, Plan, PlanId,
-    SecretBody,
-};
+use crate::model::{ApiKey, KeyHash, KeyId, NewApiKey, NewOrganization, OrgId, Organization, Plan, PlanId, SecretBody};
 
 /// Marks an error whose cause is that the store cannot be reached in time (pool exhausted,
 /// database down). Adapters wrap it in `anyhow::Error`; callers may answer "try again later".
@@ -23,6 +20,15 @@ pub enum CreateOrganizationError {
     EmailTaken,
     #[error("no plan has this id")]
     UnknownPlan,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+/// Errors of [`KeyRepository::insert_key`].
+#[derive(Debug, Error)]
+pub enum InsertKeyError {
+    #[error("the organization holds the most active keys allowed")]
+    LimitReached,
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
@@ -62,7 +68,11 @@ pub trait AccountRepository: Send + Sync + 'static {
 #[async_trait]
 pub trait KeyRepository: Send + Sync + 'static {
     /// Stores a new key. Once this returns `Ok`, the key is durable.
-    async fn insert_key(&self, key: &NewApiKey) -> anyhow::Result<ApiKey>;
+    ///
+    /// MUST return `LimitReached`, storing nothing, when the organization already holds
+    /// `max_active` keys that are neither revoked nor expired at `key.created_at`; the check
+    /// and the insert are atomic, so concurrent creations cannot exceed the limit.
+    async fn insert_key(&self, key: &NewApiKey, max_active: u32) -> Result<ApiKey, InsertKeyError>;
 
     /// Every key of the organization, revoked and expired ones included, newest first.
     async fn list_keys(&self, org: &OrgId) -> anyhow::Result<Vec<ApiKey>>;
@@ -73,12 +83,7 @@ pub trait KeyRepository: Send + Sync + 'static {
     ///
     /// MUST return `Ok(None)` when no key has this id within this organization, so that a key
     /// of another organization is indistinguishable from one that does not exist.
-    async fn revoke_key(
-        &self,
-        org: &OrgId,
-        key: &KeyId,
-        at: OffsetDateTime,
-    ) -> anyhow::Result<Option<ApiKey>>;
+    async fn revoke_key(&self, org: &OrgId, key: &KeyId, at: OffsetDateTime) -> anyhow::Result<Option<ApiKey>>;
 
     /// Looks a key up by its hash, with its organization and plan.
     /// MUST return `Ok(None)` only when no key has this hash.

@@ -6,9 +6,11 @@ use std::pin::Pin;
 use account_domain::{AccountService, Principal};
 use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::http::StatusCode;
+use actix_web::{web, FromRequest, HttpRequest, ResponseError};
 
 use crate::error::ApiError;
+use crate::limits::AbuseLimits;
 
 /// The authenticated caller of a handler.
 #[derive(Debug)]
@@ -20,14 +22,26 @@ impl FromRequest for Caller {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let service = req.app_data::<web::Data<AccountService>>().cloned();
+        let limits = req.app_data::<web::Data<AbuseLimits>>().cloned();
+        let client_ip = limits.as_ref().and_then(|l| l.client_ip(req));
         let token = bearer_token(req);
         Box::pin(async move {
-            let token = token?;
-            let service = service.ok_or_else(|| {
-                ApiError::internal(&anyhow::anyhow!("AccountService is not configured"))
-            })?;
-            let principal = service.authenticate(&token).await?;
-            Ok(Caller(principal))
+            let outcome = match (token, service) {
+                (Err(e), _) => Err(e),
+                (Ok(_), None) => Err(ApiError::internal(&anyhow::anyhow!("AccountService is not configured"))),
+                (Ok(token), Some(service)) => service.authenticate(&token).await.map_err(ApiError::from),
+            };
+            match outcome {
+                Ok(principal) => Ok(Caller(principal)),
+                // Only failures count against the address: a correct key is never slowed.
+                Err(e) if e.status_code() == StatusCode::UNAUTHORIZED => {
+                    if let (Some(limits), Some(ip)) = (limits, client_ip) {
+                        limits.check_auth_failure(ip)?;
+                    }
+                    Err(e)
+                }
+                Err(e) => Err(e),
+            }
         })
     }
 }
@@ -35,17 +49,9 @@ impl FromRequest for Caller {
 /// The key of an `Authorization: Bearer <key>` header; the scheme word is case-insensitive.
 fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
     let header = req.headers().get(AUTHORIZATION).ok_or_else(|| {
-        ApiError::unauthorized(
-            "missing_api_key",
-            "send your API key as `Authorization: Bearer <key>`",
-        )
+        ApiError::unauthorized("missing_api_key", "send your API key as `Authorization: Bearer <key>`")
     })?;
-    let malformed = || {
-        ApiError::unauthorized(
-            "invalid_api_key",
-            "the Authorization header must be `Bearer <key>`",
-        )
-    };
+    let malformed = || ApiError::unauthorized("invalid_api_key", "the Authorization header must be `Bearer <key>`");
     let value = header.to_str().map_err(|_| malformed())?.trim();
     let (scheme, token) = value.split_once(' ').ok_or_else(malformed)?;
     let token = token.trim();

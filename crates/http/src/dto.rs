@@ -1,8 +1,8 @@
 //! Request and response bodies, and their conversion from and to domain values.
 
 use account_domain::{
-    ApiKey, CreateKeyRequest, CreatedKey, EmailAddress, Environment, ExpiresInDays, KeyName,
-    OrgName, Organization, PlanId, Scopes, SignupRequest,
+    ApiKey, CreateKeyRequest, CreatedKey, EmailAddress, Environment, ExpiresInDays, KeyName, OrgName, Organization,
+    PlanId, Scopes, SignupRequest,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -32,10 +32,7 @@ impl SignupBody {
                         actix_web::http::StatusCode::BAD_REQUEST,
                         "unknown_plan",
                         // Worded as the domain's `UnknownPlan`: a malformed id is just as unknown.
-                        format!(
-                            "no plan has the id `{}`",
-                            p.chars().take(64).collect::<String>()
-                        ),
+                        format!("no plan has the id `{}`", p.chars().take(64).collect::<String>()),
                     )
                     .with_field("plan_id")
                 })
@@ -61,18 +58,13 @@ pub(crate) struct CreateKeyBody {
 
 impl CreateKeyBody {
     pub(crate) fn into_domain(self) -> Result<CreateKeyRequest, ApiError> {
-        let name = self
-            .name
-            .map(|n| KeyName::new(&n).map_err(|e| ApiError::validation("name", e)))
-            .transpose()?;
+        let name = self.name.map(|n| KeyName::new(&n).map_err(|e| ApiError::validation("name", e))).transpose()?;
         let environment = self
             .environment
             .map(|e| Environment::new(&e).map_err(|e| ApiError::validation("environment", e)))
             .transpose()?;
-        let scopes = self
-            .scopes
-            .map(|s| Scopes::parse(&s).map_err(|e| ApiError::validation("scopes", e)))
-            .transpose()?;
+        let scopes =
+            self.scopes.map(|s| Scopes::parse(&s).map_err(|e| ApiError::validation("scopes", e))).transpose()?;
         let expires_in = self
             .expires_in_days
             .map(|d| ExpiresInDays::new(d).map_err(|e| ApiError::validation("expires_in_days", e)))
@@ -180,9 +172,7 @@ impl<'a> From<&'a CreatedKey> for CreatedKeyDto<'a> {
 
 impl std::fmt::Debug for CreatedKeyDto<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CreatedKeyDto")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
+        f.debug_struct("CreatedKeyDto").field("id", &self.id).finish_non_exhaustive()
     }
 }
 

@@ -12,8 +12,5 @@ struct Envelope<T> {
 
 /// A JSON response carrying `data` in the envelope.
 pub(crate) fn respond<T: Serialize>(status: StatusCode, data: T) -> HttpResponse {
-    HttpResponse::build(status).json(Envelope {
-        success: true,
-        data,
-    })
+    HttpResponse::build(status).json(Envelope { success: true, data })
 }

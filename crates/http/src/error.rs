@@ -3,8 +3,7 @@
 use std::fmt;
 
 use account_domain::{
-    AuthenticateError, CreateKeyError, GetAccountError, ListKeysError, RevokeKeyError, SignupError,
-    StoreUnavailable,
+    AuthenticateError, CreateKeyError, GetAccountError, ListKeysError, RevokeKeyError, SignupError, StoreUnavailable,
 };
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
@@ -18,6 +17,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     field: Option<String>,
+    retry_after_secs: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -36,12 +36,18 @@ struct Detail<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            field: None,
-        }
+        Self { status, code, message: message.into(), field: None, retry_after_secs: None }
+    }
+
+    /// 429 with `Retry-After`.
+    pub fn rate_limited(what: &str, retry_after_secs: u64) -> Self {
+        let mut error = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many {what} from this address; retry in {retry_after_secs} s"),
+        );
+        error.retry_after_secs = Some(retry_after_secs);
+        error
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
@@ -53,13 +59,13 @@ impl ApiError {
         self.code
     }
 
+    /// Seconds the client should wait, on a 429.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after_secs
+    }
+
     pub fn validation(field: &str, problem: impl fmt::Display) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "validation_error",
-            format!("`{field}` {problem}"),
-        )
-        .with_field(field)
+        Self::new(StatusCode::BAD_REQUEST, "validation_error", format!("`{field}` {problem}")).with_field(field)
     }
 
     pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
@@ -81,39 +87,20 @@ impl ApiError {
             );
         }
         tracing::error!(error = format!("{cause:#}"), "request failed");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "an internal error occurred",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "an internal error occurred")
     }
 
     /// The envelope for a status the framework produced on its own.
     pub fn from_status(status: StatusCode) -> Self {
         let (code, message) = match status {
             StatusCode::NOT_FOUND => ("not_found", "no such route"),
-            StatusCode::METHOD_NOT_ALLOWED => (
-                "method_not_allowed",
-                "this route does not accept this method",
-            ),
-            StatusCode::PAYLOAD_TOO_LARGE => (
-                "payload_too_large",
-                "the request body is larger than 64 KiB",
-            ),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-                "unsupported_media_type",
-                "send the body as application/json",
-            ),
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
-                ("headers_too_large", "the request headers are too large")
-            }
-            StatusCode::REQUEST_TIMEOUT => {
-                ("request_timeout", "the request took too long to arrive")
-            }
-            StatusCode::SERVICE_UNAVAILABLE => (
-                "service_unavailable",
-                "the service is temporarily unavailable",
-            ),
+            StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this route does not accept this method"),
+            StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is larger than 64 KiB"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send the body as application/json"),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ("headers_too_large", "the request headers are too large"),
+            StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request took too long to arrive"),
+            StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "too many requests; retry later"),
+            StatusCode::SERVICE_UNAVAILABLE => ("service_unavailable", "the service is temporarily unavailable"),
             s if s.is_client_error() => ("bad_request", "the request is not valid"),
             _ => ("internal_error", "an internal error occurred"),
         };
@@ -123,13 +110,7 @@ impl ApiError {
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.code,
-            self.message
-        )
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
     }
 }
 
@@ -143,13 +124,12 @@ impl ResponseError for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
+        if let Some(secs) = self.retry_after_secs {
+            response.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
         response.json(Body {
             success: false,
-            error: Detail {
-                code: self.code,
-                message: &self.message,
-                field: self.field.as_deref(),
-            },
+            error: Detail { code: self.code, message: &self.message, field: self.field.as_deref() },
         })
     }
 }
@@ -166,11 +146,9 @@ impl From<AuthenticateError> for ApiError {
             }
             AuthenticateError::Revoked => Self::unauthorized("revoked_api_key", e.to_string()),
             AuthenticateError::Expired => Self::unauthorized("expired_api_key", e.to_string()),
-            AuthenticateError::OrganizationInactive => Self::new(
-                StatusCode::FORBIDDEN,
-                "organization_inactive",
-                e.to_string(),
-            ),
+            AuthenticateError::OrganizationInactive => {
+                Self::new(StatusCode::FORBIDDEN, "organization_inactive", e.to_string())
+            }
             AuthenticateError::Unknown(cause) => Self::internal(cause),
         }
     }
@@ -180,8 +158,7 @@ impl From<SignupError> for ApiError {
     fn from(e: SignupError) -> Self {
         match &e {
             SignupError::UnknownPlan(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "unknown_plan", e.to_string())
-                    .with_field("plan_id")
+                Self::new(StatusCode::BAD_REQUEST, "unknown_plan", e.to_string()).with_field("plan_id")
             }
             SignupError::EmailTaken => {
                 Self::new(StatusCode::CONFLICT, "email_taken", e.to_string()).with_field("email")
@@ -214,15 +191,12 @@ impl From<CreateKeyError> for ApiError {
         match &e {
             CreateKeyError::InsufficientScope(s) => insufficient_scope(s),
             CreateKeyError::ScopeEscalation(_) => {
-                Self::new(StatusCode::FORBIDDEN, "scope_escalation", e.to_string())
-                    .with_field("scopes")
+                Self::new(StatusCode::FORBIDDEN, "scope_escalation", e.to_string()).with_field("scopes")
             }
-            CreateKeyError::EnvironmentEscalation => Self::new(
-                StatusCode::FORBIDDEN,
-                "environment_escalation",
-                e.to_string(),
-            )
-            .with_field("environment"),
+            CreateKeyError::KeyLimitReached(_) => Self::new(StatusCode::CONFLICT, "key_limit_reached", e.to_string()),
+            CreateKeyError::EnvironmentEscalation => {
+                Self::new(StatusCode::FORBIDDEN, "environment_escalation", e.to_string()).with_field("environment")
+            }
             CreateKeyError::Unknown(cause) => Self::internal(cause),
         }
     }
@@ -232,9 +206,7 @@ impl From<RevokeKeyError> for ApiError {
     fn from(e: RevokeKeyError) -> Self {
         match &e {
             RevokeKeyError::InsufficientScope(s) => insufficient_scope(s),
-            RevokeKeyError::NotFound => {
-                Self::new(StatusCode::NOT_FOUND, "key_not_found", e.to_string())
-            }
+            RevokeKeyError::NotFound => Self::new(StatusCode::NOT_FOUND, "key_not_found", e.to_string()),
             RevokeKeyError::Unknown(cause) => Self::internal(cause),
         }
     }

@@ -3,12 +3,16 @@
 
 mod auth;
 mod body;
+mod client_ip;
 mod dto;
 mod envelope;
 mod error;
+mod limits;
 mod middleware;
 mod routes;
 mod timestamp;
 
+pub use client_ip::TrustedProxies;
 pub use error::ApiError;
+pub use limits::{AbuseLimits, LimitSettings};
 pub use routes::{configure, ReadinessCheck, MAX_BODY_BYTES};

@@ -13,9 +13,7 @@ use crate::error::ApiError;
 
 /// Rewrites an error response that is not already JSON (the framework's own 404, 405,
 /// 413, 415...) into the envelope, keeping its status and headers such as `Allow`.
-pub(crate) fn envelope_framework_errors<B>(
-    res: ServiceResponse<B>,
-) -> actix_web::Result<ErrorHandlerResponse<B>> {
+pub(crate) fn envelope_framework_errors<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
     let is_json = res
         .response()
         .headers()
@@ -30,14 +28,10 @@ pub(crate) fn envelope_framework_errors<B>(
     let mut replacement = ApiError::from_status(status).error_response();
     for (name, value) in original.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            replacement
-                .headers_mut()
-                .insert(name.clone(), value.clone());
+            replacement.headers_mut().insert(name.clone(), value.clone());
         }
     }
-    Ok(ErrorHandlerResponse::Response(
-        ServiceResponse::new(req, replacement).map_into_right_body(),
-    ))
+    Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, replacement).map_into_right_body()))
 }
 
 /// Logs each request once: method, route, status and latency (never headers or bodies,
@@ -49,10 +43,7 @@ pub(crate) async fn log_request(
     let started = Instant::now();
     let method = req.method().clone();
     let res = next.call(req).await?;
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "<unmatched>".to_owned());
+    let route = res.request().match_pattern().unwrap_or_else(|| "<unmatched>".to_owned());
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(%method, %route, status = res.status().as_u16(), latency_ms, "request");
     Ok(res)
@@ -62,8 +53,5 @@ pub(crate) async fn log_request(
 pub(crate) fn security_headers() -> actix_web::middleware::DefaultHeaders {
     actix_web::middleware::DefaultHeaders::new()
         .add((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .add((
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
+        .add((header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
 }

@@ -32,14 +32,7 @@ pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
     put(11, u32::from(at.hour()), 2);
     put(14, u32::from(at.minute()), 2);
     put(17, u32::from(at.second()), 2);
-    for (pos, sep) in [
-        (4, b'-'),
-        (7, b'-'),
-        (10, b'T'),
-        (13, b':'),
-        (16, b':'),
-        (19, b'Z'),
-    ] {
+    for (pos, sep) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'Z')] {
         out[pos] = sep;
     }
     out.iter().map(|&b| char::from(b)).collect()
@@ -51,17 +44,8 @@ mod tests {
 
     #[test]
     fn times_are_utc_with_z() {
-        assert_eq!(
-            super::rfc3339(datetime!(2024-01-01 01:00:00.75 +01:00)),
-            "2024-01-01T00:00:00Z"
-        );
-        assert_eq!(
-            super::rfc3339(datetime!(2024-12-31 23:59:59 UTC)),
-            "2024-12-31T23:59:59Z"
-        );
-        assert_eq!(
-            super::rfc3339(datetime!(0987-03-04 05:06:07 UTC)),
-            "0987-03-04T05:06:07Z"
-        );
+        assert_eq!(super::rfc3339(datetime!(2024-01-01 01:00:00.75 +01:00)), "2024-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(datetime!(2024-12-31 23:59:59 UTC)), "2024-12-31T23:59:59Z");
+        assert_eq!(super::rfc3339(datetime!(0987-03-04 05:06:07 UTC)), "0987-03-04T05:06:07Z");
     }
 }

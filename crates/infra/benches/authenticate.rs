@@ -8,17 +8,13 @@ use std::time::Duration;
 use account_domain::{AccountService, EmailAddress, OrgName, SignupRequest};
 use account_infra::testing::TestDatabase;
 use account_infra::{
-    Database, MokaCredentialCache, OsRandomGenerator, PoolOptions, SqlAccountRepository,
-    SqlChangeFeed, SqlKeyRepository, SystemClock,
+    Database, MokaCredentialCache, OsRandomGenerator, PoolOptions, SqlAccountRepository, SqlChangeFeed,
+    SqlKeyRepository, SystemClock,
 };
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn authenticate(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     let test_db = TestDatabase::sqlite();
     let (service, key) = runtime.block_on(async {
         let db = Database::new(test_db.target().clone(), &PoolOptions::for_machine());
@@ -31,11 +27,7 @@ fn authenticate(c: &mut Criterion) {
             Arc::new(OsRandomGenerator),
         )
         // A long staleness bound: the benchmark measures the hit, not the syncer.
-        .with_cache(
-            Arc::new(MokaCredentialCache::new(10_000)),
-            feed,
-            Duration::from_secs(3600),
-        );
+        .with_cache(Arc::new(MokaCredentialCache::new(10_000)), feed, Duration::from_secs(3600));
         service.sync_changes().await.expect("synced");
         let signup = service
             .signup(SignupRequest::new(
@@ -51,8 +43,7 @@ fn authenticate(c: &mut Criterion) {
     });
 
     c.bench_function("authenticate (cache hit)", |b| {
-        b.to_async(&runtime)
-            .iter(|| async { black_box(service.authenticate(black_box(&key)).await.is_ok()) })
+        b.to_async(&runtime).iter(|| async { black_box(service.authenticate(black_box(&key)).await.is_ok()) })
     });
     c.bench_function("authenticate + get_account (cache hit)", |b| {
         b.to_async(&runtime).iter(|| async {

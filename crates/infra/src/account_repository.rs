@@ -1,8 +1,7 @@
 //! Organizations and plans in SQL.
 
 use account_domain::{
-    AccountRepository, CreateOrganizationError, NewApiKey, NewOrganization, OrgId, Organization,
-    Plan, PlanId,
+    AccountRepository, CreateOrganizationError, NewApiKey, NewOrganization, OrgId, Organization, Plan, PlanId,
 };
 use async_trait::async_trait;
 use diesel::prelude::*;
@@ -47,32 +46,24 @@ impl AccountRepository for SqlAccountRepository {
         let outcome = self
             .db
             .write(move |conn| {
-                diesel::insert_into(organizations::table)
-                    .values(&org_row)
-                    .execute(conn)
-                    .map_err(|e| {
-                        if is_unique_violation(&e) {
-                            RepoError::EmailTaken
-                        } else if is_foreign_key_violation(&e) {
-                            RepoError::UnknownPlan
-                        } else {
-                            RepoError::Query(e)
-                        }
-                    })?;
-                diesel::insert_into(api_keys::table)
-                    .values(&key_row)
-                    .execute(conn)?;
-                load_organization(conn, &id)?.ok_or_else(|| {
-                    RepoError::Other(anyhow::anyhow!("inserted organization not found"))
-                })
+                diesel::insert_into(organizations::table).values(&org_row).execute(conn).map_err(|e| {
+                    if is_unique_violation(&e) {
+                        RepoError::EmailTaken
+                    } else if is_foreign_key_violation(&e) {
+                        RepoError::UnknownPlan
+                    } else {
+                        RepoError::Query(e)
+                    }
+                })?;
+                diesel::insert_into(api_keys::table).values(&key_row).execute(conn)?;
+                load_organization(conn, &id)?
+                    .ok_or_else(|| RepoError::Other(anyhow::anyhow!("inserted organization not found")))
             })
             .await;
         outcome.map_err(|e| match e {
             RepoError::EmailTaken => CreateOrganizationError::EmailTaken,
             RepoError::UnknownPlan => CreateOrganizationError::UnknownPlan,
-            other => CreateOrganizationError::Unknown(
-                other.into_anyhow("could not create the organization"),
-            ),
+            other => CreateOrganizationError::Unknown(other.into_anyhow("could not create the organization")),
         })
     }
 
@@ -88,11 +79,7 @@ impl AccountRepository for SqlAccountRepository {
         let id = id.to_string();
         self.db
             .read(move |conn| {
-                let row = plans::table
-                    .find(id)
-                    .select(PlanRow::as_select())
-                    .first(conn)
-                    .optional()?;
+                let row = plans::table.find(id).select(PlanRow::as_select()).first(conn).optional()?;
                 Ok(row.map(Plan::try_from).transpose()?)
             })
             .await

@@ -86,21 +86,12 @@ impl SqlChangeFeed {
     pub async fn start(db: Database) -> anyhow::Result<Self> {
         let newest = db
             .read(|conn| {
-                Ok(cache_events::table
-                    .select(diesel::dsl::max(cache_events::id))
-                    .first::<Option<i32>>(conn)?)
+                Ok(cache_events::table.select(diesel::dsl::max(cache_events::id)).first::<Option<i32>>(conn)?)
             })
             .await
             .map_err(|e| e.into_anyhow("could not read the change feed"))?
             .unwrap_or(0);
-        Ok(Self {
-            db,
-            cursor: Mutex::new(Cursor {
-                low_water: newest,
-                seen: BTreeSet::new(),
-                gap_since: None,
-            }),
-        })
+        Ok(Self { db, cursor: Mutex::new(Cursor { low_water: newest, seen: BTreeSet::new(), gap_since: None }) })
     }
 
     /// Deletes changes older than `age`: every instance has long applied them.
@@ -108,19 +99,14 @@ impl SqlChangeFeed {
         let cutoff = to_micros(now - age);
         self.db
             .write(move |conn| {
-                Ok(
-                    diesel::delete(cache_events::table.filter(cache_events::created_at.lt(cutoff)))
-                        .execute(conn)?,
-                )
+                Ok(diesel::delete(cache_events::table.filter(cache_events::created_at.lt(cutoff))).execute(conn)?)
             })
             .await
             .map_err(|e| e.into_anyhow("could not prune the change feed"))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Cursor> {
-        self.cursor
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.cursor.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -135,11 +121,7 @@ impl ChangeFeed for SqlChangeFeed {
                     .filter(cache_events::id.gt(low_water))
                     .order(cache_events::id.asc())
                     .limit(POLL_LIMIT)
-                    .select((
-                        cache_events::id,
-                        cache_events::key_hash,
-                        cache_events::org_id,
-                    ))
+                    .select((cache_events::id, cache_events::key_hash, cache_events::org_id))
                     .load::<(i32, Option<String>, Option<String>)>(conn)?)
             })
             .await
@@ -152,15 +134,11 @@ impl ChangeFeed for SqlChangeFeed {
             }
             if let Some(hash) = key_hash {
                 changes.push(Change::Key(
-                    KeyHash::from_hex(&hash)
-                        .map_err(|e| anyhow::anyhow!(e))
-                        .context("stored key hash")?,
+                    KeyHash::from_hex(&hash).map_err(|e| anyhow::anyhow!(e)).context("stored key hash")?,
                 ));
             }
             if let Some(org) = org_id {
-                changes.push(Change::Organization(
-                    OrgId::new(&org).context("stored organization id")?,
-                ));
+                changes.push(Change::Organization(OrgId::new(&org).context("stored organization id")?));
             }
         }
         cursor.advance(Instant::now());
@@ -173,11 +151,7 @@ mod tests {
     use super::*;
 
     fn cursor(low_water: i32) -> Cursor {
-        Cursor {
-            low_water,
-            seen: BTreeSet::new(),
-            gap_since: None,
-        }
+        Cursor { low_water, seen: BTreeSet::new(), gap_since: None }
     }
 
     #[test]

@@ -15,8 +15,7 @@ pub enum DbConnection {
 
 /// Per-connection SQLite settings: wait for locks instead of failing, enforce foreign
 /// keys, and fsync every commit so that an acknowledged write survives a power cut.
-const SQLITE_PRAGMAS: &str =
-    "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;";
+const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;";
 
 /// Per-connection PostgreSQL settings: no statement may hold a request (and a pooled
 /// connection) longer than this.
@@ -50,17 +49,15 @@ impl ConnectionManager {
         match &self.target {
             DatabaseTarget::Postgres(url) => {
                 let mut conn = PgConnection::establish(&with_connect_timeout(url))?;
-                conn.batch_execute(POSTGRES_SETTINGS)
-                    .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                conn.batch_execute(POSTGRES_SETTINGS).map_err(ConnectionError::CouldntSetupConfiguration)?;
                 Ok(DbConnection::Postgres(conn))
             }
             DatabaseTarget::Sqlite(path) => {
-                let path = path.to_str().ok_or_else(|| {
-                    ConnectionError::InvalidConnectionUrl("the SQLite path is not UTF-8".into())
-                })?;
+                let path = path
+                    .to_str()
+                    .ok_or_else(|| ConnectionError::InvalidConnectionUrl("the SQLite path is not UTF-8".into()))?;
                 let mut conn = SqliteConnection::establish(path)?;
-                conn.batch_execute(SQLITE_PRAGMAS)
-                    .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                conn.batch_execute(SQLITE_PRAGMAS).map_err(ConnectionError::CouldntSetupConfiguration)?;
                 Ok(DbConnection::Sqlite(conn))
             }
         }
@@ -76,9 +73,7 @@ impl r2d2::ManageConnection for ConnectionManager {
     }
 
     fn is_valid(&self, conn: &mut DbConnection) -> Result<(), ConnectionError> {
-        conn.ping()
-            .map(|_| ())
-            .map_err(ConnectionError::CouldntSetupConfiguration)
+        conn.ping().map(|_| ()).map_err(ConnectionError::CouldntSetupConfiguration)
     }
 
     fn has_broken(&self, conn: &mut DbConnection) -> bool {

@@ -27,10 +27,7 @@ impl MokaCredentialCache {
                 .time_to_live(Self::FOUND_TTL)
                 .support_invalidation_closures()
                 .build(),
-            missing: Cache::builder()
-                .max_capacity(max_keys)
-                .time_to_live(Self::MISSING_TTL)
-                .build(),
+            missing: Cache::builder().max_capacity(max_keys).time_to_live(Self::MISSING_TTL).build(),
         }
     }
 
@@ -69,11 +66,7 @@ impl CredentialCache for MokaCredentialCache {
 
     fn forget_organization(&self, org: &OrgId) {
         let org = org.clone();
-        if self
-            .found
-            .invalidate_entries_if(move |_, credential| credential.organization.id == org)
-            .is_err()
-        {
+        if self.found.invalidate_entries_if(move |_, credential| credential.organization.id == org).is_err() {
             self.found.invalidate_all();
         }
     }
@@ -110,11 +103,7 @@ mod tests {
             id: OrgId::new(org).expect("valid"),
             name: OrgName::new("Acme").expect("valid"),
             email: EmailAddress::new("a@acme.test").expect("valid"),
-            plan: Plan {
-                id: PlanId::free(),
-                name: "Free".into(),
-                base_price_cents: 0,
-            },
+            plan: Plan { id: PlanId::free(), name: "Free".into(), base_price_cents: 0 },
             is_active: true,
             created_at: at,
         };
@@ -128,10 +117,7 @@ mod tests {
         let (other, _) = credential("org_a", 'b');
         cache.put(hash, CachedLookup::Found(std::sync::Arc::new(cred.clone())));
         cache.put(other, CachedLookup::Missing);
-        assert_eq!(
-            cache.get(&hash),
-            Some(CachedLookup::Found(std::sync::Arc::new(cred)))
-        );
+        assert_eq!(cache.get(&hash), Some(CachedLookup::Found(std::sync::Arc::new(cred))));
         assert_eq!(cache.get(&other), Some(CachedLookup::Missing));
         cache.forget(&hash);
         cache.forget(&other);
@@ -159,10 +145,6 @@ mod tests {
             cache.put(hash, CachedLookup::Missing);
         }
         cache.missing.run_pending_tasks();
-        assert!(
-            cache.missing.entry_count() <= 10,
-            "{}",
-            cache.missing.entry_count()
-        );
+        assert!(cache.missing.entry_count() <= 10, "{}", cache.missing.entry_count());
     }
 }

@@ -32,10 +32,7 @@ impl PoolOptions {
     pub fn for_machine() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let max_size = u32::try_from(cores * 4).unwrap_or(16).clamp(4, 32);
-        Self {
-            max_size,
-            checkout_timeout: Duration::from_millis(2000),
-        }
+        Self { max_size, checkout_timeout: Duration::from_millis(2000) }
     }
 }
 
@@ -51,9 +48,7 @@ pub struct Database {
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Database")
-            .field("target", &self.target)
-            .finish_non_exhaustive()
+        f.debug_struct("Database").field("target", &self.target).finish_non_exhaustive()
     }
 }
 
@@ -69,11 +64,7 @@ impl Database {
             .test_on_check_out(target.is_postgres())
             .error_handler(Box::new(LogPoolErrors))
             .build_unchecked(ConnectionManager::new(target.clone()));
-        Self {
-            pool,
-            target,
-            write_gate: Arc::new(Mutex::new(())),
-        }
+        Self { pool, target, write_gate: Arc::new(Mutex::new(())) }
     }
 
     pub fn target(&self) -> &DatabaseTarget {
@@ -93,20 +84,15 @@ impl Database {
         match &mut conn {
             DbConnection::Sqlite(c) => {
                 // WAL lets readers go on while one writer commits; the mode persists in the file.
-                c.batch_execute("PRAGMA journal_mode = WAL;")
-                    .context("could not switch SQLite to WAL mode")?;
-                let ran = c
-                    .run_pending_migrations(SQLITE_MIGRATIONS)
-                    .map_err(|e| anyhow::anyhow!(e))?;
+                c.batch_execute("PRAGMA journal_mode = WAL;").context("could not switch SQLite to WAL mode")?;
+                let ran = c.run_pending_migrations(SQLITE_MIGRATIONS).map_err(|e| anyhow::anyhow!(e))?;
                 Ok(ran.len())
             }
             DbConnection::Postgres(c) => {
                 c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID});"))
                     .context("could not take the migration lock")?;
-                let ran = c
-                    .run_pending_migrations(POSTGRES_MIGRATIONS)
-                    .map(|v| v.len())
-                    .map_err(|e| anyhow::anyhow!(e));
+                let ran =
+                    c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()).map_err(|e| anyhow::anyhow!(e));
                 c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID});"))
                     .context("could not release the migration lock")?;
                 ran.context("could not apply the PostgreSQL migrations")
@@ -117,17 +103,12 @@ impl Database {
     /// Connections in use and idle, for readiness and metrics.
     pub fn pool_state(&self) -> (u32, u32) {
         let state = self.pool.state();
-        (
-            state.connections - state.idle_connections,
-            state.idle_connections,
-        )
+        (state.connections - state.idle_connections, state.idle_connections)
     }
 
     /// Whether the database answers a trivial query now.
     pub async fn ping(&self) -> bool {
-        self.read(|conn| Ok(conn.batch_execute("SELECT 1")?))
-            .await
-            .is_ok()
+        self.read(|conn| Ok(conn.batch_execute("SELECT 1")?)).await.is_ok()
     }
 
     /// Runs `f` with a pooled connection on the blocking thread pool.
@@ -148,17 +129,13 @@ impl Database {
         T: Send + 'static,
         F: FnOnce(&mut DbConnection) -> Result<T, RepoError> + Send + 'static,
     {
-        let gate =
-            matches!(self.target, DatabaseTarget::Sqlite(_)).then(|| self.write_gate.clone());
+        let gate = matches!(self.target, DatabaseTarget::Sqlite(_)).then(|| self.write_gate.clone());
         self.on_blocking_thread(gate, move |conn| match conn {
             DbConnection::Postgres(_) => conn.transaction(f),
             DbConnection::Sqlite(_) => {
                 conn.batch_execute("BEGIN IMMEDIATE")?;
-                let outcome = f(conn).and_then(|value| {
-                    conn.batch_execute("COMMIT")
-                        .map(|()| value)
-                        .map_err(RepoError::from)
-                });
+                let outcome =
+                    f(conn).and_then(|value| conn.batch_execute("COMMIT").map(|()| value).map_err(RepoError::from));
                 if outcome.is_err() {
                     // Nothing to undo if BEGIN or COMMIT already ended it.
                     let _ = conn.batch_execute("ROLLBACK");
@@ -169,20 +146,14 @@ impl Database {
         .await
     }
 
-    async fn on_blocking_thread<T, F>(
-        &self,
-        gate: Option<Arc<Mutex<()>>>,
-        f: F,
-    ) -> Result<T, RepoError>
+    async fn on_blocking_thread<T, F>(&self, gate: Option<Arc<Mutex<()>>>, f: F) -> Result<T, RepoError>
     where
         T: Send + 'static,
         F: FnOnce(&mut DbConnection) -> Result<T, RepoError> + Send + 'static,
     {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
-            let _turn = gate
-                .as_ref()
-                .map(|g| g.lock().unwrap_or_else(PoisonError::into_inner));
+            let _turn = gate.as_ref().map(|g| g.lock().unwrap_or_else(PoisonError::into_inner));
             let mut conn = pool.get()?;
             f(&mut conn)
         })

@@ -26,25 +26,19 @@ impl DatabaseTarget {
     pub fn parse(url: &str) -> Result<Self, InvalidDatabaseUrl> {
         let url = url.trim();
         if url.is_empty() {
-            return Err(InvalidDatabaseUrl {
-                reason: "is empty".into(),
-            });
+            return Err(InvalidDatabaseUrl { reason: "is empty".into() });
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(Self::Postgres(url.to_owned()));
         }
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
-                return Err(InvalidDatabaseUrl {
-                    reason: "names no SQLite file".into(),
-                });
+                return Err(InvalidDatabaseUrl { reason: "names no SQLite file".into() });
             }
             return Ok(Self::Sqlite(PathBuf::from(path)));
         }
         if let Some((scheme, _)) = url.split_once("://") {
-            return Err(InvalidDatabaseUrl {
-                reason: format!("has the unsupported scheme `{scheme}`"),
-            });
+            return Err(InvalidDatabaseUrl { reason: format!("has the unsupported scheme `{scheme}`") });
         }
         Ok(Self::Sqlite(PathBuf::from(url)))
     }
@@ -81,14 +75,8 @@ mod tests {
 
     #[test]
     fn the_scheme_chooses_the_backend() {
-        assert_eq!(
-            DatabaseTarget::parse("sqlite://data/a.db"),
-            Ok(DatabaseTarget::Sqlite("data/a.db".into()))
-        );
-        assert_eq!(
-            DatabaseTarget::parse("account-api.db"),
-            Ok(DatabaseTarget::Sqlite("account-api.db".into()))
-        );
+        assert_eq!(DatabaseTarget::parse("sqlite://data/a.db"), Ok(DatabaseTarget::Sqlite("data/a.db".into())));
+        assert_eq!(DatabaseTarget::parse("account-api.db"), Ok(DatabaseTarget::Sqlite("account-api.db".into())));
         assert!(DatabaseTarget::parse("postgres://u@h/db").is_ok_and(|t| t.is_postgres()));
         assert!(DatabaseTarget::parse("postgresql://u@h/db").is_ok_and(|t| t.is_postgres()));
     }
@@ -97,11 +85,7 @@ mod tests {
     fn other_schemes_are_refused_with_the_accepted_forms() {
         let err = DatabaseTarget::parse("mysql://root@localhost/db").expect_err("unsupported");
         let message = err.to_string();
-        assert!(
-            message.contains("DATABASE_URL")
-                && message.contains("mysql")
-                && message.contains("postgres://")
-        );
+        assert!(message.contains("DATABASE_URL") && message.contains("mysql") && message.contains("postgres://"));
         assert!(DatabaseTarget::parse("").is_err());
         assert!(DatabaseTarget::parse("sqlite://").is_err());
     }
@@ -109,8 +93,7 @@ mod tests {
     #[test]
     fn passwords_are_never_displayed() {
         let target =
-            DatabaseTarget::parse("postgres://user:hunter2@db.internal:5432/app?sslmode=require")
-                .expect("valid");
+            DatabaseTarget::parse("postgres://user:hunter2@db.internal:5432/app?sslmode=require").expect("valid");
         assert_eq!(target.to_string(), "postgres://db.internal:5432/app");
         assert!(!format!("{target:?}").contains("hunter2"));
     }

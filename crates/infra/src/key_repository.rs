@@ -1,12 +1,13 @@
 //! API keys in SQL.
 
-use account_domain::{ApiKey, KeyCredential, KeyHash, KeyId, KeyRepository, NewApiKey, OrgId};
+use account_domain::{ApiKey, InsertKeyError, KeyCredential, KeyHash, KeyId, KeyRepository, NewApiKey, OrgId};
 use async_trait::async_trait;
 use diesel::prelude::*;
 use time::OffsetDateTime;
 
 use crate::change_feed::publish_change;
 use crate::database::Database;
+use crate::repo_error::RepoError;
 use crate::rows::{to_micros, ApiKeyRow, OrganizationRow, PlanRow};
 use crate::schema::{api_keys, organizations, plans};
 
@@ -23,17 +24,33 @@ impl SqlKeyRepository {
 
 #[async_trait]
 impl KeyRepository for SqlKeyRepository {
-    async fn insert_key(&self, key: &NewApiKey) -> anyhow::Result<ApiKey> {
+    async fn insert_key(&self, key: &NewApiKey, max_active: u32) -> Result<ApiKey, InsertKeyError> {
         let row = ApiKeyRow::from(key);
-        self.db
+        let outcome = self
+            .db
             .write(move |conn| {
-                Ok(diesel::insert_into(api_keys::table)
-                    .values(&row)
-                    .execute(conn)?)
+                // Taking the organization's row lock serializes its key creations on
+                // PostgreSQL, so the count below cannot be raced (SQLite has one writer).
+                diesel::update(organizations::table.find(&row.org_id))
+                    .set(organizations::is_active.eq(organizations::is_active))
+                    .execute(conn)?;
+                let active: i64 = api_keys::table
+                    .filter(api_keys::org_id.eq(&row.org_id))
+                    .filter(api_keys::revoked_at.is_null())
+                    .filter(api_keys::expires_at.is_null().or(api_keys::expires_at.gt(row.created_at)))
+                    .count()
+                    .get_result(conn)?;
+                if active >= i64::from(max_active) {
+                    return Err(RepoError::KeyLimitReached);
+                }
+                Ok(diesel::insert_into(api_keys::table).values(&row).execute(conn)?)
             })
-            .await
-            .map_err(|e| e.into_anyhow("could not store the key"))?;
-        Ok(key.clone().into_stored())
+            .await;
+        match outcome {
+            Ok(_) => Ok(key.clone().into_stored()),
+            Err(RepoError::KeyLimitReached) => Err(InsertKeyError::LimitReached),
+            Err(e) => Err(InsertKeyError::Unknown(e.into_anyhow("could not store the key"))),
+        }
     }
 
     async fn list_keys(&self, org: &OrgId) -> anyhow::Result<Vec<ApiKey>> {
@@ -45,27 +62,17 @@ impl KeyRepository for SqlKeyRepository {
                     .order((api_keys::created_at.desc(), api_keys::id.desc()))
                     .select(ApiKeyRow::as_select())
                     .load(conn)?;
-                Ok(rows
-                    .into_iter()
-                    .map(ApiKey::try_from)
-                    .collect::<anyhow::Result<Vec<_>>>()?)
+                Ok(rows.into_iter().map(ApiKey::try_from).collect::<anyhow::Result<Vec<_>>>()?)
             })
             .await
             .map_err(|e| e.into_anyhow("could not list the keys"))
     }
 
-    async fn revoke_key(
-        &self,
-        org: &OrgId,
-        key: &KeyId,
-        at: OffsetDateTime,
-    ) -> anyhow::Result<Option<ApiKey>> {
+    async fn revoke_key(&self, org: &OrgId, key: &KeyId, at: OffsetDateTime) -> anyhow::Result<Option<ApiKey>> {
         let (org, key) = (org.to_string(), key.to_string());
         self.db
             .write(move |conn| {
-                let mine = api_keys::table
-                    .filter(api_keys::id.eq(&key))
-                    .filter(api_keys::org_id.eq(&org));
+                let mine = api_keys::table.filter(api_keys::id.eq(&key)).filter(api_keys::org_id.eq(&org));
                 // Only the first revocation sets the time: revoking again changes nothing.
                 let revoked_now = diesel::update(mine.filter(api_keys::revoked_at.is_null()))
                     .set(api_keys::revoked_at.eq(Some(to_micros(at))))
@@ -87,20 +94,13 @@ impl KeyRepository for SqlKeyRepository {
                 let row = api_keys::table
                     .inner_join(organizations::table.inner_join(plans::table))
                     .filter(api_keys::key_hash.eq(hash))
-                    .select((
-                        ApiKeyRow::as_select(),
-                        OrganizationRow::as_select(),
-                        PlanRow::as_select(),
-                    ))
+                    .select((ApiKeyRow::as_select(), OrganizationRow::as_select(), PlanRow::as_select()))
                     .first::<(ApiKeyRow, OrganizationRow, PlanRow)>(conn)
                     .optional()?;
                 let Some((key, org, plan)) = row else {
                     return Ok(None);
                 };
-                Ok(Some(KeyCredential {
-                    key: key.try_into()?,
-                    organization: org.into_domain(plan)?,
-                }))
+                Ok(Some(KeyCredential { key: key.try_into()?, organization: org.into_domain(plan)? }))
             })
             .await
             .map_err(|e| e.into_anyhow("could not look the key up"))
@@ -130,10 +130,7 @@ fn usage_update(batch: &[(KeyId, OffsetDateTime)]) -> String {
     let mut case = String::from("CASE id");
     let mut ids = String::new();
     for (i, (id, at)) in batch.iter().enumerate() {
-        debug_assert!(id
-            .as_str()
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+        debug_assert!(id.as_str().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
         let _ = write!(case, " WHEN '{}' THEN {}", id.as_str(), to_micros(*at));
         let _ = write!(ids, "{}'{}'", if i == 0 { "" } else { ", " }, id.as_str());
     }

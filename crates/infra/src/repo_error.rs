@@ -14,6 +14,8 @@ pub(crate) enum RepoError {
     EmailTaken,
     #[error("unknown plan")]
     UnknownPlan,
+    #[error("active key limit reached")]
+    KeyLimitReached,
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -24,12 +26,11 @@ impl RepoError {
     pub(crate) fn into_anyhow(self, doing: &'static str) -> anyhow::Error {
         match self {
             Self::Pool(e) => anyhow::Error::new(StoreUnavailable(e.to_string())).context(doing),
-            Self::Query(e) if connection_lost(&e) => {
-                anyhow::Error::new(StoreUnavailable(e.to_string())).context(doing)
-            }
+            Self::Query(e) if connection_lost(&e) => anyhow::Error::new(StoreUnavailable(e.to_string())).context(doing),
             Self::Query(e) => anyhow::Error::new(e).context(doing),
             Self::EmailTaken => anyhow::anyhow!("email taken").context(doing),
             Self::UnknownPlan => anyhow::anyhow!("unknown plan").context(doing),
+            Self::KeyLimitReached => anyhow::anyhow!("active key limit reached").context(doing),
             Self::Other(e) => e.context(doing),
         }
     }
@@ -37,10 +38,9 @@ impl RepoError {
 
 fn connection_lost(e: &DieselError) -> bool {
     match e {
-        DieselError::DatabaseError(
-            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-            _,
-        ) => true,
+        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _) => {
+            true
+        }
         // SQLite answers "database is locked" only after its busy timeout: the store is overloaded.
         DieselError::DatabaseError(_, info) => info.message().contains("database is locked"),
         _ => false,
@@ -49,16 +49,10 @@ fn connection_lost(e: &DieselError) -> bool {
 
 /// Whether an insert failed on a unique constraint.
 pub(crate) fn is_unique_violation(e: &DieselError) -> bool {
-    matches!(
-        e,
-        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
-    )
+    matches!(e, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
 }
 
 /// Whether an insert failed on a foreign key.
 pub(crate) fn is_foreign_key_violation(e: &DieselError) -> bool {
-    matches!(
-        e,
-        DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _)
-    )
+    matches!(e, DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _))
 }

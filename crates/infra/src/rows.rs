@@ -2,8 +2,8 @@
 //! back that does not make a valid domain value is an error, never silently patched.
 
 use account_domain::{
-    ApiKey, EmailAddress, Environment, KeyId, KeyName, KeyPrefix, NewApiKey, NewOrganization,
-    OrgId, OrgName, Organization, Plan, PlanId, Scopes,
+    ApiKey, EmailAddress, Environment, KeyId, KeyName, KeyPrefix, NewApiKey, NewOrganization, OrgId, OrgName,
+    Organization, Plan, PlanId, Scopes,
 };
 use anyhow::{anyhow, Context as _};
 use diesel::prelude::*;
@@ -17,8 +17,7 @@ pub(crate) fn to_micros(at: OffsetDateTime) -> i64 {
 }
 
 pub(crate) fn from_micros(micros: i64) -> anyhow::Result<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
-        .context("stored time is out of range")
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).context("stored time is out of range")
 }
 
 #[derive(Debug, Queryable, Selectable)]
@@ -105,12 +104,7 @@ impl From<&NewApiKey> for ApiKeyRow {
             key_hash: key.hash.to_hex(),
             key_prefix: key.prefix.as_str().to_owned(),
             environment: key.environment.as_str().to_owned(),
-            scopes: key
-                .scopes
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(" "),
+            scopes: key.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "),
             created_at: to_micros(key.created_at),
             expires_at: key.expires_at.map(to_micros),
             revoked_at: None,
@@ -128,9 +122,7 @@ impl TryFrom<ApiKeyRow> for ApiKey {
             id: KeyId::new(&row.id).context("stored key id")?,
             org_id: OrgId::new(&row.org_id).context("stored organization id")?,
             name: KeyName::new(&row.name).context("stored key name")?,
-            prefix: KeyPrefix::new(&row.key_prefix)
-                .map_err(|e| anyhow!(e))
-                .context("stored key prefix")?,
+            prefix: KeyPrefix::new(&row.key_prefix).map_err(|e| anyhow!(e)).context("stored key prefix")?,
             environment: Environment::new(&row.environment).context("stored environment")?,
             scopes: Scopes::parse(&scopes).context("stored scopes")?,
             created_at: from_micros(row.created_at)?,

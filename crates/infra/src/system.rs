@@ -31,9 +31,8 @@ impl Generator for OsRandomGenerator {
     fn key_secret(&self) -> SecretBody {
         let alphabet = SecretBody::alphabet();
         let mut rng = OsRng.unwrap_err();
-        let secret: String = (0..SECRET_LEN)
-            .map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())]))
-            .collect();
+        let secret: String =
+            (0..SECRET_LEN).map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())])).collect();
         SecretBody::new(secret).unwrap_or_else(|_| unreachable!("drawn from the base62 alphabet"))
     }
 }
@@ -53,12 +52,9 @@ mod tests {
         let generator = OsRandomGenerator;
         let secrets: HashSet<String> = (0..1000)
             .map(|_| {
-                account_domain::PlaintextKey::assemble(
-                    account_domain::Environment::Live,
-                    &generator.key_secret(),
-                )
-                .expose()
-                .to_owned()
+                account_domain::PlaintextKey::assemble(account_domain::Environment::Live, &generator.key_secret())
+                    .expose()
+                    .to_owned()
             })
             .collect();
         assert_eq!(secrets.len(), 1000);

@@ -43,10 +43,7 @@ impl TestDatabase {
     pub fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("create a temporary folder");
         let target = DatabaseTarget::Sqlite(dir.path().join("test.db"));
-        Self {
-            target,
-            cleanup: Cleanup::Folder(dir),
-        }
+        Self { target, cleanup: Cleanup::Folder(dir) }
     }
 
     /// A new database on the server `TEST_POSTGRES_URL` names.
@@ -60,14 +57,9 @@ impl TestDatabase {
         };
         let name = format!("account_test_{}", uuid::Uuid::now_v7().simple());
         let mut admin = PgConnection::establish(&admin_url).expect("connect to TEST_POSTGRES_URL");
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .expect("create the test database");
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).expect("create the test database");
         let target = DatabaseTarget::Postgres(with_database(&admin_url, &name));
-        Some(Self {
-            target,
-            cleanup: Cleanup::DropDatabase { admin_url, name },
-        })
+        Some(Self { target, cleanup: Cleanup::DropDatabase { admin_url, name } })
     }
 
     pub fn target(&self) -> &DatabaseTarget {
@@ -87,12 +79,9 @@ impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Cleanup::DropDatabase { admin_url, name } = &self.cleanup {
             // FORCE ends the connections a pool may still hold.
-            let dropped = PgConnection::establish(admin_url)
-                .map_err(|e| e.to_string())
-                .and_then(|mut c| {
-                    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .map_err(|e| e.to_string())
-                });
+            let dropped = PgConnection::establish(admin_url).map_err(|e| e.to_string()).and_then(|mut c| {
+                c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).map_err(|e| e.to_string())
+            });
             if let Err(e) = dropped {
                 eprintln!("could not drop test database {name}: {e}");
             }
@@ -102,9 +91,7 @@ impl Drop for TestDatabase {
 
 /// `url` with its database name replaced by `name`, keeping any query string.
 pub fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
     let (scheme, rest) = base.split_once("://").unwrap_or(("postgres", base));
     let authority = rest.split_once('/').map_or(rest, |(a, _)| a);
     let mut out = format!("{scheme}://{authority}/{name}");
@@ -126,9 +113,6 @@ mod tests {
             "postgres://postgres@127.0.0.1:5432/t1"
         );
         assert_eq!(with_database("postgres://h", "t1"), "postgres://h/t1");
-        assert_eq!(
-            with_database("postgresql://u@h/db?sslmode=disable", "t1"),
-            "postgresql://u@h/t1?sslmode=disable"
-        );
+        assert_eq!(with_database("postgresql://u@h/db?sslmode=disable", "t1"), "postgresql://u@h/t1?sslmode=disable");
     }
 }

@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use account_domain::*;
 use account_infra::testing::{Backend, TestDatabase};
-use account_infra::{
-    Database, OsRandomGenerator, PoolOptions, SqlAccountRepository, SqlChangeFeed, SqlKeyRepository,
-};
+use account_infra::{Database, OsRandomGenerator, PoolOptions, SqlAccountRepository, SqlChangeFeed, SqlKeyRepository};
 use time::{Duration, OffsetDateTime};
 
 struct Ctx {
@@ -63,13 +61,14 @@ contract!(
     concurrent_key_inserts_are_all_kept,
     a_revocation_is_published_once_to_every_feed,
     usage_of_many_keys_is_written_in_one_flush,
+    the_active_key_limit_counts_only_active_keys,
+    concurrent_creations_cannot_exceed_the_active_key_limit,
 );
 
 /// Stored times have microsecond precision.
 fn now() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
-    now.replace_nanosecond(now.nanosecond() / 1000 * 1000)
-        .expect("valid")
+    now.replace_nanosecond(now.nanosecond() / 1000 * 1000).expect("valid")
 }
 
 fn new_org(name: &str, email: &str, plan: &str) -> NewOrganization {
@@ -101,83 +100,39 @@ fn new_key(org: &OrgId, name: &str, created_at: OffsetDateTime) -> (NewApiKey, P
 async fn signed_up(ctx: &Ctx, email: &str) -> (Organization, NewApiKey) {
     let org = new_org("Acme", email, "free");
     let (key, _) = new_key(&org.id, "Default Key", org.created_at);
-    let stored = ctx
-        .accounts
-        .create_organization(&org, &key)
-        .await
-        .expect("created");
+    let stored = ctx.accounts.create_organization(&org, &key).await.expect("created");
     (stored, key)
 }
 
 async fn the_plans_table_holds_the_catalogue(ctx: Ctx) {
-    for (id, name, price) in [
-        ("free", "Free", 0),
-        ("starter", "Starter", 4900),
-        ("pro", "Pro", 19900),
-    ] {
-        let plan = ctx
-            .accounts
-            .find_plan(&PlanId::new(id).expect("valid"))
-            .await
-            .expect("read")
-            .expect("exists");
+    for (id, name, price) in [("free", "Free", 0), ("starter", "Starter", 4900), ("pro", "Pro", 19900)] {
+        let plan = ctx.accounts.find_plan(&PlanId::new(id).expect("valid")).await.expect("read").expect("exists");
         assert_eq!((plan.name.as_str(), plan.base_price_cents), (name, price));
     }
-    assert_eq!(
-        ctx.accounts
-            .find_plan(&PlanId::new("platinum").expect("valid"))
-            .await
-            .expect("read"),
-        None
-    );
+    assert_eq!(ctx.accounts.find_plan(&PlanId::new("platinum").expect("valid")).await.expect("read"), None);
 }
 
 async fn a_new_organization_is_stored_with_its_plan_and_first_key(ctx: Ctx) {
     let org = new_org("Acme", "admin@acme.test", "starter");
     let (key, _) = new_key(&org.id, "Default Key", org.created_at);
-    let stored = ctx
-        .accounts
-        .create_organization(&org, &key)
-        .await
-        .expect("created");
+    let stored = ctx.accounts.create_organization(&org, &key).await.expect("created");
     assert_eq!(stored.id, org.id);
     assert_eq!(stored.plan.name, "Starter");
     assert!(stored.is_active);
     assert_eq!(stored.created_at, org.created_at);
-    assert_eq!(
-        ctx.accounts.find_organization(&org.id).await.expect("read"),
-        Some(stored)
-    );
-    assert_eq!(
-        ctx.keys.list_keys(&org.id).await.expect("listed"),
-        vec![key.into_stored()]
-    );
+    assert_eq!(ctx.accounts.find_organization(&org.id).await.expect("read"), Some(stored));
+    assert_eq!(ctx.keys.list_keys(&org.id).await.expect("listed"), vec![key.into_stored()]);
 }
 
 async fn emails_are_unique_ignoring_case(ctx: Ctx) {
     signed_up(&ctx, "Admin@Acme.test").await;
     let org = new_org("Other", "admin@ACME.test", "free");
     let (key, _) = new_key(&org.id, "Default Key", org.created_at);
-    let err = ctx
-        .accounts
-        .create_organization(&org, &key)
-        .await
-        .expect_err("taken");
-    assert!(
-        matches!(err, CreateOrganizationError::EmailTaken),
-        "{err:?}"
-    );
+    let err = ctx.accounts.create_organization(&org, &key).await.expect_err("taken");
+    assert!(matches!(err, CreateOrganizationError::EmailTaken), "{err:?}");
     // Neither the organization nor its key was stored.
-    assert_eq!(
-        ctx.accounts.find_organization(&org.id).await.expect("read"),
-        None
-    );
-    assert!(ctx
-        .keys
-        .list_keys(&org.id)
-        .await
-        .expect("listed")
-        .is_empty());
+    assert_eq!(ctx.accounts.find_organization(&org.id).await.expect("read"), None);
+    assert!(ctx.keys.list_keys(&org.id).await.expect("listed").is_empty());
 }
 
 async fn concurrent_signups_with_one_email_let_exactly_one_win(ctx: Ctx) {
@@ -186,15 +141,7 @@ async fn concurrent_signups_with_one_email_let_exactly_one_win(ctx: Ctx) {
         .map(|i| {
             let accounts = accounts.clone();
             tokio::spawn(async move {
-                let org = new_org(
-                    "Racer",
-                    if i % 2 == 0 {
-                        "race@acme.test"
-                    } else {
-                        "RACE@acme.test"
-                    },
-                    "free",
-                );
+                let org = new_org("Racer", if i % 2 == 0 { "race@acme.test" } else { "RACE@acme.test" }, "free");
                 let (key, _) = new_key(&org.id, "Default Key", org.created_at);
                 accounts.create_organization(&org, &key).await
             })
@@ -214,19 +161,9 @@ async fn concurrent_signups_with_one_email_let_exactly_one_win(ctx: Ctx) {
 async fn an_unknown_plan_is_refused_and_stores_nothing(ctx: Ctx) {
     let org = new_org("Acme", "plan@acme.test", "platinum");
     let (key, _) = new_key(&org.id, "Default Key", org.created_at);
-    let err = ctx
-        .accounts
-        .create_organization(&org, &key)
-        .await
-        .expect_err("no such plan");
-    assert!(
-        matches!(err, CreateOrganizationError::UnknownPlan),
-        "{err:?}"
-    );
-    assert_eq!(
-        ctx.accounts.find_organization(&org.id).await.expect("read"),
-        None
-    );
+    let err = ctx.accounts.create_organization(&org, &key).await.expect_err("no such plan");
+    assert!(matches!(err, CreateOrganizationError::UnknownPlan), "{err:?}");
+    assert_eq!(ctx.accounts.find_organization(&org.id).await.expect("read"), None);
 }
 
 async fn keys_are_listed_newest_first_with_every_field_intact(ctx: Ctx) {
@@ -234,17 +171,10 @@ async fn keys_are_listed_newest_first_with_every_field_intact(ctx: Ctx) {
     let (second, _) = new_key(&org.id, "Second", first.created_at + Duration::seconds(1));
     let (third, _) = new_key(&org.id, "Third", first.created_at + Duration::seconds(2));
     for key in [&second, &third] {
-        assert_eq!(
-            ctx.keys.insert_key(key).await.expect("inserted"),
-            key.clone().into_stored()
-        );
+        assert_eq!(ctx.keys.insert_key(key, 10_000).await.expect("inserted"), key.clone().into_stored());
     }
     let revoked_at = now();
-    ctx.keys
-        .revoke_key(&org.id, &second.id, revoked_at)
-        .await
-        .expect("revoked")
-        .expect("found");
+    ctx.keys.revoke_key(&org.id, &second.id, revoked_at).await.expect("revoked").expect("found");
     let listed = ctx.keys.list_keys(&org.id).await.expect("listed");
     let names: Vec<&str> = listed.iter().map(|k| k.name.as_str()).collect();
     assert_eq!(names, ["Third", "Second", "Default Key"]);
@@ -253,84 +183,42 @@ async fn keys_are_listed_newest_first_with_every_field_intact(ctx: Ctx) {
     assert_eq!(listed[1], expected);
     // Another organization's list does not show them.
     let (other, _) = signed_up(&ctx, "other@acme.test").await;
-    assert_eq!(
-        ctx.keys.list_keys(&other.id).await.expect("listed").len(),
-        1
-    );
+    assert_eq!(ctx.keys.list_keys(&other.id).await.expect("listed").len(), 1);
 }
 
 async fn revoking_is_confined_to_the_organization_and_keeps_the_first_time(ctx: Ctx) {
     let (org, key) = signed_up(&ctx, "revoke@acme.test").await;
     let (other, _) = signed_up(&ctx, "intruder@acme.test").await;
+    assert_eq!(ctx.keys.revoke_key(&other.id, &key.id, now()).await.expect("ran"), None);
     assert_eq!(
-        ctx.keys
-            .revoke_key(&other.id, &key.id, now())
-            .await
-            .expect("ran"),
-        None
-    );
-    assert_eq!(
-        ctx.keys
-            .revoke_key(&org.id, &KeyId::new("key_missing").expect("valid"), now())
-            .await
-            .expect("ran"),
+        ctx.keys.revoke_key(&org.id, &KeyId::new("key_missing").expect("valid"), now()).await.expect("ran"),
         None
     );
     let first = now();
-    let revoked = ctx
-        .keys
-        .revoke_key(&org.id, &key.id, first)
-        .await
-        .expect("ran")
-        .expect("found");
+    let revoked = ctx.keys.revoke_key(&org.id, &key.id, first).await.expect("ran").expect("found");
     assert_eq!(revoked.revoked_at, Some(first));
-    let again = ctx
-        .keys
-        .revoke_key(&org.id, &key.id, first + Duration::minutes(5))
-        .await
-        .expect("ran")
-        .expect("found");
+    let again = ctx.keys.revoke_key(&org.id, &key.id, first + Duration::minutes(5)).await.expect("ran").expect("found");
     assert_eq!(again.revoked_at, Some(first));
 }
 
 async fn credentials_are_found_by_hash_with_their_organization(ctx: Ctx) {
     let org = new_org("Acme", "cred@acme.test", "pro");
     let (key, plaintext) = new_key(&org.id, "Default Key", org.created_at);
-    ctx.accounts
-        .create_organization(&org, &key)
-        .await
-        .expect("created");
-    let credential = ctx
-        .keys
-        .find_credential(&plaintext.hash())
-        .await
-        .expect("read")
-        .expect("found");
+    ctx.accounts.create_organization(&org, &key).await.expect("created");
+    let credential = ctx.keys.find_credential(&plaintext.hash()).await.expect("read").expect("found");
     assert_eq!(credential.key, key.clone().into_stored());
     assert!(credential.organization.is_active);
     assert_eq!(credential.organization.plan.id.as_str(), "pro");
     assert_eq!(credential.organization.id, org.id);
     let stranger = PlaintextKey::assemble(Environment::Live, &OsRandomGenerator.key_secret());
-    assert_eq!(
-        ctx.keys
-            .find_credential(&stranger.hash())
-            .await
-            .expect("read"),
-        None
-    );
+    assert_eq!(ctx.keys.find_credential(&stranger.hash()).await.expect("read"), None);
 }
 
 async fn recorded_usage_never_goes_backwards(ctx: Ctx) {
     let (org, key) = signed_up(&ctx, "usage@acme.test").await;
     let later = now() + Duration::minutes(1);
-    ctx.keys
-        .record_usage(&[(key.id.clone(), later)])
-        .await
-        .expect("recorded");
-    ctx.keys
-        .record_usage(&[(key.id.clone(), later - Duration::seconds(30))])
-        .await
-        .expect("recorded");
+    ctx.keys.record_usage(&[(key.id.clone(), later)]).await.expect("recorded");
+    ctx.keys.record_usage(&[(key.id.clone(), later - Duration::seconds(30))]).await.expect("recorded");
     let listed = ctx.keys.list_keys(&org.id).await.expect("listed");
     assert_eq!(listed[0].last_used_at, Some(later));
 }
@@ -339,24 +227,11 @@ async fn strings_round_trip_verbatim(ctx: Ctx) {
     let name = "Ünïcødé 🚀 <b>bold</b> '); DROP TABLE api_keys; -- \"quoted\" \\ back";
     let org = new_org(name, "o'brien+tag@sub.acme.test", "free");
     let (key, _) = new_key(&org.id, name, org.created_at);
-    ctx.accounts
-        .create_organization(&org, &key)
-        .await
-        .expect("created");
-    let stored = ctx
-        .accounts
-        .find_organization(&org.id)
-        .await
-        .expect("read")
-        .expect("found");
+    ctx.accounts.create_organization(&org, &key).await.expect("created");
+    let stored = ctx.accounts.find_organization(&org.id).await.expect("read").expect("found");
     assert_eq!(stored.name.as_str(), name);
     assert_eq!(stored.email.as_str(), "o'brien+tag@sub.acme.test");
-    assert_eq!(
-        ctx.keys.list_keys(&org.id).await.expect("listed")[0]
-            .name
-            .as_str(),
-        name
-    );
+    assert_eq!(ctx.keys.list_keys(&org.id).await.expect("listed")[0].name.as_str(), name);
 }
 
 async fn concurrent_key_inserts_are_all_kept(ctx: Ctx) {
@@ -367,7 +242,7 @@ async fn concurrent_key_inserts_are_all_kept(ctx: Ctx) {
             let (keys, org_id) = (keys.clone(), org.id.clone());
             tokio::spawn(async move {
                 let (key, _) = new_key(&org_id, &format!("Key {i}"), now());
-                keys.insert_key(&key).await.expect("inserted").id
+                keys.insert_key(&key, 10_000).await.expect("inserted").id
             })
         })
         .collect();
@@ -382,46 +257,22 @@ async fn concurrent_key_inserts_are_all_kept(ctx: Ctx) {
 async fn a_revocation_is_published_once_to_every_feed(ctx: Ctx) {
     let org = new_org("Acme", "feed@acme.test", "free");
     let (key, plaintext) = new_key(&org.id, "Default Key", org.created_at);
-    ctx.accounts
-        .create_organization(&org, &key)
-        .await
-        .expect("created");
+    ctx.accounts.create_organization(&org, &key).await.expect("created");
     // Two instances' feeds, started before the change.
     let here = SqlChangeFeed::start(ctx.db.clone()).await.expect("feed");
-    let there = SqlChangeFeed::start(Database::new(
-        ctx.db.target().clone(),
-        &PoolOptions::for_machine(),
-    ))
-    .await
-    .expect("feed");
+    let there =
+        SqlChangeFeed::start(Database::new(ctx.db.target().clone(), &PoolOptions::for_machine())).await.expect("feed");
     assert!(here.poll().await.expect("polled").is_empty());
-    ctx.keys
-        .revoke_key(&org.id, &key.id, now())
-        .await
-        .expect("revoked");
-    ctx.keys
-        .revoke_key(&org.id, &key.id, now())
-        .await
-        .expect("revoked again");
+    ctx.keys.revoke_key(&org.id, &key.id, now()).await.expect("revoked");
+    ctx.keys.revoke_key(&org.id, &key.id, now()).await.expect("revoked again");
     for feed in [&here, &there] {
-        assert_eq!(
-            feed.poll().await.expect("polled"),
-            vec![Change::Key(plaintext.hash())]
-        );
-        assert!(
-            feed.poll().await.expect("polled").is_empty(),
-            "a change is delivered once"
-        );
+        assert_eq!(feed.poll().await.expect("polled"), vec![Change::Key(plaintext.hash())]);
+        assert!(feed.poll().await.expect("polled").is_empty(), "a change is delivered once");
     }
     // A feed started later does not replay old changes; pruning drops them.
     let late = SqlChangeFeed::start(ctx.db.clone()).await.expect("feed");
     assert!(late.poll().await.expect("polled").is_empty());
-    assert_eq!(
-        here.prune(std::time::Duration::ZERO, now() + Duration::seconds(1))
-            .await
-            .expect("pruned"),
-        1
-    );
+    assert_eq!(here.prune(std::time::Duration::ZERO, now() + Duration::seconds(1)).await.expect("pruned"), 1);
 }
 
 async fn usage_of_many_keys_is_written_in_one_flush(ctx: Ctx) {
@@ -429,17 +280,54 @@ async fn usage_of_many_keys_is_written_in_one_flush(ctx: Ctx) {
     let mut usage = vec![(first.id.clone(), now())];
     for i in 0..600 {
         let (key, _) = new_key(&org.id, &format!("K{i}"), now());
-        ctx.keys.insert_key(&key).await.expect("inserted");
+        ctx.keys.insert_key(&key, 10_000).await.expect("inserted");
         usage.push((key.id, now() + Duration::seconds(i)));
     }
     ctx.keys.record_usage(&usage).await.expect("recorded");
     let listed = ctx.keys.list_keys(&org.id).await.expect("listed");
     assert_eq!(listed.len(), 601);
     for key in &listed {
-        let expected = usage
-            .iter()
-            .find(|(id, _)| *id == key.id)
-            .map(|(_, at)| *at);
+        let expected = usage.iter().find(|(id, _)| *id == key.id).map(|(_, at)| *at);
         assert_eq!(key.last_used_at, expected, "{}", key.name.as_str());
     }
+}
+
+async fn the_active_key_limit_counts_only_active_keys(ctx: Ctx) {
+    let (org, first) = signed_up(&ctx, "limit@acme.test").await;
+    let (second, _) = new_key(&org.id, "Second", now());
+    ctx.keys.insert_key(&second, 2).await.expect("2 of 2");
+    let (third, _) = new_key(&org.id, "Third", now());
+    let err = ctx.keys.insert_key(&third, 2).await.expect_err("3 of 2");
+    assert!(matches!(err, InsertKeyError::LimitReached), "{err:?}");
+    // A revoked key and an expired key free their places.
+    ctx.keys.revoke_key(&org.id, &first.id, now()).await.expect("revoked");
+    ctx.keys.insert_key(&third, 2).await.expect("a place was freed");
+    let (mut expired, _) = new_key(&org.id, "Expired", now());
+    expired.expires_at = Some(expired.created_at - Duration::seconds(1));
+    assert!(matches!(ctx.keys.insert_key(&expired, 2).await, Err(InsertKeyError::LimitReached)));
+    assert_eq!(ctx.keys.list_keys(&org.id).await.expect("listed").len(), 3, "the refused keys were not stored");
+}
+
+async fn concurrent_creations_cannot_exceed_the_active_key_limit(ctx: Ctx) {
+    let (org, _) = signed_up(&ctx, "race-limit@acme.test").await;
+    let keys = Arc::new(ctx.keys.clone());
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let (keys, org_id) = (keys.clone(), org.id.clone());
+            tokio::spawn(async move {
+                let (key, _) = new_key(&org_id, &format!("Racer {i}"), now());
+                keys.insert_key(&key, 10).await
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for task in tasks {
+        match task.await.expect("joined") {
+            Ok(_) => created += 1,
+            Err(InsertKeyError::LimitReached) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(created, 9, "the signup key plus 9 make the limit of 10");
+    assert_eq!(ctx.keys.list_keys(&org.id).await.expect("listed").len(), 10);
 }

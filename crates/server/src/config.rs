@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use account_http::{LimitSettings, TrustedProxies};
 use account_infra::{DatabaseTarget, PoolOptions};
 use thiserror::Error;
 
@@ -52,6 +53,10 @@ pub struct Config {
     pub usage_flush_interval: Duration,
     /// `CACHE_MAX_KEYS` and `CACHE_SYNC_INTERVAL_MS`.
     pub cache: CacheOptions,
+    /// `RATE_LIMIT_SIGNUPS_PER_HOUR`, `RATE_LIMIT_AUTH_FAILURES_PER_MINUTE`, `TRUSTED_PROXIES`.
+    pub limits: LimitSettings,
+    /// `MAX_ACTIVE_KEYS_PER_ORG`: active keys an organization may hold.
+    pub max_active_keys: u32,
     /// `LOG_FORMAT`: `json` or `pretty`; default pretty on a terminal, json otherwise.
     pub log_format: Option<LogFormat>,
 }
@@ -66,56 +71,49 @@ impl Config {
     /// Reads configuration through `lookup` (the environment, or a test's map).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let database_url =
-            get("DATABASE_URL").unwrap_or_else(|| Self::DEFAULT_DATABASE_URL.to_owned());
+        let database_url = get("DATABASE_URL").unwrap_or_else(|| Self::DEFAULT_DATABASE_URL.to_owned());
         let database = DatabaseTarget::parse(&database_url).map_err(|_| ConfigError {
             variable: "DATABASE_URL",
             value: redact_url(&database_url),
             expected: "sqlite://PATH, a plain file path, or postgres://USER@HOST:PORT/DB",
         })?;
         let defaults = PoolOptions::for_machine();
-        let pool_size: u32 = parse(
-            &get,
-            "DATABASE_POOL_SIZE",
-            "a whole number from 1 to 1000",
-            |n: &u32| (1..=1000).contains(n),
-        )?
-        .unwrap_or(defaults.max_size);
-        let checkout_ms: u64 = parse(
-            &get,
-            "DATABASE_TIMEOUT_MS",
-            "milliseconds from 1 to 60000",
-            |n: &u64| (1..=60_000).contains(n),
-        )?
-        .unwrap_or(2000);
-        let connect_s: u64 = parse(
-            &get,
-            "DATABASE_CONNECT_TIMEOUT_S",
-            "seconds from 0 to 3600",
-            |n: &u64| *n <= 3600,
-        )?
-        .unwrap_or(30);
-        let flush_s: u64 = parse(
-            &get,
-            "LAST_USED_FLUSH_SECS",
-            "seconds from 1 to 60",
-            |n: &u64| (1..=60).contains(n),
-        )?
-        .unwrap_or(10);
-        let cache_max_keys: u64 = parse(
-            &get,
-            "CACHE_MAX_KEYS",
-            "a whole number of keys from 0 (no cache) to 10000000",
-            |n: &u64| *n <= 10_000_000,
-        )?
-        .unwrap_or(20_000);
-        let sync_ms: u64 = parse(
-            &get,
-            "CACHE_SYNC_INTERVAL_MS",
-            "milliseconds from 10 to 500",
-            |n: &u64| (10..=500).contains(n),
-        )?
-        .unwrap_or(200);
+        let pool_size: u32 =
+            parse(&get, "DATABASE_POOL_SIZE", "a whole number from 1 to 1000", |n: &u32| (1..=1000).contains(n))?
+                .unwrap_or(defaults.max_size);
+        let checkout_ms: u64 =
+            parse(&get, "DATABASE_TIMEOUT_MS", "milliseconds from 1 to 60000", |n: &u64| (1..=60_000).contains(n))?
+                .unwrap_or(2000);
+        let connect_s: u64 =
+            parse(&get, "DATABASE_CONNECT_TIMEOUT_S", "seconds from 0 to 3600", |n: &u64| *n <= 3600)?.unwrap_or(30);
+        let flush_s: u64 =
+            parse(&get, "LAST_USED_FLUSH_SECS", "seconds from 1 to 60", |n: &u64| (1..=60).contains(n))?.unwrap_or(10);
+        let signups_per_hour: u32 =
+            parse(&get, "RATE_LIMIT_SIGNUPS_PER_HOUR", "a whole number, 0 for no limit", |_: &u32| true)?.unwrap_or(10);
+        let auth_failures_per_minute: u32 =
+            parse(&get, "RATE_LIMIT_AUTH_FAILURES_PER_MINUTE", "a whole number, 0 for no limit", |_: &u32| true)?
+                .unwrap_or(30);
+        let trusted_proxies = match get("TRUSTED_PROXIES") {
+            None => TrustedProxies::default(),
+            Some(raw) => TrustedProxies::parse(&raw).map_err(|_| ConfigError {
+                variable: "TRUSTED_PROXIES",
+                value: raw,
+                expected: "a comma-separated list of IP addresses or CIDR blocks such as 10.0.0.0/8",
+            })?,
+        };
+        let max_active_keys: u32 =
+            parse(&get, "MAX_ACTIVE_KEYS_PER_ORG", "a whole number of keys from 1 to 100000", |n: &u32| {
+                (1..=100_000).contains(n)
+            })?
+            .unwrap_or(100);
+        let cache_max_keys: u64 =
+            parse(&get, "CACHE_MAX_KEYS", "a whole number of keys from 0 (no cache) to 10000000", |n: &u64| {
+                *n <= 10_000_000
+            })?
+            .unwrap_or(20_000);
+        let sync_ms: u64 =
+            parse(&get, "CACHE_SYNC_INTERVAL_MS", "milliseconds from 10 to 500", |n: &u64| (10..=500).contains(n))?
+                .unwrap_or(200);
         let bind_addr = match get("BIND_ADDR") {
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
             Some(raw) => resolve(&raw).ok_or(ConfigError {
@@ -129,26 +127,18 @@ impl Config {
             Some("json") => Some(LogFormat::Json),
             Some("pretty") => Some(LogFormat::Pretty),
             Some(other) => {
-                return Err(ConfigError {
-                    variable: "LOG_FORMAT",
-                    value: other.to_owned(),
-                    expected: "json or pretty",
-                })
+                return Err(ConfigError { variable: "LOG_FORMAT", value: other.to_owned(), expected: "json or pretty" })
             }
         };
         Ok(Self {
             database,
             bind_addr,
-            pool: PoolOptions {
-                max_size: pool_size,
-                checkout_timeout: Duration::from_millis(checkout_ms),
-            },
+            pool: PoolOptions { max_size: pool_size, checkout_timeout: Duration::from_millis(checkout_ms) },
             connect_timeout: Duration::from_secs(connect_s),
             usage_flush_interval: Duration::from_secs(flush_s),
-            cache: CacheOptions {
-                max_keys: cache_max_keys,
-                sync_interval: Duration::from_millis(sync_ms),
-            },
+            cache: CacheOptions { max_keys: cache_max_keys, sync_interval: Duration::from_millis(sync_ms) },
+            limits: LimitSettings { signups_per_hour, auth_failures_per_minute, trusted_proxies },
+            max_active_keys,
             log_format,
         })
     }
@@ -165,11 +155,7 @@ fn parse<T: FromStr>(
     };
     match raw.trim().parse::<T>() {
         Ok(value) if valid(&value) => Ok(Some(value)),
-        _ => Err(ConfigError {
-            variable,
-            value: raw,
-            expected,
-        }),
+        _ => Err(ConfigError { variable, value: raw, expected }),
     }
 }
 
@@ -196,20 +182,14 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         Config::from_lookup(|name| map.get(name).cloned())
     }
 
     #[test]
     fn no_configuration_means_sqlite_on_localhost_8080() {
         let config = config(&[]).expect("defaults");
-        assert_eq!(
-            config.database,
-            DatabaseTarget::Sqlite("account-api.db".into())
-        );
+        assert_eq!(config.database, DatabaseTarget::Sqlite("account-api.db".into()));
         assert_eq!(config.bind_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(config.pool.checkout_timeout, Duration::from_secs(2));
         assert_eq!(config.connect_timeout, Duration::from_secs(30));
@@ -233,6 +213,10 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("CACHE_SYNC_INTERVAL_MS", "2000"),
             ("CACHE_MAX_KEYS", "-1"),
+            ("RATE_LIMIT_SIGNUPS_PER_HOUR", "ten"),
+            ("RATE_LIMIT_AUTH_FAILURES_PER_MINUTE", "-3"),
+            ("TRUSTED_PROXIES", "10.0.0.0/40"),
+            ("MAX_ACTIVE_KEYS_PER_ORG", "0"),
         ] {
             let err = config(&[(variable, value)]).expect_err(variable);
             assert_eq!(err.variable, variable);

@@ -31,9 +31,7 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(config.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            let app = Application::build(config)
-                .await
-                .context("could not start")?;
+            let app = Application::build(config).await.context("could not start")?;
             app.run_until_stopped().await
         }
         Command::Migrate => {

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use account_domain::AccountService;
-use account_http::ReadinessCheck;
+use account_http::{AbuseLimits, ReadinessCheck};
 use account_infra::{
-    Database, MokaCredentialCache, OsRandomGenerator, SqlAccountRepository, SqlChangeFeed,
-    SqlKeyRepository, SystemClock,
+    Database, MokaCredentialCache, OsRandomGenerator, SqlAccountRepository, SqlChangeFeed, SqlKeyRepository,
+    SystemClock,
 };
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
@@ -22,15 +22,14 @@ pub struct Application {
     server: Server,
     service: Arc<AccountService>,
     feed: Arc<SqlChangeFeed>,
+    limits: web::Data<AbuseLimits>,
     usage_flush_interval: Duration,
     cache_sync_interval: Duration,
 }
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application")
-            .field("port", &self.port)
-            .finish_non_exhaustive()
+        f.debug_struct("Application").field("port", &self.port).finish_non_exhaustive()
     }
 }
 
@@ -46,40 +45,36 @@ impl Application {
             Arc::new(SqlKeyRepository::new(db.clone())),
             Arc::new(SystemClock),
             Arc::new(OsRandomGenerator),
-        );
-        let feed = Arc::new(
-            SqlChangeFeed::start(db.clone())
-                .await
-                .context("could not start the change feed")?,
-        );
+        )
+        .with_max_active_keys(config.max_active_keys);
+        let feed = Arc::new(SqlChangeFeed::start(db.clone()).await.context("could not start the change feed")?);
         if config.cache.max_keys > 0 {
             let cache = Arc::new(MokaCredentialCache::new(config.cache.max_keys));
             service = service.with_cache(cache, feed.clone(), CacheOptions::MAX_STALENESS);
         }
         let service = Arc::new(service);
-        service
-            .sync_changes()
-            .await
-            .context("could not read the change feed")?;
+        service.sync_changes().await.context("could not read the change feed")?;
         let readiness: ReadinessCheck = Arc::new(move || {
             let db = db.clone();
             Box::pin(async move { db.ping().await })
         });
 
-        let listener = TcpListener::bind(config.bind_addr)
-            .with_context(|| format!("could not bind {}", config.bind_addr))?;
-        let port = listener
-            .local_addr()
-            .context("could not read the bound address")?
-            .port();
+        let listener =
+            TcpListener::bind(config.bind_addr).with_context(|| format!("could not bind {}", config.bind_addr))?;
+        let port = listener.local_addr().context("could not read the bound address")?.port();
         let service_data = web::Data::from(service.clone());
         let readiness = web::Data::new(readiness);
+        let limits = web::Data::new(AbuseLimits::new(config.limits.clone()));
+        let limits_data = limits.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(service_data.clone())
                 .app_data(readiness.clone())
+                .app_data(limits_data.clone())
                 .configure(account_http::configure)
         })
+        // A client has this long to send its request head (408 after).
+        .client_request_timeout(Duration::from_secs(5))
         .listen(listener)
         .context("could not listen")?
         // Requests in flight when SIGTERM or Ctrl-C arrives get this long to finish.
@@ -93,6 +88,7 @@ impl Application {
             server,
             service,
             feed,
+            limits,
             usage_flush_interval: config.usage_flush_interval,
             cache_sync_interval: config.cache.sync_interval,
         })
@@ -105,15 +101,16 @@ impl Application {
     /// Serves until SIGTERM or Ctrl-C, lets the requests in flight finish, then writes the
     /// last-use times still in memory.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let flusher = tokio::spawn(flush_usage_periodically(
-            self.service.clone(),
-            self.usage_flush_interval,
-        ));
-        let syncer = tokio::spawn(sync_changes_periodically(
-            self.service.clone(),
-            self.feed,
-            self.cache_sync_interval,
-        ));
+        let flusher = tokio::spawn(flush_usage_periodically(self.service.clone(), self.usage_flush_interval));
+        let syncer = tokio::spawn(sync_changes_periodically(self.service.clone(), self.feed, self.cache_sync_interval));
+        let limits = self.limits.clone();
+        let janitor = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                ticker.tick().await;
+                limits.forget_idle_clients();
+            }
+        });
         let handle = self.server.handle();
         let signals = tokio::spawn(async move {
             match shutdown_signal().await {
@@ -126,14 +123,12 @@ impl Application {
         });
         let served = self.server.await.context("the HTTP server failed");
         signals.abort();
+        janitor.abort();
         flusher.abort();
         syncer.abort();
         match self.service.flush_usage().await {
             Ok(n) => tracing::info!(keys = n, "final flush of key usage"),
-            Err(e) => tracing::error!(
-                error = format!("{e:#}"),
-                "could not write key usage at shutdown"
-            ),
+            Err(e) => tracing::error!(error = format!("{e:#}"), "could not write key usage at shutdown"),
         }
         tracing::info!("stopped");
         served
@@ -157,20 +152,13 @@ async fn flush_usage_periodically(service: Arc<AccountService>, every: Duration)
     loop {
         ticker.tick().await;
         if let Err(e) = service.flush_usage().await {
-            tracing::warn!(
-                error = format!("{e:#}"),
-                "could not write key usage; will retry"
-            );
+            tracing::warn!(error = format!("{e:#}"), "could not write key usage; will retry");
         }
     }
 }
 
 /// Keeps the credential cache in step with changes made anywhere, and prunes old changes.
-async fn sync_changes_periodically(
-    service: Arc<AccountService>,
-    feed: Arc<SqlChangeFeed>,
-    every: Duration,
-) {
+async fn sync_changes_periodically(service: Arc<AccountService>, feed: Arc<SqlChangeFeed>, every: Duration) {
     const PRUNE_EVERY: Duration = Duration::from_secs(600);
     const KEEP_CHANGES: Duration = Duration::from_secs(3600);
     let mut ticker = tokio::time::interval(every);
@@ -187,10 +175,7 @@ async fn sync_changes_periodically(
             Ok(_) => {}
             Err(e) if !failing => {
                 failing = true;
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "could not read the change feed: cache bypassed until it can"
-                );
+                tracing::warn!(error = format!("{e:#}"), "could not read the change feed: cache bypassed until it can");
             }
             Err(_) => {}
         }
@@ -209,16 +194,18 @@ pub async fn migrate_when_reachable(db: &Database, patience: Duration) -> anyhow
     let mut delay = Duration::from_millis(100);
     loop {
         let attempt = db.clone();
-        let outcome = tokio::task::spawn_blocking(move || attempt.migrate())
-            .await
-            .context("migration task failed")?;
+        let outcome = tokio::task::spawn_blocking(move || attempt.migrate()).await.context("migration task failed")?;
         match outcome {
             Ok(ran) => {
                 tracing::info!(database = %db.target(), migrations_applied = ran, "database ready");
                 return Ok(());
             }
             Err(e) if started.elapsed() + delay < patience => {
-                tracing::warn!(error = format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "database not reachable yet");
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "database not reachable yet"
+                );
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(2));
             }

@@ -9,14 +9,8 @@ use crate::config::LogFormat;
 /// Installs the global subscriber; `RUST_LOG` filters (default `info`).
 pub fn init(format: Option<LogFormat>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let format = format.unwrap_or(if std::io::stderr().is_terminal() {
-        LogFormat::Pretty
-    } else {
-        LogFormat::Json
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let format = format.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Pretty } else { LogFormat::Json });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Pretty => builder.try_init(),

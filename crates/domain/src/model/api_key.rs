@@ -49,9 +49,7 @@ impl Environment {
         match raw {
             "live" => Ok(Self::Live),
             "test" => Ok(Self::Test),
-            _ => Err(UnknownWord {
-                allowed: "live, test",
-            }),
+            _ => Err(UnknownWord { allowed: "live, test" }),
         }
     }
 
@@ -81,9 +79,7 @@ impl Scope {
         match raw {
             "read" => Ok(Self::Read),
             "write" => Ok(Self::Write),
-            _ => Err(UnknownWord {
-                allowed: "read, write",
-            }),
+            _ => Err(UnknownWord { allowed: "read, write" }),
         }
     }
 
@@ -122,10 +118,8 @@ impl Scopes {
         let mut set = BTreeSet::new();
         for word in words {
             let word = word.as_ref();
-            let scope = Scope::new(word).map_err(|source| ScopesError::Unknown {
-                word: word.chars().take(40).collect(),
-                source,
-            })?;
+            let scope = Scope::new(word)
+                .map_err(|source| ScopesError::Unknown { word: word.chars().take(40).collect(), source })?;
             if !set.insert(scope) {
                 return Err(ScopesError::Duplicate(scope));
             }
@@ -282,18 +276,9 @@ mod tests {
     fn scopes_must_be_known_distinct_and_present() {
         assert_eq!(Scopes::parse(&["write", "read"]), Ok(Scopes::all()));
         assert_eq!(Scopes::parse::<&str>(&[]), Err(ScopesError::Empty));
-        assert_eq!(
-            Scopes::parse(&["read", "read"]),
-            Err(ScopesError::Duplicate(Scope::Read))
-        );
-        assert!(matches!(
-            Scopes::parse(&["admin"]),
-            Err(ScopesError::Unknown { .. })
-        ));
-        assert!(matches!(
-            Scopes::parse(&["READ"]),
-            Err(ScopesError::Unknown { .. })
-        ));
+        assert_eq!(Scopes::parse(&["read", "read"]), Err(ScopesError::Duplicate(Scope::Read)));
+        assert!(matches!(Scopes::parse(&["admin"]), Err(ScopesError::Unknown { .. })));
+        assert!(matches!(Scopes::parse(&["READ"]), Err(ScopesError::Unknown { .. })));
     }
 
     #[test]
@@ -309,10 +294,7 @@ mod tests {
         assert!(ExpiresInDays::new(-1).is_err());
         assert!(ExpiresInDays::new(3651).is_err());
         let start = datetime!(2024-01-15 10:00 UTC);
-        assert_eq!(
-            ExpiresInDays::new(90).map(|d| d.after(start)),
-            Ok(datetime!(2024-04-14 10:00 UTC))
-        );
+        assert_eq!(ExpiresInDays::new(90).map(|d| d.after(start)), Ok(datetime!(2024-04-14 10:00 UTC)));
     }
 
     #[test]

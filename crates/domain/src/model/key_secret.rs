@@ -70,32 +70,22 @@ impl PlaintextKey {
         key.push_str(body.0.expose_secret());
         let checksum = checksum(&key);
         key.push_str(&checksum);
-        Self {
-            secret: SecretString::from(key),
-            environment,
-        }
+        Self { secret: SecretString::from(key), environment }
     }
 
     /// Checks a presented key's form and checksum without any lookup.
     pub fn parse(presented: &str) -> Result<Self, MalformedKey> {
-        let rest = presented
-            .strip_prefix(KEY_PREFIX)
-            .ok_or(MalformedKey::Format)?;
+        let rest = presented.strip_prefix(KEY_PREFIX).ok_or(MalformedKey::Format)?;
         let (env, tail) = rest.split_once('_').ok_or(MalformedKey::Format)?;
         let environment = Environment::new(env).map_err(|_| MalformedKey::Format)?;
-        if tail.len() != SECRET_LEN + CHECKSUM_LEN
-            || !tail.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
+        if tail.len() != SECRET_LEN + CHECKSUM_LEN || !tail.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(MalformedKey::Format);
         }
         let (signed, sum) = presented.split_at(presented.len() - CHECKSUM_LEN);
         if checksum(signed) != sum {
             return Err(MalformedKey::Checksum);
         }
-        Ok(Self {
-            secret: SecretString::from(presented.to_owned()),
-            environment,
-        })
+        Ok(Self { secret: SecretString::from(presented.to_owned()), environment })
     }
 
     pub fn environment(&self) -> Environment {
@@ -121,11 +111,7 @@ impl PlaintextKey {
 
 impl fmt::Debug for PlaintextKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "PlaintextKey(mem_{}_[REDACTED])",
-            self.environment.as_str()
-        )
+        write!(f, "PlaintextKey(mem_{}_[REDACTED])", self.environment.as_str())
     }
 }
 
@@ -147,9 +133,7 @@ pub struct KeyHash([u8; 32]);
 impl KeyHash {
     /// Reads the 64-character lowercase hex form the database holds.
     pub fn from_hex(hex: &str) -> Result<Self, MalformedKey> {
-        blake3::Hash::from_hex(hex)
-            .map(|h| Self(*h.as_bytes()))
-            .map_err(|_| MalformedKey::Format)
+        blake3::Hash::from_hex(hex).map(|h| Self(*h.as_bytes())).map_err(|_| MalformedKey::Format)
     }
 
     pub fn to_hex(&self) -> String {
@@ -203,10 +187,7 @@ mod tests {
     fn an_assembled_key_parses_back_with_its_environment() {
         let key = PlaintextKey::assemble(Environment::Test, &body());
         assert!(key.expose().starts_with("mem_test_a1b2c3D4"));
-        assert_eq!(
-            key.expose().len(),
-            "mem_test_".len() + SECRET_LEN + CHECKSUM_LEN
-        );
+        assert_eq!(key.expose().len(), "mem_test_".len() + SECRET_LEN + CHECKSUM_LEN);
         let parsed = PlaintextKey::parse(key.expose()).expect("valid key");
         assert_eq!(parsed.environment(), Environment::Test);
         assert_eq!(parsed.hash(), key.hash());
@@ -224,41 +205,22 @@ mod tests {
                 }
                 bytes[i] = c;
                 let changed = String::from_utf8(bytes).expect("ascii");
-                assert!(
-                    PlaintextKey::parse(&changed).is_err(),
-                    "{i} {}",
-                    char::from(c)
-                );
+                assert!(PlaintextKey::parse(&changed).is_err(), "{i} {}", char::from(c));
             }
         }
     }
 
     #[test]
     fn keys_of_the_wrong_shape_are_malformed() {
-        let good = PlaintextKey::assemble(Environment::Live, &body())
-            .expose()
-            .to_owned();
-        for bad in [
-            "",
-            "mem_",
-            "mem_live_",
-            "sk_live_abc",
-            &good[1..],
-            &format!("{good}x"),
-            &good.replace("live", "prod"),
-        ] {
-            assert_eq!(
-                PlaintextKey::parse(bad).err(),
-                Some(MalformedKey::Format),
-                "{bad}"
-            );
+        let good = PlaintextKey::assemble(Environment::Live, &body()).expose().to_owned();
+        for bad in
+            ["", "mem_", "mem_live_", "sk_live_abc", &good[1..], &format!("{good}x"), &good.replace("live", "prod")]
+        {
+            assert_eq!(PlaintextKey::parse(bad).err(), Some(MalformedKey::Format), "{bad}");
         }
         let mut tampered = good.clone();
         tampered.replace_range(10..11, if &good[10..11] == "x" { "y" } else { "x" });
-        assert_eq!(
-            PlaintextKey::parse(&tampered).err(),
-            Some(MalformedKey::Checksum)
-        );
+        assert_eq!(PlaintextKey::parse(&tampered).err(), Some(MalformedKey::Checksum));
     }
 
     #[test]

@@ -16,9 +16,7 @@ impl PlanId {
     pub fn new(raw: &str) -> Result<Self, InvalidPlanId> {
         let ok = !raw.is_empty()
             && raw.len() <= 64
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+            && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
         if ok {
             Ok(Self(raw.to_owned()))
         } else {

@@ -37,18 +37,9 @@ mod tests {
     fn names_are_trimmed_and_bounded() {
         assert_eq!(validated_name("  Acme  ", 200).as_deref(), Ok("Acme"));
         assert_eq!(validated_name("   ", 200), Err(TextError::Empty));
-        assert_eq!(
-            validated_name(&"é".repeat(200), 200).map(|s| s.chars().count()),
-            Ok(200)
-        );
-        assert_eq!(
-            validated_name(&"a".repeat(201), 200),
-            Err(TextError::TooLong { max: 200 })
-        );
-        assert_eq!(
-            validated_name("a\0b", 200),
-            Err(TextError::ControlCharacter)
-        );
+        assert_eq!(validated_name(&"é".repeat(200), 200).map(|s| s.chars().count()), Ok(200));
+        assert_eq!(validated_name(&"a".repeat(201), 200), Err(TextError::TooLong { max: 200 }));
+        assert_eq!(validated_name("a\0b", 200), Err(TextError::ControlCharacter));
     }
 
     #[test]

@@ -16,10 +16,7 @@ pub enum GetAccountError {
 impl AccountService {
     /// The caller's organization and plan. Needs `read`. Served from what authentication
     /// loaded (and cached): no further database work.
-    pub async fn get_account<'a>(
-        &self,
-        caller: &'a Principal,
-    ) -> Result<&'a Organization, GetAccountError> {
+    pub async fn get_account<'a>(&self, caller: &'a Principal) -> Result<&'a Organization, GetAccountError> {
         caller.require(Scope::Read)?;
         Ok(caller.organization())
     }
@@ -33,15 +30,8 @@ mod tests {
     #[tokio::test]
     async fn reading_the_account_needs_the_read_scope() {
         let ports = Ports::new();
-        let err = ports
-            .service()
-            .get_account(&principal(&["write"], Environment::Live))
-            .await
-            .expect_err("scope");
-        assert!(matches!(
-            err,
-            GetAccountError::InsufficientScope(InsufficientScope(Scope::Read))
-        ));
+        let err = ports.service().get_account(&principal(&["write"], Environment::Live)).await.expect_err("scope");
+        assert!(matches!(err, GetAccountError::InsufficientScope(InsufficientScope(Scope::Read))));
     }
 
     #[tokio::test]

@@ -38,9 +38,7 @@ impl AccountService {
                 let generation = self.cache.as_ref().map(|c| c.generation());
                 let found = self.keys.find_credential(&hash).await?.map(Arc::new);
                 if let (Some(cache), Some(generation)) = (&self.cache, generation) {
-                    let lookup = found
-                        .clone()
-                        .map_or(CachedLookup::Missing, CachedLookup::Found);
+                    let lookup = found.clone().map_or(CachedLookup::Missing, CachedLookup::Found);
                     cache.put(hash, lookup, generation);
                 }
                 found.ok_or(AuthenticateError::UnknownKey)?
@@ -106,9 +104,7 @@ mod tests {
 
     fn presented(ports: &Ports) -> String {
         let _ = ports;
-        PlaintextKey::assemble(Environment::Live, &secret_body())
-            .expose()
-            .to_owned()
+        PlaintextKey::assemble(Environment::Live, &secret_body()).expose().to_owned()
     }
 
     #[tokio::test]
@@ -116,19 +112,14 @@ mod tests {
         let mut ports = Ports::new();
         ports.keys.expect_find_credential().never();
         let service = ports.service();
-        let good = PlaintextKey::assemble(Environment::Live, &secret_body())
-            .expose()
-            .to_owned();
+        let good = PlaintextKey::assemble(Environment::Live, &secret_body()).expose().to_owned();
         let mut typo = good.clone();
         typo.replace_range(12..13, if &good[12..13] == "Z" { "Y" } else { "Z" });
         assert!(matches!(
             service.authenticate("Bearer nonsense").await,
             Err(AuthenticateError::Malformed(MalformedKey::Format))
         ));
-        assert!(matches!(
-            service.authenticate(&typo).await,
-            Err(AuthenticateError::Malformed(MalformedKey::Checksum))
-        ));
+        assert!(matches!(service.authenticate(&typo).await, Err(AuthenticateError::Malformed(MalformedKey::Checksum))));
     }
 
     #[tokio::test]
@@ -136,19 +127,11 @@ mod tests {
         let mut ports = Ports::new();
         let key = presented(&ports);
         let hash = PlaintextKey::parse(&key).expect("valid").hash();
-        ports
-            .keys
-            .expect_find_credential()
-            .withf(move |h| *h == hash)
-            .returning(|_| Ok(Some(credential())));
-        ports
-            .keys
-            .expect_record_usage()
-            .times(1)
-            .returning(|batch| {
-                assert_eq!(batch, [(credential().key.id, NOW)]);
-                Ok(())
-            });
+        ports.keys.expect_find_credential().withf(move |h| *h == hash).returning(|_| Ok(Some(credential())));
+        ports.keys.expect_record_usage().times(1).returning(|batch| {
+            assert_eq!(batch, [(credential().key.id, NOW)]);
+            Ok(())
+        });
         let service = ports.service();
         let principal = service.authenticate(&key).await.expect("authenticated");
         assert_eq!(principal.org_id(), &credential().key.org_id);
@@ -160,25 +143,13 @@ mod tests {
     async fn unknown_revoked_and_expired_keys_are_refused() {
         for (cred, expected) in [
             (None, "unknown"),
-            (
-                Some(credential().with(|c| c.key.revoked_at = Some(NOW - Duration::hours(1)))),
-                "revoked",
-            ),
-            (
-                Some(credential().with(|c| c.key.expires_at = Some(NOW))),
-                "expired",
-            ),
-            (
-                Some(credential().with(|c| c.organization.is_active = false)),
-                "inactive",
-            ),
+            (Some(credential().with(|c| c.key.revoked_at = Some(NOW - Duration::hours(1)))), "revoked"),
+            (Some(credential().with(|c| c.key.expires_at = Some(NOW))), "expired"),
+            (Some(credential().with(|c| c.organization.is_active = false)), "inactive"),
         ] {
             let mut ports = Ports::new();
             let key = presented(&ports);
-            ports
-                .keys
-                .expect_find_credential()
-                .returning(move |_| Ok(cred.clone()));
+            ports.keys.expect_find_credential().returning(move |_| Ok(cred.clone()));
             ports.keys.expect_record_usage().never();
             let service = ports.service();
             let err = service.authenticate(&key).await.expect_err(expected);
@@ -198,11 +169,10 @@ mod tests {
     async fn a_key_expiring_later_still_works() {
         let mut ports = Ports::new();
         let key = presented(&ports);
-        ports.keys.expect_find_credential().returning(|_| {
-            Ok(Some(credential().with(|c| {
-                c.key.expires_at = Some(NOW + Duration::seconds(1))
-            })))
-        });
+        ports
+            .keys
+            .expect_find_credential()
+            .returning(|_| Ok(Some(credential().with(|c| c.key.expires_at = Some(NOW + Duration::seconds(1))))));
         assert!(ports.service().authenticate(&key).await.is_ok());
     }
 
@@ -210,26 +180,13 @@ mod tests {
     async fn usage_that_fails_to_flush_is_kept_for_the_next_flush() {
         let mut ports = Ports::new();
         let key = presented(&ports);
-        ports
-            .keys
-            .expect_find_credential()
-            .returning(|_| Ok(Some(credential())));
+        ports.keys.expect_find_credential().returning(|_| Ok(Some(credential())));
         let mut seq = mockall::Sequence::new();
-        ports
-            .keys
-            .expect_record_usage()
-            .times(1)
-            .in_sequence(&mut seq)
-            .returning(|_| Err(anyhow::anyhow!("down")));
-        ports
-            .keys
-            .expect_record_usage()
-            .times(1)
-            .in_sequence(&mut seq)
-            .returning(|b| {
-                assert_eq!(b.len(), 1);
-                Ok(())
-            });
+        ports.keys.expect_record_usage().times(1).in_sequence(&mut seq).returning(|_| Err(anyhow::anyhow!("down")));
+        ports.keys.expect_record_usage().times(1).in_sequence(&mut seq).returning(|b| {
+            assert_eq!(b.len(), 1);
+            Ok(())
+        });
         let service = ports.service();
         service.authenticate(&key).await.expect("authenticated");
         assert!(service.flush_usage().await.is_err());

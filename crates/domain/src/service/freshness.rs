@@ -25,18 +25,8 @@ fn micros(at: OffsetDateTime) -> i64 {
 }
 
 impl CacheState {
-    pub(crate) fn new(
-        cache: Arc<dyn CredentialCache>,
-        feed: Arc<dyn ChangeFeed>,
-        max_staleness: Duration,
-    ) -> Self {
-        Self {
-            cache,
-            feed,
-            max_staleness,
-            synced_at: AtomicI64::new(0),
-            generation: AtomicU64::new(0),
-        }
+    pub(crate) fn new(cache: Arc<dyn CredentialCache>, feed: Arc<dyn ChangeFeed>, max_staleness: Duration) -> Self {
+        Self { cache, feed, max_staleness, synced_at: AtomicI64::new(0), generation: AtomicU64::new(0) }
     }
 
     /// The cached lookup, if the cache may be trusted now.
@@ -111,10 +101,7 @@ mod tests {
         let mut ports = Ports::new();
         ports.keys.expect_find_credential().never();
         let mut cache = MockCredentialCache::new();
-        cache
-            .expect_get()
-            .withf(move |h| *h == hash)
-            .returning(|_| Some(CachedLookup::Found(Arc::new(credential()))));
+        cache.expect_get().withf(move |h| *h == hash).returning(|_| Some(CachedLookup::Found(Arc::new(credential()))));
         let service = ports.service_with_cache(cache, quiet_feed());
         service.sync_changes().await.expect("synced");
         let principal = service.authenticate(&key).await.expect("authenticated");
@@ -125,11 +112,7 @@ mod tests {
     async fn a_cache_not_synced_recently_is_not_trusted() {
         let (key, _) = presented();
         let mut ports = Ports::new();
-        ports
-            .keys
-            .expect_find_credential()
-            .times(1)
-            .returning(|_| Ok(Some(credential())));
+        ports.keys.expect_find_credential().times(1).returning(|_| Ok(Some(credential())));
         let mut cache = MockCredentialCache::new();
         cache.expect_get().never();
         cache.expect_put().times(1).return_const(());
@@ -144,56 +127,35 @@ mod tests {
         let mut ports = Ports::new();
         ports.keys.expect_find_credential().never();
         let mut cache = MockCredentialCache::new();
-        cache
-            .expect_get()
-            .returning(|_| Some(CachedLookup::Missing));
+        cache.expect_get().returning(|_| Some(CachedLookup::Missing));
         let service = ports.service_with_cache(cache, quiet_feed());
         service.sync_changes().await.expect("synced");
-        assert!(matches!(
-            service.authenticate(&key).await,
-            Err(AuthenticateError::UnknownKey)
-        ));
+        assert!(matches!(service.authenticate(&key).await, Err(AuthenticateError::UnknownKey)));
     }
 
     #[tokio::test]
     async fn a_miss_is_stored_as_missing_after_the_lookup() {
         let (key, hash) = presented();
         let mut ports = Ports::new();
-        ports
-            .keys
-            .expect_find_credential()
-            .times(1)
-            .returning(|_| Ok(None));
+        ports.keys.expect_find_credential().times(1).returning(|_| Ok(None));
         let mut cache = MockCredentialCache::new();
         cache.expect_get().returning(|_| None);
-        cache
-            .expect_put()
-            .withf(move |h, l| *h == hash && *l == CachedLookup::Missing)
-            .times(1)
-            .return_const(());
+        cache.expect_put().withf(move |h, l| *h == hash && *l == CachedLookup::Missing).times(1).return_const(());
         let service = ports.service_with_cache(cache, quiet_feed());
         service.sync_changes().await.expect("synced");
-        assert!(matches!(
-            service.authenticate(&key).await,
-            Err(AuthenticateError::UnknownKey)
-        ));
+        assert!(matches!(service.authenticate(&key).await, Err(AuthenticateError::UnknownKey)));
     }
 
     #[tokio::test]
     async fn expiry_is_checked_against_the_clock_on_cached_credentials() {
         let (key, _) = presented();
         let mut cache = MockCredentialCache::new();
-        cache.expect_get().returning(|_| {
-            Some(CachedLookup::Found(Arc::new(
-                credential().with(|c| c.key.expires_at = Some(NOW)),
-            )))
-        });
+        cache
+            .expect_get()
+            .returning(|_| Some(CachedLookup::Found(Arc::new(credential().with(|c| c.key.expires_at = Some(NOW))))));
         let service = Ports::new().service_with_cache(cache, quiet_feed());
         service.sync_changes().await.expect("synced");
-        assert!(matches!(
-            service.authenticate(&key).await,
-            Err(AuthenticateError::Expired)
-        ));
+        assert!(matches!(service.authenticate(&key).await, Err(AuthenticateError::Expired)));
     }
 
     #[tokio::test]
@@ -202,20 +164,10 @@ mod tests {
         let org = OrgId::new("org_abc").expect("valid");
         let mut feed = MockChangeFeed::new();
         let changes = vec![Change::Key(hash), Change::Organization(org.clone())];
-        feed.expect_poll()
-            .times(1)
-            .returning(move || Ok(changes.clone()));
+        feed.expect_poll().times(1).returning(move || Ok(changes.clone()));
         let mut cache = MockCredentialCache::new();
-        cache
-            .expect_forget()
-            .withf(move |h| *h == hash)
-            .times(1)
-            .return_const(());
-        cache
-            .expect_forget_organization()
-            .withf(move |o| *o == org)
-            .times(1)
-            .return_const(());
+        cache.expect_forget().withf(move |h| *h == hash).times(1).return_const(());
+        cache.expect_forget_organization().withf(move |o| *o == org).times(1).return_const(());
         let service = Ports::new().service_with_cache(cache, feed);
         assert_eq!(service.sync_changes().await.expect("synced"), 2);
     }
@@ -224,17 +176,12 @@ mod tests {
     async fn a_failed_sync_leaves_the_cache_untrusted() {
         let (key, _) = presented();
         let mut feed = MockChangeFeed::new();
-        feed.expect_poll()
-            .returning(|| Err(anyhow::anyhow!("database gone")));
+        feed.expect_poll().returning(|| Err(anyhow::anyhow!("database gone")));
         let mut cache = MockCredentialCache::new();
         cache.expect_get().never();
         cache.expect_put().return_const(());
         let mut ports = Ports::new();
-        ports
-            .keys
-            .expect_find_credential()
-            .times(1)
-            .returning(|_| Ok(Some(credential())));
+        ports.keys.expect_find_credential().times(1).returning(|_| Ok(Some(credential())));
         let service = ports.service_with_cache(cache, feed);
         assert!(service.sync_changes().await.is_err());
         assert!(service.authenticate(&key).await.is_ok());
@@ -251,29 +198,19 @@ mod tests {
         let mut feed = MockChangeFeed::new();
         feed.expect_poll().times(1).returning(|| Ok(vec![]));
         let service = ports.service_with_cache(MockCredentialCache::new(), feed);
-        service
-            .revoke_key(&principal(&["write"], Environment::Live), "key_abc")
-            .await
-            .expect("revoked");
+        service.revoke_key(&principal(&["write"], Environment::Live), "key_abc").await.expect("revoked");
     }
 
     #[tokio::test]
     async fn if_a_revocation_cannot_be_applied_the_cache_is_emptied() {
         let mut ports = Ports::new();
-        ports
-            .keys
-            .expect_revoke_key()
-            .returning(|org, id, _| Ok(Some(api_key(id.as_str(), org.as_str()))));
+        ports.keys.expect_revoke_key().returning(|org, id, _| Ok(Some(api_key(id.as_str(), org.as_str()))));
         let mut feed = MockChangeFeed::new();
-        feed.expect_poll()
-            .returning(|| Err(anyhow::anyhow!("gone")));
+        feed.expect_poll().returning(|| Err(anyhow::anyhow!("gone")));
         let mut cache = MockCredentialCache::new();
         cache.expect_clear().times(1).return_const(());
         let service = ports.service_with_cache(cache, feed);
-        service
-            .revoke_key(&principal(&["write"], Environment::Live), "key_abc")
-            .await
-            .expect("revoked");
+        service.revoke_key(&principal(&["write"], Environment::Live), "key_abc").await.expect("revoked");
     }
 
     #[test]

@@ -4,9 +4,8 @@ use thiserror::Error;
 use time::OffsetDateTime;
 
 use super::{AccountService, InsufficientScope, Principal};
-use crate::model::{
-    ApiKey, CreateKeyRequest, Environment, KeyId, NewApiKey, OrgId, PlaintextKey, Scope,
-};
+use crate::model::{ApiKey, CreateKeyRequest, Environment, KeyId, NewApiKey, OrgId, PlaintextKey, Scope};
+use crate::ports::InsertKeyError;
 
 /// A key just created: the stored form, and the plaintext shown to its owner this once.
 #[derive(Debug)]
@@ -31,6 +30,8 @@ pub enum CreateKeyError {
     ScopeEscalation(Scope),
     #[error("a test key can only create test keys")]
     EnvironmentEscalation,
+    #[error("the organization already has {0} active keys, the most allowed; revoke one first")]
+    KeyLimitReached(u32),
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
@@ -53,10 +54,7 @@ impl AccountService {
         // Uses not yet flushed are already known here: show them.
         for key in &mut keys {
             if let Some(pending) = self.usage.pending(&key.id) {
-                key.last_used_at = Some(
-                    key.last_used_at
-                        .map_or(pending, |stored| stored.max(pending)),
-                );
+                key.last_used_at = Some(key.last_used_at.map_or(pending, |stored| stored.max(pending)));
             }
         }
         Ok(keys)
@@ -77,26 +75,22 @@ impl AccountService {
             return Err(CreateKeyError::EnvironmentEscalation);
         }
         let (new_key, plaintext) = self.mint_key(caller.org_id(), request, self.clock.now());
-        let key = self.keys.insert_key(&new_key).await?;
+        let key = self.keys.insert_key(&new_key, self.max_active_keys).await.map_err(|e| match e {
+            InsertKeyError::LimitReached => CreateKeyError::KeyLimitReached(self.max_active_keys),
+            InsertKeyError::Unknown(e) => CreateKeyError::Unknown(e),
+        })?;
         Ok(CreatedKey { key, plaintext })
     }
 
     /// Revokes a key of the caller's organization; revoking it again answers the same.
     /// Needs `write`. A key of another organization is `NotFound`, as is a malformed id.
-    pub async fn revoke_key(
-        &self,
-        caller: &Principal,
-        key_id: &str,
-    ) -> Result<ApiKey, RevokeKeyError> {
+    pub async fn revoke_key(&self, caller: &Principal, key_id: &str) -> Result<ApiKey, RevokeKeyError> {
         caller.require(Scope::Write)?;
         let Ok(key_id) = KeyId::new(key_id) else {
             return Err(RevokeKeyError::NotFound);
         };
-        let key = self
-            .keys
-            .revoke_key(caller.org_id(), &key_id, self.clock.now())
-            .await?
-            .ok_or(RevokeKeyError::NotFound)?;
+        let key =
+            self.keys.revoke_key(caller.org_id(), &key_id, self.clock.now()).await?.ok_or(RevokeKeyError::NotFound)?;
         // The revocation holds from the very next request on, on this instance too.
         self.apply_own_change().await;
         Ok(key)
@@ -138,17 +132,9 @@ mod tests {
     #[tokio::test]
     async fn a_created_key_is_stored_by_hash_and_shown_once_in_full() {
         let mut ports = Ports::new();
-        ports
-            .keys
-            .expect_insert_key()
-            .times(1)
-            .returning(|k| Ok(k.clone().into_stored()));
-        let request = CreateKeyRequest::new(
-            None,
-            None,
-            Some(read_only()),
-            Some(ExpiresInDays::new(90).expect("valid")),
-        );
+        ports.keys.expect_insert_key().times(1).returning(|k, _| Ok(k.clone().into_stored()));
+        let request =
+            CreateKeyRequest::new(None, None, Some(read_only()), Some(ExpiresInDays::new(90).expect("valid")));
         let created = ports
             .service()
             .create_key(&principal(&["read", "write"], Environment::Live), request)
@@ -157,29 +143,34 @@ mod tests {
         assert_eq!(created.key.scopes, read_only());
         assert_eq!(created.key.expires_at, Some(NOW + time::Duration::days(90)));
         assert_eq!(created.key.created_at, NOW);
-        assert!(created
-            .plaintext
-            .expose()
-            .starts_with(created.key.prefix.as_str().trim_end_matches("...")));
+        assert!(created.plaintext.expose().starts_with(created.key.prefix.as_str().trim_end_matches("...")));
+    }
+
+    #[tokio::test]
+    async fn creation_beyond_the_active_key_limit_is_refused() {
+        let mut ports = Ports::new();
+        ports.keys.expect_insert_key().withf(|_, max| *max == 100).returning(|_, _| Err(InsertKeyError::LimitReached));
+        let caller = principal(&["read", "write"], Environment::Live);
+        let err = ports.service().create_key(&caller, CreateKeyRequest::default()).await;
+        assert!(matches!(err, Err(CreateKeyError::KeyLimitReached(100))));
+    }
+
+    #[tokio::test]
+    async fn the_active_key_limit_is_configurable() {
+        let mut ports = Ports::new();
+        ports.keys.expect_insert_key().withf(|_, max| *max == 3).returning(|k, _| Ok(k.clone().into_stored()));
+        let service = ports.service().with_max_active_keys(3);
+        let caller = principal(&["read", "write"], Environment::Live);
+        assert!(service.create_key(&caller, CreateKeyRequest::default()).await.is_ok());
     }
 
     #[tokio::test]
     async fn creating_needs_the_write_scope() {
         let mut ports = Ports::new();
         ports.keys.expect_insert_key().never();
-        let err = ports
-            .service()
-            .create_key(
-                &principal(&["read"], Environment::Live),
-                CreateKeyRequest::default(),
-            )
-            .await;
-        assert!(matches!(
-            err,
-            Err(CreateKeyError::InsufficientScope(InsufficientScope(
-                Scope::Write
-            )))
-        ));
+        let err =
+            ports.service().create_key(&principal(&["read"], Environment::Live), CreateKeyRequest::default()).await;
+        assert!(matches!(err, Err(CreateKeyError::InsufficientScope(InsufficientScope(Scope::Write)))));
     }
 
     #[tokio::test]
@@ -187,31 +178,18 @@ mod tests {
         let mut ports = Ports::new();
         ports.keys.expect_insert_key().never();
         let request = CreateKeyRequest::new(None, None, Some(Scopes::all()), None);
-        let err = ports
-            .service()
-            .create_key(&principal(&["write"], Environment::Live), request)
-            .await;
-        assert!(matches!(
-            err,
-            Err(CreateKeyError::ScopeEscalation(Scope::Read))
-        ));
+        let err = ports.service().create_key(&principal(&["write"], Environment::Live), request).await;
+        assert!(matches!(err, Err(CreateKeyError::ScopeEscalation(Scope::Read))));
     }
 
     #[tokio::test]
     async fn a_test_key_creates_only_test_keys() {
         let mut ports = Ports::new();
-        ports
-            .keys
-            .expect_insert_key()
-            .times(1)
-            .returning(|k| Ok(k.clone().into_stored()));
+        ports.keys.expect_insert_key().times(1).returning(|k, _| Ok(k.clone().into_stored()));
         let service = ports.service();
         let caller = principal(&["read", "write"], Environment::Test);
         let live = CreateKeyRequest::new(None, Some(Environment::Live), None, None);
-        assert!(matches!(
-            service.create_key(&caller, live).await,
-            Err(CreateKeyError::EnvironmentEscalation)
-        ));
+        assert!(matches!(service.create_key(&caller, live).await, Err(CreateKeyError::EnvironmentEscalation)));
         let test = CreateKeyRequest::new(None, Some(Environment::Test), None, None);
         let created = service.create_key(&caller, test).await.expect("test key");
         assert!(created.plaintext.expose().starts_with("mem_test_"));
@@ -223,67 +201,43 @@ mod tests {
         ports.keys.expect_revoke_key().returning(|_, _, _| Ok(None));
         let service = ports.service();
         let caller = principal(&["write"], Environment::Live);
-        assert!(matches!(
-            service.revoke_key(&caller, "key_other").await,
-            Err(RevokeKeyError::NotFound)
-        ));
-        assert!(matches!(
-            service.revoke_key(&caller, "not-an-id").await,
-            Err(RevokeKeyError::NotFound)
-        ));
+        assert!(matches!(service.revoke_key(&caller, "key_other").await, Err(RevokeKeyError::NotFound)));
+        assert!(matches!(service.revoke_key(&caller, "not-an-id").await, Err(RevokeKeyError::NotFound)));
     }
 
     #[tokio::test]
     async fn revoking_needs_the_write_scope() {
         let ports = Ports::new();
-        let err = ports
-            .service()
-            .revoke_key(&principal(&["read"], Environment::Live), "key_abc")
-            .await;
+        let err = ports.service().revoke_key(&principal(&["read"], Environment::Live), "key_abc").await;
         assert!(matches!(err, Err(RevokeKeyError::InsufficientScope(_))));
     }
 
     #[tokio::test]
     async fn revoking_marks_the_key_at_the_current_time() {
         let mut ports = Ports::new();
-        ports
-            .keys
-            .expect_revoke_key()
-            .withf(|_, id, at| id.as_str() == "key_abc" && *at == NOW)
-            .returning(|org, id, at| {
+        ports.keys.expect_revoke_key().withf(|_, id, at| id.as_str() == "key_abc" && *at == NOW).returning(
+            |org, id, at| {
                 let mut key = api_key(id.as_str(), org.as_str());
                 key.revoked_at = Some(at);
                 Ok(Some(key))
-            });
-        let key = ports
-            .service()
-            .revoke_key(&principal(&["write"], Environment::Live), "key_abc")
-            .await
-            .expect("revoked");
+            },
+        );
+        let key =
+            ports.service().revoke_key(&principal(&["write"], Environment::Live), "key_abc").await.expect("revoked");
         assert!(!key.is_active(NOW));
     }
 
     #[tokio::test]
     async fn listing_needs_read_and_shows_uses_not_yet_flushed() {
         let mut ports = Ports::new();
-        ports
-            .keys
-            .expect_list_keys()
-            .returning(|org| Ok(vec![api_key("key_abc", org.as_str())]));
+        ports.keys.expect_list_keys().returning(|org| Ok(vec![api_key("key_abc", org.as_str())]));
         let service = ports.service();
         assert!(matches!(
-            service
-                .list_keys(&principal(&["write"], Environment::Live))
-                .await,
+            service.list_keys(&principal(&["write"], Environment::Live)).await,
             Err(ListKeysError::InsufficientScope(_))
         ));
-        service
-            .usage
-            .record(&KeyId::new("key_abc").expect("valid"), NOW);
-        let keys = service
-            .list_keys(&principal(&["read"], Environment::Live))
-            .await
-            .expect("listed");
+        service.usage.record(&KeyId::new("key_abc").expect("valid"), NOW);
+        let keys = service.list_keys(&principal(&["read"], Environment::Live)).await.expect("listed");
         assert_eq!(keys[0].last_used_at, Some(NOW));
     }
 }

@@ -22,9 +22,7 @@ pub use principal::{InsufficientScope, Principal};
 pub use signup::{Signup, SignupError, SignupRequest};
 use usage::UsageTracker;
 
-use crate::ports::{
-    AccountRepository, ChangeFeed, Clock, CredentialCache, Generator, KeyRepository,
-};
+use crate::ports::{AccountRepository, ChangeFeed, Clock, CredentialCache, Generator, KeyRepository};
 
 /// The application's use cases over its ports. Cheap to share: hold it in an `Arc`.
 pub struct AccountService {
@@ -34,6 +32,7 @@ pub struct AccountService {
     generator: Arc<dyn Generator>,
     usage: UsageTracker,
     cache: Option<CacheState>,
+    max_active_keys: u32,
 }
 
 impl std::fmt::Debug for AccountService {
@@ -57,7 +56,16 @@ impl AccountService {
             generator,
             usage: UsageTracker::default(),
             cache: None,
+            max_active_keys: Self::DEFAULT_MAX_ACTIVE_KEYS,
         }
+    }
+
+    /// How many active (neither revoked nor expired) keys an organization may hold.
+    pub const DEFAULT_MAX_ACTIVE_KEYS: u32 = 100;
+
+    pub fn with_max_active_keys(mut self, max: u32) -> Self {
+        self.max_active_keys = max;
+        self
     }
 
     /// Serves authentication from `cache` while `feed` has been read within `max_staleness`;

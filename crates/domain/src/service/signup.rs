@@ -4,9 +4,7 @@ use thiserror::Error;
 
 use super::keys::CreatedKey;
 use super::AccountService;
-use crate::model::{
-    CreateKeyRequest, EmailAddress, NewOrganization, OrgName, Organization, PlanId,
-};
+use crate::model::{CreateKeyRequest, EmailAddress, NewOrganization, OrgName, Organization, PlanId};
 use crate::ports::CreateOrganizationError;
 
 /// A validated signup.
@@ -20,11 +18,7 @@ pub struct SignupRequest {
 impl SignupRequest {
     /// `plan_id` defaults to `free`.
     pub fn new(name: OrgName, email: EmailAddress, plan_id: Option<PlanId>) -> Self {
-        Self {
-            name,
-            email,
-            plan_id: plan_id.unwrap_or_else(PlanId::free),
-        }
+        Self { name, email, plan_id: plan_id.unwrap_or_else(PlanId::free) }
     }
 }
 
@@ -61,23 +55,13 @@ impl AccountService {
             created_at: now,
         };
         let (new_key, plaintext) = self.mint_key(&org.id, CreateKeyRequest::default(), now);
-        let organization = self
-            .accounts
-            .create_organization(&org, &new_key)
-            .await
-            .map_err(|e| match e {
-                CreateOrganizationError::EmailTaken => SignupError::EmailTaken,
-                // The plan existed a moment ago; it vanished in between.
-                CreateOrganizationError::UnknownPlan => SignupError::UnknownPlan(request.plan_id),
-                CreateOrganizationError::Unknown(e) => SignupError::Unknown(e),
-            })?;
-        Ok(Signup {
-            organization,
-            key: CreatedKey {
-                key: new_key.into_stored(),
-                plaintext,
-            },
-        })
+        let organization = self.accounts.create_organization(&org, &new_key).await.map_err(|e| match e {
+            CreateOrganizationError::EmailTaken => SignupError::EmailTaken,
+            // The plan existed a moment ago; it vanished in between.
+            CreateOrganizationError::UnknownPlan => SignupError::UnknownPlan(request.plan_id),
+            CreateOrganizationError::Unknown(e) => SignupError::Unknown(e),
+        })?;
+        Ok(Signup { organization, key: CreatedKey { key: new_key.into_stored(), plaintext } })
     }
 }
 
@@ -97,30 +81,21 @@ mod tests {
     #[tokio::test]
     async fn signup_creates_the_organization_with_a_live_read_write_default_key() {
         let mut ports = Ports::new();
-        ports
-            .accounts
-            .expect_find_plan()
-            .returning(|id| Ok(Some(plan(id.as_str()))));
-        ports
-            .accounts
-            .expect_create_organization()
-            .times(1)
-            .returning(|org, key| {
-                assert_eq!(key.org_id, org.id);
-                assert_eq!(key.name.as_str(), "Default Key");
-                assert_eq!(key.environment, Environment::Live);
-                assert_eq!(key.scopes, Scopes::all());
-                assert_eq!(key.expires_at, None);
-                Ok(organization_from(org))
-            });
+        ports.accounts.expect_find_plan().returning(|id| Ok(Some(plan(id.as_str()))));
+        ports.accounts.expect_create_organization().times(1).returning(|org, key| {
+            assert_eq!(key.org_id, org.id);
+            assert_eq!(key.name.as_str(), "Default Key");
+            assert_eq!(key.environment, Environment::Live);
+            assert_eq!(key.scopes, Scopes::all());
+            assert_eq!(key.expires_at, None);
+            Ok(organization_from(org))
+        });
         let signup = ports.service().signup(request(None)).await.expect("signup");
         assert_eq!(signup.organization.plan.id.as_str(), "free");
         assert!(signup.key.plaintext.expose().starts_with("mem_live_"));
         assert_eq!(
             signup.key.plaintext.hash(),
-            PlaintextKey::parse(signup.key.plaintext.expose())
-                .expect("valid")
-                .hash()
+            PlaintextKey::parse(signup.key.plaintext.expose()).expect("valid").hash()
         );
     }
 
@@ -129,45 +104,24 @@ mod tests {
         let mut ports = Ports::new();
         ports.accounts.expect_find_plan().returning(|_| Ok(None));
         ports.accounts.expect_create_organization().never();
-        let err = ports
-            .service()
-            .signup(request(Some("platinum")))
-            .await
-            .expect_err("unknown plan");
+        let err = ports.service().signup(request(Some("platinum"))).await.expect_err("unknown plan");
         assert!(matches!(err, SignupError::UnknownPlan(p) if p.as_str() == "platinum"));
     }
 
     #[tokio::test]
     async fn a_taken_email_is_reported_as_such() {
         let mut ports = Ports::new();
-        ports
-            .accounts
-            .expect_find_plan()
-            .returning(|id| Ok(Some(plan(id.as_str()))));
-        ports
-            .accounts
-            .expect_create_organization()
-            .returning(|_, _| Err(CreateOrganizationError::EmailTaken));
-        let err = ports
-            .service()
-            .signup(request(None))
-            .await
-            .expect_err("taken");
+        ports.accounts.expect_find_plan().returning(|id| Ok(Some(plan(id.as_str()))));
+        ports.accounts.expect_create_organization().returning(|_, _| Err(CreateOrganizationError::EmailTaken));
+        let err = ports.service().signup(request(None)).await.expect_err("taken");
         assert!(matches!(err, SignupError::EmailTaken));
     }
 
     #[tokio::test]
     async fn a_store_failure_is_not_mistaken_for_a_missing_plan() {
         let mut ports = Ports::new();
-        ports
-            .accounts
-            .expect_find_plan()
-            .returning(|_| Err(anyhow::anyhow!("disk on fire")));
-        let err = ports
-            .service()
-            .signup(request(None))
-            .await
-            .expect_err("failure");
+        ports.accounts.expect_find_plan().returning(|_| Err(anyhow::anyhow!("disk on fire")));
+        let err = ports.service().signup(request(None)).await.expect_err("failure");
         assert!(matches!(err, SignupError::Unknown(_)));
     }
 }

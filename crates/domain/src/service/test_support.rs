@@ -19,10 +19,7 @@ pub(crate) struct Ports {
 
 impl Ports {
     pub fn new() -> Self {
-        Self {
-            accounts: MockAccountRepository::new(),
-            keys: MockKeyRepository::new(),
-        }
+        Self { accounts: MockAccountRepository::new(), keys: MockKeyRepository::new() }
     }
 
     /// The service over these repositories, a clock stopped at [`NOW`] and a generator of
@@ -32,16 +29,8 @@ impl Ports {
     }
 
     /// The service with a credential cache fed by `feed`, trusted for one second after a sync.
-    pub fn service_with_cache(
-        self,
-        cache: MockCredentialCache,
-        feed: MockChangeFeed,
-    ) -> AccountService {
-        self.build().with_cache(
-            Arc::new(cache),
-            Arc::new(feed),
-            std::time::Duration::from_secs(1),
-        )
+    pub fn service_with_cache(self, cache: MockCredentialCache, feed: MockChangeFeed) -> AccountService {
+        self.build().with_cache(Arc::new(cache), Arc::new(feed), std::time::Duration::from_secs(1))
     }
 
     fn build(self) -> AccountService {
@@ -50,19 +39,14 @@ impl Ports {
         let mut generator = MockGenerator::new();
         let counter = Arc::new(AtomicU32::new(0));
         let c = counter.clone();
-        generator.expect_organization_id().returning(move || {
-            OrgId::new(&format!("org_{}", c.fetch_add(1, Ordering::Relaxed))).expect("valid")
-        });
-        generator.expect_key_id().returning(move || {
-            KeyId::new(&format!("key_{}", counter.fetch_add(1, Ordering::Relaxed))).expect("valid")
-        });
+        generator
+            .expect_organization_id()
+            .returning(move || OrgId::new(&format!("org_{}", c.fetch_add(1, Ordering::Relaxed))).expect("valid"));
+        generator
+            .expect_key_id()
+            .returning(move || KeyId::new(&format!("key_{}", counter.fetch_add(1, Ordering::Relaxed))).expect("valid"));
         generator.expect_key_secret().returning(secret_body);
-        AccountService::new(
-            Arc::new(self.accounts),
-            Arc::new(self.keys),
-            Arc::new(clock),
-            Arc::new(generator),
-        )
+        AccountService::new(Arc::new(self.accounts), Arc::new(self.keys), Arc::new(clock), Arc::new(generator))
     }
 }
 
@@ -71,11 +55,7 @@ pub(crate) fn secret_body() -> SecretBody {
 }
 
 pub(crate) fn plan(id: &str) -> Plan {
-    Plan {
-        id: PlanId::new(id).expect("valid"),
-        name: id.to_uppercase(),
-        base_price_cents: 0,
-    }
+    Plan { id: PlanId::new(id).expect("valid"), name: id.to_uppercase(), base_price_cents: 0 }
 }
 
 pub(crate) fn organization(id: &str) -> Organization {
@@ -104,10 +84,7 @@ pub(crate) fn principal(scopes: &[&str], environment: Environment) -> Principal 
     let mut key = api_key("key_caller", "org_caller");
     key.scopes = Scopes::parse(scopes).expect("valid");
     key.environment = environment;
-    Principal::new(Arc::new(KeyCredential {
-        key,
-        organization: organization("org_caller"),
-    }))
+    Principal::new(Arc::new(KeyCredential { key, organization: organization("org_caller") }))
 }
 
 pub(crate) fn api_key(id: &str, org: &str) -> ApiKey {
@@ -126,10 +103,7 @@ pub(crate) fn api_key(id: &str, org: &str) -> ApiKey {
 }
 
 pub(crate) fn credential() -> KeyCredential {
-    KeyCredential {
-        key: api_key("key_abc", "org_abc"),
-        organization: organization("org_abc"),
-    }
+    KeyCredential { key: api_key("key_abc", "org_abc"), organization: organization("org_abc") }
 }
 
 /// `value.with(|v| ...)`: a modified copy, for table-driven tests.

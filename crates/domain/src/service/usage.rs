@@ -16,9 +16,7 @@ pub(crate) struct UsageTracker {
 impl UsageTracker {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<KeyId, OffsetDateTime>> {
         // The map stays consistent whatever a panicking holder did: keep using it.
-        self.pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn record(&self, key: &KeyId, at: OffsetDateTime) {

@@ -25,10 +25,6 @@ pub(crate) async fn readyz(check: web::Data<ReadinessCheck>) -> Result<HttpRespo
     if (check.get_ref())().await {
         Ok(respond(StatusCode::OK, json!({"status": "ready"})))
     } else {
-        Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
-            "the database is not reachable",
-        ))
+        Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "the database is not reachable"))
     }
 }

@@ -20,29 +20,23 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Registers every route, the envelope for framework errors, and the response headers.
 /// Needs `web::Data<AccountService>` and `web::Data<ReadinessCheck>` as app data.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
-        .service(
-            web::scope("")
-                .wrap(ErrorHandlers::new().default_handler(envelope_framework_errors))
-                .wrap(security_headers())
-                .wrap(from_fn(log_request))
-                .service(resource("/healthz", &["GET"]).route(web::get().to(health::healthz)))
-                .service(resource("/readyz", &["GET"]).route(web::get().to(health::readyz)))
-                .service(resource("/v1/signup", &["POST"]).route(web::post().to(signup::signup)))
-                .service(
-                    resource("/v1/account", &["GET"]).route(web::get().to(account::get_account)),
-                )
-                .service(
-                    resource("/v1/account/api-keys", &["GET", "POST"])
-                        .route(web::get().to(keys::list_keys))
-                        .route(web::post().to(keys::create_key)),
-                )
-                .service(
-                    resource("/v1/account/api-keys/{key_id}", &["DELETE"])
-                        .route(web::delete().to(keys::revoke_key)),
-                )
-                .default_service(web::to(not_found)),
-        );
+    cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES)).service(
+        web::scope("")
+            .wrap(ErrorHandlers::new().default_handler(envelope_framework_errors))
+            .wrap(security_headers())
+            .wrap(from_fn(log_request))
+            .service(resource("/healthz", &["GET"]).route(web::get().to(health::healthz)))
+            .service(resource("/readyz", &["GET"]).route(web::get().to(health::readyz)))
+            .service(resource("/v1/signup", &["POST"]).route(web::post().to(signup::signup)))
+            .service(resource("/v1/account", &["GET"]).route(web::get().to(account::get_account)))
+            .service(
+                resource("/v1/account/api-keys", &["GET", "POST"])
+                    .route(web::get().to(keys::list_keys))
+                    .route(web::post().to(keys::create_key)),
+            )
+            .service(resource("/v1/account/api-keys/{key_id}", &["DELETE"]).route(web::delete().to(keys::revoke_key)))
+            .default_service(web::to(not_found)),
+    );
 }
 
 /// A resource whose other methods get 405 with an `Allow` header.

@@ -14,15 +14,9 @@ async fn the_account_shows_the_documented_fields_and_only_the_callers_own(app: T
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body["success"], true);
     let data = reply.data();
-    assert_eq!(
-        field_names(data),
-        ["created_at", "email", "is_active", "name", "org_id", "plan"]
-    );
+    assert_eq!(field_names(data), ["created_at", "email", "is_active", "name", "org_id", "plan"]);
     assert_eq!(data["org_id"], json!(ours.id));
     assert_eq!(data["email"], "ours@acme.test");
     assert!(is_rfc3339_utc(&data["created_at"]));
-    assert_eq!(
-        app.get_account(&theirs.key).await.data()["org_id"],
-        json!(theirs.id)
-    );
+    assert_eq!(app.get_account(&theirs.key).await.data()["org_id"], json!(theirs.id));
 }

@@ -37,22 +37,16 @@ async fn a_key_created_without_a_body_takes_the_documented_defaults(app: TestApp
 async fn a_key_created_with_every_field_is_shown_once_in_full(app: TestApp) {
     let org = app.signup_org("full@acme.test").await;
     let reply = app
-        .create_key(&org.key, Some(json!({"name": "CI/CD Key", "environment": "test", "scopes": ["read"], "expires_in_days": 90})))
+        .create_key(
+            &org.key,
+            Some(json!({"name": "CI/CD Key", "environment": "test", "scopes": ["read"], "expires_in_days": 90})),
+        )
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
     let data = reply.data();
     assert_eq!(
         field_names(data),
-        [
-            "created_at",
-            "environment",
-            "expires_at",
-            "id",
-            "key",
-            "key_prefix",
-            "name",
-            "scopes"
-        ]
+        ["created_at", "environment", "expires_at", "id", "key", "key_prefix", "name", "scopes"]
     );
     assert_eq!(data["name"], "CI/CD Key");
     assert_eq!(data["environment"], "test");
@@ -74,9 +68,7 @@ async fn a_key_created_with_every_field_is_shown_once_in_full(app: TestApp) {
     assert_eq!(expires - created, time::Duration::days(90));
     // The new key works, with exactly its scopes.
     assert_eq!(app.get_account(secret).await.status, StatusCode::OK);
-    app.create_key(secret, None)
-        .await
-        .assert_error(403, "insufficient_scope");
+    app.create_key(secret, None).await.assert_error(403, "insufficient_scope");
 }
 
 async fn keys_are_listed_newest_first_with_the_documented_fields_and_no_secret(app: TestApp) {
@@ -88,10 +80,7 @@ async fn keys_are_listed_newest_first_with_the_documented_fields_and_no_secret(a
     }
     let reply = app.list_keys(&org.key).await;
     let keys = reply.data().as_array().expect("array");
-    let names: Vec<&str> = keys
-        .iter()
-        .map(|k| k["name"].as_str().expect("name"))
-        .collect();
+    let names: Vec<&str> = keys.iter().map(|k| k["name"].as_str().expect("name")).collect();
     assert_eq!(names, ["Third", "Second", "Default Key"]);
     for key in keys {
         assert_eq!(
@@ -115,142 +104,61 @@ async fn keys_are_listed_newest_first_with_the_documented_fields_and_no_secret(a
     }
     let text = reply.body.to_string();
     for secret in &secrets {
-        assert!(
-            !text.contains(secret.as_str()),
-            "a listed key leaks its secret"
-        );
-        assert!(
-            !text.contains(&secret[15..]),
-            "a listed key leaks part of its secret beyond the prefix"
-        );
+        assert!(!text.contains(secret.as_str()), "a listed key leaks its secret");
+        assert!(!text.contains(&secret[15..]), "a listed key leaks part of its secret beyond the prefix");
     }
 }
 
 async fn invalid_key_requests_get_400_and_create_nothing(app: TestApp) {
     let org = app.signup_org("invalid@acme.test").await;
     let cases = [
-        (
-            json!({"expire_in_days": 90}),
-            "invalid_request",
-            "expire_in_days",
-        ),
+        (json!({"expire_in_days": 90}), "invalid_request", "expire_in_days"),
         (json!({"scope": ["read"]}), "invalid_request", "scope"),
-        (
-            json!({"expires_in_days": 0}),
-            "validation_error",
-            "expires_in_days",
-        ),
-        (
-            json!({"expires_in_days": -5}),
-            "validation_error",
-            "expires_in_days",
-        ),
-        (
-            json!({"expires_in_days": 3651}),
-            "validation_error",
-            "expires_in_days",
-        ),
-        (
-            json!({"expires_in_days": 1.5}),
-            "invalid_request",
-            "expires_in_days",
-        ),
-        (
-            json!({"expires_in_days": "90"}),
-            "invalid_request",
-            "expires_in_days",
-        ),
-        (
-            json!({"expires_in_days": 99999999999999999999u128 as f64}),
-            "invalid_request",
-            "expires_in_days",
-        ),
+        (json!({"expires_in_days": 0}), "validation_error", "expires_in_days"),
+        (json!({"expires_in_days": -5}), "validation_error", "expires_in_days"),
+        (json!({"expires_in_days": 3651}), "validation_error", "expires_in_days"),
+        (json!({"expires_in_days": 1.5}), "invalid_request", "expires_in_days"),
+        (json!({"expires_in_days": "90"}), "invalid_request", "expires_in_days"),
+        (json!({"expires_in_days": 99999999999999999999u128 as f64}), "invalid_request", "expires_in_days"),
         (json!({"name": ""}), "validation_error", "name"),
         (json!({"name": "y".repeat(201)}), "validation_error", "name"),
-        (
-            json!({"name": null, "environment": "prod"}),
-            "validation_error",
-            "environment",
-        ),
-        (
-            json!({"environment": "LIVE"}),
-            "validation_error",
-            "environment",
-        ),
+        (json!({"name": null, "environment": "prod"}), "validation_error", "environment"),
+        (json!({"environment": "LIVE"}), "validation_error", "environment"),
         (json!({"scopes": []}), "validation_error", "scopes"),
         (json!({"scopes": ["admin"]}), "validation_error", "scopes"),
-        (
-            json!({"scopes": ["read", "read"]}),
-            "validation_error",
-            "scopes",
-        ),
+        (json!({"scopes": ["read", "read"]}), "validation_error", "scopes"),
         (json!({"scopes": "read"}), "invalid_request", "scopes"),
         (json!({"scopes": [1]}), "invalid_request", "scopes[0]"),
     ];
     for (body, code, field) in cases {
         let reply = app.create_key(&org.key, Some(body.clone())).await;
         reply.assert_error(400, code);
-        assert_eq!(
-            reply.body["error"]["field"], field,
-            "{body} -> {}",
-            reply.body
-        );
+        assert_eq!(reply.body["error"]["field"], field, "{body} -> {}", reply.body);
     }
-    for (content_type, raw) in [
-        ("application/json", &b"[1,2"[..]),
-        ("application/json", b"[]"),
-        ("application/json", b"null"),
-    ] {
-        let reply = app
-            .send_raw(
-                Method::POST,
-                "/v1/account/api-keys",
-                Some(&org.key),
-                content_type,
-                raw.to_vec(),
-            )
-            .await;
+    for (content_type, raw) in
+        [("application/json", &b"[1,2"[..]), ("application/json", b"[]"), ("application/json", b"null")]
+    {
+        let reply =
+            app.send_raw(Method::POST, "/v1/account/api-keys", Some(&org.key), content_type, raw.to_vec()).await;
         assert_eq!(reply.status.as_u16(), 400, "{raw:?} -> {}", reply.body);
     }
-    let reply = app
-        .send_raw(
-            Method::POST,
-            "/v1/account/api-keys",
-            Some(&org.key),
-            "text/plain",
-            b"{}".to_vec(),
-        )
-        .await;
+    let reply = app.send_raw(Method::POST, "/v1/account/api-keys", Some(&org.key), "text/plain", b"{}".to_vec()).await;
     reply.assert_error(415, "unsupported_media_type");
-    assert_eq!(
-        app.key_count(&org.key).await,
-        1,
-        "a refused request created a key"
-    );
+    assert_eq!(app.key_count(&org.key).await, 1, "a refused request created a key");
 }
 
 async fn keys_cannot_grant_more_than_they_hold(app: TestApp) {
     let org = app.signup_org("escalate@acme.test").await;
     let write_only = app.new_key(&org.key, json!({"scopes": ["write"]})).await;
-    let reply = app
-        .create_key(&write_only, Some(json!({"scopes": ["read", "write"]})))
-        .await;
+    let reply = app.create_key(&write_only, Some(json!({"scopes": ["read", "write"]}))).await;
     reply.assert_error(403, "scope_escalation");
     // Defaults are read and write: also an escalation for a write-only key.
-    app.create_key(&write_only, None)
-        .await
-        .assert_error(403, "scope_escalation");
+    app.create_key(&write_only, None).await.assert_error(403, "scope_escalation");
 
     let test_key = app.new_key(&org.key, json!({"environment": "test"})).await;
-    app.create_key(&test_key, Some(json!({"environment": "live"})))
-        .await
-        .assert_error(403, "environment_escalation");
-    app.create_key(&test_key, None)
-        .await
-        .assert_error(403, "environment_escalation");
-    let created = app
-        .create_key(&test_key, Some(json!({"environment": "test"})))
-        .await;
+    app.create_key(&test_key, Some(json!({"environment": "live"}))).await.assert_error(403, "environment_escalation");
+    app.create_key(&test_key, None).await.assert_error(403, "environment_escalation");
+    let created = app.create_key(&test_key, Some(json!({"environment": "test"}))).await;
     assert_eq!(created.status, StatusCode::CREATED);
     assert_eq!(app.key_count(&org.key).await, 4);
 }
@@ -264,49 +172,27 @@ async fn revoking_answers_the_key_as_listed_and_is_idempotent(app: TestApp) {
     assert!(first.data().get("key").is_none());
     // The key revoked itself; revoking again needs another key of the organization.
     let other = app.signup_org("idempotent2@acme.test").await;
-    app.revoke_key(&other.key, &org.key_id)
-        .await
-        .assert_error(404, "key_not_found");
+    app.revoke_key(&other.key, &org.key_id).await.assert_error(404, "key_not_found");
     let org2_second = app.new_key(&other.key, json!({"name": "Second"})).await;
-    let second_id = app.list_keys(&other.key).await.data()[0]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let second_id = app.list_keys(&other.key).await.data()[0]["id"].as_str().expect("id").to_owned();
     let once = app.revoke_key(&other.key, &second_id).await;
     let twice = app.revoke_key(&other.key, &second_id).await;
     assert_eq!(once.status, StatusCode::OK);
     assert_eq!(twice.status, StatusCode::OK);
     assert_eq!(once.data(), twice.data());
-    app.get_account(&org2_second)
-        .await
-        .assert_error(401, "revoked_api_key");
+    app.get_account(&org2_second).await.assert_error(401, "revoked_api_key");
     let listed = app.list_keys(&other.key).await;
-    assert_eq!(
-        listed.data().as_array().expect("array").len(),
-        2,
-        "revoked keys stay listed"
-    );
+    assert_eq!(listed.data().as_array().expect("array").len(), 2, "revoked keys stay listed");
     assert_eq!(listed.data()[0]["is_active"], false);
 }
 
 async fn revoking_an_unknown_or_foreign_key_is_404(app: TestApp) {
     let ours = app.signup_org("ours404@acme.test").await;
     let theirs = app.signup_org("theirs404@acme.test").await;
-    for id in [
-        "key_doesnotexist",
-        "nonsense",
-        theirs.key_id.as_str(),
-        "key_%27%20OR%201%3D1",
-    ] {
-        app.revoke_key(&ours.key, id)
-            .await
-            .assert_error(404, "key_not_found");
+    for id in ["key_doesnotexist", "nonsense", theirs.key_id.as_str(), "key_%27%20OR%201%3D1"] {
+        app.revoke_key(&ours.key, id).await.assert_error(404, "key_not_found");
     }
-    assert_eq!(
-        app.get_account(&theirs.key).await.status,
-        StatusCode::OK,
-        "the foreign key was not touched"
-    );
+    assert_eq!(app.get_account(&theirs.key).await.status, StatusCode::OK, "the foreign key was not touched");
 }
 
 async fn fifty_concurrent_key_creations_are_all_kept_with_distinct_secrets(app: TestApp) {
@@ -315,10 +201,7 @@ async fn fifty_concurrent_key_creations_are_all_kept_with_distinct_secrets(app: 
     let tasks: Vec<_> = (0..50)
         .map(|i| {
             let (app, key) = (app.clone(), org.key.clone());
-            tokio::spawn(async move {
-                app.new_key(&key, json!({"name": format!("Burst {i}")}))
-                    .await
-            })
+            tokio::spawn(async move { app.new_key(&key, json!({"name": format!("Burst {i}")})).await })
         })
         .collect();
     let mut secrets = HashSet::new();
@@ -340,20 +223,10 @@ async fn last_used_at_is_null_until_used_then_written_in_the_background(app: Tes
     let other = spawn_app_on(app.db.clone()).await;
     let listed = app.list_keys(&org.key).await;
     let find = |reply: &crate::helpers::Reply, name: &str| {
-        reply
-            .data()
-            .as_array()
-            .expect("array")
-            .iter()
-            .find(|k| k["name"] == name)
-            .expect("listed")
-            .clone()
+        reply.data().as_array().expect("array").iter().find(|k| k["name"] == name).expect("listed").clone()
     };
     assert_eq!(find(&listed, "Unused")["last_used_at"], json!(null));
-    assert!(
-        is_rfc3339_utc(&find(&listed, "Default Key")["last_used_at"]),
-        "the instance knows its own uses at once"
-    );
+    assert!(is_rfc3339_utc(&find(&listed, "Default Key")["last_used_at"]), "the instance knows its own uses at once");
     // Flushed within LAST_USED_FLUSH_SECS (1 s in tests).
     let mut seen = false;
     for _ in 0..50 {

@@ -64,11 +64,7 @@ fn through(url: &str, addr: SocketAddr) -> (String, String) {
     let (scheme, rest) = url.split_once("://").expect("a URL");
     let (userinfo, hostpath) = rest.rsplit_once('@').map_or(("", rest), |(u, h)| (u, h));
     let (host, path) = hostpath.split_once('/').unwrap_or((hostpath, ""));
-    let at = if userinfo.is_empty() {
-        String::new()
-    } else {
-        format!("{userinfo}@")
-    };
+    let at = if userinfo.is_empty() { String::new() } else { format!("{userinfo}@") };
     (format!("{scheme}://{at}{addr}/{path}"), host.to_owned())
 }
 
@@ -77,9 +73,7 @@ async fn the_server_rides_out_postgres_going_away_and_loses_no_acknowledged_writ
     let Some(db) = TestDatabase::postgres() else {
         return;
     };
-    let DatabaseTarget::Postgres(url) = db.target().clone() else {
-        unreachable!("a postgres database")
-    };
+    let DatabaseTarget::Postgres(url) = db.target().clone() else { unreachable!("a postgres database") };
     let upstream_host = through(&url, "127.0.0.1:1".parse().expect("addr")).1;
     let proxy = Proxy::start(upstream_host).await;
     let (proxied_url, _) = through(&url, proxy.addr);
@@ -93,11 +87,7 @@ async fn the_server_rides_out_postgres_going_away_and_loses_no_acknowledged_writ
     let app = Application::build(config).await.expect("builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
-    let app = TestApp {
-        address,
-        client: reqwest::Client::new(),
-        db: Arc::new(db),
-    };
+    let app = TestApp { address, client: reqwest::Client::new(), db: Arc::new(db) };
 
     let org = app.signup_org("faults@acme.test").await;
     let mut acknowledged = vec![org.key.clone()];
@@ -105,30 +95,12 @@ async fn the_server_rides_out_postgres_going_away_and_loses_no_acknowledged_writ
 
     proxy.cut();
     let started = Instant::now();
-    app.list_keys(&org.key)
-        .await
-        .assert_error(503, "service_unavailable");
-    app.create_key(&org.key, Some(json!({"name": "During"})))
-        .await
-        .assert_error(503, "service_unavailable");
-    app.signup(json!({"name": "Acme", "email": "during@acme.test"}))
-        .await
-        .assert_error(503, "service_unavailable");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "503s took {:?}",
-        started.elapsed()
-    );
-    assert_eq!(
-        app.request(Method::GET, "/healthz", None, None)
-            .await
-            .status,
-        StatusCode::OK,
-        "alive"
-    );
-    app.request(Method::GET, "/readyz", None, None)
-        .await
-        .assert_error(503, "service_unavailable");
+    app.list_keys(&org.key).await.assert_error(503, "service_unavailable");
+    app.create_key(&org.key, Some(json!({"name": "During"}))).await.assert_error(503, "service_unavailable");
+    app.signup(json!({"name": "Acme", "email": "during@acme.test"})).await.assert_error(503, "service_unavailable");
+    assert!(started.elapsed() < Duration::from_secs(5), "503s took {:?}", started.elapsed());
+    assert_eq!(app.request(Method::GET, "/healthz", None, None).await.status, StatusCode::OK, "alive");
+    app.request(Method::GET, "/readyz", None, None).await.assert_error(503, "service_unavailable");
 
     proxy.restore();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -137,27 +109,13 @@ async fn the_server_rides_out_postgres_going_away_and_loses_no_acknowledged_writ
         if reply.status == StatusCode::OK {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the server did not recover by itself"
-        );
+        assert!(Instant::now() < deadline, "the server did not recover by itself");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     acknowledged.push(app.new_key(&org.key, json!({"name": "After"})).await);
-    let names: Vec<String> = app
-        .list_keys(&org.key)
-        .await
-        .data()
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|k| k["name"].to_string())
-        .collect();
-    assert_eq!(
-        names,
-        [r#""After""#, r#""Before""#, r#""Default Key""#],
-        "a write was lost or a refused one was kept"
-    );
+    let names: Vec<String> =
+        app.list_keys(&org.key).await.data().as_array().expect("array").iter().map(|k| k["name"].to_string()).collect();
+    assert_eq!(names, [r#""After""#, r#""Before""#, r#""Default Key""#], "a write was lost or a refused one was kept");
     for key in &acknowledged {
         assert_eq!(app.get_account(key).await.status, StatusCode::OK);
     }

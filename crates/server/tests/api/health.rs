@@ -4,10 +4,7 @@ use reqwest::Method;
 
 use crate::helpers::{on_both_backends, TestApp};
 
-on_both_backends!(
-    healthz_answers_200_in_the_envelope,
-    readyz_answers_200_while_the_database_answers
-);
+on_both_backends!(healthz_answers_200_in_the_envelope, readyz_answers_200_while_the_database_answers);
 
 async fn healthz_answers_200_in_the_envelope(app: TestApp) {
     let reply = app.request(Method::GET, "/healthz", None, None).await;

@@ -37,31 +37,41 @@ pub struct TestApp {
 
 /// A running application on a database of its own.
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, &[]).await
+}
+
+/// A running application with extra configuration (`(variable, value)` pairs).
+pub async fn spawn_app_with(backend: Backend, settings: &[(&str, &str)]) -> Option<TestApp> {
     let db = std::sync::Arc::new(TestDatabase::new(backend)?);
-    Some(spawn_app_on(db).await)
+    Some(spawn_app_on_with(db, settings).await)
 }
 
 /// Another instance on the same database (as behind a load balancer).
 pub async fn spawn_app_on(db: std::sync::Arc<TestDatabase>) -> TestApp {
+    spawn_app_on_with(db, &[]).await
+}
+
+async fn spawn_app_on_with(db: std::sync::Arc<TestDatabase>, settings: &[(&str, &str)]) -> TestApp {
     let url = db.url();
-    let config = Config::from_lookup(|name| match name {
-        "DATABASE_URL" => Some(url.clone()),
-        "BIND_ADDR" => Some("127.0.0.1:0".to_owned()),
-        "LAST_USED_FLUSH_SECS" => Some("1".to_owned()),
-        "DATABASE_POOL_SIZE" => Some("8".to_owned()),
-        _ => None,
+    let config = Config::from_lookup(|name| {
+        if let Some((_, value)) = settings.iter().find(|(k, _)| *k == name) {
+            return Some((*value).to_owned());
+        }
+        match name {
+            "DATABASE_URL" => Some(url.clone()),
+            "BIND_ADDR" => Some("127.0.0.1:0".to_owned()),
+            "LAST_USED_FLUSH_SECS" => Some("1".to_owned()),
+            "DATABASE_POOL_SIZE" => Some("8".to_owned()),
+            // Every test comes from 127.0.0.1: the limits' own tests turn them on.
+            "RATE_LIMIT_SIGNUPS_PER_HOUR" | "RATE_LIMIT_AUTH_FAILURES_PER_MINUTE" => Some("0".to_owned()),
+            _ => None,
+        }
     })
     .expect("test configuration is valid");
-    let app = Application::build(config)
-        .await
-        .expect("the application builds");
+    let app = Application::build(config).await.expect("the application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
-    TestApp {
-        address,
-        client: reqwest::Client::new(),
-        db,
-    }
+    TestApp { address, client: reqwest::Client::new(), db }
 }
 
 /// A response read whole: status, headers and JSON body.
@@ -73,17 +83,12 @@ pub struct Reply {
 }
 
 impl Reply {
-    async fn read(response: Response) -> Self {
+    pub async fn read(response: Response) -> Self {
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.expect("a body");
-        let body =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"));
-        Self {
-            status,
-            headers,
-            body,
-        }
+        let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"));
+        Self { status, headers, body }
     }
 
     pub fn data(&self) -> &Value {
@@ -96,22 +101,9 @@ impl Reply {
         assert_eq!(self.status.as_u16(), status, "{}", self.body);
         assert_eq!(self.body["success"], json!(false), "{}", self.body);
         assert_eq!(self.body["error"]["code"], json!(code), "{}", self.body);
-        assert!(
-            self.body["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
-            "{}",
-            self.body
-        );
-        let content_type = self
-            .headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        assert!(
-            content_type.starts_with("application/json"),
-            "{content_type}"
-        );
+        assert!(self.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", self.body);
+        let content_type = self.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+        assert!(content_type.starts_with("application/json"), "{content_type}");
     }
 }
 
@@ -127,13 +119,7 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
-    pub async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        key: Option<&str>,
-        body: Option<Value>,
-    ) -> Reply {
+    pub async fn request(&self, method: Method, path: &str, key: Option<&str>, body: Option<Value>) -> Reply {
         let mut request = self.client.request(method, self.url(path));
         if let Some(key) = key {
             request = request.bearer_auth(key);
@@ -153,11 +139,7 @@ impl TestApp {
         content_type: &str,
         body: Vec<u8>,
     ) -> Reply {
-        let mut request = self
-            .client
-            .request(method, self.url(path))
-            .header("content-type", content_type)
-            .body(body);
+        let mut request = self.client.request(method, self.url(path)).header("content-type", content_type).body(body);
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
@@ -165,8 +147,7 @@ impl TestApp {
     }
 
     pub async fn signup(&self, body: Value) -> Reply {
-        self.request(Method::POST, "/v1/signup", None, Some(body))
-            .await
+        self.request(Method::POST, "/v1/signup", None, Some(body)).await
     }
 
     pub async fn signup_org(&self, email: &str) -> Org {
@@ -174,38 +155,26 @@ impl TestApp {
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
         let data = reply.data();
         Org {
-            id: data["account"]["org_id"]
-                .as_str()
-                .expect("org_id")
-                .to_owned(),
+            id: data["account"]["org_id"].as_str().expect("org_id").to_owned(),
             key: data["api_key"]["key"].as_str().expect("key").to_owned(),
             key_id: data["api_key"]["id"].as_str().expect("key id").to_owned(),
         }
     }
 
     pub async fn get_account(&self, key: &str) -> Reply {
-        self.request(Method::GET, "/v1/account", Some(key), None)
-            .await
+        self.request(Method::GET, "/v1/account", Some(key), None).await
     }
 
     pub async fn list_keys(&self, key: &str) -> Reply {
-        self.request(Method::GET, "/v1/account/api-keys", Some(key), None)
-            .await
+        self.request(Method::GET, "/v1/account/api-keys", Some(key), None).await
     }
 
     pub async fn create_key(&self, key: &str, body: Option<Value>) -> Reply {
-        self.request(Method::POST, "/v1/account/api-keys", Some(key), body)
-            .await
+        self.request(Method::POST, "/v1/account/api-keys", Some(key), body).await
     }
 
     pub async fn revoke_key(&self, key: &str, key_id: &str) -> Reply {
-        self.request(
-            Method::DELETE,
-            &format!("/v1/account/api-keys/{key_id}"),
-            Some(key),
-            None,
-        )
-        .await
+        self.request(Method::DELETE, &format!("/v1/account/api-keys/{key_id}"), Some(key), None).await
     }
 
     /// Creates a key and returns its full secret.
@@ -216,12 +185,7 @@ impl TestApp {
     }
 
     pub async fn key_count(&self, key: &str) -> usize {
-        self.list_keys(key)
-            .await
-            .data()
-            .as_array()
-            .expect("array")
-            .len()
+        self.list_keys(key).await.data().as_array().expect("array").len()
     }
 
     /// Runs SQL directly on the test database: for states the API cannot reach quickly
@@ -229,10 +193,8 @@ impl TestApp {
     pub fn execute_sql(&self, sql: &str) {
         match self.db.target() {
             account_infra::DatabaseTarget::Sqlite(path) => {
-                let mut conn = diesel::SqliteConnection::establish(path.to_str().expect("utf-8"))
-                    .expect("open sqlite");
-                conn.batch_execute(&format!("PRAGMA busy_timeout = 5000; {sql}"))
-                    .expect("sql runs");
+                let mut conn = diesel::SqliteConnection::establish(path.to_str().expect("utf-8")).expect("open sqlite");
+                conn.batch_execute(&format!("PRAGMA busy_timeout = 5000; {sql}")).expect("sql runs");
             }
             account_infra::DatabaseTarget::Postgres(url) => {
                 let mut conn = diesel::PgConnection::establish(url).expect("connect");
@@ -255,19 +217,12 @@ pub fn is_rfc3339_utc(value: &Value) -> bool {
         && b[13] == b':'
         && b[16] == b':'
         && b[19] == b'Z'
-        && s.bytes()
-            .enumerate()
-            .all(|(i, c)| [4, 7, 10, 13, 16, 19].contains(&i) || c.is_ascii_digit())
+        && s.bytes().enumerate().all(|(i, c)| [4, 7, 10, 13, 16, 19].contains(&i) || c.is_ascii_digit())
 }
 
 /// The keys of a JSON object, sorted.
 pub fn field_names(value: &Value) -> Vec<&str> {
-    let mut fields: Vec<&str> = value
-        .as_object()
-        .expect("an object")
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let mut fields: Vec<&str> = value.as_object().expect("an object").keys().map(String::as_str).collect();
     fields.sort_unstable();
     fields
 }

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod abuse;
 mod account;
 mod api_keys;
 mod authentication;

@@ -10,16 +10,14 @@ use account_infra::testing::TestDatabase;
 
 fn account_api() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_account-api"));
-    command
-        .env_clear()
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info");
+    command.env_clear().env("LOG_FORMAT", "json").env("RUST_LOG", "info");
     command
 }
 
 /// Starts the server and returns it with the port it bound (read from its log).
-fn start_server(database_url: &str) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
+fn start_server(database_url: &str, extra: &[(&str, &str)]) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
     let mut child = account_api()
+        .envs(extra.iter().copied())
         .env("DATABASE_URL", database_url)
         .env("BIND_ADDR", "127.0.0.1:0")
         .stderr(Stdio::piped())
@@ -52,10 +50,8 @@ fn start_server(database_url: &str) -> (Child, u16, std::sync::mpsc::Receiver<St
 }
 
 fn send_signal(child: &Child, signal: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{signal}"), &child.id().to_string()])
-        .status()
-        .expect("kill runs");
+    let status =
+        Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().expect("kill runs");
     assert!(status.success());
 }
 
@@ -77,21 +73,9 @@ fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitSt
 #[test]
 fn migrate_applies_the_schema_and_exits_zero() {
     let db = TestDatabase::sqlite();
-    let output = account_api()
-        .env("DATABASE_URL", db.url())
-        .arg("migrate")
-        .output()
-        .expect("runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let again = account_api()
-        .env("DATABASE_URL", db.url())
-        .arg("migrate")
-        .output()
-        .expect("runs");
+    let output = account_api().env("DATABASE_URL", db.url()).arg("migrate").output().expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let again = account_api().env("DATABASE_URL", db.url()).arg("migrate").output().expect("runs");
     assert!(again.status.success(), "migrating twice is harmless");
 }
 
@@ -107,16 +91,11 @@ fn help_and_version_are_answered() {
 
 #[test]
 fn an_unsupported_database_url_stops_the_start_with_a_clear_message() {
-    let output = account_api()
-        .env("DATABASE_URL", "mysql://root:pw@localhost/app")
-        .output()
-        .expect("runs");
+    let output = account_api().env("DATABASE_URL", "mysql://root:pw@localhost/app").output().expect("runs");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("DATABASE_URL")
-            && stderr.contains("postgres://")
-            && stderr.contains("sqlite://"),
+        stderr.contains("DATABASE_URL") && stderr.contains("postgres://") && stderr.contains("sqlite://"),
         "{stderr}"
     );
     assert!(!stderr.contains("pw@"), "the password leaked: {stderr}");
@@ -131,15 +110,9 @@ fn an_unreachable_database_is_retried_then_the_start_fails_with_a_message() {
         .output()
         .expect("runs");
     assert!(!output.status.success());
-    assert!(
-        started.elapsed() >= Duration::from_millis(1500),
-        "it gave up without retrying"
-    );
+    assert!(started.elapsed() >= Duration::from_millis(1500), "it gave up without retrying");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("database not reachable yet"),
-        "no retry was logged: {stderr}"
-    );
+    assert!(stderr.contains("database not reachable yet"), "no retry was logged: {stderr}");
     assert!(stderr.contains("DATABASE_CONNECT_TIMEOUT_S"), "{stderr}");
 }
 
@@ -155,7 +128,7 @@ fn ctrl_c_lets_the_request_in_flight_finish_then_exits_zero() {
 
 fn request_in_flight_finishes_after(signal: &str) {
     let db = TestDatabase::sqlite();
-    let (mut child, port, _logs) = start_server(&db.url());
+    let (mut child, port, _logs) = start_server(&db.url(), &[]);
     let body = br#"{"name": "Graceful", "email": "graceful@acme.test"}"#;
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connects");
     write!(
@@ -174,4 +147,95 @@ fn request_in_flight_finishes_after(signal: &str) {
     assert!(response.starts_with("HTTP/1.1 201"), "{response}");
     let status = wait_with_timeout(&mut child, Duration::from_secs(15));
     assert!(status.success(), "{status:?}");
+}
+
+/// Runs the real binary at the most verbose log level through every endpoint, valid and
+/// invalid, with keys in every place a client may put one, then searches the whole log and
+/// the database files for any key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_log_line_and_no_stored_byte_holds_a_full_key() {
+    let db = TestDatabase::sqlite();
+    let (mut child, port, logs) = start_server(&db.url(), &[("RUST_LOG", "trace"), ("LAST_USED_FLUSH_SECS", "1")]);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let json = |r: reqwest::Response| async move { r.json::<serde_json::Value>().await.expect("json") };
+
+    let signup = json(
+        client
+            .post(format!("{base}/v1/signup"))
+            .json(&serde_json::json!({"name": "Acme", "email": "logs@acme.test"}))
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    let main_key = signup["data"]["api_key"]["key"].as_str().expect("key").to_owned();
+    let mut keys = vec![main_key.clone()];
+    for body in [serde_json::json!({"scopes": ["read"]}), serde_json::json!({"environment": "test", "name": "T"})] {
+        let created = json(
+            client
+                .post(format!("{base}/v1/account/api-keys"))
+                .bearer_auth(&main_key)
+                .json(&body)
+                .send()
+                .await
+                .expect("sent"),
+        )
+        .await;
+        keys.push(created["data"]["key"].as_str().expect("key").to_owned());
+    }
+    let listed =
+        json(client.get(format!("{base}/v1/account/api-keys")).bearer_auth(&main_key).send().await.expect("sent"))
+            .await;
+    let read_key_id = listed["data"][1]["id"].as_str().expect("id").to_owned();
+    for key in &keys {
+        client.get(format!("{base}/v1/account")).bearer_auth(key).send().await.expect("sent");
+        // Keys where they do not belong: a wrong scheme, the body, the path, the query.
+        client
+            .get(format!("{base}/v1/account"))
+            .header("authorization", format!("Token {key}"))
+            .send()
+            .await
+            .expect("sent");
+        client
+            .post(format!("{base}/v1/account/api-keys"))
+            .bearer_auth(&main_key)
+            .json(&serde_json::json!({"key": key}))
+            .send()
+            .await
+            .expect("sent");
+        client.delete(format!("{base}/v1/account/api-keys/{key}")).bearer_auth(&main_key).send().await.expect("sent");
+        client.get(format!("{base}/v1/account?api_key={key}")).send().await.expect("sent");
+        let mut typo = key.clone();
+        typo.pop();
+        client.get(format!("{base}/v1/account")).bearer_auth(format!("{typo}x")).send().await.expect("sent");
+    }
+    client
+        .delete(format!("{base}/v1/account/api-keys/{read_key_id}"))
+        .bearer_auth(&main_key)
+        .send()
+        .await
+        .expect("sent");
+    client.get(format!("{base}/v1/account")).bearer_auth(&keys[1]).send().await.expect("sent");
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a usage flush
+
+    send_signal(&child, "TERM");
+    let status = wait_with_timeout(&mut child, Duration::from_secs(15));
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(300)); // the reader thread drains the pipe
+    let lines: Vec<String> = logs.try_iter().collect();
+    assert!(lines.len() > 50, "trace logging produced too little to be a fair test: {}", lines.len());
+    let stored: Vec<u8> = ["", "-wal", "-shm"]
+        .iter()
+        .filter_map(|suffix| std::fs::read(format!("{}{suffix}", db.url().trim_start_matches("sqlite://"))).ok())
+        .flatten()
+        .collect();
+    for key in &keys {
+        // The secret after the displayed prefix (`mem_live_` and 6 characters) is never shown.
+        let hidden = &key[key.len() - 32..];
+        for line in &lines {
+            assert!(!line.contains(hidden), "a log line holds a key: {line}");
+        }
+        assert!(!stored.windows(hidden.len()).any(|w| w == hidden.as_bytes()), "the database holds a key in clear");
+    }
 }

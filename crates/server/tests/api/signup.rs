@@ -16,33 +16,19 @@ on_both_backends!(
 );
 
 async fn signup_returns_the_account_and_a_first_key_that_works(app: TestApp) {
-    let reply = app
-        .signup(json!({"name": "My Company", "email": "admin@mycompany.com"}))
-        .await;
+    let reply = app.signup(json!({"name": "My Company", "email": "admin@mycompany.com"})).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
     let account = &reply.data()["account"];
-    assert!(account["org_id"]
-        .as_str()
-        .is_some_and(|id| id.starts_with("org_")));
+    assert!(account["org_id"].as_str().is_some_and(|id| id.starts_with("org_")));
     assert_eq!(account["name"], "My Company");
     assert_eq!(account["email"], "admin@mycompany.com");
-    assert_eq!(
-        account["plan"],
-        json!({"id": "free", "name": "Free", "base_price_cents": 0})
-    );
+    assert_eq!(account["plan"], json!({"id": "free", "name": "Free", "base_price_cents": 0}));
     assert_eq!(account["is_active"], true);
-    assert!(
-        is_rfc3339_utc(&account["created_at"]),
-        "{}",
-        account["created_at"]
-    );
+    assert!(is_rfc3339_utc(&account["created_at"]), "{}", account["created_at"]);
 
     let key = &reply.data()["api_key"];
     let secret = key["key"].as_str().expect("the full key, this once");
-    assert!(
-        secret.starts_with("mem_live_") && secret.len() == "mem_live_".len() + 38,
-        "{secret}"
-    );
+    assert!(secret.starts_with("mem_live_") && secret.len() == "mem_live_".len() + 38, "{secret}");
     assert_eq!(key["name"], "Default Key");
     assert_eq!(key["environment"], "live");
     assert_eq!(key["scopes"], json!(["read", "write"]));
@@ -56,29 +42,18 @@ async fn signup_returns_the_account_and_a_first_key_that_works(app: TestApp) {
 }
 
 async fn signup_defaults_to_the_free_plan_and_accepts_a_named_one(app: TestApp) {
-    let reply = app
-        .signup(json!({"name": "Big", "email": "big@corp.test", "plan_id": "starter"}))
-        .await;
+    let reply = app.signup(json!({"name": "Big", "email": "big@corp.test", "plan_id": "starter"})).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
-    assert_eq!(
-        reply.data()["account"]["plan"],
-        json!({"id": "starter", "name": "Starter", "base_price_cents": 4900})
-    );
-    let pro = app
-        .signup(json!({"name": "Pro", "email": "pro@corp.test", "plan_id": "pro"}))
-        .await;
+    assert_eq!(reply.data()["account"]["plan"], json!({"id": "starter", "name": "Starter", "base_price_cents": 4900}));
+    let pro = app.signup(json!({"name": "Pro", "email": "pro@corp.test", "plan_id": "pro"})).await;
     assert_eq!(pro.data()["account"]["plan"]["base_price_cents"], 19900);
-    let null_plan = app
-        .signup(json!({"name": "Null", "email": "null@corp.test", "plan_id": null}))
-        .await;
+    let null_plan = app.signup(json!({"name": "Null", "email": "null@corp.test", "plan_id": null})).await;
     assert_eq!(null_plan.data()["account"]["plan"]["id"], "free");
 }
 
 async fn signup_with_an_unknown_plan_is_400_and_stores_nothing(app: TestApp) {
     for plan in ["platinum", "FREE", "", "free; DROP TABLE plans"] {
-        let reply = app
-            .signup(json!({"name": "Acme", "email": "plan@acme.test", "plan_id": plan}))
-            .await;
+        let reply = app.signup(json!({"name": "Acme", "email": "plan@acme.test", "plan_id": plan})).await;
         reply.assert_error(400, "unknown_plan");
         assert_eq!(reply.body["error"]["field"], "plan_id");
     }
@@ -88,12 +63,7 @@ async fn signup_with_an_unknown_plan_is_400_and_stores_nothing(app: TestApp) {
 
 async fn a_taken_email_is_409_whatever_its_case(app: TestApp) {
     app.signup_org("Admin@Acme.test").await;
-    for email in [
-        "Admin@Acme.test",
-        "admin@acme.test",
-        "ADMIN@ACME.TEST",
-        "  admin@acme.test ",
-    ] {
+    for email in ["Admin@Acme.test", "admin@acme.test", "ADMIN@ACME.TEST", "  admin@acme.test "] {
         let reply = app.signup(json!({"name": "Copycat", "email": email})).await;
         reply.assert_error(409, "email_taken");
     }
@@ -105,13 +75,8 @@ async fn concurrent_signups_with_one_email_let_exactly_one_win(app: TestApp) {
         .map(|i| {
             let app = app.clone();
             tokio::spawn(async move {
-                let email = if i % 2 == 0 {
-                    "race@acme.test"
-                } else {
-                    "RACE@acme.test"
-                };
-                app.signup(json!({"name": format!("Racer {i}"), "email": email}))
-                    .await
+                let email = if i % 2 == 0 { "race@acme.test" } else { "RACE@acme.test" };
+                app.signup(json!({"name": format!("Racer {i}"), "email": email})).await
             })
         })
         .collect();
@@ -129,72 +94,20 @@ async fn concurrent_signups_with_one_email_let_exactly_one_win(app: TestApp) {
 async fn invalid_signups_get_400_and_store_nothing(app: TestApp) {
     let long = "x".repeat(201);
     let cases = [
-        (
-            json!({"email": "bad@acme.test"}),
-            "invalid_request",
-            Some("name"),
-        ),
+        (json!({"email": "bad@acme.test"}), "invalid_request", Some("name")),
         (json!({"name": "Acme"}), "invalid_request", Some("email")),
-        (
-            json!({"name": "", "email": "bad@acme.test"}),
-            "validation_error",
-            Some("name"),
-        ),
-        (
-            json!({"name": "   ", "email": "bad@acme.test"}),
-            "validation_error",
-            Some("name"),
-        ),
-        (
-            json!({"name": long, "email": "bad@acme.test"}),
-            "validation_error",
-            Some("name"),
-        ),
-        (
-            json!({"name": "a\u{0}b", "email": "bad@acme.test"}),
-            "validation_error",
-            Some("name"),
-        ),
-        (
-            json!({"name": null, "email": "bad@acme.test"}),
-            "invalid_request",
-            Some("name"),
-        ),
-        (
-            json!({"name": 42, "email": "bad@acme.test"}),
-            "invalid_request",
-            Some("name"),
-        ),
-        (
-            json!({"name": ["Acme"], "email": "bad@acme.test"}),
-            "invalid_request",
-            Some("name"),
-        ),
-        (
-            json!({"name": {"a": 1}, "email": "bad@acme.test"}),
-            "invalid_request",
-            Some("name"),
-        ),
-        (
-            json!({"name": "Acme", "email": "not-an-email"}),
-            "validation_error",
-            Some("email"),
-        ),
-        (
-            json!({"name": "Acme", "email": "a@b"}),
-            "validation_error",
-            Some("email"),
-        ),
-        (
-            json!({"name": "Acme", "email": format!("{}@acme.test", "a".repeat(300))}),
-            "validation_error",
-            Some("email"),
-        ),
-        (
-            json!({"name": "Acme", "email": "bad@acme.test", "plan": "pro"}),
-            "invalid_request",
-            Some("plan"),
-        ),
+        (json!({"name": "", "email": "bad@acme.test"}), "validation_error", Some("name")),
+        (json!({"name": "   ", "email": "bad@acme.test"}), "validation_error", Some("name")),
+        (json!({"name": long, "email": "bad@acme.test"}), "validation_error", Some("name")),
+        (json!({"name": "a\u{0}b", "email": "bad@acme.test"}), "validation_error", Some("name")),
+        (json!({"name": null, "email": "bad@acme.test"}), "invalid_request", Some("name")),
+        (json!({"name": 42, "email": "bad@acme.test"}), "invalid_request", Some("name")),
+        (json!({"name": ["Acme"], "email": "bad@acme.test"}), "invalid_request", Some("name")),
+        (json!({"name": {"a": 1}, "email": "bad@acme.test"}), "invalid_request", Some("name")),
+        (json!({"name": "Acme", "email": "not-an-email"}), "validation_error", Some("email")),
+        (json!({"name": "Acme", "email": "a@b"}), "validation_error", Some("email")),
+        (json!({"name": "Acme", "email": format!("{}@acme.test", "a".repeat(300))}), "validation_error", Some("email")),
+        (json!({"name": "Acme", "email": "bad@acme.test", "plan": "pro"}), "invalid_request", Some("plan")),
         (json!(["name", "Acme"]), "invalid_request", None),
         (json!("Acme"), "invalid_request", None),
         (json!(null), "invalid_request", None),
@@ -203,11 +116,7 @@ async fn invalid_signups_get_400_and_store_nothing(app: TestApp) {
         let reply = app.signup(body.clone()).await;
         reply.assert_error(400, code);
         if let Some(field) = field {
-            assert_eq!(
-                reply.body["error"]["field"], field,
-                "{body} -> {}",
-                reply.body
-            );
+            assert_eq!(reply.body["error"]["field"], field, "{body} -> {}", reply.body);
         }
     }
     for raw in [
@@ -217,15 +126,7 @@ async fn invalid_signups_get_400_and_store_nothing(app: TestApp) {
         b"\xff\xfe{\"name\":1}",
         b"{\"name\":\"\xc3\x28\",\"email\":\"bad@acme.test\"}",
     ] {
-        let reply = app
-            .send_raw(
-                Method::POST,
-                "/v1/signup",
-                None,
-                "application/json",
-                raw.to_vec(),
-            )
-            .await;
+        let reply = app.send_raw(Method::POST, "/v1/signup", None, "application/json", raw.to_vec()).await;
         assert_eq!(reply.status.as_u16(), 400, "{raw:?} -> {}", reply.body);
         assert_eq!(reply.body["success"], false);
     }
@@ -235,14 +136,9 @@ async fn invalid_signups_get_400_and_store_nothing(app: TestApp) {
 
 async fn markup_and_sql_in_names_are_stored_and_returned_verbatim(app: TestApp) {
     let name = "<script>alert('x')</script> Robert'); DROP TABLE organizations;-- Ünïcødé 🚀";
-    let reply = app
-        .signup(json!({"name": name, "email": "o'brien+tag@acme.test"}))
-        .await;
+    let reply = app.signup(json!({"name": name, "email": "o'brien+tag@acme.test"})).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
-    let key = reply.data()["api_key"]["key"]
-        .as_str()
-        .expect("key")
-        .to_owned();
+    let key = reply.data()["api_key"]["key"].as_str().expect("key").to_owned();
     let me = app.get_account(&key).await;
     assert_eq!(me.data()["name"], name);
     assert_eq!(me.data()["email"], "o'brien+tag@acme.test");
