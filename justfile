@@ -35,3 +35,20 @@ schema:
 # What CI runs.
 ci:
     bash .ci/run
+
+# Fuzz key parsing and request-body decoding, FUZZ_SECONDS each (default 60). Needs only
+# the stable toolchain (RUSTC_BOOTSTRAP lets cargo-fuzz use its sanitizer flags). A crash
+# leaves its input in fuzz/artifacts/: copy it to fuzz/regressions/<target>/ to keep it.
+fuzz seconds="60":
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run key_parsing -- -max_total_time={{seconds}}
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run request_bodies -- -max_total_time={{seconds}}
+
+# The load benchmark (see docs/performance.md): sqlite, postgres or both.
+bench backend="both":
+    bash scripts/bench.sh {{backend}}
+
+# Criterion micro-benchmarks: key parsing, and authenticate on a cache hit.
+bench-micro:
+    cargo bench -p account-domain --bench key_parsing
+    cargo bench -p account-infra --bench authenticate

@@ -40,6 +40,11 @@ pub(crate) fn optional_json<T: DeserializeOwned>(req: &HttpRequest, body: &Bytes
     if !is_json(req) {
         return Err(ApiError::from_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
     }
+    decode_object(body).map(Some)
+}
+
+/// Decodes a JSON object into `T`, naming the field at fault on failure.
+pub(crate) fn decode_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     // serde would also build a struct from an array, positionally: only objects are bodies.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "the body must be a JSON object"));
@@ -49,7 +54,7 @@ pub(crate) fn optional_json<T: DeserializeOwned>(req: &HttpRequest, body: &Bytes
     de.end().map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not valid JSON: {e}"))
     })?;
-    Ok(Some(value))
+    Ok(value)
 }
 
 /// Decodes a JSON body that must be present.

@@ -4,6 +4,7 @@
 mod auth;
 mod body;
 mod client_ip;
+pub mod decode;
 mod dto;
 mod envelope;
 mod error;
