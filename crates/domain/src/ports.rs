@@ -61,6 +61,20 @@ pub trait AccountRepository: Send + Sync + 'static {
 
     /// MUST return `Ok(None)` only when no plan has this id.
     async fn find_plan(&self, id: &PlanId) -> anyhow::Result<Option<Plan>>;
+
+    /// The plan catalogue, cheapest first.
+    async fn list_plans(&self) -> anyhow::Result<Vec<Plan>>;
+
+    /// Activates or deactivates an organization and returns it.
+    /// MUST return `Ok(None)` when no organization has this id, and MUST publish a
+    /// [`Change::Organization`] in the same transaction, so that every instance's cached
+    /// credentials of the organization are forgotten.
+    async fn set_organization_active(
+        &self,
+        id: &OrgId,
+        active: bool,
+        at: OffsetDateTime,
+    ) -> anyhow::Result<Option<Organization>>;
 }
 
 /// API keys.

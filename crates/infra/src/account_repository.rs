@@ -6,6 +6,9 @@ use account_domain::{
 use async_trait::async_trait;
 use diesel::prelude::*;
 
+use time::OffsetDateTime;
+
+use crate::change_feed::publish_change;
 use crate::connection::DbConnection;
 use crate::database::Database;
 use crate::repo_error::{is_foreign_key_violation, is_unique_violation, RepoError};
@@ -84,5 +87,40 @@ impl AccountRepository for SqlAccountRepository {
             })
             .await
             .map_err(|e| e.into_anyhow("could not read the plan"))
+    }
+
+    async fn list_plans(&self) -> anyhow::Result<Vec<Plan>> {
+        self.db
+            .read(|conn| {
+                let rows = plans::table
+                    .order((plans::base_price_cents.asc(), plans::id.asc()))
+                    .select(PlanRow::as_select())
+                    .load(conn)?;
+                Ok(rows.into_iter().map(Plan::try_from).collect::<anyhow::Result<Vec<_>>>()?)
+            })
+            .await
+            .map_err(|e| e.into_anyhow("could not list the plans"))
+    }
+
+    async fn set_organization_active(
+        &self,
+        id: &OrgId,
+        active: bool,
+        at: OffsetDateTime,
+    ) -> anyhow::Result<Option<Organization>> {
+        let id = id.to_string();
+        self.db
+            .write(move |conn| {
+                let changed = diesel::update(organizations::table.find(&id))
+                    .set(organizations::is_active.eq(active))
+                    .execute(conn)?;
+                if changed == 0 {
+                    return Ok(None);
+                }
+                publish_change(conn, None, Some(&id), at)?;
+                load_organization(conn, &id)
+            })
+            .await
+            .map_err(|e| e.into_anyhow("could not change the organization"))
     }
 }

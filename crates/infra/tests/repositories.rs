@@ -63,6 +63,8 @@ contract!(
     usage_of_many_keys_is_written_in_one_flush,
     the_active_key_limit_counts_only_active_keys,
     concurrent_creations_cannot_exceed_the_active_key_limit,
+    plans_are_listed_cheapest_first,
+    deactivating_an_organization_is_stored_and_published,
 );
 
 /// Stored times have microsecond precision.
@@ -330,4 +332,24 @@ async fn concurrent_creations_cannot_exceed_the_active_key_limit(ctx: Ctx) {
     }
     assert_eq!(created, 9, "the signup key plus 9 make the limit of 10");
     assert_eq!(ctx.keys.list_keys(&org.id).await.expect("listed").len(), 10);
+}
+
+async fn plans_are_listed_cheapest_first(ctx: Ctx) {
+    let plans = ctx.accounts.list_plans().await.expect("listed");
+    let ids: Vec<&str> = plans.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["free", "starter", "pro"]);
+}
+
+async fn deactivating_an_organization_is_stored_and_published(ctx: Ctx) {
+    let (org, key) = signed_up(&ctx, "deactivate@acme.test").await;
+    let feed = SqlChangeFeed::start(ctx.db.clone()).await.expect("feed");
+    let changed = ctx.accounts.set_organization_active(&org.id, false, now()).await.expect("ran").expect("found");
+    assert!(!changed.is_active);
+    assert_eq!(feed.poll().await.expect("polled"), vec![Change::Organization(org.id.clone())]);
+    let credential = ctx.keys.find_credential(&key.hash).await.expect("read").expect("found");
+    assert!(!credential.organization.is_active);
+    let back = ctx.accounts.set_organization_active(&org.id, true, now()).await.expect("ran").expect("found");
+    assert!(back.is_active);
+    let missing = OrgId::new("org_missing").expect("valid");
+    assert_eq!(ctx.accounts.set_organization_active(&missing, false, now()).await.expect("ran"), None);
 }

@@ -239,3 +239,78 @@ async fn no_log_line_and_no_stored_byte_holds_a_full_key() {
         assert!(!stored.windows(hidden.len()).any(|w| w == hidden.as_bytes()), "the database holds a key in clear");
     }
 }
+
+#[test]
+fn plans_list_prints_the_catalogue() {
+    let db = TestDatabase::sqlite();
+    let output = account_api().env("DATABASE_URL", db.url()).args(["plans", "list"]).output().expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines, ["free\tFree\t0", "starter\tStarter\t4900", "pro\tPro\t19900"]);
+}
+
+#[test]
+fn orgs_deactivate_refuses_an_unknown_organization() {
+    let db = TestDatabase::sqlite();
+    let output =
+        account_api().env("DATABASE_URL", db.url()).args(["orgs", "deactivate", "org_missing"]).output().expect("runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("org_missing"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deactivated_organization_is_refused_by_a_running_server_within_a_second_on_sqlite() {
+    deactivation_reaches_a_running_server(TestDatabase::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deactivated_organization_is_refused_by_a_running_server_within_a_second_on_postgres() {
+    if let Some(db) = TestDatabase::postgres() {
+        deactivation_reaches_a_running_server(db).await;
+    }
+}
+
+/// The operator's command is another process writing the same database as the server.
+async fn deactivation_reaches_a_running_server(db: TestDatabase) {
+    let (mut child, port, _logs) = start_server(&db.url(), &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let signup: serde_json::Value = client
+        .post(format!("{base}/v1/signup"))
+        .json(&serde_json::json!({"name": "Acme", "email": "operator@acme.test"}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let key = signup["data"]["api_key"]["key"].as_str().expect("key").to_owned();
+    let org_id = signup["data"]["account"]["org_id"].as_str().expect("org").to_owned();
+    let status = |key: String| {
+        let client = client.clone();
+        let url = format!("{base}/v1/account");
+        async move { client.get(url).bearer_auth(key).send().await.expect("sent").status().as_u16() }
+    };
+    assert_eq!(status(key.clone()).await, 200, "the key is cached now");
+
+    let run = |args: [&str; 3]| {
+        let output = account_api().env("DATABASE_URL", db.url()).args(args).output().expect("runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert!(run(["orgs", "deactivate", &org_id]).contains("inactive"));
+    let changed = Instant::now();
+    while status(key.clone()).await != 403 {
+        assert!(changed.elapsed() < Duration::from_secs(1), "the server still serves the deactivated organization");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run(["orgs", "activate", &org_id]);
+    let changed = Instant::now();
+    while status(key.clone()).await != 200 {
+        assert!(changed.elapsed() < Duration::from_secs(1), "the server does not see the organization active again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    send_signal(&child, "TERM");
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
+}
