@@ -7,10 +7,12 @@ use account_domain::{AccountService, Principal};
 use actix_web::dev::Payload;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::http::StatusCode;
-use actix_web::{web, FromRequest, HttpRequest, ResponseError};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest, ResponseError};
 
 use crate::error::ApiError;
 use crate::limits::AbuseLimits;
+use crate::metrics::Metrics;
+use crate::middleware::AuthenticatedAs;
 
 /// The authenticated caller of a handler.
 #[derive(Debug)]
@@ -24,23 +26,37 @@ impl FromRequest for Caller {
         let service = req.app_data::<web::Data<AccountService>>().cloned();
         let limits = req.app_data::<web::Data<AbuseLimits>>().cloned();
         let client_ip = limits.as_ref().and_then(|l| l.client_ip(req));
-        let token = bearer_token(req);
+        let metrics = req.app_data::<web::Data<Metrics>>().cloned();
+        let req = req.clone();
+        let token = bearer_token(&req);
         Box::pin(async move {
             let outcome = match (token, service) {
                 (Err(e), _) => Err(e),
                 (Ok(_), None) => Err(ApiError::internal(&anyhow::anyhow!("AccountService is not configured"))),
                 (Ok(token), Some(service)) => service.authenticate(&token).await.map_err(ApiError::from),
             };
-            match outcome {
-                Ok(principal) => Ok(Caller(principal)),
+            let outcome = match outcome {
                 // Only failures count against the address: a correct key is never slowed.
-                Err(e) if e.status_code() == StatusCode::UNAUTHORIZED => {
-                    if let (Some(limits), Some(ip)) = (limits, client_ip) {
-                        limits.check_auth_failure(ip)?;
+                Err(e) if e.status_code() == StatusCode::UNAUTHORIZED => match (limits, client_ip) {
+                    (Some(limits), Some(ip)) => limits.check_auth_failure(ip).and(Err(e)),
+                    _ => Err(e),
+                },
+                other => other,
+            };
+            match outcome {
+                Ok(principal) => {
+                    req.extensions_mut().insert(AuthenticatedAs {
+                        org_id: principal.org_id().to_string(),
+                        key_id: principal.key_id().to_string(),
+                    });
+                    Ok(Caller(principal))
+                }
+                Err(e) => {
+                    if let Some(metrics) = metrics.filter(|_| e.status_code().is_client_error()) {
+                        metrics.record_auth_failure(e.code());
                     }
                     Err(e)
                 }
-                Err(e) => Err(e),
             }
         })
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use account_domain::AccountService;
-use account_http::{AbuseLimits, ReadinessCheck};
+use account_http::{AbuseLimits, Metrics, ReadinessCheck};
 use account_infra::{
     Database, MokaCredentialCache, OsRandomGenerator, SqlAccountRepository, SqlChangeFeed, SqlKeyRepository,
     SystemClock,
@@ -54,6 +54,7 @@ impl Application {
         }
         let service = Arc::new(service);
         service.sync_changes().await.context("could not read the change feed")?;
+        let metrics = web::Data::new(metrics_of(&service, &db));
         let readiness: ReadinessCheck = Arc::new(move || {
             let db = db.clone();
             Box::pin(async move { db.ping().await })
@@ -71,6 +72,7 @@ impl Application {
                 .app_data(service_data.clone())
                 .app_data(readiness.clone())
                 .app_data(limits_data.clone())
+                .app_data(metrics.clone())
                 .configure(account_http::configure)
         })
         // A client has this long to send its request head (408 after).
@@ -133,6 +135,24 @@ impl Application {
         tracing::info!("stopped");
         served
     }
+}
+
+/// The HTTP layer's metrics plus what the service and the pool report.
+fn metrics_of(service: &Arc<AccountService>, db: &Database) -> Metrics {
+    let (hits, misses, in_use, idle) = (service.clone(), service.clone(), db.clone(), db.clone());
+    Metrics::new()
+        .counter_from("credential_cache_hits_total", "Authentications answered from memory", move || {
+            hits.cache_stats().map_or(0, |(h, _)| h)
+        })
+        .counter_from("credential_cache_misses_total", "Authentications that read the database", move || {
+            misses.cache_stats().map_or(0, |(_, m)| m)
+        })
+        .gauge_from("db_pool_connections_in_use", "Database connections checked out", move || {
+            u64::from(in_use.pool_state().0)
+        })
+        .gauge_from("db_pool_connections_idle", "Database connections open and idle", move || {
+            u64::from(idle.pool_state().1)
+        })
 }
 
 /// Waits for SIGTERM or SIGINT (Ctrl-C) and names it.

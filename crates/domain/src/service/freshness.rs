@@ -18,6 +18,8 @@ pub(crate) struct CacheState {
     synced_at: AtomicI64,
     /// Bumped by every change applied: a lookup that saw it move must not be cached.
     generation: AtomicU64,
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
 }
 
 fn micros(at: OffsetDateTime) -> i64 {
@@ -26,17 +28,26 @@ fn micros(at: OffsetDateTime) -> i64 {
 
 impl CacheState {
     pub(crate) fn new(cache: Arc<dyn CredentialCache>, feed: Arc<dyn ChangeFeed>, max_staleness: Duration) -> Self {
-        Self { cache, feed, max_staleness, synced_at: AtomicI64::new(0), generation: AtomicU64::new(0) }
+        Self {
+            cache,
+            feed,
+            max_staleness,
+            synced_at: AtomicI64::new(0),
+            generation: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
     }
 
     /// The cached lookup, if the cache may be trusted now.
     pub(crate) fn get(&self, hash: &KeyHash, now: OffsetDateTime) -> Option<CachedLookup> {
         let limit = i64::try_from(self.max_staleness.as_micros()).unwrap_or(i64::MAX);
         let synced_at = self.synced_at.load(Ordering::Acquire);
-        if synced_at == 0 || micros(now).saturating_sub(synced_at) > limit {
-            return None;
-        }
-        self.cache.get(hash)
+        let found =
+            if synced_at == 0 || micros(now).saturating_sub(synced_at) > limit { None } else { self.cache.get(hash) };
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
     }
 
     pub(crate) fn generation(&self) -> u64 {

@@ -83,6 +83,13 @@ impl AccountService {
         self
     }
 
+    /// Authentications answered from the cache, and those that read the store, since start;
+    /// `None` without a cache.
+    pub fn cache_stats(&self) -> Option<(u64, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.cache.as_ref().map(|c| (c.hits.load(Relaxed), c.misses.load(Relaxed)))
+    }
+
     /// The service clock's current time, for views that depend on it (is a key active?).
     pub fn now(&self) -> time::OffsetDateTime {
         self.clock.now()

@@ -10,7 +10,7 @@ use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, HttpResponse};
 
 use crate::error::ApiError;
-use crate::middleware::{envelope_framework_errors, log_request, security_headers};
+use crate::middleware::{envelope_framework_errors, observe_request, security_headers};
 
 pub use health::ReadinessCheck;
 
@@ -24,9 +24,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("")
             .wrap(ErrorHandlers::new().default_handler(envelope_framework_errors))
             .wrap(security_headers())
-            .wrap(from_fn(log_request))
+            .wrap(from_fn(observe_request))
             .service(resource("/healthz", &["GET"]).route(web::get().to(health::healthz)))
             .service(resource("/readyz", &["GET"]).route(web::get().to(health::readyz)))
+            .service(resource("/metrics", &["GET"]).route(web::get().to(crate::metrics::metrics)))
             .service(resource("/v1/signup", &["POST"]).route(web::post().to(signup::signup)))
             .service(resource("/v1/account", &["GET"]).route(web::get().to(account::get_account)))
             .service(

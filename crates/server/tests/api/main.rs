@@ -9,6 +9,7 @@ mod api_keys;
 mod authentication;
 mod database_faults;
 mod health;
+mod observability;
 mod process;
 mod protocol_errors;
 mod signup;

@@ -1,0 +1,60 @@
+//! Request ids and metrics.
+
+use reqwest::Method;
+
+use crate::helpers::{on_both_backends, TestApp};
+
+on_both_backends!(
+    a_valid_request_id_is_echoed_and_a_missing_or_bad_one_replaced,
+    metrics_count_requests_failures_and_cache_use,
+);
+
+async fn a_valid_request_id_is_echoed_and_a_missing_or_bad_one_replaced(app: TestApp) {
+    let echoed =
+        app.client.get(app.url("/healthz")).header("x-request-id", "trace-42.abc_DEF").send().await.expect("sent");
+    assert_eq!(echoed.headers()["x-request-id"], "trace-42.abc_DEF");
+    let generated = app.client.get(app.url("/nope")).send().await.expect("sent");
+    let id = generated.headers()["x-request-id"].to_str().expect("ascii").to_owned();
+    assert!(id.len() >= 16, "{id}");
+    for bad in ["has space", &"x".repeat(200), "quote\"d"] {
+        let replaced = app.client.get(app.url("/healthz")).header("x-request-id", bad).send().await.expect("sent");
+        let id = replaced.headers()["x-request-id"].to_str().expect("ascii");
+        assert_ne!(id, bad);
+        assert!(!id.is_empty());
+    }
+}
+
+fn sample<'a>(text: &'a str, name: &str, labels: &[(&str, &str)]) -> Option<&'a str> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (label_part, value) = rest.rsplit_once(' ')?;
+        let all = labels.iter().all(|(k, v)| label_part.contains(&format!("{k}=\"{v}\"")));
+        (all && (labels.is_empty() == label_part.is_empty())).then_some(value)
+    })
+}
+
+async fn metrics_count_requests_failures_and_cache_use(app: TestApp) {
+    let org = app.signup_org("metrics@acme.test").await;
+    app.get_account(&org.key).await;
+    app.get_account(&org.key).await;
+    app.get_account("mem_live_nope").await;
+    app.request(Method::GET, "/v1/account", None, None).await;
+    let response = app.client.get(app.url("/metrics")).send().await.expect("sent");
+    assert!(response.headers()["content-type"].to_str().expect("ascii").starts_with("text/plain"));
+    let text = response.text().await.expect("text");
+
+    let get_account = [("route", "/v1/account"), ("method", "GET"), ("status", "200")];
+    assert_eq!(sample(&text, "http_requests_total", &get_account), Some("2"), "{text}");
+    let signups = [("route", "/v1/signup"), ("method", "POST"), ("status", "201")];
+    assert_eq!(sample(&text, "http_requests_total", &signups), Some("1"));
+    assert_eq!(sample(&text, "http_requests_total", &[("route", "/v1/account"), ("status", "401")]), Some("2"));
+    assert_eq!(sample(&text, "auth_failures_total", &[("reason", "invalid_api_key")]), Some("1"));
+    assert_eq!(sample(&text, "auth_failures_total", &[("reason", "missing_api_key")]), Some("1"));
+    assert_eq!(sample(&text, "http_request_duration_seconds_count", &[("route", "/v1/account")]), Some("4"));
+    assert!(text.contains("http_request_duration_seconds_bucket{"));
+    let hits: u64 = sample(&text, "credential_cache_hits_total", &[]).expect("hits").parse().expect("number");
+    let misses: u64 = sample(&text, "credential_cache_misses_total", &[]).expect("misses").parse().expect("number");
+    assert!(hits >= 1 && misses >= 1, "hits {hits}, misses {misses}");
+    assert!(sample(&text, "db_pool_connections_in_use", &[]).is_some());
+    assert!(sample(&text, "db_pool_connections_idle", &[]).is_some());
+}
