@@ -36,7 +36,7 @@ schema:
 ci:
     bash .ci/run
 
-# Fuzz key parsing and request-body decoding, FUZZ_SECONDS each (default 60). Needs only
+# Fuzz key parsing and request-body decoding, `seconds` each (default 60): `just fuzz 300`. Needs only
 # the stable toolchain (RUSTC_BOOTSTRAP lets cargo-fuzz use its sanitizer flags). A crash
 # leaves its input in fuzz/artifacts/: copy it to fuzz/regressions/<target>/ to keep it.
 fuzz seconds="60":
@@ -52,3 +52,11 @@ bench backend="both":
 bench-micro:
     cargo bench -p account-domain --bench key_parsing
     cargo bench -p account-infra --bench authenticate
+
+# Regenerate the committed OpenAPI document from the code.
+openapi:
+    cargo run --quiet -- openapi > docs/openapi.json
+
+# Schemathesis against a running server with the OpenAPI document (EXAMPLES per operation).
+fuzz-api examples="50":
+    bash scripts/fuzz-api.sh {{examples}}

@@ -40,6 +40,10 @@ pub(crate) fn optional_json<T: DeserializeOwned>(req: &HttpRequest, body: &Bytes
     if !is_json(req) {
         return Err(ApiError::from_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
     }
+    // The document allows `null` for an optional body: the same as none.
+    if body.trim_ascii() == b"null" {
+        return Ok(None);
+    }
     decode_object(body).map(Some)
 }
 
@@ -60,7 +64,7 @@ pub(crate) fn decode_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiEr
 /// Decodes a JSON body that must be present.
 pub(crate) fn required_json<T: DeserializeOwned>(req: &HttpRequest, body: &Bytes) -> Result<T, ApiError> {
     optional_json(req, body)?
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", "a JSON object body is required"))
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "a JSON object body is required"))
 }
 
 fn is_json(req: &HttpRequest) -> bool {

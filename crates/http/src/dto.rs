@@ -6,17 +6,24 @@ use account_domain::{
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::timestamp::rfc3339;
 
 /// `POST /v1/signup`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SignupBody {
+    /// Organization name, 1 to 200 characters once trimmed.
+    #[schema(min_length = 1, max_length = 200, example = "My Company")]
     name: String,
+    /// Contact email; unique ignoring case.
+    #[schema(max_length = 254, example = "admin@mycompany.com")]
     email: String,
+    /// Initial plan (default `free`).
     #[serde(default)]
+    #[schema(example = "starter")]
     plan_id: Option<String>,
 }
 
@@ -43,17 +50,43 @@ impl SignupBody {
 }
 
 /// `POST /v1/account/api-keys`; every field is optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateKeyBody {
+    /// Key name, 1 to 200 characters once trimmed (default "Default Key").
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200, example = "CI/CD Key")]
     name: Option<String>,
+    /// `live` (default) or `test`.
     #[serde(default)]
+    #[schema(value_type = Option<EnvironmentName>)]
     environment: Option<String>,
+    /// Permissions (default both); no duplicates; no more than the creating key holds.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<ScopeName>>, min_items = 1, max_items = 2)]
     scopes: Option<Vec<String>>,
+    /// Days until expiration, 1 to 3650 (default: never).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3650, example = 90)]
     expires_in_days: Option<i64>,
+}
+
+/// Where a key may be used.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // a schema only
+pub(crate) enum EnvironmentName {
+    Live,
+    Test,
+}
+
+/// A permission: `read` allows the GET routes, `write` creating and revoking keys.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // a schema only
+pub(crate) enum ScopeName {
+    Read,
+    Write,
 }
 
 impl CreateKeyBody {
@@ -73,20 +106,27 @@ impl CreateKeyBody {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A plan of the catalogue.
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct PlanDto<'a> {
+    #[schema(example = "starter")]
     id: &'a str,
+    #[schema(example = "Starter")]
     name: &'a str,
+    #[schema(example = 4900)]
     base_price_cents: i64,
 }
 
-#[derive(Debug, Serialize)]
+/// The caller's organization.
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct AccountDto<'a> {
+    #[schema(pattern = "^org_[0-9A-Za-z]+$", example = "org_01a21a32a78e71c8800beb5d0981899c")]
     org_id: &'a str,
     name: &'a str,
     email: &'a str,
     plan: PlanDto<'a>,
     is_active: bool,
+    #[schema(format = DateTime, example = "2024-01-01T00:00:00Z")]
     created_at: String,
 }
 
@@ -112,16 +152,25 @@ fn scope_words(scopes: &Scopes) -> Vec<&'static str> {
 }
 
 /// A key as listed: never the secret.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct KeyDto {
+    #[schema(pattern = "^key_[0-9A-Za-z]+$")]
     id: String,
     name: String,
+    #[schema(pattern = "^mem_(live|test)_[0-9A-Za-z]{6}\\.\\.\\.$", example = "mem_live_a1b2c3...")]
     key_prefix: String,
+    #[schema(value_type = EnvironmentName)]
     environment: &'static str,
+    #[schema(value_type = Vec<ScopeName>)]
     scopes: Vec<&'static str>,
+    /// False once the key is revoked or expired.
     is_active: bool,
+    #[schema(format = DateTime)]
     created_at: String,
+    /// Null until first used; may lag by up to a minute.
+    #[schema(format = DateTime)]
     last_used_at: Option<String>,
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
 }
 
@@ -142,15 +191,23 @@ impl KeyDto {
 }
 
 /// A key just created: the only response that ever carries the full key.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct CreatedKeyDto<'a> {
+    #[schema(pattern = "^key_[0-9A-Za-z]+$")]
     id: String,
     name: String,
+    /// The full key, shown this once: save it securely.
+    #[schema(pattern = "^mem_(live|test)_[0-9A-Za-z]{38}$")]
     key: &'a str,
+    #[schema(pattern = "^mem_(live|test)_[0-9A-Za-z]{6}\\.\\.\\.$")]
     key_prefix: String,
+    #[schema(value_type = EnvironmentName)]
     environment: &'static str,
+    #[schema(value_type = Vec<ScopeName>)]
     scopes: Vec<&'static str>,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
 }
 
@@ -176,7 +233,8 @@ impl std::fmt::Debug for CreatedKeyDto<'_> {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A new organization and its first key.
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct SignupDto<'a> {
     pub account: AccountDto<'a>,
     pub api_key: CreatedKeyDto<'a>,

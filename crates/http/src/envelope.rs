@@ -3,9 +3,11 @@
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
 use serde::Serialize;
+use utoipa::ToSchema;
 
-#[derive(Serialize)]
-struct Envelope<T> {
+/// A successful answer: `success` is always true.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Envelope<T> {
     success: bool,
     data: T,
 }

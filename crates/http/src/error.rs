@@ -9,6 +9,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An error as the API answers it: `{"success": false, "error": {"code", "message", "field"?}}`.
 #[derive(Debug, Clone)]
@@ -20,16 +21,22 @@ pub struct ApiError {
     retry_after_secs: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// A failed answer: `success` is always false.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorBody<'a> {
     success: bool,
-    error: Detail<'a>,
+    error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct Detail<'a> {
+/// What went wrong.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ErrorDetail<'a> {
+    /// A stable snake_case code (see docs/api.md for the list).
+    #[schema(example = "validation_error")]
     code: &'a str,
+    /// For humans; never contains internals.
     message: &'a str,
+    /// The request field at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
 }
@@ -131,9 +138,9 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.retry_after_secs {
             response.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
-        response.json(Body {
+        response.json(ErrorBody {
             success: false,
-            error: Detail { code: self.code, message: &self.message, field: self.field.as_deref() },
+            error: ErrorDetail { code: self.code, message: &self.message, field: self.field.as_deref() },
         })
     }
 }

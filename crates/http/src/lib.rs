@@ -11,6 +11,7 @@ mod error;
 mod limits;
 mod metrics;
 mod middleware;
+mod openapi;
 mod routes;
 mod timestamp;
 
@@ -18,4 +19,5 @@ pub use client_ip::TrustedProxies;
 pub use error::ApiError;
 pub use limits::{AbuseLimits, LimitSettings};
 pub use metrics::Metrics;
+pub use openapi::openapi_json;
 pub use routes::{configure, ReadinessCheck, MAX_BODY_BYTES};

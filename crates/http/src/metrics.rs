@@ -106,7 +106,10 @@ impl Metrics {
     }
 }
 
-/// `GET /metrics`: Prometheus text format (the only route that does not answer JSON).
+/// Prometheus metrics, in the text exposition format (the one route that is not JSON).
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "Metrics", content_type = "text/plain", body = String),
+))]
 pub(crate) async fn metrics(metrics: web::Data<Metrics>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(metrics.render())
 }

@@ -41,8 +41,11 @@ fn connection_lost(e: &DieselError) -> bool {
         DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _) => {
             true
         }
-        // SQLite answers "database is locked" only after its busy timeout: the store is overloaded.
-        DieselError::DatabaseError(_, info) => info.message().contains("database is locked"),
+        // SQLite answers "database is locked" only after its busy timeout, PostgreSQL cancels a
+        // statement past `statement_timeout`: either way the store is overloaded, try later.
+        DieselError::DatabaseError(_, info) => {
+            info.message().contains("database is locked") || info.message().contains("statement timeout")
+        }
         _ => false,
     }
 }

@@ -34,6 +34,8 @@ enum Command {
     /// Operator actions on organizations.
     #[command(subcommand)]
     Orgs(OrgsCommand),
+    /// Print the OpenAPI 3.1 document (what GET /openapi.json serves).
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,6 +61,10 @@ enum OrgsCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Openapi)) {
+        print!("{}", account_http::openapi_json());
+        return Ok(());
+    }
     let config = Config::from_env()?;
     telemetry::init(config.log_format);
     match cli.command.unwrap_or(Command::Serve) {
@@ -76,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Openapi => unreachable!("answered before configuration is read"),
         Command::Orgs(command) => {
             let (org_id, active) = match command {
                 OrgsCommand::Deactivate { org_id } => (org_id, false),

@@ -8,9 +8,18 @@ use actix_web::{HttpRequest, HttpResponse};
 use crate::auth::Caller;
 use crate::body::{optional_json, read_body};
 use crate::dto::{CreateKeyBody, CreatedKeyDto, KeyDto};
-use crate::envelope::respond;
-use crate::error::ApiError;
+use crate::envelope::{respond, Envelope};
+use crate::error::{ApiError, ErrorBody};
 
+/// Every key of the caller's organization, newest first, revoked and expired ones included.
+/// Needs the `read` scope.
+#[utoipa::path(get, path = "/v1/account/api-keys", tag = "api-keys", security(("bearer" = [])), responses(
+    (status = 200, description = "The keys", body = Envelope<Vec<KeyDto>>),
+    (status = 401, description = "Missing, malformed, unknown, revoked or expired key", body = ErrorBody),
+    (status = 403, description = "Organization inactive, or the key lacks the scope", body = ErrorBody),
+    (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
+    (status = 503, description = "The database is unavailable; retry", body = ErrorBody),
+))]
 pub(crate) async fn list_keys(Caller(caller): Caller, service: Data<AccountService>) -> Result<HttpResponse, ApiError> {
     let keys = service.list_keys(&caller).await?;
     let now = service.now();
@@ -18,6 +27,22 @@ pub(crate) async fn list_keys(Caller(caller): Caller, service: Data<AccountServi
     Ok(respond(StatusCode::OK, data))
 }
 
+/// Creates a key; the full key is in this answer only. The body is optional. Needs the
+/// `write` scope; a key grants no scope it lacks, and a test key creates only test keys.
+#[utoipa::path(post, path = "/v1/account/api-keys", tag = "api-keys", security(("bearer" = [])),
+    request_body(content = Option<CreateKeyBody>, description = "All fields optional; no body means all defaults"),
+    responses(
+    (status = 201, description = "The new key, shown this once", body = Envelope<CreatedKeyDto>),
+    (status = 400, description = "Invalid body", body = ErrorBody),
+    (status = 408, description = "The body did not arrive in time", body = ErrorBody),
+    (status = 409, description = "The organization holds the most active keys allowed", body = ErrorBody),
+    (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
+    (status = 415, description = "The body is not JSON", body = ErrorBody),
+    (status = 401, description = "Missing, malformed, unknown, revoked or expired key", body = ErrorBody),
+    (status = 403, description = "Organization inactive, or the key lacks the scope", body = ErrorBody),
+    (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
+    (status = 503, description = "The database is unavailable; retry", body = ErrorBody),
+))]
 pub(crate) async fn create_key(
     Caller(caller): Caller,
     service: Data<AccountService>,
@@ -31,6 +56,18 @@ pub(crate) async fn create_key(
     Ok(respond(StatusCode::CREATED, CreatedKeyDto::from(&created)))
 }
 
+/// Revokes a key of the caller's organization; it is refused from the next request on.
+/// Revoking again answers the same. Needs the `write` scope.
+#[utoipa::path(delete, path = "/v1/account/api-keys/{key_id}", tag = "api-keys", security(("bearer" = [])),
+    params(("key_id" = String, Path, description = "The key's id, such as key_0192...")),
+    responses(
+    (status = 200, description = "The key as listed, now inactive", body = Envelope<KeyDto>),
+    (status = 404, description = "No such key in this organization", body = ErrorBody),
+    (status = 401, description = "Missing, malformed, unknown, revoked or expired key", body = ErrorBody),
+    (status = 403, description = "Organization inactive, or the key lacks the scope", body = ErrorBody),
+    (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
+    (status = 503, description = "The database is unavailable; retry", body = ErrorBody),
+))]
 pub(crate) async fn revoke_key(
     Caller(caller): Caller,
     service: Data<AccountService>,

@@ -1,9 +1,9 @@
 //! The route table: which path and method reach which handler.
 
-mod account;
-mod health;
-mod keys;
-mod signup;
+pub(crate) mod account;
+pub(crate) mod health;
+pub(crate) mod keys;
+pub(crate) mod signup;
 
 use actix_web::http::header;
 use actix_web::middleware::{from_fn, ErrorHandlers};
@@ -28,6 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(resource("/healthz", &["GET"]).route(web::get().to(health::healthz)))
             .service(resource("/readyz", &["GET"]).route(web::get().to(health::readyz)))
             .service(resource("/metrics", &["GET"]).route(web::get().to(crate::metrics::metrics)))
+            .service(resource("/openapi.json", &["GET"]).route(web::get().to(crate::openapi::serve_openapi)))
             .service(resource("/v1/signup", &["POST"]).route(web::post().to(signup::signup)))
             .service(resource("/v1/account", &["GET"]).route(web::get().to(account::get_account)))
             .service(

@@ -7,10 +7,21 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use crate::body::{read_body, required_json};
 use crate::dto::{AccountDto, CreatedKeyDto, SignupBody, SignupDto};
-use crate::envelope::respond;
-use crate::error::ApiError;
+use crate::envelope::{respond, Envelope};
+use crate::error::{ApiError, ErrorBody};
 use crate::limits::AbuseLimits;
 
+/// Creates an organization and its first key ("Default Key", live, read and write).
+#[utoipa::path(post, path = "/v1/signup", tag = "accounts", request_body = SignupBody, security(()), responses(
+    (status = 201, description = "The account, and its first key shown this once", body = Envelope<SignupDto>),
+    (status = 400, description = "Invalid body, or unknown plan", body = ErrorBody),
+    (status = 408, description = "The body did not arrive in time", body = ErrorBody),
+    (status = 409, description = "The email is taken", body = ErrorBody),
+    (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
+    (status = 415, description = "The body is not JSON", body = ErrorBody),
+    (status = 429, description = "Too many signups from this address", body = ErrorBody),
+    (status = 503, description = "The database is unavailable; retry", body = ErrorBody),
+))]
 pub(crate) async fn signup(
     service: Data<AccountService>,
     limits: Data<AbuseLimits>,

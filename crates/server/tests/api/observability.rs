@@ -7,7 +7,17 @@ use crate::helpers::{on_both_backends, TestApp};
 on_both_backends!(
     a_valid_request_id_is_echoed_and_a_missing_or_bad_one_replaced,
     metrics_count_requests_failures_and_cache_use,
+    the_served_openapi_document_is_the_committed_one,
 );
+
+async fn the_served_openapi_document_is_the_committed_one(app: TestApp) {
+    let response = app.client.get(app.url("/openapi.json")).send().await.expect("sent");
+    assert_eq!(response.status().as_u16(), 200);
+    let served = response.text().await.expect("text");
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json")).expect("read");
+    assert!(served == committed, "the served document differs from docs/openapi.json: run `just openapi`");
+}
 
 async fn a_valid_request_id_is_echoed_and_a_missing_or_bad_one_replaced(app: TestApp) {
     let echoed =

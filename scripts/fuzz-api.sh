@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# API conformance: schemathesis (from PyPI, in a virtual environment under target/) drives
+# a fresh server through the OpenAPI document it serves, and fails on any 5xx or any
+# response the document does not describe.
+#
+# Usage: scripts/fuzz-api.sh [EXAMPLES_PER_OPERATION]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+EXAMPLES=${1:-50}
+PORT=${FUZZ_API_PORT:-18098}
+VENV=target/schemathesis-venv
+SCHEMATHESIS_VERSION=4.32.5
+
+if [[ ! -x $VENV/bin/schemathesis ]] || ! "$VENV/bin/schemathesis" --version | grep -q "$SCHEMATHESIS_VERSION"; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
+cargo build --quiet -p account-server
+WORK=$(mktemp -d)
+DATABASE_URL="sqlite://$WORK/fuzz.db" BIND_ADDR="127.0.0.1:$PORT" RUST_LOG=warn LOG_FORMAT=json \
+    RATE_LIMIT_SIGNUPS_PER_HOUR=0 RATE_LIMIT_AUTH_FAILURES_PER_MINUTE=0 \
+    target/debug/account-api >"$WORK/server.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+
+KEY=$(curl -sf -X POST "http://127.0.0.1:$PORT/v1/signup" -H 'content-type: application/json' \
+    -d '{"name": "Schemathesis", "email": "schemathesis@fuzz.test"}' |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["data"]["api_key"]["key"])')
+
+status=0
+"$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/openapi.json" \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+    --header "Authorization: Bearer $KEY" \
+    --max-examples "$EXAMPLES" \
+    --seed 20261126 \
+    --generation-database none \
+    --request-timeout 10 \
+    --no-color || status=$?
+if grep -q '"level":"ERROR"' "$WORK/server.log"; then
+    echo "the server logged errors during the run:" >&2
+    grep '"level":"ERROR"' "$WORK/server.log" | head -20 >&2
+fi
+exit $status
