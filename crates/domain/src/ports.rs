@@ -5,7 +5,10 @@ use async_trait::async_trait;
 use thiserror::Error;
 use time::OffsetDateTime;
 
-use crate::model::{ApiKey, KeyHash, KeyId, NewApiKey, NewOrganization, OrgId, Organization, Plan, PlanId, SecretBody};
+use crate::model::{
+    ApiKey, AuditEvent, AuditRecord, KeyHash, KeyId, KeyName, NewApiKey, NewOrganization, OrgId, Organization, Plan,
+    PlanId, RequestMeta, SecretBody,
+};
 
 /// Marks an error whose cause is that the store cannot be reached in time (pool exhausted,
 /// database down). Adapters wrap it in `anyhow::Error`; callers may answer "try again later".
@@ -33,6 +36,17 @@ pub enum InsertKeyError {
     Unknown(#[from] anyhow::Error),
 }
 
+/// Errors of [`KeyRepository::roll_key`].
+#[derive(Debug, Error)]
+pub enum RollKeyStoreError {
+    #[error("no such key")]
+    NotFound,
+    #[error("the key is revoked or expired")]
+    NotActive,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
 /// A stored key together with its organization: all that authenticating it and answering
 /// `GET /v1/account` need, so that both can be served from memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +68,7 @@ pub trait AccountRepository: Send + Sync + 'static {
         &self,
         org: &NewOrganization,
         first_key: &NewApiKey,
+        audit: &AuditRecord,
     ) -> Result<Organization, CreateOrganizationError>;
 
     /// MUST return `Ok(None)` only when no organization has this id; a failing store is `Err`.
@@ -73,8 +88,12 @@ pub trait AccountRepository: Send + Sync + 'static {
         &self,
         id: &OrgId,
         active: bool,
-        at: OffsetDateTime,
+        audit: &AuditRecord,
     ) -> anyhow::Result<Option<Organization>>;
+
+    /// The organization's audit trail, newest first: at most `limit` events with an id
+    /// below `before` (all when `None`).
+    async fn list_audit_events(&self, org: &OrgId, before: Option<i64>, limit: u32) -> anyhow::Result<Vec<AuditEvent>>;
 }
 
 /// API keys.
@@ -86,7 +105,39 @@ pub trait KeyRepository: Send + Sync + 'static {
     /// MUST return `LimitReached`, storing nothing, when the organization already holds
     /// `max_active` keys that are neither revoked nor expired at `key.created_at`; the check
     /// and the insert are atomic, so concurrent creations cannot exceed the limit.
-    async fn insert_key(&self, key: &NewApiKey, max_active: u32) -> Result<ApiKey, InsertKeyError>;
+    async fn insert_key(&self, key: &NewApiKey, max_active: u32, audit: &AuditRecord)
+        -> Result<ApiKey, InsertKeyError>;
+
+    /// The key with this id within this organization. MUST return `Ok(None)` when there is
+    /// none (a key of another organization included).
+    async fn find_key(&self, org: &OrgId, key: &KeyId) -> anyhow::Result<Option<ApiKey>>;
+
+    /// Renames a key of the organization; `Ok(None)` when it has no such key.
+    async fn rename_key(
+        &self,
+        org: &OrgId,
+        key: &KeyId,
+        name: &KeyName,
+        audit: &AuditRecord,
+    ) -> anyhow::Result<Option<ApiKey>>;
+
+    /// Replaces `old` by `new`, atomically: stores `new` and moves `old`'s expiry to
+    /// `old_expires_at` unless it already expires earlier, publishing the change of `old`.
+    /// MUST return `NotFound` when the organization has no key `old`, and `NotActive`
+    /// (storing nothing) when `old` is revoked or expired at `new.created_at`.
+    async fn roll_key(
+        &self,
+        org: &OrgId,
+        old: &KeyId,
+        new: &NewApiKey,
+        old_expires_at: OffsetDateTime,
+        audit: &AuditRecord,
+    ) -> Result<ApiKey, RollKeyStoreError>;
+
+    /// Revokes, whatever their organization, the keys with these hashes that are not revoked
+    /// yet, recording a `KeyLeakReported` event for each and publishing their changes.
+    /// Returns how many it revoked.
+    async fn revoke_leaked(&self, hashes: &[KeyHash], at: OffsetDateTime, meta: &RequestMeta) -> anyhow::Result<usize>;
 
     /// Every key of the organization, revoked and expired ones included, newest first.
     async fn list_keys(&self, org: &OrgId) -> anyhow::Result<Vec<ApiKey>>;
@@ -97,7 +148,14 @@ pub trait KeyRepository: Send + Sync + 'static {
     ///
     /// MUST return `Ok(None)` when no key has this id within this organization, so that a key
     /// of another organization is indistinguishable from one that does not exist.
-    async fn revoke_key(&self, org: &OrgId, key: &KeyId, at: OffsetDateTime) -> anyhow::Result<Option<ApiKey>>;
+    /// Records `audit` only when this call revoked the key.
+    async fn revoke_key(
+        &self,
+        org: &OrgId,
+        key: &KeyId,
+        at: OffsetDateTime,
+        audit: &AuditRecord,
+    ) -> anyhow::Result<Option<ApiKey>>;
 
     /// Looks a key up by its hash, with its organization and plan.
     /// MUST return `Ok(None)` only when no key has this hash.

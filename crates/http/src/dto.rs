@@ -1,8 +1,9 @@
 //! Request and response bodies, and their conversion from and to domain values.
 
 use account_domain::{
-    ApiKey, CreateKeyRequest, CreatedKey, EmailAddress, Environment, ExpiresInDays, KeyName, OrgName, Organization,
-    PlanId, Scopes, SignupRequest,
+    audit_event_id, ApiKey, AuditEvent, AuditPage, CreateKeyRequest, CreatedKey, EmailAddress, Environment,
+    ExpiresInDays, GracePeriod, KeyName, OrgName, Organization, Plan, PlanId, RolledKey, Scopes, SignupRequest,
+    Verification,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -238,4 +239,183 @@ impl std::fmt::Debug for CreatedKeyDto<'_> {
 pub(crate) struct SignupDto<'a> {
     pub account: AccountDto<'a>,
     pub api_key: CreatedKeyDto<'a>,
+}
+
+/// `PATCH /v1/account/api-keys/{key_id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RenameKeyBody {
+    /// The new name, 1 to 200 characters once trimmed.
+    #[schema(min_length = 1, max_length = 200, example = "Production Key")]
+    name: String,
+}
+
+impl RenameKeyBody {
+    pub(crate) fn into_domain(self) -> Result<KeyName, ApiError> {
+        KeyName::new(&self.name).map_err(|e| ApiError::validation("name", e))
+    }
+}
+
+/// `POST /v1/account/api-keys/{key_id}/roll`; the body is optional.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RollKeyBody {
+    /// How long the old key keeps working, 0 to 168 hours (default 24; 0: it stops at once).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 168, example = 24)]
+    expires_in_hours: Option<i64>,
+}
+
+impl RollKeyBody {
+    pub(crate) fn into_domain(self) -> Result<GracePeriod, ApiError> {
+        self.expires_in_hours
+            .map(|h| GracePeriod::new(h).map_err(|e| ApiError::validation("expires_in_hours", e)))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+}
+
+/// A rolled key: the new key, shown this once, and the id of the key it replaces.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RolledKeyDto<'a> {
+    #[serde(flatten)]
+    key: CreatedKeyDto<'a>,
+    /// The key this one replaces; it keeps working for the grace period.
+    #[schema(pattern = "^key_[0-9A-Za-z]+$")]
+    rolled_from: &'a str,
+}
+
+impl<'a> From<&'a RolledKey> for RolledKeyDto<'a> {
+    fn from(rolled: &'a RolledKey) -> Self {
+        Self { key: CreatedKeyDto::from(&rolled.created), rolled_from: rolled.rolled_from.as_str() }
+    }
+}
+
+impl std::fmt::Debug for RolledKeyDto<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RolledKeyDto").field("rolled_from", &self.rolled_from).finish_non_exhaustive()
+    }
+}
+
+/// `POST /v1/api-keys/revoke-leaked`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LeakReportBody {
+    /// Full keys found exposed, 1 to 100.
+    #[schema(min_items = 1, max_items = 100)]
+    pub keys: Vec<String>,
+}
+
+/// How many of the reported keys were revoked now.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LeakReportDto {
+    pub revoked: usize,
+}
+
+/// One event of the audit trail.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AuditEventDto {
+    #[schema(example = "evt_42")]
+    id: String,
+    #[schema(example = "key.created")]
+    action: &'static str,
+    /// The key or organization acted on.
+    target_id: Option<String>,
+    /// The key that authenticated the action; null for signups, leak reports and operators.
+    actor_key_id: Option<String>,
+    client_ip: Option<String>,
+    user_agent: Option<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+impl From<&AuditEvent> for AuditEventDto {
+    fn from(event: &AuditEvent) -> Self {
+        let r = &event.record;
+        Self {
+            id: audit_event_id(event.id),
+            action: r.action.as_str(),
+            target_id: r.target_id.clone(),
+            actor_key_id: r.actor_key_id.as_ref().map(ToString::to_string),
+            client_ip: r.meta.client_ip().map(str::to_owned),
+            user_agent: r.meta.user_agent().map(str::to_owned),
+            created_at: rfc3339(r.at),
+        }
+    }
+}
+
+/// A page of the audit trail, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AuditPageDto {
+    events: Vec<AuditEventDto>,
+    /// Older events exist: ask again with `before` = the last event's id.
+    has_more: bool,
+}
+
+impl From<&AuditPage> for AuditPageDto {
+    fn from(page: &AuditPage) -> Self {
+        Self { events: page.events.iter().map(AuditEventDto::from).collect(), has_more: page.has_more }
+    }
+}
+
+/// `GET /v1/account/audit-log` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
+    /// 1 to 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// Only events older than this event id (from the previous page).
+    #[param(example = "evt_42")]
+    pub before: Option<String>,
+}
+
+impl<'a> From<&'a Plan> for PlanDto<'a> {
+    fn from(plan: &'a Plan) -> Self {
+        Self { id: plan.id.as_str(), name: &plan.name, base_price_cents: plan.base_price_cents }
+    }
+}
+
+/// `POST /v1/internal/verify-key`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VerifyKeyBody {
+    /// The key a client presented.
+    pub key: String,
+    /// Scopes the key must hold.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<ScopeName>>)]
+    pub scopes: Option<Vec<String>>,
+}
+
+/// The verdict on a key, with the same rules as the API's own authentication.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct VerificationDto {
+    valid: bool,
+    /// valid, not_found, revoked, expired, insufficient_scope or org_inactive.
+    #[schema(example = "valid")]
+    code: &'static str,
+    org_id: Option<String>,
+    key_id: Option<String>,
+    #[schema(value_type = Option<EnvironmentName>)]
+    environment: Option<&'static str>,
+    #[schema(value_type = Option<Vec<ScopeName>>)]
+    scopes: Option<Vec<&'static str>>,
+    plan_id: Option<String>,
+}
+
+impl From<&Verification> for VerificationDto {
+    fn from(v: &Verification) -> Self {
+        let p = v.principal.as_ref();
+        Self {
+            valid: v.is_valid(),
+            code: v.code.as_str(),
+            org_id: p.map(|p| p.org_id().to_string()),
+            key_id: p.map(|p| p.key_id().to_string()),
+            environment: p.map(|p| p.environment().as_str()),
+            scopes: p.map(|p| scope_words(p.scopes())),
+            plan_id: p.map(|p| p.organization().plan.id.to_string()),
+        }
+    }
 }

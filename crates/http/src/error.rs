@@ -3,7 +3,8 @@
 use std::fmt;
 
 use account_domain::{
-    AuthenticateError, CreateKeyError, GetAccountError, ListKeysError, RevokeKeyError, SignupError, StoreUnavailable,
+    AuditLogError, AuthenticateError, CreateKeyError, GetAccountError, ListKeysError, RenameKeyError, ReportLeakError,
+    RevokeKeyError, RollKeyError, SignupError, StoreUnavailable,
 };
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
@@ -219,6 +220,51 @@ impl From<RevokeKeyError> for ApiError {
             RevokeKeyError::InsufficientScope(s) => insufficient_scope(s),
             RevokeKeyError::NotFound => Self::new(StatusCode::NOT_FOUND, "key_not_found", e.to_string()),
             RevokeKeyError::Unknown(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<RenameKeyError> for ApiError {
+    fn from(e: RenameKeyError) -> Self {
+        match &e {
+            RenameKeyError::InsufficientScope(s) => insufficient_scope(s),
+            RenameKeyError::NotFound => Self::new(StatusCode::NOT_FOUND, "key_not_found", e.to_string()),
+            RenameKeyError::Unknown(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<RollKeyError> for ApiError {
+    fn from(e: RollKeyError) -> Self {
+        match &e {
+            RollKeyError::InsufficientScope(s) => insufficient_scope(s),
+            RollKeyError::NotFound => Self::new(StatusCode::NOT_FOUND, "key_not_found", e.to_string()),
+            RollKeyError::NotActive => Self::new(StatusCode::CONFLICT, "key_not_active", e.to_string()),
+            RollKeyError::ScopeEscalation(_) => Self::new(StatusCode::FORBIDDEN, "scope_escalation", e.to_string()),
+            RollKeyError::EnvironmentEscalation => {
+                Self::new(StatusCode::FORBIDDEN, "environment_escalation", e.to_string())
+            }
+            RollKeyError::Unknown(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<ReportLeakError> for ApiError {
+    fn from(e: ReportLeakError) -> Self {
+        match &e {
+            ReportLeakError::InvalidCount => Self::validation("keys", "must hold 1 to 100 keys"),
+            ReportLeakError::Unknown(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<AuditLogError> for ApiError {
+    fn from(e: AuditLogError) -> Self {
+        match &e {
+            AuditLogError::InsufficientScope(s) => insufficient_scope(s),
+            AuditLogError::InvalidLimit => Self::validation("limit", "must be a whole number from 1 to 100"),
+            AuditLogError::InvalidCursor => Self::validation("before", "must be an event id such as evt_42"),
+            AuditLogError::Unknown(cause) => Self::internal(cause),
         }
     }
 }

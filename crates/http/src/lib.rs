@@ -20,4 +20,4 @@ pub use error::ApiError;
 pub use limits::{AbuseLimits, LimitSettings};
 pub use metrics::Metrics;
 pub use openapi::openapi_json;
-pub use routes::{configure, ReadinessCheck, MAX_BODY_BYTES};
+pub use routes::{configure, InternalToken, ReadinessCheck, MAX_BODY_BYTES};

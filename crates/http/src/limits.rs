@@ -19,6 +19,7 @@ type Limiter<C> = RateLimiter<IpAddr, DashMapStateStore<IpAddr>, C, NoOpMiddlewa
 #[derive(Debug, Clone, Default)]
 pub struct LimitSettings {
     pub signups_per_hour: u32,
+    pub leak_reports_per_hour: u32,
     pub auth_failures_per_minute: u32,
     pub trusted_proxies: TrustedProxies,
 }
@@ -26,6 +27,7 @@ pub struct LimitSettings {
 /// The live limiters, shared by every worker.
 pub struct AbuseLimits<C: Clock = DefaultClock> {
     signups: Option<Limiter<C>>,
+    leak_reports: Option<Limiter<C>>,
     auth_failures: Option<Limiter<C>>,
     trusted_proxies: TrustedProxies,
     clock: C,
@@ -48,6 +50,7 @@ impl<C: Clock + Clone> AbuseLimits<C> {
         let limiter = |quota: Option<Quota>| quota.map(|q| RateLimiter::dashmap_with_clock(q, clock.clone()));
         Self {
             signups: limiter(NonZeroU32::new(settings.signups_per_hour).map(Quota::per_hour)),
+            leak_reports: limiter(NonZeroU32::new(settings.leak_reports_per_hour).map(Quota::per_hour)),
             auth_failures: limiter(NonZeroU32::new(settings.auth_failures_per_minute).map(Quota::per_minute)),
             trusted_proxies: settings.trusted_proxies,
             clock,
@@ -57,6 +60,11 @@ impl<C: Clock + Clone> AbuseLimits<C> {
     /// Counts a signup attempt from `ip`; 429 when over the limit.
     pub fn check_signup(&self, ip: IpAddr) -> Result<(), ApiError> {
         self.check(self.signups.as_ref(), ip, "signups")
+    }
+
+    /// Counts a leak report from `ip`; 429 when over the limit.
+    pub fn check_leak_report(&self, ip: IpAddr) -> Result<(), ApiError> {
+        self.check(self.leak_reports.as_ref(), ip, "leak reports")
     }
 
     /// Counts a failed authentication from `ip`; 429 (instead of the 401) when over the limit.
@@ -79,7 +87,7 @@ impl<C: Clock + Clone> AbuseLimits<C> {
 
     /// Forgets addresses whose limits have fully replenished, so memory stays bounded.
     pub fn forget_idle_clients(&self) {
-        for limiter in [&self.signups, &self.auth_failures].into_iter().flatten() {
+        for limiter in [&self.signups, &self.leak_reports, &self.auth_failures].into_iter().flatten() {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }

@@ -22,6 +22,12 @@ use crate::routes;
         routes::keys::list_keys,
         routes::keys::create_key,
         routes::keys::revoke_key,
+        routes::key_lifecycle::rename_key,
+        routes::key_lifecycle::roll_key,
+        routes::leaks::revoke_leaked,
+        routes::audit_log::audit_log,
+        routes::plans::list_plans,
+        routes::verify::verify_key,
         routes::health::healthz,
         routes::health::readyz,
         crate::metrics::metrics,
@@ -32,6 +38,7 @@ use crate::routes;
         (name = "accounts", description = "Signup and the caller's account"),
         (name = "api-keys", description = "The caller's organization's API keys"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
+        (name = "internal", description = "For other services of ours; exists only when INTERNAL_SERVICE_TOKEN is set"),
     )
 )]
 struct ApiDoc;
@@ -45,6 +52,9 @@ impl Modify for BearerKey {
         let mut scheme = Http::new(HttpAuthScheme::Bearer);
         scheme.description = Some("An API key: `mem_live_...` or `mem_test_...`".to_owned());
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+        let mut service = Http::new(HttpAuthScheme::Bearer);
+        service.description = Some("The internal service token (INTERNAL_SERVICE_TOKEN)".to_owned());
+        components.add_security_scheme("service_token", SecurityScheme::Http(service));
     }
 }
 

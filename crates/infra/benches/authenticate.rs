@@ -30,11 +30,14 @@ fn authenticate(c: &mut Criterion) {
         .with_cache(Arc::new(MokaCredentialCache::new(10_000)), feed, Duration::from_secs(3600));
         service.sync_changes().await.expect("synced");
         let signup = service
-            .signup(SignupRequest::new(
-                OrgName::new("Bench").expect("valid"),
-                EmailAddress::new("bench@acme.test").expect("valid"),
-                None,
-            ))
+            .signup(
+                SignupRequest::new(
+                    OrgName::new("Bench").expect("valid"),
+                    EmailAddress::new("bench@acme.test").expect("valid"),
+                    None,
+                ),
+                &account_domain::RequestMeta::default(),
+            )
             .await
             .expect("signed up");
         let key = signup.key.plaintext.expose().to_owned();

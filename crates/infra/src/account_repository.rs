@@ -1,13 +1,13 @@
 //! Organizations and plans in SQL.
 
 use account_domain::{
-    AccountRepository, CreateOrganizationError, NewApiKey, NewOrganization, OrgId, Organization, Plan, PlanId,
+    AccountRepository, AuditEvent, AuditRecord, CreateOrganizationError, NewApiKey, NewOrganization, OrgId,
+    Organization, Plan, PlanId,
 };
 use async_trait::async_trait;
 use diesel::prelude::*;
 
-use time::OffsetDateTime;
-
+use crate::audit_trail;
 use crate::change_feed::publish_change;
 use crate::connection::DbConnection;
 use crate::database::Database;
@@ -42,7 +42,9 @@ impl AccountRepository for SqlAccountRepository {
         &self,
         org: &NewOrganization,
         first_key: &NewApiKey,
+        audit: &AuditRecord,
     ) -> Result<Organization, CreateOrganizationError> {
+        let audit = audit.clone();
         let org_row = OrganizationRow::from(org);
         let key_row = ApiKeyRow::from(first_key);
         let id = org_row.id.clone();
@@ -59,6 +61,7 @@ impl AccountRepository for SqlAccountRepository {
                     }
                 })?;
                 diesel::insert_into(api_keys::table).values(&key_row).execute(conn)?;
+                audit_trail::record(conn, &audit)?;
                 load_organization(conn, &id)?
                     .ok_or_else(|| RepoError::Other(anyhow::anyhow!("inserted organization not found")))
             })
@@ -106,9 +109,10 @@ impl AccountRepository for SqlAccountRepository {
         &self,
         id: &OrgId,
         active: bool,
-        at: OffsetDateTime,
+        audit: &AuditRecord,
     ) -> anyhow::Result<Option<Organization>> {
         let id = id.to_string();
+        let audit = audit.clone();
         self.db
             .write(move |conn| {
                 let changed = diesel::update(organizations::table.find(&id))
@@ -117,10 +121,19 @@ impl AccountRepository for SqlAccountRepository {
                 if changed == 0 {
                     return Ok(None);
                 }
-                publish_change(conn, None, Some(&id), at)?;
+                publish_change(conn, None, Some(&id), audit.at)?;
+                audit_trail::record(conn, &audit)?;
                 load_organization(conn, &id)
             })
             .await
             .map_err(|e| e.into_anyhow("could not change the organization"))
+    }
+
+    async fn list_audit_events(&self, org: &OrgId, before: Option<i64>, limit: u32) -> anyhow::Result<Vec<AuditEvent>> {
+        let org = org.to_string();
+        self.db
+            .read(move |conn| audit_trail::list(conn, &org, before, limit))
+            .await
+            .map_err(|e| e.into_anyhow("could not read the audit trail"))
     }
 }

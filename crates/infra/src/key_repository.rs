@@ -1,10 +1,14 @@
 //! API keys in SQL.
 
-use account_domain::{ApiKey, InsertKeyError, KeyCredential, KeyHash, KeyId, KeyRepository, NewApiKey, OrgId};
+use account_domain::{
+    ApiKey, AuditAction, AuditRecord, InsertKeyError, KeyCredential, KeyHash, KeyId, KeyName, KeyRepository, NewApiKey,
+    OrgId, RequestMeta, RollKeyStoreError,
+};
 use async_trait::async_trait;
 use diesel::prelude::*;
 use time::OffsetDateTime;
 
+use crate::audit_trail;
 use crate::change_feed::publish_change;
 use crate::database::Database;
 use crate::repo_error::RepoError;
@@ -24,16 +28,18 @@ impl SqlKeyRepository {
 
 #[async_trait]
 impl KeyRepository for SqlKeyRepository {
-    async fn insert_key(&self, key: &NewApiKey, max_active: u32) -> Result<ApiKey, InsertKeyError> {
+    async fn insert_key(
+        &self,
+        key: &NewApiKey,
+        max_active: u32,
+        audit: &AuditRecord,
+    ) -> Result<ApiKey, InsertKeyError> {
         let row = ApiKeyRow::from(key);
+        let audit = audit.clone();
         let outcome = self
             .db
             .write(move |conn| {
-                // Taking the organization's row lock serializes its key creations on
-                // PostgreSQL, so the count below cannot be raced (SQLite has one writer).
-                diesel::update(organizations::table.find(&row.org_id))
-                    .set(organizations::is_active.eq(organizations::is_active))
-                    .execute(conn)?;
+                lock_organization(conn, &row.org_id)?;
                 let active: i64 = api_keys::table
                     .filter(api_keys::org_id.eq(&row.org_id))
                     .filter(api_keys::revoked_at.is_null())
@@ -43,7 +49,8 @@ impl KeyRepository for SqlKeyRepository {
                 if active >= i64::from(max_active) {
                     return Err(RepoError::KeyLimitReached);
                 }
-                Ok(diesel::insert_into(api_keys::table).values(&row).execute(conn)?)
+                diesel::insert_into(api_keys::table).values(&row).execute(conn)?;
+                audit_trail::record(conn, &audit)
             })
             .await;
         match outcome {
@@ -68,8 +75,15 @@ impl KeyRepository for SqlKeyRepository {
             .map_err(|e| e.into_anyhow("could not list the keys"))
     }
 
-    async fn revoke_key(&self, org: &OrgId, key: &KeyId, at: OffsetDateTime) -> anyhow::Result<Option<ApiKey>> {
+    async fn revoke_key(
+        &self,
+        org: &OrgId,
+        key: &KeyId,
+        at: OffsetDateTime,
+        audit: &AuditRecord,
+    ) -> anyhow::Result<Option<ApiKey>> {
         let (org, key) = (org.to_string(), key.to_string());
+        let audit = audit.clone();
         self.db
             .write(move |conn| {
                 let mine = api_keys::table.filter(api_keys::id.eq(&key)).filter(api_keys::org_id.eq(&org));
@@ -80,11 +94,122 @@ impl KeyRepository for SqlKeyRepository {
                 let row = mine.select(ApiKeyRow::as_select()).first(conn).optional()?;
                 if let (1, Some(row)) = (revoked_now, &row) {
                     publish_change(conn, Some(&row.key_hash), None, at)?;
+                    audit_trail::record(conn, &audit)?;
                 }
                 Ok(row.map(ApiKey::try_from).transpose()?)
             })
             .await
             .map_err(|e| e.into_anyhow("could not revoke the key"))
+    }
+
+    async fn find_key(&self, org: &OrgId, key: &KeyId) -> anyhow::Result<Option<ApiKey>> {
+        let (org, key) = (org.to_string(), key.to_string());
+        self.db
+            .read(move |conn| Ok(find_row(conn, &org, &key)?.map(ApiKey::try_from).transpose()?))
+            .await
+            .map_err(|e| e.into_anyhow("could not read the key"))
+    }
+
+    async fn rename_key(
+        &self,
+        org: &OrgId,
+        key: &KeyId,
+        name: &KeyName,
+        audit: &AuditRecord,
+    ) -> anyhow::Result<Option<ApiKey>> {
+        let (org, key, name) = (org.to_string(), key.to_string(), name.as_str().to_owned());
+        let audit = audit.clone();
+        self.db
+            .write(move |conn| {
+                let renamed =
+                    diesel::update(api_keys::table.filter(api_keys::id.eq(&key)).filter(api_keys::org_id.eq(&org)))
+                        .set(api_keys::name.eq(&name))
+                        .execute(conn)?;
+                if renamed == 0 {
+                    return Ok(None);
+                }
+                let row = find_row(conn, &org, &key)?.ok_or_else(|| anyhow::anyhow!("renamed key vanished"))?;
+                publish_change(conn, Some(&row.key_hash), None, audit.at)?;
+                audit_trail::record(conn, &audit)?;
+                Ok(Some(ApiKey::try_from(row)?))
+            })
+            .await
+            .map_err(|e| e.into_anyhow("could not rename the key"))
+    }
+
+    async fn roll_key(
+        &self,
+        org: &OrgId,
+        old: &KeyId,
+        new: &NewApiKey,
+        old_expires_at: OffsetDateTime,
+        audit: &AuditRecord,
+    ) -> Result<ApiKey, RollKeyStoreError> {
+        let (org, old) = (org.to_string(), old.to_string());
+        let new_row = ApiKeyRow::from(new);
+        let old_expires_at = to_micros(old_expires_at);
+        let audit = audit.clone();
+        let outcome = self
+            .db
+            .write(move |conn| {
+                lock_organization(conn, &org)?;
+                let row = find_row(conn, &org, &old)?.ok_or(RepoError::NotFound)?;
+                let now = new_row.created_at;
+                if row.revoked_at.is_some() || row.expires_at.is_some_and(|at| at <= now) {
+                    return Err(RepoError::NotActive);
+                }
+                // The grace period never extends an earlier expiry.
+                let expires_at = row.expires_at.map_or(old_expires_at, |at| at.min(old_expires_at));
+                diesel::update(api_keys::table.find(&row.id))
+                    .set(api_keys::expires_at.eq(Some(expires_at)))
+                    .execute(conn)?;
+                diesel::insert_into(api_keys::table).values(&new_row).execute(conn)?;
+                publish_change(conn, Some(&row.key_hash), None, audit.at)?;
+                audit_trail::record(conn, &audit)
+            })
+            .await;
+        match outcome {
+            Ok(()) => Ok(new.clone().into_stored()),
+            Err(RepoError::NotFound) => Err(RollKeyStoreError::NotFound),
+            Err(RepoError::NotActive) => Err(RollKeyStoreError::NotActive),
+            Err(e) => Err(RollKeyStoreError::Unknown(e.into_anyhow("could not roll the key"))),
+        }
+    }
+
+    async fn revoke_leaked(&self, hashes: &[KeyHash], at: OffsetDateTime, meta: &RequestMeta) -> anyhow::Result<usize> {
+        let hashes: Vec<String> = hashes.iter().map(KeyHash::to_hex).collect();
+        let meta = meta.clone();
+        self.db
+            .write(move |conn| {
+                let rows: Vec<ApiKeyRow> = api_keys::table
+                    .filter(api_keys::key_hash.eq_any(&hashes))
+                    .filter(api_keys::revoked_at.is_null())
+                    .select(ApiKeyRow::as_select())
+                    .load(conn)?;
+                let mut revoked = 0;
+                for row in rows {
+                    diesel::update(api_keys::table.find(&row.id).filter(api_keys::revoked_at.is_null()))
+                        .set(api_keys::revoked_at.eq(Some(to_micros(at))))
+                        .execute(conn)?;
+                    publish_change(conn, Some(&row.key_hash), None, at)?;
+                    let key = ApiKey::try_from(row)?;
+                    audit_trail::record(
+                        conn,
+                        &AuditRecord {
+                            org_id: key.org_id,
+                            action: AuditAction::KeyLeakReported,
+                            target_id: Some(key.id.to_string()),
+                            actor_key_id: None,
+                            meta: meta.clone(),
+                            at,
+                        },
+                    )?;
+                    revoked += 1;
+                }
+                Ok(revoked)
+            })
+            .await
+            .map_err(|e| e.into_anyhow("could not revoke the reported keys"))
     }
 
     async fn find_credential(&self, hash: &KeyHash) -> anyhow::Result<Option<KeyCredential>> {
@@ -138,4 +263,22 @@ fn usage_update(batch: &[(KeyId, OffsetDateTime)]) -> String {
     format!(
         "UPDATE api_keys SET last_used_at = {case} WHERE id IN ({ids}) AND (last_used_at IS NULL OR last_used_at < {case})"
     )
+}
+
+/// Takes the organization's row lock: on PostgreSQL it serializes the organization's key
+/// changes, so counts and checks made after it cannot be raced (SQLite has one writer).
+fn lock_organization(conn: &mut crate::connection::DbConnection, org: &str) -> Result<(), RepoError> {
+    diesel::update(organizations::table.find(org))
+        .set(organizations::is_active.eq(organizations::is_active))
+        .execute(conn)?;
+    Ok(())
+}
+
+fn find_row(conn: &mut crate::connection::DbConnection, org: &str, key: &str) -> Result<Option<ApiKeyRow>, RepoError> {
+    Ok(api_keys::table
+        .filter(api_keys::id.eq(key))
+        .filter(api_keys::org_id.eq(org))
+        .select(ApiKeyRow::as_select())
+        .first(conn)
+        .optional()?)
 }

@@ -2,6 +2,7 @@
 //! PostgreSQL (chosen by the database URL), the system clock and the OS-random generator.
 
 mod account_repository;
+mod audit_trail;
 mod change_feed;
 mod connection;
 mod credential_cache;

@@ -16,6 +16,10 @@ pub(crate) enum RepoError {
     UnknownPlan,
     #[error("active key limit reached")]
     KeyLimitReached,
+    #[error("not found")]
+    NotFound,
+    #[error("not active")]
+    NotActive,
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -31,6 +35,8 @@ impl RepoError {
             Self::EmailTaken => anyhow::anyhow!("email taken").context(doing),
             Self::UnknownPlan => anyhow::anyhow!("unknown plan").context(doing),
             Self::KeyLimitReached => anyhow::anyhow!("active key limit reached").context(doing),
+            Self::NotFound => anyhow::anyhow!("not found").context(doing),
+            Self::NotActive => anyhow::anyhow!("not active").context(doing),
             Self::Other(e) => e.context(doing),
         }
     }

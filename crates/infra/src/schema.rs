@@ -9,19 +9,32 @@ diesel::table! {
         key_prefix -> Text,
         environment -> Text,
         scopes -> Text,
-        created_at -> Int8,
-        expires_at -> Nullable<Int8>,
-        revoked_at -> Nullable<Int8>,
-        last_used_at -> Nullable<Int8>,
+        created_at -> BigInt,
+        expires_at -> Nullable<BigInt>,
+        revoked_at -> Nullable<BigInt>,
+        last_used_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> Integer,
+        org_id -> Text,
+        action -> Text,
+        target_id -> Nullable<Text>,
+        actor_key_id -> Nullable<Text>,
+        client_ip -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        created_at -> BigInt,
     }
 }
 
 diesel::table! {
     cache_events (id) {
-        id -> Int4,
+        id -> Integer,
         key_hash -> Nullable<Text>,
         org_id -> Nullable<Text>,
-        created_at -> Int8,
+        created_at -> BigInt,
     }
 }
 
@@ -33,7 +46,7 @@ diesel::table! {
         email_normalized -> Text,
         plan_id -> Text,
         is_active -> Bool,
-        created_at -> Int8,
+        created_at -> BigInt,
     }
 }
 
@@ -41,11 +54,11 @@ diesel::table! {
     plans (id) {
         id -> Text,
         name -> Text,
-        base_price_cents -> Int8,
+        base_price_cents -> BigInt,
     }
 }
 
 diesel::joinable!(api_keys -> organizations (org_id));
 diesel::joinable!(organizations -> plans (plan_id));
 
-diesel::allow_tables_to_appear_in_same_query!(api_keys, cache_events, organizations, plans,);
+diesel::allow_tables_to_appear_in_same_query!(api_keys, audit_events, cache_events, organizations, plans,);

@@ -65,12 +65,27 @@ contract!(
     concurrent_creations_cannot_exceed_the_active_key_limit,
     plans_are_listed_cheapest_first,
     deactivating_an_organization_is_stored_and_published,
+    rolling_replaces_a_key_atomically_and_never_extends_its_expiry,
+    renaming_is_confined_to_the_organization_and_published,
+    leaked_keys_are_revoked_whatever_their_organization,
+    the_audit_trail_is_read_newest_first_in_pages,
 );
 
 /// Stored times have microsecond precision.
 fn now() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     now.replace_nanosecond(now.nanosecond() / 1000 * 1000).expect("valid")
+}
+
+fn audit_of(org: &OrgId) -> AuditRecord {
+    AuditRecord {
+        org_id: org.clone(),
+        action: AuditAction::KeyCreated,
+        target_id: None,
+        actor_key_id: None,
+        meta: RequestMeta::new(Some("203.0.113.9".into()), Some("contract-test")),
+        at: now(),
+    }
 }
 
 fn new_org(name: &str, email: &str, plan: &str) -> NewOrganization {
@@ -102,7 +117,7 @@ fn new_key(org: &OrgId, name: &str, created_at: OffsetDateTime) -> (NewApiKey, P
 async fn signed_up(ctx: &Ctx, email: &str) -> (Organization, NewApiKey) {
     let org = new_org("Acme", email, "free");
     let (key, _) = new_key(&org.id, "Default Key", org.created_at);
-    let stored = ctx.accounts.create_organization(&org, &key).await.expect("created");
+    let stored = ctx.accounts.create_organization(&org, &key, &audit_of(&org.id)).await.expect("created");
     (stored, key)
 }
 
@@ -117,7 +132,7 @@ async fn the_plans_table_holds_the_catalogue(ctx: Ctx) {
 async fn a_new_organization_is_stored_with_its_plan_and_first_key(ctx: Ctx) {
     let org = new_org("Acme", "admin@acme.test", "starter");
     let (key, _) = new_key(&org.id, "Default Key", org.created_at);
-    let stored = ctx.accounts.create_organization(&org, &key).await.expect("created");
+    let stored = ctx.accounts.create_organization(&org, &key, &audit_of(&org.id)).await.expect("created");
     assert_eq!(stored.id, org.id);
     assert_eq!(stored.plan.name, "Starter");
     assert!(stored.is_active);
@@ -130,7 +145,7 @@ async fn emails_are_unique_ignoring_case(ctx: Ctx) {
     signed_up(&ctx, "Admin@Acme.test").await;
     let org = new_org("Other", "admin@ACME.test", "free");
     let (key, _) = new_key(&org.id, "Default Key", org.created_at);
-    let err = ctx.accounts.create_organization(&org, &key).await.expect_err("taken");
+    let err = ctx.accounts.create_organization(&org, &key, &audit_of(&org.id)).await.expect_err("taken");
     assert!(matches!(err, CreateOrganizationError::EmailTaken), "{err:?}");
     // Neither the organization nor its key was stored.
     assert_eq!(ctx.accounts.find_organization(&org.id).await.expect("read"), None);
@@ -145,7 +160,7 @@ async fn concurrent_signups_with_one_email_let_exactly_one_win(ctx: Ctx) {
             tokio::spawn(async move {
                 let org = new_org("Racer", if i % 2 == 0 { "race@acme.test" } else { "RACE@acme.test" }, "free");
                 let (key, _) = new_key(&org.id, "Default Key", org.created_at);
-                accounts.create_organization(&org, &key).await
+                accounts.create_organization(&org, &key, &audit_of(&org.id)).await
             })
         })
         .collect();
@@ -163,7 +178,7 @@ async fn concurrent_signups_with_one_email_let_exactly_one_win(ctx: Ctx) {
 async fn an_unknown_plan_is_refused_and_stores_nothing(ctx: Ctx) {
     let org = new_org("Acme", "plan@acme.test", "platinum");
     let (key, _) = new_key(&org.id, "Default Key", org.created_at);
-    let err = ctx.accounts.create_organization(&org, &key).await.expect_err("no such plan");
+    let err = ctx.accounts.create_organization(&org, &key, &audit_of(&org.id)).await.expect_err("no such plan");
     assert!(matches!(err, CreateOrganizationError::UnknownPlan), "{err:?}");
     assert_eq!(ctx.accounts.find_organization(&org.id).await.expect("read"), None);
 }
@@ -173,10 +188,13 @@ async fn keys_are_listed_newest_first_with_every_field_intact(ctx: Ctx) {
     let (second, _) = new_key(&org.id, "Second", first.created_at + Duration::seconds(1));
     let (third, _) = new_key(&org.id, "Third", first.created_at + Duration::seconds(2));
     for key in [&second, &third] {
-        assert_eq!(ctx.keys.insert_key(key, 10_000).await.expect("inserted"), key.clone().into_stored());
+        assert_eq!(
+            ctx.keys.insert_key(key, 10_000, &audit_of(&org.id)).await.expect("inserted"),
+            key.clone().into_stored()
+        );
     }
     let revoked_at = now();
-    ctx.keys.revoke_key(&org.id, &second.id, revoked_at).await.expect("revoked").expect("found");
+    ctx.keys.revoke_key(&org.id, &second.id, revoked_at, &audit_of(&org.id)).await.expect("revoked").expect("found");
     let listed = ctx.keys.list_keys(&org.id).await.expect("listed");
     let names: Vec<&str> = listed.iter().map(|k| k.name.as_str()).collect();
     assert_eq!(names, ["Third", "Second", "Default Key"]);
@@ -191,22 +209,30 @@ async fn keys_are_listed_newest_first_with_every_field_intact(ctx: Ctx) {
 async fn revoking_is_confined_to_the_organization_and_keeps_the_first_time(ctx: Ctx) {
     let (org, key) = signed_up(&ctx, "revoke@acme.test").await;
     let (other, _) = signed_up(&ctx, "intruder@acme.test").await;
-    assert_eq!(ctx.keys.revoke_key(&other.id, &key.id, now()).await.expect("ran"), None);
+    assert_eq!(ctx.keys.revoke_key(&other.id, &key.id, now(), &audit_of(&org.id)).await.expect("ran"), None);
     assert_eq!(
-        ctx.keys.revoke_key(&org.id, &KeyId::new("key_missing").expect("valid"), now()).await.expect("ran"),
+        ctx.keys
+            .revoke_key(&org.id, &KeyId::new("key_missing").expect("valid"), now(), &audit_of(&org.id))
+            .await
+            .expect("ran"),
         None
     );
     let first = now();
-    let revoked = ctx.keys.revoke_key(&org.id, &key.id, first).await.expect("ran").expect("found");
+    let revoked = ctx.keys.revoke_key(&org.id, &key.id, first, &audit_of(&org.id)).await.expect("ran").expect("found");
     assert_eq!(revoked.revoked_at, Some(first));
-    let again = ctx.keys.revoke_key(&org.id, &key.id, first + Duration::minutes(5)).await.expect("ran").expect("found");
+    let again = ctx
+        .keys
+        .revoke_key(&org.id, &key.id, first + Duration::minutes(5), &audit_of(&org.id))
+        .await
+        .expect("ran")
+        .expect("found");
     assert_eq!(again.revoked_at, Some(first));
 }
 
 async fn credentials_are_found_by_hash_with_their_organization(ctx: Ctx) {
     let org = new_org("Acme", "cred@acme.test", "pro");
     let (key, plaintext) = new_key(&org.id, "Default Key", org.created_at);
-    ctx.accounts.create_organization(&org, &key).await.expect("created");
+    ctx.accounts.create_organization(&org, &key, &audit_of(&org.id)).await.expect("created");
     let credential = ctx.keys.find_credential(&plaintext.hash()).await.expect("read").expect("found");
     assert_eq!(credential.key, key.clone().into_stored());
     assert!(credential.organization.is_active);
@@ -229,7 +255,7 @@ async fn strings_round_trip_verbatim(ctx: Ctx) {
     let name = "Ünïcødé 🚀 <b>bold</b> '); DROP TABLE api_keys; -- \"quoted\" \\ back";
     let org = new_org(name, "o'brien+tag@sub.acme.test", "free");
     let (key, _) = new_key(&org.id, name, org.created_at);
-    ctx.accounts.create_organization(&org, &key).await.expect("created");
+    ctx.accounts.create_organization(&org, &key, &audit_of(&org.id)).await.expect("created");
     let stored = ctx.accounts.find_organization(&org.id).await.expect("read").expect("found");
     assert_eq!(stored.name.as_str(), name);
     assert_eq!(stored.email.as_str(), "o'brien+tag@sub.acme.test");
@@ -244,7 +270,7 @@ async fn concurrent_key_inserts_are_all_kept(ctx: Ctx) {
             let (keys, org_id) = (keys.clone(), org.id.clone());
             tokio::spawn(async move {
                 let (key, _) = new_key(&org_id, &format!("Key {i}"), now());
-                keys.insert_key(&key, 10_000).await.expect("inserted").id
+                keys.insert_key(&key, 10_000, &audit_of(&org_id)).await.expect("inserted").id
             })
         })
         .collect();
@@ -259,14 +285,14 @@ async fn concurrent_key_inserts_are_all_kept(ctx: Ctx) {
 async fn a_revocation_is_published_once_to_every_feed(ctx: Ctx) {
     let org = new_org("Acme", "feed@acme.test", "free");
     let (key, plaintext) = new_key(&org.id, "Default Key", org.created_at);
-    ctx.accounts.create_organization(&org, &key).await.expect("created");
+    ctx.accounts.create_organization(&org, &key, &audit_of(&org.id)).await.expect("created");
     // Two instances' feeds, started before the change.
     let here = SqlChangeFeed::start(ctx.db.clone()).await.expect("feed");
     let there =
         SqlChangeFeed::start(Database::new(ctx.db.target().clone(), &PoolOptions::for_machine())).await.expect("feed");
     assert!(here.poll().await.expect("polled").is_empty());
-    ctx.keys.revoke_key(&org.id, &key.id, now()).await.expect("revoked");
-    ctx.keys.revoke_key(&org.id, &key.id, now()).await.expect("revoked again");
+    ctx.keys.revoke_key(&org.id, &key.id, now(), &audit_of(&org.id)).await.expect("revoked");
+    ctx.keys.revoke_key(&org.id, &key.id, now(), &audit_of(&org.id)).await.expect("revoked again");
     for feed in [&here, &there] {
         assert_eq!(feed.poll().await.expect("polled"), vec![Change::Key(plaintext.hash())]);
         assert!(feed.poll().await.expect("polled").is_empty(), "a change is delivered once");
@@ -282,7 +308,7 @@ async fn usage_of_many_keys_is_written_in_one_flush(ctx: Ctx) {
     let mut usage = vec![(first.id.clone(), now())];
     for i in 0..600 {
         let (key, _) = new_key(&org.id, &format!("K{i}"), now());
-        ctx.keys.insert_key(&key, 10_000).await.expect("inserted");
+        ctx.keys.insert_key(&key, 10_000, &audit_of(&org.id)).await.expect("inserted");
         usage.push((key.id, now() + Duration::seconds(i)));
     }
     ctx.keys.record_usage(&usage).await.expect("recorded");
@@ -297,16 +323,16 @@ async fn usage_of_many_keys_is_written_in_one_flush(ctx: Ctx) {
 async fn the_active_key_limit_counts_only_active_keys(ctx: Ctx) {
     let (org, first) = signed_up(&ctx, "limit@acme.test").await;
     let (second, _) = new_key(&org.id, "Second", now());
-    ctx.keys.insert_key(&second, 2).await.expect("2 of 2");
+    ctx.keys.insert_key(&second, 2, &audit_of(&org.id)).await.expect("2 of 2");
     let (third, _) = new_key(&org.id, "Third", now());
-    let err = ctx.keys.insert_key(&third, 2).await.expect_err("3 of 2");
+    let err = ctx.keys.insert_key(&third, 2, &audit_of(&org.id)).await.expect_err("3 of 2");
     assert!(matches!(err, InsertKeyError::LimitReached), "{err:?}");
     // A revoked key and an expired key free their places.
-    ctx.keys.revoke_key(&org.id, &first.id, now()).await.expect("revoked");
-    ctx.keys.insert_key(&third, 2).await.expect("a place was freed");
+    ctx.keys.revoke_key(&org.id, &first.id, now(), &audit_of(&org.id)).await.expect("revoked");
+    ctx.keys.insert_key(&third, 2, &audit_of(&org.id)).await.expect("a place was freed");
     let (mut expired, _) = new_key(&org.id, "Expired", now());
     expired.expires_at = Some(expired.created_at - Duration::seconds(1));
-    assert!(matches!(ctx.keys.insert_key(&expired, 2).await, Err(InsertKeyError::LimitReached)));
+    assert!(matches!(ctx.keys.insert_key(&expired, 2, &audit_of(&org.id)).await, Err(InsertKeyError::LimitReached)));
     assert_eq!(ctx.keys.list_keys(&org.id).await.expect("listed").len(), 3, "the refused keys were not stored");
 }
 
@@ -318,7 +344,7 @@ async fn concurrent_creations_cannot_exceed_the_active_key_limit(ctx: Ctx) {
             let (keys, org_id) = (keys.clone(), org.id.clone());
             tokio::spawn(async move {
                 let (key, _) = new_key(&org_id, &format!("Racer {i}"), now());
-                keys.insert_key(&key, 10).await
+                keys.insert_key(&key, 10, &audit_of(&org_id)).await
             })
         })
         .collect();
@@ -343,13 +369,92 @@ async fn plans_are_listed_cheapest_first(ctx: Ctx) {
 async fn deactivating_an_organization_is_stored_and_published(ctx: Ctx) {
     let (org, key) = signed_up(&ctx, "deactivate@acme.test").await;
     let feed = SqlChangeFeed::start(ctx.db.clone()).await.expect("feed");
-    let changed = ctx.accounts.set_organization_active(&org.id, false, now()).await.expect("ran").expect("found");
+    let changed =
+        ctx.accounts.set_organization_active(&org.id, false, &audit_of(&org.id)).await.expect("ran").expect("found");
     assert!(!changed.is_active);
     assert_eq!(feed.poll().await.expect("polled"), vec![Change::Organization(org.id.clone())]);
     let credential = ctx.keys.find_credential(&key.hash).await.expect("read").expect("found");
     assert!(!credential.organization.is_active);
-    let back = ctx.accounts.set_organization_active(&org.id, true, now()).await.expect("ran").expect("found");
+    let back =
+        ctx.accounts.set_organization_active(&org.id, true, &audit_of(&org.id)).await.expect("ran").expect("found");
     assert!(back.is_active);
     let missing = OrgId::new("org_missing").expect("valid");
-    assert_eq!(ctx.accounts.set_organization_active(&missing, false, now()).await.expect("ran"), None);
+    assert_eq!(ctx.accounts.set_organization_active(&missing, false, &audit_of(&missing)).await.expect("ran"), None);
+}
+
+async fn rolling_replaces_a_key_atomically_and_never_extends_its_expiry(ctx: Ctx) {
+    let (org, old) = signed_up(&ctx, "roll@acme.test").await; // expires in 30 days
+    let feed = SqlChangeFeed::start(ctx.db.clone()).await.expect("feed");
+    let (new, _) = new_key(&org.id, "Default Key", now());
+    let stored = ctx
+        .keys
+        .roll_key(&org.id, &old.id, &new, now() + Duration::hours(1), &audit_of(&org.id))
+        .await
+        .expect("rolled");
+    assert_eq!(stored.id, new.id);
+    let old_now = ctx.keys.find_key(&org.id, &old.id).await.expect("read").expect("found");
+    assert!(old_now.expires_at.expect("expires") <= now() + Duration::hours(1));
+    assert_eq!(feed.poll().await.expect("polled"), vec![Change::Key(old.hash)]);
+    // A grace period longer than the remaining life does not extend it.
+    let (newer, _) = new_key(&org.id, "Default Key", now());
+    ctx.keys.roll_key(&org.id, &new.id, &newer, now() + Duration::days(400), &audit_of(&org.id)).await.expect("rolled");
+    let rolled = ctx.keys.find_key(&org.id, &new.id).await.expect("read").expect("found");
+    assert_eq!(rolled.expires_at, new.expires_at);
+    // Revoked keys and other organizations' keys are not rolled.
+    ctx.keys.revoke_key(&org.id, &newer.id, now(), &audit_of(&org.id)).await.expect("revoked");
+    let (again, _) = new_key(&org.id, "Default Key", now());
+    let err = ctx.keys.roll_key(&org.id, &newer.id, &again, now(), &audit_of(&org.id)).await.expect_err("revoked");
+    assert!(matches!(err, RollKeyStoreError::NotActive), "{err:?}");
+    let (other, _) = signed_up(&ctx, "roll-other@acme.test").await;
+    let err = ctx.keys.roll_key(&other.id, &old.id, &again, now(), &audit_of(&other.id)).await.expect_err("foreign");
+    assert!(matches!(err, RollKeyStoreError::NotFound), "{err:?}");
+    assert_eq!(ctx.keys.list_keys(&org.id).await.expect("listed").len(), 3, "refused rolls stored nothing");
+}
+
+async fn renaming_is_confined_to_the_organization_and_published(ctx: Ctx) {
+    let (org, key) = signed_up(&ctx, "rename@acme.test").await;
+    let (other, _) = signed_up(&ctx, "rename-other@acme.test").await;
+    let feed = SqlChangeFeed::start(ctx.db.clone()).await.expect("feed");
+    let name = KeyName::new("Renamed").expect("valid");
+    assert_eq!(ctx.keys.rename_key(&other.id, &key.id, &name, &audit_of(&other.id)).await.expect("ran"), None);
+    let renamed = ctx.keys.rename_key(&org.id, &key.id, &name, &audit_of(&org.id)).await.expect("ran").expect("found");
+    assert_eq!(renamed.name, name);
+    assert_eq!(feed.poll().await.expect("polled"), vec![Change::Key(key.hash)]);
+}
+
+async fn leaked_keys_are_revoked_whatever_their_organization(ctx: Ctx) {
+    let (a, key_a) = signed_up(&ctx, "leak-a@acme.test").await;
+    let (b, key_b) = signed_up(&ctx, "leak-b@acme.test").await;
+    let stranger = PlaintextKey::assemble(Environment::Live, &OsRandomGenerator.key_secret()).hash();
+    let meta = RequestMeta::new(Some("198.51.100.4".into()), Some("scanner/1.0"));
+    let revoked = ctx.keys.revoke_leaked(&[key_a.hash, key_b.hash, stranger], now(), &meta).await.expect("ran");
+    assert_eq!(revoked, 2);
+    assert_eq!(ctx.keys.revoke_leaked(&[key_a.hash], now(), &meta).await.expect("ran"), 0, "already revoked");
+    for (org, key) in [(&a, &key_a), (&b, &key_b)] {
+        assert!(ctx.keys.find_key(&org.id, &key.id).await.expect("read").expect("found").is_revoked());
+        let trail = ctx.accounts.list_audit_events(&org.id, None, 10).await.expect("trail");
+        let event = &trail[0].record;
+        assert_eq!(event.action, AuditAction::KeyLeakReported);
+        assert_eq!(event.target_id.as_deref(), Some(key.id.as_str()));
+        assert_eq!(event.meta, meta);
+    }
+}
+
+async fn the_audit_trail_is_read_newest_first_in_pages(ctx: Ctx) {
+    let (org, _) = signed_up(&ctx, "trail@acme.test").await;
+    for i in 0..5 {
+        let (key, _) = new_key(&org.id, &format!("K{i}"), now());
+        let mut audit = audit_of(&org.id);
+        audit.target_id = Some(key.id.to_string());
+        ctx.keys.insert_key(&key, 100, &audit).await.expect("inserted");
+    }
+    let first = ctx.accounts.list_audit_events(&org.id, None, 3).await.expect("page");
+    assert_eq!(first.len(), 3);
+    assert!(first.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let rest = ctx.accounts.list_audit_events(&org.id, Some(first[2].id), 10).await.expect("page");
+    assert_eq!(rest.len(), 3, "two more creations and the signup");
+    assert!(rest[0].id < first[2].id);
+    assert_eq!(rest.last().map(|e| e.record.action), Some(AuditAction::KeyCreated), "the signup's own record");
+    let (other, _) = signed_up(&ctx, "trail-other@acme.test").await;
+    assert_eq!(ctx.accounts.list_audit_events(&other.id, None, 10).await.expect("page").len(), 1);
 }

@@ -61,7 +61,15 @@ impl Store {
             expires_at: None,
         };
         self.runtime.block_on(async {
-            self.accounts.create_organization(&org, &key).await.expect("stored");
+            let audit = AuditRecord {
+                org_id: org.id.clone(),
+                action: AuditAction::Signup,
+                target_id: None,
+                actor_key_id: None,
+                meta: RequestMeta::default(),
+                at: now,
+            };
+            self.accounts.create_organization(&org, &key, &audit).await.expect("stored");
             let stored = self.accounts.find_organization(&org.id).await.expect("read").expect("found");
             assert_eq!(stored.email, unique);
             let keys = self.keys.list_keys(&org.id).await.expect("listed");

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use account_http::{LimitSettings, TrustedProxies};
+use account_http::{InternalToken, LimitSettings, TrustedProxies};
 use account_infra::{DatabaseTarget, PoolOptions};
 use thiserror::Error;
 
@@ -55,6 +55,8 @@ pub struct Config {
     pub cache: CacheOptions,
     /// `RATE_LIMIT_SIGNUPS_PER_HOUR`, `RATE_LIMIT_AUTH_FAILURES_PER_MINUTE`, `TRUSTED_PROXIES`.
     pub limits: LimitSettings,
+    /// `INTERNAL_SERVICE_TOKEN`: enables `POST /v1/internal/verify-key` for other services.
+    pub internal_token: Option<InternalToken>,
     /// `MAX_ACTIVE_KEYS_PER_ORG`: active keys an organization may hold.
     pub max_active_keys: u32,
     /// `LOG_FORMAT`: `json` or `pretty`; default pretty on a terminal, json otherwise.
@@ -93,6 +95,20 @@ impl Config {
         let auth_failures_per_minute: u32 =
             parse(&get, "RATE_LIMIT_AUTH_FAILURES_PER_MINUTE", "a whole number, 0 for no limit", |_: &u32| true)?
                 .unwrap_or(30);
+        let leak_reports_per_hour: u32 =
+            parse(&get, "RATE_LIMIT_LEAK_REPORTS_PER_HOUR", "a whole number, 0 for no limit", |_: &u32| true)?
+                .unwrap_or(20);
+        let internal_token = match get("INTERNAL_SERVICE_TOKEN") {
+            None => None,
+            Some(token) if token.trim().len() >= 16 => Some(InternalToken::new(token.trim())),
+            Some(_) => {
+                return Err(ConfigError {
+                    variable: "INTERNAL_SERVICE_TOKEN",
+                    value: "[REDACTED]".to_owned(),
+                    expected: "at least 16 characters (or unset: no verification route)",
+                })
+            }
+        };
         let trusted_proxies = match get("TRUSTED_PROXIES") {
             None => TrustedProxies::default(),
             Some(raw) => TrustedProxies::parse(&raw).map_err(|_| ConfigError {
@@ -137,7 +153,13 @@ impl Config {
             connect_timeout: Duration::from_secs(connect_s),
             usage_flush_interval: Duration::from_secs(flush_s),
             cache: CacheOptions { max_keys: cache_max_keys, sync_interval: Duration::from_millis(sync_ms) },
-            limits: LimitSettings { signups_per_hour, auth_failures_per_minute, trusted_proxies },
+            limits: LimitSettings {
+                signups_per_hour,
+                leak_reports_per_hour,
+                auth_failures_per_minute,
+                trusted_proxies,
+            },
+            internal_token,
             max_active_keys,
             log_format,
         })
@@ -217,6 +239,8 @@ mod tests {
             ("RATE_LIMIT_AUTH_FAILURES_PER_MINUTE", "-3"),
             ("TRUSTED_PROXIES", "10.0.0.0/40"),
             ("MAX_ACTIVE_KEYS_PER_ORG", "0"),
+            ("INTERNAL_SERVICE_TOKEN", "short"),
+            ("RATE_LIMIT_LEAK_REPORTS_PER_HOUR", "x"),
         ] {
             let err = config(&[(variable, value)]).expect_err(variable);
             assert_eq!(err.variable, variable);

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use account_domain::{AccountService, SetOrganizationActiveError};
+use account_domain::{AccountService, RequestMeta, SetOrganizationActiveError};
 use account_infra::{Database, OsRandomGenerator, SqlAccountRepository, SqlKeyRepository, SystemClock};
 use account_server::{config::Config, startup, telemetry, Application};
 use anyhow::Context as _;
@@ -13,8 +13,8 @@ use clap::{Parser, Subcommand};
 /// Configuration comes from the environment (see docs/operations.md): DATABASE_URL,
 /// BIND_ADDR, DATABASE_POOL_SIZE, DATABASE_TIMEOUT_MS, DATABASE_CONNECT_TIMEOUT_S,
 /// LAST_USED_FLUSH_SECS, CACHE_MAX_KEYS, CACHE_SYNC_INTERVAL_MS, RATE_LIMIT_SIGNUPS_PER_HOUR,
-/// RATE_LIMIT_AUTH_FAILURES_PER_MINUTE, TRUSTED_PROXIES, MAX_ACTIVE_KEYS_PER_ORG, LOG_FORMAT,
-/// RUST_LOG.
+/// RATE_LIMIT_AUTH_FAILURES_PER_MINUTE, RATE_LIMIT_LEAK_REPORTS_PER_HOUR, TRUSTED_PROXIES,
+/// MAX_ACTIVE_KEYS_PER_ORG, INTERNAL_SERVICE_TOKEN, LOG_FORMAT, RUST_LOG.
 #[derive(Debug, Parser)]
 #[command(name = "account-api", version, about)]
 struct Cli {
@@ -89,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
                 OrgsCommand::Activate { org_id } => (org_id, true),
             };
             let service = operator_service(&config).await?;
-            match service.set_organization_active(&org_id, active).await {
+            match service.set_organization_active(&org_id, active, &RequestMeta::operator()).await {
                 Ok(org) => {
                     println!("{} is now {}", org.id, if org.is_active { "active" } else { "inactive" });
                     Ok(())

@@ -67,13 +67,14 @@ impl Application {
         let readiness = web::Data::new(readiness);
         let limits = web::Data::new(AbuseLimits::new(config.limits.clone()));
         let limits_data = limits.clone();
+        let internal_token = config.internal_token.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(service_data.clone())
                 .app_data(readiness.clone())
                 .app_data(limits_data.clone())
                 .app_data(metrics.clone())
-                .configure(account_http::configure)
+                .configure(|cfg| account_http::configure(cfg, internal_token.clone()))
         })
         // A client has this long to send its request head (408 after).
         .client_request_timeout(Duration::from_secs(5))

@@ -174,6 +174,33 @@ impl ExpiresInDays {
     }
 }
 
+/// How long a rolled key keeps working: 0 to 168 hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GracePeriod(u8);
+
+/// The grace period is out of range.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("must be a whole number of hours from 0 to 168")]
+pub struct InvalidGracePeriod;
+
+impl GracePeriod {
+    pub const DEFAULT_HOURS: i64 = 24;
+
+    pub fn new(hours: i64) -> Result<Self, InvalidGracePeriod> {
+        u8::try_from(hours).ok().filter(|h| *h <= 168).map(Self).ok_or(InvalidGracePeriod)
+    }
+
+    pub fn after(self, start: OffsetDateTime) -> OffsetDateTime {
+        start + Duration::hours(i64::from(self.0))
+    }
+}
+
+impl Default for GracePeriod {
+    fn default() -> Self {
+        Self(24)
+    }
+}
+
 /// What a client asks for when creating a key; absent fields take the documented defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateKeyRequest {

@@ -1,6 +1,7 @@
 //! Entities and value types of the domain.
 
 mod api_key;
+mod audit;
 mod ids;
 mod key_secret;
 mod organization;
@@ -8,6 +9,7 @@ mod plan;
 mod text;
 
 pub use api_key::*;
+pub use audit::*;
 pub use ids::*;
 pub use key_secret::*;
 pub use organization::*;

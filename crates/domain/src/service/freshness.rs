@@ -201,7 +201,7 @@ mod tests {
     #[tokio::test]
     async fn a_revocation_made_here_is_applied_before_the_answer() {
         let mut ports = Ports::new();
-        ports.keys.expect_revoke_key().returning(|org, id, at| {
+        ports.keys.expect_revoke_key().returning(|org, id, at, _| {
             let mut key = api_key(id.as_str(), org.as_str());
             key.revoked_at = Some(at);
             Ok(Some(key))
@@ -209,19 +209,25 @@ mod tests {
         let mut feed = MockChangeFeed::new();
         feed.expect_poll().times(1).returning(|| Ok(vec![]));
         let service = ports.service_with_cache(MockCredentialCache::new(), feed);
-        service.revoke_key(&principal(&["write"], Environment::Live), "key_abc").await.expect("revoked");
+        service
+            .revoke_key(&principal(&["write"], Environment::Live), "key_abc", &RequestMeta::default())
+            .await
+            .expect("revoked");
     }
 
     #[tokio::test]
     async fn if_a_revocation_cannot_be_applied_the_cache_is_emptied() {
         let mut ports = Ports::new();
-        ports.keys.expect_revoke_key().returning(|org, id, _| Ok(Some(api_key(id.as_str(), org.as_str()))));
+        ports.keys.expect_revoke_key().returning(|org, id, _, _| Ok(Some(api_key(id.as_str(), org.as_str()))));
         let mut feed = MockChangeFeed::new();
         feed.expect_poll().returning(|| Err(anyhow::anyhow!("gone")));
         let mut cache = MockCredentialCache::new();
         cache.expect_clear().times(1).return_const(());
         let service = ports.service_with_cache(cache, feed);
-        service.revoke_key(&principal(&["write"], Environment::Live), "key_abc").await.expect("revoked");
+        service
+            .revoke_key(&principal(&["write"], Environment::Live), "key_abc", &RequestMeta::default())
+            .await
+            .expect("revoked");
     }
 
     #[test]

@@ -4,8 +4,11 @@ use thiserror::Error;
 use time::OffsetDateTime;
 
 use super::{AccountService, InsufficientScope, Principal};
-use crate::model::{ApiKey, CreateKeyRequest, Environment, KeyId, NewApiKey, OrgId, PlaintextKey, Scope};
-use crate::ports::InsertKeyError;
+use crate::model::{
+    ApiKey, AuditAction, CreateKeyRequest, Environment, GracePeriod, KeyId, KeyName, NewApiKey, OrgId, PlaintextKey,
+    RequestMeta, Scope,
+};
+use crate::ports::{InsertKeyError, RollKeyStoreError};
 
 /// A key just created: the stored form, and the plaintext shown to its owner this once.
 #[derive(Debug)]
@@ -34,6 +37,39 @@ pub enum CreateKeyError {
     KeyLimitReached(u32),
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
+}
+
+#[derive(Debug, Error)]
+pub enum RenameKeyError {
+    #[error(transparent)]
+    InsufficientScope(#[from] InsufficientScope),
+    #[error("no such API key")]
+    NotFound,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+#[derive(Debug, Error)]
+pub enum RollKeyError {
+    #[error(transparent)]
+    InsufficientScope(#[from] InsufficientScope),
+    #[error("no such API key")]
+    NotFound,
+    #[error("the key is revoked or expired: only an active key can be rolled")]
+    NotActive,
+    #[error("a key can only roll keys whose scopes it holds; this one lacks `{0}`")]
+    ScopeEscalation(Scope),
+    #[error("a test key can only roll test keys")]
+    EnvironmentEscalation,
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+/// A rolled key: the new key, shown once, and the one it replaces.
+#[derive(Debug)]
+pub struct RolledKey {
+    pub created: CreatedKey,
+    pub rolled_from: KeyId,
 }
 
 #[derive(Debug, Error)]
@@ -66,6 +102,7 @@ impl AccountService {
         &self,
         caller: &Principal,
         request: CreateKeyRequest,
+        meta: &RequestMeta,
     ) -> Result<CreatedKey, CreateKeyError> {
         caller.require(Scope::Write)?;
         if let Some(missing) = request.scopes.first_not_in(caller.scopes()) {
@@ -74,8 +111,17 @@ impl AccountService {
         if caller.environment() == Environment::Test && request.environment != Environment::Test {
             return Err(CreateKeyError::EnvironmentEscalation);
         }
-        let (new_key, plaintext) = self.mint_key(caller.org_id(), request, self.clock.now());
-        let key = self.keys.insert_key(&new_key, self.max_active_keys).await.map_err(|e| match e {
+        let now = self.clock.now();
+        let (new_key, plaintext) = self.mint_key(caller.org_id(), request, now);
+        let audit = self.audit_record(
+            caller.org_id(),
+            AuditAction::KeyCreated,
+            Some(new_key.id.as_str()),
+            Some(caller),
+            meta,
+            now,
+        );
+        let key = self.keys.insert_key(&new_key, self.max_active_keys, &audit).await.map_err(|e| match e {
             InsertKeyError::LimitReached => CreateKeyError::KeyLimitReached(self.max_active_keys),
             InsertKeyError::Unknown(e) => CreateKeyError::Unknown(e),
         })?;
@@ -84,16 +130,94 @@ impl AccountService {
 
     /// Revokes a key of the caller's organization; revoking it again answers the same.
     /// Needs `write`. A key of another organization is `NotFound`, as is a malformed id.
-    pub async fn revoke_key(&self, caller: &Principal, key_id: &str) -> Result<ApiKey, RevokeKeyError> {
+    pub async fn revoke_key(
+        &self,
+        caller: &Principal,
+        key_id: &str,
+        meta: &RequestMeta,
+    ) -> Result<ApiKey, RevokeKeyError> {
         caller.require(Scope::Write)?;
         let Ok(key_id) = KeyId::new(key_id) else {
             return Err(RevokeKeyError::NotFound);
         };
-        let key =
-            self.keys.revoke_key(caller.org_id(), &key_id, self.clock.now()).await?.ok_or(RevokeKeyError::NotFound)?;
+        let now = self.clock.now();
+        let audit =
+            self.audit_record(caller.org_id(), AuditAction::KeyRevoked, Some(key_id.as_str()), Some(caller), meta, now);
+        let key = self.keys.revoke_key(caller.org_id(), &key_id, now, &audit).await?.ok_or(RevokeKeyError::NotFound)?;
         // The revocation holds from the very next request on, on this instance too.
         self.apply_own_change().await;
         Ok(key)
+    }
+
+    /// Renames a key of the caller's organization. Needs `write`.
+    pub async fn rename_key(
+        &self,
+        caller: &Principal,
+        key_id: &str,
+        name: KeyName,
+        meta: &RequestMeta,
+    ) -> Result<ApiKey, RenameKeyError> {
+        caller.require(Scope::Write)?;
+        let Ok(key_id) = KeyId::new(key_id) else {
+            return Err(RenameKeyError::NotFound);
+        };
+        let now = self.clock.now();
+        let audit =
+            self.audit_record(caller.org_id(), AuditAction::KeyRenamed, Some(key_id.as_str()), Some(caller), meta, now);
+        let key =
+            self.keys.rename_key(caller.org_id(), &key_id, &name, &audit).await?.ok_or(RenameKeyError::NotFound)?;
+        self.apply_own_change().await;
+        Ok(key)
+    }
+
+    /// Replaces a key without downtime: a new key with the same name, environment, scopes and
+    /// absolute expiry, shown once, while the old one keeps working for `grace` (never
+    /// longer than it would have). Needs `write`, and the scopes of the key rolled.
+    pub async fn roll_key(
+        &self,
+        caller: &Principal,
+        key_id: &str,
+        grace: GracePeriod,
+        meta: &RequestMeta,
+    ) -> Result<RolledKey, RollKeyError> {
+        caller.require(Scope::Write)?;
+        let Ok(key_id) = KeyId::new(key_id) else {
+            return Err(RollKeyError::NotFound);
+        };
+        let old = self.keys.find_key(caller.org_id(), &key_id).await?.ok_or(RollKeyError::NotFound)?;
+        if let Some(missing) = old.scopes.first_not_in(caller.scopes()) {
+            return Err(RollKeyError::ScopeEscalation(missing));
+        }
+        if caller.environment() == Environment::Test && old.environment != Environment::Test {
+            return Err(RollKeyError::EnvironmentEscalation);
+        }
+        let now = self.clock.now();
+        if !old.is_active(now) {
+            return Err(RollKeyError::NotActive);
+        }
+        let plaintext = PlaintextKey::assemble(old.environment, &self.generator.key_secret());
+        let new_key = NewApiKey {
+            id: self.generator.key_id(),
+            org_id: old.org_id.clone(),
+            name: old.name.clone(),
+            hash: plaintext.hash(),
+            prefix: plaintext.display_prefix(),
+            environment: old.environment,
+            scopes: old.scopes.clone(),
+            created_at: now,
+            expires_at: old.expires_at,
+        };
+        let audit =
+            self.audit_record(caller.org_id(), AuditAction::KeyRolled, Some(old.id.as_str()), Some(caller), meta, now);
+        let key = self.keys.roll_key(caller.org_id(), &old.id, &new_key, grace.after(now), &audit).await.map_err(
+            |e| match e {
+                RollKeyStoreError::NotFound => RollKeyError::NotFound,
+                RollKeyStoreError::NotActive => RollKeyError::NotActive,
+                RollKeyStoreError::Unknown(e) => RollKeyError::Unknown(e),
+            },
+        )?;
+        self.apply_own_change().await;
+        Ok(RolledKey { created: CreatedKey { key, plaintext }, rolled_from: old.id })
     }
 
     /// Draws a fresh secret and builds the key to store and the plaintext to show once.
@@ -132,12 +256,12 @@ mod tests {
     #[tokio::test]
     async fn a_created_key_is_stored_by_hash_and_shown_once_in_full() {
         let mut ports = Ports::new();
-        ports.keys.expect_insert_key().times(1).returning(|k, _| Ok(k.clone().into_stored()));
+        ports.keys.expect_insert_key().times(1).returning(|k, _, _| Ok(k.clone().into_stored()));
         let request =
             CreateKeyRequest::new(None, None, Some(read_only()), Some(ExpiresInDays::new(90).expect("valid")));
         let created = ports
             .service()
-            .create_key(&principal(&["read", "write"], Environment::Live), request)
+            .create_key(&principal(&["read", "write"], Environment::Live), request, &RequestMeta::default())
             .await
             .expect("created");
         assert_eq!(created.key.scopes, read_only());
@@ -149,27 +273,33 @@ mod tests {
     #[tokio::test]
     async fn creation_beyond_the_active_key_limit_is_refused() {
         let mut ports = Ports::new();
-        ports.keys.expect_insert_key().withf(|_, max| *max == 100).returning(|_, _| Err(InsertKeyError::LimitReached));
+        ports
+            .keys
+            .expect_insert_key()
+            .withf(|_, max, _| *max == 100)
+            .returning(|_, _, _| Err(InsertKeyError::LimitReached));
         let caller = principal(&["read", "write"], Environment::Live);
-        let err = ports.service().create_key(&caller, CreateKeyRequest::default()).await;
+        let err = ports.service().create_key(&caller, CreateKeyRequest::default(), &RequestMeta::default()).await;
         assert!(matches!(err, Err(CreateKeyError::KeyLimitReached(100))));
     }
 
     #[tokio::test]
     async fn the_active_key_limit_is_configurable() {
         let mut ports = Ports::new();
-        ports.keys.expect_insert_key().withf(|_, max| *max == 3).returning(|k, _| Ok(k.clone().into_stored()));
+        ports.keys.expect_insert_key().withf(|_, max, _| *max == 3).returning(|k, _, _| Ok(k.clone().into_stored()));
         let service = ports.service().with_max_active_keys(3);
         let caller = principal(&["read", "write"], Environment::Live);
-        assert!(service.create_key(&caller, CreateKeyRequest::default()).await.is_ok());
+        assert!(service.create_key(&caller, CreateKeyRequest::default(), &RequestMeta::default()).await.is_ok());
     }
 
     #[tokio::test]
     async fn creating_needs_the_write_scope() {
         let mut ports = Ports::new();
         ports.keys.expect_insert_key().never();
-        let err =
-            ports.service().create_key(&principal(&["read"], Environment::Live), CreateKeyRequest::default()).await;
+        let err = ports
+            .service()
+            .create_key(&principal(&["read"], Environment::Live), CreateKeyRequest::default(), &RequestMeta::default())
+            .await;
         assert!(matches!(err, Err(CreateKeyError::InsufficientScope(InsufficientScope(Scope::Write)))));
     }
 
@@ -178,52 +308,70 @@ mod tests {
         let mut ports = Ports::new();
         ports.keys.expect_insert_key().never();
         let request = CreateKeyRequest::new(None, None, Some(Scopes::all()), None);
-        let err = ports.service().create_key(&principal(&["write"], Environment::Live), request).await;
+        let err = ports
+            .service()
+            .create_key(&principal(&["write"], Environment::Live), request, &RequestMeta::default())
+            .await;
         assert!(matches!(err, Err(CreateKeyError::ScopeEscalation(Scope::Read))));
     }
 
     #[tokio::test]
     async fn a_test_key_creates_only_test_keys() {
         let mut ports = Ports::new();
-        ports.keys.expect_insert_key().times(1).returning(|k, _| Ok(k.clone().into_stored()));
+        ports.keys.expect_insert_key().times(1).returning(|k, _, _| Ok(k.clone().into_stored()));
         let service = ports.service();
         let caller = principal(&["read", "write"], Environment::Test);
         let live = CreateKeyRequest::new(None, Some(Environment::Live), None, None);
-        assert!(matches!(service.create_key(&caller, live).await, Err(CreateKeyError::EnvironmentEscalation)));
+        assert!(matches!(
+            service.create_key(&caller, live, &RequestMeta::default()).await,
+            Err(CreateKeyError::EnvironmentEscalation)
+        ));
         let test = CreateKeyRequest::new(None, Some(Environment::Test), None, None);
-        let created = service.create_key(&caller, test).await.expect("test key");
+        let created = service.create_key(&caller, test, &RequestMeta::default()).await.expect("test key");
         assert!(created.plaintext.expose().starts_with("mem_test_"));
     }
 
     #[tokio::test]
     async fn revoking_an_unknown_or_foreign_key_is_not_found() {
         let mut ports = Ports::new();
-        ports.keys.expect_revoke_key().returning(|_, _, _| Ok(None));
+        ports.keys.expect_revoke_key().returning(|_, _, _, _| Ok(None));
         let service = ports.service();
         let caller = principal(&["write"], Environment::Live);
-        assert!(matches!(service.revoke_key(&caller, "key_other").await, Err(RevokeKeyError::NotFound)));
-        assert!(matches!(service.revoke_key(&caller, "not-an-id").await, Err(RevokeKeyError::NotFound)));
+        assert!(matches!(
+            service.revoke_key(&caller, "key_other", &RequestMeta::default()).await,
+            Err(RevokeKeyError::NotFound)
+        ));
+        assert!(matches!(
+            service.revoke_key(&caller, "not-an-id", &RequestMeta::default()).await,
+            Err(RevokeKeyError::NotFound)
+        ));
     }
 
     #[tokio::test]
     async fn revoking_needs_the_write_scope() {
         let ports = Ports::new();
-        let err = ports.service().revoke_key(&principal(&["read"], Environment::Live), "key_abc").await;
+        let err = ports
+            .service()
+            .revoke_key(&principal(&["read"], Environment::Live), "key_abc", &RequestMeta::default())
+            .await;
         assert!(matches!(err, Err(RevokeKeyError::InsufficientScope(_))));
     }
 
     #[tokio::test]
     async fn revoking_marks_the_key_at_the_current_time() {
         let mut ports = Ports::new();
-        ports.keys.expect_revoke_key().withf(|_, id, at| id.as_str() == "key_abc" && *at == NOW).returning(
-            |org, id, at| {
+        ports.keys.expect_revoke_key().withf(|_, id, at, _| id.as_str() == "key_abc" && *at == NOW).returning(
+            |org, id, at, _| {
                 let mut key = api_key(id.as_str(), org.as_str());
                 key.revoked_at = Some(at);
                 Ok(Some(key))
             },
         );
-        let key =
-            ports.service().revoke_key(&principal(&["write"], Environment::Live), "key_abc").await.expect("revoked");
+        let key = ports
+            .service()
+            .revoke_key(&principal(&["write"], Environment::Live), "key_abc", &RequestMeta::default())
+            .await
+            .expect("revoked");
         assert!(!key.is_active(NOW));
     }
 
@@ -239,5 +387,75 @@ mod tests {
         service.usage.record(&KeyId::new("key_abc").expect("valid"), NOW);
         let keys = service.list_keys(&principal(&["read"], Environment::Live)).await.expect("listed");
         assert_eq!(keys[0].last_used_at, Some(NOW));
+    }
+
+    #[tokio::test]
+    async fn a_rolled_key_keeps_name_scopes_and_absolute_expiry_and_the_old_one_gets_a_grace_period() {
+        let mut ports = Ports::new();
+        ports.keys.expect_find_key().returning(|org, id| {
+            let mut key = api_key(id.as_str(), org.as_str());
+            key.expires_at = Some(NOW + time::Duration::days(10));
+            Ok(Some(key))
+        });
+        ports
+            .keys
+            .expect_roll_key()
+            .withf(|_, old, new, old_expires_at, audit| {
+                old.as_str() == "key_old"
+                    && new.name.as_str() == "Default Key"
+                    && new.expires_at == Some(NOW + time::Duration::days(10))
+                    && *old_expires_at == NOW + time::Duration::hours(2)
+                    && audit.action == AuditAction::KeyRolled
+            })
+            .returning(|_, _, new, _, _| Ok(new.clone().into_stored()));
+        ports.keys.expect_revoke_key().never();
+        let caller = principal(&["read", "write"], Environment::Live);
+        let rolled = ports
+            .service()
+            .roll_key(&caller, "key_old", GracePeriod::new(2).expect("valid"), &RequestMeta::default())
+            .await
+            .expect("rolled");
+        assert_eq!(rolled.rolled_from.as_str(), "key_old");
+        assert_ne!(rolled.created.key.id.as_str(), "key_old");
+    }
+
+    #[tokio::test]
+    async fn only_active_keys_whose_scopes_the_caller_holds_can_be_rolled() {
+        let mut ports = Ports::new();
+        ports.keys.expect_find_key().returning(|org, id| {
+            let mut key = api_key(id.as_str(), org.as_str());
+            if id.as_str() == "key_revoked" {
+                key.revoked_at = Some(NOW);
+            }
+            Ok(Some(key))
+        });
+        ports.keys.expect_roll_key().never();
+        let service = ports.service();
+        let meta = RequestMeta::default();
+        let both = principal(&["read", "write"], Environment::Live);
+        let write_only = principal(&["write"], Environment::Live);
+        let test = principal(&["read", "write"], Environment::Test);
+        let grace = GracePeriod::default();
+        assert!(matches!(service.roll_key(&both, "key_revoked", grace, &meta).await, Err(RollKeyError::NotActive)));
+        assert!(matches!(
+            service.roll_key(&write_only, "key_a", grace, &meta).await,
+            Err(RollKeyError::ScopeEscalation(_))
+        ));
+        assert!(matches!(
+            service.roll_key(&test, "key_a", grace, &meta).await,
+            Err(RollKeyError::EnvironmentEscalation)
+        ));
+        assert!(matches!(service.roll_key(&both, "bad id", grace, &meta).await, Err(RollKeyError::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn renaming_an_unknown_key_is_not_found() {
+        let mut ports = Ports::new();
+        ports.keys.expect_rename_key().returning(|_, _, _, _| Ok(None));
+        let service = ports.service();
+        let caller = principal(&["write"], Environment::Live);
+        let name = KeyName::new("New").expect("valid");
+        let err = service.rename_key(&caller, "key_x", name, &RequestMeta::default()).await;
+        assert!(matches!(err, Err(RenameKeyError::NotFound)));
     }
 }

@@ -1,13 +1,16 @@
 //! The services: every business rule of signup, accounts, keys and authentication.
 
 mod account;
+mod audit;
 mod authenticate;
 mod freshness;
 mod keys;
+mod leak;
 mod operator;
 mod principal;
 mod signup;
 mod usage;
+mod verify;
 
 #[cfg(test)]
 mod test_support;
@@ -16,13 +19,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use account::GetAccountError;
+pub use audit::{audit_event_id, AuditLogError, AuditPage};
 pub use authenticate::AuthenticateError;
 use freshness::CacheState;
-pub use keys::{CreateKeyError, CreatedKey, ListKeysError, RevokeKeyError};
+pub use keys::{CreateKeyError, CreatedKey, ListKeysError, RenameKeyError, RevokeKeyError, RollKeyError, RolledKey};
+pub use leak::ReportLeakError;
 pub use operator::SetOrganizationActiveError;
 pub use principal::{InsufficientScope, Principal};
 pub use signup::{Signup, SignupError, SignupRequest};
 use usage::UsageTracker;
+pub use verify::{Verification, VerificationCode};
 
 use crate::ports::{AccountRepository, ChangeFeed, Clock, CredentialCache, Generator, KeyRepository};
 

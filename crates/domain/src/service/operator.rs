@@ -3,7 +3,7 @@
 use thiserror::Error;
 
 use super::AccountService;
-use crate::model::{OrgId, Organization, Plan};
+use crate::model::{AuditAction, OrgId, Organization, Plan, RequestMeta};
 
 #[derive(Debug, Error)]
 pub enum SetOrganizationActiveError {
@@ -25,13 +25,16 @@ impl AccountService {
         &self,
         org_id: &str,
         active: bool,
+        meta: &RequestMeta,
     ) -> Result<Organization, SetOrganizationActiveError> {
         let Ok(org_id) = OrgId::new(org_id) else {
             return Err(SetOrganizationActiveError::NotFound);
         };
+        let action = if active { AuditAction::OrganizationActivated } else { AuditAction::OrganizationDeactivated };
+        let audit = self.audit_record(&org_id, action, Some(org_id.as_str()), None, meta, self.clock.now());
         let org = self
             .accounts
-            .set_organization_active(&org_id, active, self.clock.now())
+            .set_organization_active(&org_id, active, &audit)
             .await?
             .ok_or(SetOrganizationActiveError::NotFound)?;
         self.apply_own_change().await;
@@ -50,11 +53,11 @@ mod tests {
         ports.accounts.expect_set_organization_active().returning(|_, _, _| Ok(None));
         let service = ports.service();
         assert!(matches!(
-            service.set_organization_active("org_missing", false).await,
+            service.set_organization_active("org_missing", false, &RequestMeta::operator()).await,
             Err(SetOrganizationActiveError::NotFound)
         ));
         assert!(matches!(
-            service.set_organization_active("not an id", false).await,
+            service.set_organization_active("not an id", false, &RequestMeta::operator()).await,
             Err(SetOrganizationActiveError::NotFound)
         ));
     }
@@ -65,9 +68,18 @@ mod tests {
         ports
             .accounts
             .expect_set_organization_active()
-            .withf(|id, active, at| id.as_str() == "org_abc" && !*active && *at == NOW)
+            .withf(|id, active, audit| {
+                id.as_str() == "org_abc"
+                    && !*active
+                    && audit.at == NOW
+                    && audit.action == AuditAction::OrganizationDeactivated
+            })
             .returning(|id, active, _| Ok(Some(organization(id.as_str()).with(|o| o.is_active = active))));
-        let org = ports.service().set_organization_active("org_abc", false).await.expect("deactivated");
+        let org = ports
+            .service()
+            .set_organization_active("org_abc", false, &RequestMeta::operator())
+            .await
+            .expect("deactivated");
         assert!(!org.is_active);
     }
 }

@@ -4,7 +4,9 @@ use thiserror::Error;
 
 use super::keys::CreatedKey;
 use super::AccountService;
-use crate::model::{CreateKeyRequest, EmailAddress, NewOrganization, OrgName, Organization, PlanId};
+use crate::model::{
+    AuditAction, CreateKeyRequest, EmailAddress, NewOrganization, OrgName, Organization, PlanId, RequestMeta,
+};
 use crate::ports::CreateOrganizationError;
 
 /// A validated signup.
@@ -42,7 +44,7 @@ pub enum SignupError {
 impl AccountService {
     /// Creates the organization and its first key ("Default Key", live, read and write):
     /// without that key nobody could call the authenticated endpoints.
-    pub async fn signup(&self, request: SignupRequest) -> Result<Signup, SignupError> {
+    pub async fn signup(&self, request: SignupRequest, meta: &RequestMeta) -> Result<Signup, SignupError> {
         if self.accounts.find_plan(&request.plan_id).await?.is_none() {
             return Err(SignupError::UnknownPlan(request.plan_id));
         }
@@ -55,7 +57,8 @@ impl AccountService {
             created_at: now,
         };
         let (new_key, plaintext) = self.mint_key(&org.id, CreateKeyRequest::default(), now);
-        let organization = self.accounts.create_organization(&org, &new_key).await.map_err(|e| match e {
+        let audit = self.audit_record(&org.id, AuditAction::Signup, Some(org.id.as_str()), None, meta, now);
+        let organization = self.accounts.create_organization(&org, &new_key, &audit).await.map_err(|e| match e {
             CreateOrganizationError::EmailTaken => SignupError::EmailTaken,
             // The plan existed a moment ago; it vanished in between.
             CreateOrganizationError::UnknownPlan => SignupError::UnknownPlan(request.plan_id),
@@ -82,7 +85,8 @@ mod tests {
     async fn signup_creates_the_organization_with_a_live_read_write_default_key() {
         let mut ports = Ports::new();
         ports.accounts.expect_find_plan().returning(|id| Ok(Some(plan(id.as_str()))));
-        ports.accounts.expect_create_organization().times(1).returning(|org, key| {
+        ports.accounts.expect_create_organization().times(1).returning(|org, key, audit| {
+            assert_eq!(audit.action, AuditAction::Signup);
             assert_eq!(key.org_id, org.id);
             assert_eq!(key.name.as_str(), "Default Key");
             assert_eq!(key.environment, Environment::Live);
@@ -90,7 +94,7 @@ mod tests {
             assert_eq!(key.expires_at, None);
             Ok(organization_from(org))
         });
-        let signup = ports.service().signup(request(None)).await.expect("signup");
+        let signup = ports.service().signup(request(None), &RequestMeta::default()).await.expect("signup");
         assert_eq!(signup.organization.plan.id.as_str(), "free");
         assert!(signup.key.plaintext.expose().starts_with("mem_live_"));
         assert_eq!(
@@ -104,7 +108,8 @@ mod tests {
         let mut ports = Ports::new();
         ports.accounts.expect_find_plan().returning(|_| Ok(None));
         ports.accounts.expect_create_organization().never();
-        let err = ports.service().signup(request(Some("platinum"))).await.expect_err("unknown plan");
+        let err =
+            ports.service().signup(request(Some("platinum")), &RequestMeta::default()).await.expect_err("unknown plan");
         assert!(matches!(err, SignupError::UnknownPlan(p) if p.as_str() == "platinum"));
     }
 
@@ -112,8 +117,8 @@ mod tests {
     async fn a_taken_email_is_reported_as_such() {
         let mut ports = Ports::new();
         ports.accounts.expect_find_plan().returning(|id| Ok(Some(plan(id.as_str()))));
-        ports.accounts.expect_create_organization().returning(|_, _| Err(CreateOrganizationError::EmailTaken));
-        let err = ports.service().signup(request(None)).await.expect_err("taken");
+        ports.accounts.expect_create_organization().returning(|_, _, _| Err(CreateOrganizationError::EmailTaken));
+        let err = ports.service().signup(request(None), &RequestMeta::default()).await.expect_err("taken");
         assert!(matches!(err, SignupError::EmailTaken));
     }
 
@@ -121,7 +126,7 @@ mod tests {
     async fn a_store_failure_is_not_mistaken_for_a_missing_plan() {
         let mut ports = Ports::new();
         ports.accounts.expect_find_plan().returning(|_| Err(anyhow::anyhow!("disk on fire")));
-        let err = ports.service().signup(request(None)).await.expect_err("failure");
+        let err = ports.service().signup(request(None), &RequestMeta::default()).await.expect_err("failure");
         assert!(matches!(err, SignupError::Unknown(_)));
     }
 }

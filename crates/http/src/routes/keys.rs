@@ -7,6 +7,7 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use crate::auth::Caller;
 use crate::body::{optional_json, read_body};
+use crate::client_ip::request_meta;
 use crate::dto::{CreateKeyBody, CreatedKeyDto, KeyDto};
 use crate::envelope::{respond, Envelope};
 use crate::error::{ApiError, ErrorBody};
@@ -51,7 +52,7 @@ pub(crate) async fn create_key(
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(&req, payload).await?;
     let request = optional_json::<CreateKeyBody>(&req, &body)?.unwrap_or_default().into_domain()?;
-    let created = service.create_key(&caller, request).await?;
+    let created = service.create_key(&caller, request, &request_meta(&req)).await?;
     tracing::info!(org_id = %caller.org_id(), key_id = %created.key.id, by_key = %caller.key_id(), "key created");
     Ok(respond(StatusCode::CREATED, CreatedKeyDto::from(&created)))
 }
@@ -72,8 +73,9 @@ pub(crate) async fn revoke_key(
     Caller(caller): Caller,
     service: Data<AccountService>,
     key_id: Path<String>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let key = service.revoke_key(&caller, &key_id).await?;
+    let key = service.revoke_key(&caller, &key_id, &request_meta(&req)).await?;
     tracing::info!(org_id = %caller.org_id(), key_id = %key.id, by_key = %caller.key_id(), "key revoked");
     Ok(respond(StatusCode::OK, KeyDto::new(&key, service.now())))
 }

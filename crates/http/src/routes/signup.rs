@@ -6,6 +6,7 @@ use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 
 use crate::body::{read_body, required_json};
+use crate::client_ip::request_meta;
 use crate::dto::{AccountDto, CreatedKeyDto, SignupBody, SignupDto};
 use crate::envelope::{respond, Envelope};
 use crate::error::{ApiError, ErrorBody};
@@ -33,7 +34,7 @@ pub(crate) async fn signup(
     }
     let body = read_body(&req, payload).await?;
     let request = required_json::<SignupBody>(&req, &body)?.into_domain()?;
-    let signup = service.signup(request).await?;
+    let signup = service.signup(request, &request_meta(&req)).await?;
     tracing::info!(org_id = %signup.organization.id, key_id = %signup.key.key.id, "organization signed up");
     let data = SignupDto { account: AccountDto::from(&signup.organization), api_key: CreatedKeyDto::from(&signup.key) };
     Ok(respond(StatusCode::CREATED, data))

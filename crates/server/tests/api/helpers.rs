@@ -96,6 +96,12 @@ impl Reply {
         &self.body["data"]
     }
 
+    /// Asserts the error envelope with this status, whatever the code.
+    pub fn assert_error_status(&self, status: u16) {
+        assert_eq!(self.status.as_u16(), status, "{}", self.body);
+        assert_eq!(self.body["success"], json!(false), "{}", self.body);
+    }
+
     /// Asserts the error envelope with this status and code.
     pub fn assert_error(&self, status: u16, code: &str) {
         assert_eq!(self.status.as_u16(), status, "{}", self.body);

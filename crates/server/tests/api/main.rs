@@ -9,6 +9,7 @@ mod api_keys;
 mod authentication;
 mod database_faults;
 mod health;
+mod key_lifecycle;
 mod observability;
 mod process;
 mod protocol_errors;

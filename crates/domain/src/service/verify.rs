@@ -1,0 +1,94 @@
+//! Verification of keys for other services: the same rules and cache as the server's own
+//! authentication, answered as a verdict rather than an error.
+
+use super::{AccountService, AuthenticateError, Principal};
+use crate::model::{Scope, Scopes};
+
+/// The verdict on a presented key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerificationCode {
+    Valid,
+    NotFound,
+    Revoked,
+    Expired,
+    InsufficientScope,
+    OrgInactive,
+}
+
+impl VerificationCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Valid => "valid",
+            Self::NotFound => "not_found",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::OrgInactive => "org_inactive",
+        }
+    }
+}
+
+/// A verdict, with the key's identity when the key was valid (and lacked only scopes).
+#[derive(Debug, Clone)]
+pub struct Verification {
+    pub code: VerificationCode,
+    pub principal: Option<Principal>,
+}
+
+impl Verification {
+    pub fn is_valid(&self) -> bool {
+        self.code == VerificationCode::Valid
+    }
+}
+
+impl AccountService {
+    /// Verifies `presented`, requiring `required` scopes when given.
+    pub async fn verify_key(&self, presented: &str, required: Option<&Scopes>) -> anyhow::Result<Verification> {
+        let verdict = |code| Ok(Verification { code, principal: None });
+        match self.authenticate(presented).await {
+            Ok(principal) => {
+                let lacking = required.and_then(|r| r.iter().find(|s: &Scope| !principal.scopes().contains(*s)));
+                let code =
+                    if lacking.is_some() { VerificationCode::InsufficientScope } else { VerificationCode::Valid };
+                Ok(Verification { code, principal: Some(principal) })
+            }
+            Err(AuthenticateError::Malformed(_) | AuthenticateError::UnknownKey) => verdict(VerificationCode::NotFound),
+            Err(AuthenticateError::Revoked) => verdict(VerificationCode::Revoked),
+            Err(AuthenticateError::Expired) => verdict(VerificationCode::Expired),
+            Err(AuthenticateError::OrganizationInactive) => verdict(VerificationCode::OrgInactive),
+            Err(AuthenticateError::Unknown(e)) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PlaintextKey;
+    use crate::service::test_support::*;
+
+    #[tokio::test]
+    async fn verdicts_follow_the_authentication_rules() {
+        let key = PlaintextKey::assemble(Environment::Live, &secret_body()).expose().to_owned();
+        let write = Scopes::parse(&["write"]).expect("valid");
+        for (cred, required, expected) in [
+            (Some(credential()), None, VerificationCode::Valid),
+            (
+                Some(credential().with(|c| c.key.scopes = Scopes::parse(&["read"]).expect("valid"))),
+                Some(&write),
+                VerificationCode::InsufficientScope,
+            ),
+            (None, None, VerificationCode::NotFound),
+            (Some(credential().with(|c| c.key.revoked_at = Some(NOW))), None, VerificationCode::Revoked),
+            (Some(credential().with(|c| c.key.expires_at = Some(NOW))), None, VerificationCode::Expired),
+            (Some(credential().with(|c| c.organization.is_active = false)), None, VerificationCode::OrgInactive),
+        ] {
+            let mut ports = Ports::new();
+            ports.keys.expect_find_credential().returning(move |_| Ok(cred.clone()));
+            let verdict = ports.service().verify_key(&key, required).await.expect("verified");
+            assert_eq!(verdict.code, expected);
+        }
+        let verdict = Ports::new().service().verify_key("garbage", None).await.expect("verified");
+        assert_eq!(verdict.code, VerificationCode::NotFound);
+    }
+}

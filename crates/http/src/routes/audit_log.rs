@@ -1,0 +1,31 @@
+//! `GET /v1/account/audit-log`.
+
+use account_domain::AccountService;
+use actix_web::http::StatusCode;
+use actix_web::web::{Data, Query};
+use actix_web::HttpResponse;
+
+use crate::auth::Caller;
+use crate::dto::{AuditPageDto, AuditQuery};
+use crate::envelope::{respond, Envelope};
+use crate::error::{ApiError, ErrorBody};
+
+/// The organization's audit trail, newest first, a page at a time. Needs the `read` scope.
+#[utoipa::path(get, path = "/v1/account/audit-log", tag = "accounts", security(("bearer" = [])),
+    params(AuditQuery),
+    responses(
+    (status = 200, description = "A page of events", body = Envelope<AuditPageDto>),
+    (status = 400, description = "Invalid limit or cursor", body = ErrorBody),
+    (status = 401, description = "Missing, malformed, unknown, revoked or expired key", body = ErrorBody),
+    (status = 403, description = "Organization inactive, or the key lacks the scope", body = ErrorBody),
+    (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
+    (status = 503, description = "The database is unavailable; retry", body = ErrorBody),
+))]
+pub(crate) async fn audit_log(
+    Caller(caller): Caller,
+    service: Data<AccountService>,
+    query: Query<AuditQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = service.audit_log(&caller, query.before.as_deref(), query.limit).await?;
+    Ok(respond(StatusCode::OK, AuditPageDto::from(&page)))
+}

@@ -1,0 +1,85 @@
+//! The audit trail in SQL: records written inside the caller's transaction, and read back
+//! newest first.
+
+use account_domain::{AuditAction, AuditEvent, AuditRecord, KeyId, OrgId, RequestMeta};
+use anyhow::Context as _;
+use diesel::prelude::*;
+
+use crate::connection::DbConnection;
+use crate::repo_error::RepoError;
+use crate::rows::{from_micros, to_micros};
+use crate::schema::audit_events;
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = audit_events)]
+struct NewAuditRow<'a> {
+    org_id: &'a str,
+    action: &'a str,
+    target_id: Option<&'a str>,
+    actor_key_id: Option<&'a str>,
+    client_ip: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    created_at: i64,
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = audit_events)]
+pub(crate) struct AuditRow {
+    id: i32,
+    org_id: String,
+    action: String,
+    target_id: Option<String>,
+    actor_key_id: Option<String>,
+    client_ip: Option<String>,
+    user_agent: Option<String>,
+    created_at: i64,
+}
+
+/// Writes `record` in the caller's transaction.
+pub(crate) fn record(conn: &mut DbConnection, record: &AuditRecord) -> Result<(), RepoError> {
+    diesel::insert_into(audit_events::table)
+        .values(NewAuditRow {
+            org_id: record.org_id.as_str(),
+            action: record.action.as_str(),
+            target_id: record.target_id.as_deref(),
+            actor_key_id: record.actor_key_id.as_ref().map(KeyId::as_str),
+            client_ip: record.meta.client_ip(),
+            user_agent: record.meta.user_agent(),
+            created_at: to_micros(record.at),
+        })
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The organization's events with an id below `before`, newest first.
+pub(crate) fn list(
+    conn: &mut DbConnection,
+    org: &str,
+    before: Option<i64>,
+    limit: u32,
+) -> Result<Vec<AuditEvent>, RepoError> {
+    let mut query = audit_events::table.filter(audit_events::org_id.eq(org)).into_boxed();
+    if let Some(before) = before {
+        let before = i32::try_from(before).unwrap_or(i32::MAX);
+        query = query.filter(audit_events::id.lt(before));
+    }
+    let rows: Vec<AuditRow> =
+        query.order(audit_events::id.desc()).limit(i64::from(limit)).select(AuditRow::as_select()).load(conn)?;
+    Ok(rows.into_iter().map(AuditRow::into_domain).collect::<anyhow::Result<Vec<_>>>()?)
+}
+
+impl AuditRow {
+    fn into_domain(self) -> anyhow::Result<AuditEvent> {
+        Ok(AuditEvent {
+            id: i64::from(self.id),
+            record: AuditRecord {
+                org_id: OrgId::new(&self.org_id).context("stored organization id")?,
+                action: AuditAction::new(&self.action).context("stored audit action")?,
+                target_id: self.target_id,
+                actor_key_id: self.actor_key_id.as_deref().map(KeyId::new).transpose().context("stored key id")?,
+                meta: RequestMeta::new(self.client_ip, self.user_agent.as_deref()),
+                at: from_micros(self.created_at)?,
+            },
+        })
+    }
+}
