@@ -153,3 +153,13 @@ async fn oversized_request_headers_are_refused() {
     }
     assert_eq!(app.request(Method::GET, "/healthz", None, None).await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn leak_reports_are_limited_per_address() {
+    let app = app(&[("RATE_LIMIT_LEAK_REPORTS_PER_HOUR", "2")]).await;
+    let report =
+        || app.request(Method::POST, "/v1/api-keys/revoke-leaked", None, Some(json!({"keys": ["mem_live_x"]})));
+    assert_eq!(report().await.status, StatusCode::OK);
+    assert_eq!(report().await.status, StatusCode::OK);
+    report().await.assert_error(429, "rate_limited");
+}
