@@ -5,7 +5,7 @@ use std::pin::Pin;
 
 use account_domain::{AccountService, Principal};
 use actix_web::dev::Payload;
-use actix_web::http::header::AUTHORIZATION;
+use actix_web::http::header::{HeaderValue, AUTHORIZATION};
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest, ResponseError};
 
@@ -25,30 +25,30 @@ impl FromRequest for Caller {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let service = req.app_data::<web::Data<AccountService>>().cloned();
         let limits = req.app_data::<web::Data<AbuseLimits>>().cloned();
-        let client_ip = limits.as_ref().and_then(|l| l.client_ip(req));
         let metrics = req.app_data::<web::Data<Metrics>>().cloned();
         let req = req.clone();
-        let token = bearer_token(&req);
+        // A header value shares its bytes: cloning it copies no key.
+        let header = req.headers().get(AUTHORIZATION).cloned();
         Box::pin(async move {
-            let outcome = match (token, service) {
+            let outcome = match (bearer_token(header.as_ref()), service) {
                 (Err(e), _) => Err(e),
                 (Ok(_), None) => Err(ApiError::internal(&anyhow::anyhow!("AccountService is not configured"))),
-                (Ok(token), Some(service)) => service.authenticate(&token).await.map_err(ApiError::from),
+                (Ok(token), Some(service)) => service.authenticate(token).await.map_err(ApiError::from),
             };
             let outcome = match outcome {
                 // Only failures count against the address: a correct key is never slowed.
-                Err(e) if e.status_code() == StatusCode::UNAUTHORIZED => match (limits, client_ip) {
-                    (Some(limits), Some(ip)) => limits.check_auth_failure(ip).and(Err(e)),
-                    _ => Err(e),
-                },
+                Err(e) if e.status_code() == StatusCode::UNAUTHORIZED => {
+                    match limits.as_ref().and_then(|l| l.client_ip(&req).map(|ip| (l, ip))) {
+                        Some((limits, ip)) => limits.check_auth_failure(ip).and(Err(e)),
+                        None => Err(e),
+                    }
+                }
                 other => other,
             };
             match outcome {
                 Ok(principal) => {
-                    req.extensions_mut().insert(AuthenticatedAs {
-                        org_id: principal.org_id().to_string(),
-                        key_id: principal.key_id().to_string(),
-                    });
+                    // Shares the credential: no copy on the hot path.
+                    req.extensions_mut().insert(AuthenticatedAs(principal.clone()));
                     Ok(Caller(principal))
                 }
                 Err(e) => {
@@ -63,8 +63,8 @@ impl FromRequest for Caller {
 }
 
 /// The key of an `Authorization: Bearer <key>` header; the scheme word is case-insensitive.
-fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
-    let header = req.headers().get(AUTHORIZATION).ok_or_else(|| {
+fn bearer_token(header: Option<&HeaderValue>) -> Result<&str, ApiError> {
+    let header = header.ok_or_else(|| {
         ApiError::unauthorized("missing_api_key", "send your API key as `Authorization: Bearer <key>`")
     })?;
     let malformed = || ApiError::unauthorized("invalid_api_key", "the Authorization header must be `Bearer <key>`");
@@ -74,5 +74,5 @@ fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
         return Err(malformed());
     }
-    Ok(token.to_owned())
+    Ok(token)
 }

@@ -39,10 +39,7 @@ pub(crate) fn envelope_framework_errors<B>(res: ServiceResponse<B>) -> actix_web
 
 /// Who a request authenticated as, for its log line (set by the authentication extractor).
 #[derive(Debug, Clone)]
-pub(crate) struct AuthenticatedAs {
-    pub org_id: String,
-    pub key_id: String,
-}
+pub(crate) struct AuthenticatedAs(pub account_domain::Principal);
 
 const REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
 
@@ -81,7 +78,7 @@ pub(crate) async fn observe_request(
     let who = res.request().extensions().get::<AuthenticatedAs>().cloned();
     match who {
         Some(who) => tracing::info!(%method, %route, status = status.as_u16(), latency_ms, %request_id,
-            org_id = %who.org_id, key_id = %who.key_id, "request"),
+            org_id = %who.0.org_id(), key_id = %who.0.key_id(), "request"),
         None => tracing::info!(%method, %route, status = status.as_u16(), latency_ms, %request_id, "request"),
     }
     Ok(res)

@@ -69,23 +69,21 @@ impl PlaintextKey {
         key.push('_');
         key.push_str(body.0.expose_secret());
         let checksum = checksum(&key);
-        key.push_str(&checksum);
+        key.extend(checksum.iter().map(|&b| char::from(b)));
         Self { secret: SecretString::from(key), environment }
     }
 
     /// Checks a presented key's form and checksum without any lookup.
     pub fn parse(presented: &str) -> Result<Self, MalformedKey> {
-        let rest = presented.strip_prefix(KEY_PREFIX).ok_or(MalformedKey::Format)?;
-        let (env, tail) = rest.split_once('_').ok_or(MalformedKey::Format)?;
-        let environment = Environment::new(env).map_err(|_| MalformedKey::Format)?;
-        if tail.len() != SECRET_LEN + CHECKSUM_LEN || !tail.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(MalformedKey::Format);
-        }
-        let (signed, sum) = presented.split_at(presented.len() - CHECKSUM_LEN);
-        if checksum(signed) != sum {
-            return Err(MalformedKey::Checksum);
-        }
+        let environment = check(presented)?;
         Ok(Self { secret: SecretString::from(presented.to_owned()), environment })
+    }
+
+    /// Checks a presented key and hashes it without copying it anywhere: what
+    /// authentication needs, on every request.
+    pub fn hash_presented(presented: &str) -> Result<KeyHash, MalformedKey> {
+        check(presented)?;
+        Ok(KeyHash(*blake3::hash(presented.as_bytes()).as_bytes()))
     }
 
     pub fn environment(&self) -> Environment {
@@ -115,15 +113,30 @@ impl fmt::Debug for PlaintextKey {
     }
 }
 
+/// The form and checksum of a presented key; its environment when both hold.
+fn check(presented: &str) -> Result<Environment, MalformedKey> {
+    let rest = presented.strip_prefix(KEY_PREFIX).ok_or(MalformedKey::Format)?;
+    let (env, tail) = rest.split_once('_').ok_or(MalformedKey::Format)?;
+    let environment = Environment::new(env).map_err(|_| MalformedKey::Format)?;
+    if tail.len() != SECRET_LEN + CHECKSUM_LEN || !tail.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(MalformedKey::Format);
+    }
+    let (signed, sum) = presented.split_at(presented.len() - CHECKSUM_LEN);
+    if checksum(signed) != sum.as_bytes() {
+        return Err(MalformedKey::Checksum);
+    }
+    Ok(environment)
+}
+
 /// CRC32 of `signed`, as six base62 digits (most significant first, zero-padded).
-fn checksum(signed: &str) -> String {
+fn checksum(signed: &str) -> [u8; CHECKSUM_LEN] {
     let mut value = u64::from(crc32fast::hash(signed.as_bytes()));
     let mut digits = [b'0'; CHECKSUM_LEN];
     for digit in digits.iter_mut().rev() {
         *digit = BASE62[(value % 62) as usize];
         value /= 62;
     }
-    digits.iter().map(|&b| char::from(b)).collect()
+    digits
 }
 
 /// The blake3 hash of a key: what is stored, never the key itself.
@@ -237,6 +250,13 @@ mod tests {
         let printed = format!("{key:?} {:?} {:?}", body(), key.hash());
         assert!(!printed.contains("a1b2c3D4E5F6"), "{printed}");
         assert!(!printed.contains(&key.hash().to_hex()), "{printed}");
+    }
+
+    #[test]
+    fn hashing_a_presented_key_agrees_with_parsing_it() {
+        let key = PlaintextKey::assemble(Environment::Live, &body());
+        assert_eq!(PlaintextKey::hash_presented(key.expose()), Ok(key.hash()));
+        assert_eq!(PlaintextKey::hash_presented("mem_live_x"), Err(MalformedKey::Format));
     }
 
     #[test]

@@ -29,7 +29,7 @@ impl AccountService {
     /// known, not revoked, not expired (against the clock, cached or not), and of an
     /// active organization. A cache hit costs no database work.
     pub async fn authenticate(&self, presented: &str) -> Result<Principal, AuthenticateError> {
-        let hash = PlaintextKey::parse(presented)?.hash();
+        let hash = PlaintextKey::hash_presented(presented)?;
         let now = self.clock.now();
         let credential = match self.cache.as_ref().and_then(|c| c.get(&hash, now)) {
             Some(CachedLookup::Found(credential)) => credential,

@@ -22,7 +22,7 @@ async fn wrong_methods_get_405_with_allow(app: TestApp) {
         (Method::PUT, "/v1/account", "GET"),
         (Method::DELETE, "/v1/account/api-keys", "GET, POST"),
         (Method::GET, "/v1/signup", "POST"),
-        (Method::POST, "/v1/account/api-keys/key_abc", "DELETE"),
+        (Method::POST, "/v1/account/api-keys/key_abc", "DELETE, PATCH"),
         (Method::POST, "/healthz", "GET"),
     ] {
         let reply = app.request(method, path, None, None).await;
