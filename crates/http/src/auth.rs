@@ -24,8 +24,6 @@ impl FromRequest for Caller {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let service = req.app_data::<web::Data<AccountService>>().cloned();
-        let limits = req.app_data::<web::Data<AbuseLimits>>().cloned();
-        let metrics = req.app_data::<web::Data<Metrics>>().cloned();
         let req = req.clone();
         // A header value shares its bytes: cloning it copies no key.
         let header = req.headers().get(AUTHORIZATION).cloned();
@@ -38,7 +36,8 @@ impl FromRequest for Caller {
             let outcome = match outcome {
                 // Only failures count against the address: a correct key is never slowed.
                 Err(e) if e.status_code() == StatusCode::UNAUTHORIZED => {
-                    match limits.as_ref().and_then(|l| l.client_ip(&req).map(|ip| (l, ip))) {
+                    let limits = req.app_data::<web::Data<AbuseLimits>>();
+                    match limits.and_then(|l| l.client_ip(&req).map(|ip| (l, ip))) {
                         Some((limits, ip)) => limits.check_auth_failure(ip).and(Err(e)),
                         None => Err(e),
                     }
@@ -47,11 +46,14 @@ impl FromRequest for Caller {
             };
             match outcome {
                 Ok(principal) => {
-                    // Shares the credential: no copy on the hot path.
-                    req.extensions_mut().insert(AuthenticatedAs(principal.clone()));
+                    // For the request's log line (shares the credential, copies nothing).
+                    if tracing::enabled!(tracing::Level::INFO) {
+                        req.extensions_mut().insert(AuthenticatedAs(principal.clone()));
+                    }
                     Ok(Caller(principal))
                 }
                 Err(e) => {
+                    let metrics = req.app_data::<web::Data<Metrics>>();
                     if let Some(metrics) = metrics.filter(|_| e.status_code().is_client_error()) {
                         metrics.record_auth_failure(e.code());
                     }
