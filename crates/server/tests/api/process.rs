@@ -314,3 +314,13 @@ async fn deactivation_reaches_a_running_server(db: TestDatabase) {
     send_signal(&child, "TERM");
     assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
 }
+
+#[test]
+fn the_binary_links_no_database_or_tls_library_dynamically() {
+    let output = Command::new("ldd").arg(env!("CARGO_BIN_EXE_account-api")).output().expect("ldd runs");
+    let libraries = String::from_utf8_lossy(&output.stdout);
+    assert!(libraries.contains("libc"), "ldd said: {libraries}");
+    for bundled in ["libpq", "libsqlite3", "libssl", "libcrypto"] {
+        assert!(!libraries.contains(bundled), "{bundled} is linked dynamically: {libraries}");
+    }
+}
