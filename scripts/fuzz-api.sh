@@ -20,7 +20,8 @@ fi
 cargo build --quiet -p account-server
 WORK=$(mktemp -d)
 DATABASE_URL="sqlite://$WORK/fuzz.db" BIND_ADDR="127.0.0.1:$PORT" RUST_LOG=warn LOG_FORMAT=json \
-    RATE_LIMIT_SIGNUPS_PER_HOUR=0 RATE_LIMIT_AUTH_FAILURES_PER_MINUTE=0 \
+    RATE_LIMIT_SIGNUPS_PER_HOUR=0 RATE_LIMIT_AUTH_FAILURES_PER_MINUTE=0 RATE_LIMIT_LEAK_REPORTS_PER_HOUR=0 \
+    INTERNAL_SERVICE_TOKEN=schemathesis-internal-service-token \
     target/debug/account-api >"$WORK/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
