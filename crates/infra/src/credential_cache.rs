@@ -30,15 +30,6 @@ impl MokaCredentialCache {
             missing: Cache::builder().max_capacity(max_keys).time_to_live(Self::MISSING_TTL).build(),
         }
     }
-
-    /// Entries held now (approximate), for metrics.
-    pub fn len(&self) -> u64 {
-        self.found.entry_count() + self.missing.entry_count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl CredentialCache for MokaCredentialCache {

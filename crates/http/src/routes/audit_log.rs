@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::web::{Data, Query};
 use actix_web::HttpResponse;
 
+use super::shared_responses::{AuthErrors, Unavailable};
 use crate::auth::Caller;
 use crate::dto::{AuditPageDto, AuditQuery};
 use crate::envelope::{respond, Envelope};
@@ -16,10 +17,7 @@ use crate::error::{ApiError, ErrorBody};
     responses(
     (status = 200, description = "A page of events", body = Envelope<AuditPageDto>),
     (status = 400, description = "Invalid limit or cursor", body = ErrorBody),
-    (status = 401, description = "Missing, malformed, unknown, revoked or expired key", body = ErrorBody),
-    (status = 403, description = "Organization inactive, or the key lacks the scope", body = ErrorBody),
-    (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
-    (status = 503, description = "The database is unavailable; retry", body = ErrorBody),
+    AuthErrors, Unavailable,
 ))]
 pub(crate) async fn audit_log(
     Caller(caller): Caller,

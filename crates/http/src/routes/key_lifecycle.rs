@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::web::{Data, Path, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 
+use super::shared_responses::{AuthErrors, BodyErrors, Unavailable};
 use crate::auth::Caller;
 use crate::body::{optional_json, read_body, required_json};
 use crate::client_ip::request_meta;
@@ -20,13 +21,7 @@ use crate::error::{ApiError, ErrorBody};
     (status = 200, description = "The key as listed", body = Envelope<KeyDto>),
     (status = 400, description = "Invalid body", body = ErrorBody),
     (status = 404, description = "No such key in this organization", body = ErrorBody),
-    (status = 408, description = "The body did not arrive in time", body = ErrorBody),
-    (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
-    (status = 415, description = "The body is not JSON", body = ErrorBody),
-    (status = 401, description = "Missing, malformed, unknown, revoked or expired key", body = ErrorBody),
-    (status = 403, description = "Organization inactive, or the key lacks the scope", body = ErrorBody),
-    (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
-    (status = 503, description = "The database is unavailable; retry", body = ErrorBody),
+    BodyErrors, AuthErrors, Unavailable,
 ))]
 pub(crate) async fn rename_key(
     Caller(caller): Caller,
@@ -51,14 +46,8 @@ pub(crate) async fn rename_key(
     (status = 201, description = "The new key, shown this once", body = Envelope<RolledKeyDto>),
     (status = 400, description = "Invalid body", body = ErrorBody),
     (status = 404, description = "No such key in this organization", body = ErrorBody),
-    (status = 408, description = "The body did not arrive in time", body = ErrorBody),
     (status = 409, description = "The key is revoked or expired", body = ErrorBody),
-    (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
-    (status = 415, description = "The body is not JSON", body = ErrorBody),
-    (status = 401, description = "Missing, malformed, unknown, revoked or expired key", body = ErrorBody),
-    (status = 403, description = "Organization inactive, the key lacks a scope, or escalation", body = ErrorBody),
-    (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
-    (status = 503, description = "The database is unavailable; retry", body = ErrorBody),
+    BodyErrors, AuthErrors, Unavailable,
 ))]
 pub(crate) async fn roll_key(
     Caller(caller): Caller,

@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::web::{Data, Path, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 
+use super::shared_responses::{AuthErrors, BodyErrors, Unavailable};
 use crate::auth::Caller;
 use crate::body::{optional_json, read_body};
 use crate::client_ip::request_meta;
@@ -16,10 +17,7 @@ use crate::error::{ApiError, ErrorBody};
 /// Needs the `read` scope.
 #[utoipa::path(get, path = "/v1/account/api-keys", tag = "api-keys", security(("bearer" = [])), responses(
     (status = 200, description = "The keys", body = Envelope<Vec<KeyDto>>),
-    (status = 401, description = "Missing, malformed, unknown, revoked or expired key", body = ErrorBody),
-    (status = 403, description = "Organization inactive, or the key lacks the scope", body = ErrorBody),
-    (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
-    (status = 503, description = "The database is unavailable; retry", body = ErrorBody),
+    AuthErrors, Unavailable,
 ))]
 pub(crate) async fn list_keys(Caller(caller): Caller, service: Data<AccountService>) -> Result<HttpResponse, ApiError> {
     let keys = service.list_keys(&caller).await?;
@@ -35,14 +33,8 @@ pub(crate) async fn list_keys(Caller(caller): Caller, service: Data<AccountServi
     responses(
     (status = 201, description = "The new key, shown this once", body = Envelope<CreatedKeyDto>),
     (status = 400, description = "Invalid body", body = ErrorBody),
-    (status = 408, description = "The body did not arrive in time", body = ErrorBody),
     (status = 409, description = "The organization holds the most active keys allowed", body = ErrorBody),
-    (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
-    (status = 415, description = "The body is not JSON", body = ErrorBody),
-    (status = 401, description = "Missing, malformed, unknown, revoked or expired key", body = ErrorBody),
-    (status = 403, description = "Organization inactive, or the key lacks the scope", body = ErrorBody),
-    (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
-    (status = 503, description = "The database is unavailable; retry", body = ErrorBody),
+    BodyErrors, AuthErrors, Unavailable,
 ))]
 pub(crate) async fn create_key(
     Caller(caller): Caller,
@@ -64,10 +56,7 @@ pub(crate) async fn create_key(
     responses(
     (status = 200, description = "The key as listed, now inactive", body = Envelope<KeyDto>),
     (status = 404, description = "No such key in this organization", body = ErrorBody),
-    (status = 401, description = "Missing, malformed, unknown, revoked or expired key", body = ErrorBody),
-    (status = 403, description = "Organization inactive, or the key lacks the scope", body = ErrorBody),
-    (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
-    (status = 503, description = "The database is unavailable; retry", body = ErrorBody),
+    AuthErrors, Unavailable,
 ))]
 pub(crate) async fn revoke_key(
     Caller(caller): Caller,

@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 
+use super::shared_responses::{BodyErrors, Unavailable};
 use crate::body::{read_body, required_json};
 use crate::client_ip::request_meta;
 use crate::dto::{LeakReportBody, LeakReportDto};
@@ -19,11 +20,8 @@ use crate::limits::AbuseLimits;
     responses(
     (status = 200, description = "How many of the reported keys were revoked now", body = Envelope<LeakReportDto>),
     (status = 400, description = "Invalid body", body = ErrorBody),
-    (status = 408, description = "The body did not arrive in time", body = ErrorBody),
-    (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
-    (status = 415, description = "The body is not JSON", body = ErrorBody),
     (status = 429, description = "Too many reports from this address", body = ErrorBody),
-    (status = 503, description = "The database is unavailable; retry", body = ErrorBody),
+    BodyErrors, Unavailable,
 ))]
 pub(crate) async fn revoke_leaked(
     service: Data<AccountService>,

@@ -7,6 +7,7 @@ pub(crate) mod key_lifecycle;
 pub(crate) mod keys;
 pub(crate) mod leaks;
 pub(crate) mod plans;
+mod shared_responses;
 pub(crate) mod signup;
 pub(crate) mod verify;
 

@@ -5,14 +5,15 @@ use actix_web::http::StatusCode;
 use actix_web::web::Data;
 use actix_web::HttpResponse;
 
+use super::shared_responses::Unavailable;
 use crate::dto::PlanDto;
 use crate::envelope::{respond, Envelope};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 
 /// The plan catalogue, cheapest first. No authentication.
 #[utoipa::path(get, path = "/v1/plans", tag = "accounts", security(()), responses(
     (status = 200, description = "The plans", body = Envelope<Vec<PlanDto>>),
-    (status = 503, description = "The database is unavailable; retry", body = ErrorBody),
+    Unavailable,
 ))]
 pub(crate) async fn list_plans(service: Data<AccountService>) -> Result<HttpResponse, ApiError> {
     let plans = service.list_plans().await.map_err(|e| ApiError::internal(&e))?;

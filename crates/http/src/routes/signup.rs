@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 
+use super::shared_responses::{BodyErrors, Unavailable};
 use crate::body::{read_body, required_json};
 use crate::client_ip::request_meta;
 use crate::dto::{AccountDto, CreatedKeyDto, SignupBody, SignupDto};
@@ -16,12 +17,9 @@ use crate::limits::AbuseLimits;
 #[utoipa::path(post, path = "/v1/signup", tag = "accounts", request_body = SignupBody, security(()), responses(
     (status = 201, description = "The account, and its first key shown this once", body = Envelope<SignupDto>),
     (status = 400, description = "Invalid body, or unknown plan", body = ErrorBody),
-    (status = 408, description = "The body did not arrive in time", body = ErrorBody),
     (status = 409, description = "The email is taken", body = ErrorBody),
-    (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
-    (status = 415, description = "The body is not JSON", body = ErrorBody),
     (status = 429, description = "Too many signups from this address", body = ErrorBody),
-    (status = 503, description = "The database is unavailable; retry", body = ErrorBody),
+    BodyErrors, Unavailable,
 ))]
 pub(crate) async fn signup(
     service: Data<AccountService>,

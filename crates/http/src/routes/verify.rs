@@ -7,6 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 
+use super::shared_responses::{BodyErrors, Unavailable};
 use crate::body::{read_body, required_json};
 use crate::dto::{VerificationDto, VerifyKeyBody};
 use crate::envelope::{respond, Envelope};
@@ -40,10 +41,7 @@ impl std::fmt::Debug for InternalToken {
     (status = 200, description = "The verdict (`valid` false says why in `code`)", body = Envelope<VerificationDto>),
     (status = 400, description = "Invalid body", body = ErrorBody),
     (status = 401, description = "Missing or wrong service token", body = ErrorBody),
-    (status = 408, description = "The body did not arrive in time", body = ErrorBody),
-    (status = 413, description = "The body is over 64 KiB", body = ErrorBody),
-    (status = 415, description = "The body is not JSON", body = ErrorBody),
-    (status = 503, description = "The database is unavailable; retry", body = ErrorBody),
+    BodyErrors, Unavailable,
 ))]
 pub(crate) async fn verify_key(
     service: Data<AccountService>,
