@@ -1,13 +1,14 @@
 //! The authentication extractor: `Authorization: Bearer <key>` to a [`Principal`].
 
-use std::future::Future;
+use std::future::{ready, Future, Ready};
 use std::pin::Pin;
 
-use account_domain::{AccountService, Principal};
+use account_domain::{AccountService, CachedAuthentication, Principal};
 use actix_web::dev::Payload;
 use actix_web::http::header::{HeaderValue, AUTHORIZATION};
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest, ResponseError};
+use futures_util::future::Either;
 
 use crate::error::ApiError;
 use crate::limits::AbuseLimits;
@@ -18,63 +19,108 @@ use crate::middleware::AuthenticatedAs;
 #[derive(Debug)]
 pub(crate) struct Caller(pub Principal);
 
+type Lookup = Pin<Box<dyn Future<Output = Result<Caller, ApiError>>>>;
+
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+    /// Ready at once when the cache (or the key's format) decides; a boxed future only when
+    /// the store must be read.
+    type Future = Either<Ready<Result<Self, ApiError>>, Lookup>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let service = req.app_data::<web::Data<AccountService>>().cloned();
-        let req = req.clone();
-        // A header value shares its bytes: cloning it copies no key.
-        let header = req.headers().get(AUTHORIZATION).cloned();
-        Box::pin(async move {
-            let outcome = match (bearer_token(header.as_ref()), service) {
-                (Err(e), _) => Err(e),
-                (Ok(_), None) => Err(ApiError::internal(&anyhow::anyhow!("AccountService is not configured"))),
-                (Ok(token), Some(service)) => service.authenticate(token).await.map_err(ApiError::from),
-            };
-            let outcome = match outcome {
-                // Only failures count against the address: a correct key is never slowed.
-                Err(e) if e.status_code() == StatusCode::UNAUTHORIZED => {
-                    let limits = req.app_data::<web::Data<AbuseLimits>>();
-                    match limits.and_then(|l| l.client_ip(&req).map(|ip| (l, ip))) {
-                        Some((limits, ip)) => limits.check_auth_failure(ip).and(Err(e)),
-                        None => Err(e),
-                    }
-                }
-                other => other,
-            };
-            match outcome {
-                Ok(principal) => {
-                    // For the request's log line (shares the credential, copies nothing).
-                    if tracing::enabled!(tracing::Level::INFO) {
-                        req.extensions_mut().insert(AuthenticatedAs(principal.clone()));
-                    }
-                    Ok(Caller(principal))
-                }
-                Err(e) => {
-                    let metrics = req.app_data::<web::Data<Metrics>>();
-                    if let Some(metrics) = metrics.filter(|_| e.status_code().is_client_error()) {
-                        metrics.record_auth_failure(e.code());
-                    }
-                    Err(e)
-                }
+        let Some(service) = req.app_data::<web::Data<AccountService>>() else {
+            let e = ApiError::internal(&anyhow::anyhow!("AccountService is not configured"));
+            return Either::Left(ready(Err(e)));
+        };
+        let token = match bearer_token(req.headers().get(AUTHORIZATION)) {
+            Ok(token) => token,
+            Err(e) => return Either::Left(ready(conclude(req, Err(e)))),
+        };
+        match service.authenticate_cached(token) {
+            CachedAuthentication::Decided(outcome) => {
+                Either::Left(ready(conclude(req, outcome.map_err(ApiError::from))))
             }
-        })
+            CachedAuthentication::NeedsLookup(hash) => {
+                let (service, req) = (service.clone(), req.clone());
+                Either::Right(Box::pin(async move {
+                    let outcome = service.authenticate_by_lookup(hash).await.map_err(ApiError::from);
+                    conclude(&req, outcome)
+                }))
+            }
+        }
+    }
+}
+
+/// Counts a failure against the caller's address and in the metrics; on success, notes the
+/// caller for the request's log line.
+fn conclude(req: &HttpRequest, outcome: Result<Principal, ApiError>) -> Result<Caller, ApiError> {
+    let outcome = match outcome {
+        // Only failures count against the address: a correct key is never slowed.
+        Err(e) if e.status_code() == StatusCode::UNAUTHORIZED => {
+            let limits = req.app_data::<web::Data<AbuseLimits>>();
+            match limits.and_then(|l| l.client_ip(req).map(|ip| (l, ip))) {
+                Some((limits, ip)) => limits.check_auth_failure(ip).and(Err(e)),
+                None => Err(e),
+            }
+        }
+        other => other,
+    };
+    match outcome {
+        Ok(principal) => {
+            // For the request's log line (shares the credential, copies nothing).
+            if tracing::enabled!(tracing::Level::INFO) {
+                req.extensions_mut().insert(AuthenticatedAs(principal.clone()));
+            }
+            Ok(Caller(principal))
+        }
+        Err(e) => {
+            let metrics = req.app_data::<web::Data<Metrics>>();
+            if let Some(metrics) = metrics.filter(|_| e.status_code().is_client_error()) {
+                metrics.record_auth_failure(e.code());
+            }
+            Err(e)
+        }
     }
 }
 
 /// The key of an `Authorization: Bearer <key>` header; the scheme word is case-insensitive.
 fn bearer_token(header: Option<&HeaderValue>) -> Result<&str, ApiError> {
+    const SCHEME: &str = "bearer ";
     let header = header.ok_or_else(|| {
         ApiError::unauthorized("missing_api_key", "send your API key as `Authorization: Bearer <key>`")
     })?;
     let malformed = || ApiError::unauthorized("invalid_api_key", "the Authorization header must be `Bearer <key>`");
     let value = header.to_str().map_err(|_| malformed())?.trim();
-    let (scheme, token) = value.split_once(' ').ok_or_else(malformed)?;
-    let token = token.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+    let token = match value.get(..SCHEME.len()) {
+        Some(scheme) if scheme.eq_ignore_ascii_case(SCHEME) => value[SCHEME.len()..].trim(),
+        _ => return Err(malformed()),
+    };
+    if token.is_empty() {
         return Err(malformed());
     }
     Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(value: &str) -> Result<&str, &'static str> {
+        let header = HeaderValue::from_str(value).expect("valid header");
+        // Leaked so the borrowed token can outlive the header in this test.
+        bearer_token(Some(Box::leak(Box::new(header)))).map_err(|e| e.code())
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_spaces_are_trimmed() {
+        assert_eq!(token("Bearer mem_live_x"), Ok("mem_live_x"));
+        assert_eq!(token("bEaReR   mem_live_x  "), Ok("mem_live_x"));
+    }
+
+    #[test]
+    fn other_schemes_and_empty_tokens_are_malformed() {
+        for value in ["Basic abc", "Bearer", "Bearer    ", "Bearermem_live_x", "Bearer\tmem_live_x", "Token x", "é"] {
+            assert_eq!(token(value), Err("invalid_api_key"), "{value}");
+        }
+    }
 }

@@ -2,11 +2,13 @@
 
 use thiserror::Error;
 
-use super::{AccountService, Principal};
-use crate::model::{MalformedKey, PlaintextKey};
 use std::sync::Arc;
 
-use crate::ports::CachedLookup;
+use time::OffsetDateTime;
+
+use super::{AccountService, Principal};
+use crate::model::{KeyHash, MalformedKey, PlaintextKey};
+use crate::ports::{CachedLookup, KeyCredential};
 
 #[derive(Debug, Error)]
 pub enum AuthenticateError {
@@ -24,26 +26,56 @@ pub enum AuthenticateError {
     Unknown(#[from] anyhow::Error),
 }
 
+/// What the cache alone could tell about a presented key.
+#[derive(Debug)]
+pub enum CachedAuthentication {
+    /// Decided without any I/O: malformed, or answered from the cache.
+    Decided(Result<Principal, AuthenticateError>),
+    /// The cache could not answer: finish with [`AccountService::authenticate_by_lookup`].
+    NeedsLookup(KeyHash),
+}
+
 impl AccountService {
     /// Checks a presented key: well formed with a valid checksum (no lookup otherwise),
     /// known, not revoked, not expired (against the clock, cached or not), and of an
     /// active organization. A cache hit costs no database work.
     pub async fn authenticate(&self, presented: &str) -> Result<Principal, AuthenticateError> {
-        let hash = PlaintextKey::hash_presented(presented)?;
-        let now = self.clock.now();
-        let credential = match self.cache.as_ref().and_then(|c| c.get(&hash, now)) {
-            Some(CachedLookup::Found(credential)) => credential,
-            Some(CachedLookup::Missing) => return Err(AuthenticateError::UnknownKey),
-            None => {
-                let generation = self.cache.as_ref().map(|c| c.generation());
-                let found = self.keys.find_credential(&hash).await?.map(Arc::new);
-                if let (Some(cache), Some(generation)) = (&self.cache, generation) {
-                    let lookup = found.clone().map_or(CachedLookup::Missing, CachedLookup::Found);
-                    cache.put(hash, lookup, generation);
-                }
-                found.ok_or(AuthenticateError::UnknownKey)?
-            }
+        match self.authenticate_cached(presented) {
+            CachedAuthentication::Decided(outcome) => outcome,
+            CachedAuthentication::NeedsLookup(hash) => self.authenticate_by_lookup(hash).await,
+        }
+    }
+
+    /// The synchronous part of [`Self::authenticate`]: everything that needs no I/O. Lets an
+    /// adapter answer a cache hit without allocating a future.
+    pub fn authenticate_cached(&self, presented: &str) -> CachedAuthentication {
+        let hash = match PlaintextKey::hash_presented(presented) {
+            Ok(hash) => hash,
+            Err(e) => return CachedAuthentication::Decided(Err(e.into())),
         };
+        let now = self.clock.now();
+        match self.cache.as_ref().and_then(|c| c.get(&hash, now)) {
+            Some(CachedLookup::Found(credential)) => CachedAuthentication::Decided(self.admit(credential, now)),
+            Some(CachedLookup::Missing) => CachedAuthentication::Decided(Err(AuthenticateError::UnknownKey)),
+            None => CachedAuthentication::NeedsLookup(hash),
+        }
+    }
+
+    /// The rest of [`Self::authenticate`] after a cache miss: reads the store and caches
+    /// what it found, or that it found nothing.
+    pub async fn authenticate_by_lookup(&self, hash: KeyHash) -> Result<Principal, AuthenticateError> {
+        let generation = self.cache.as_ref().map(|c| c.generation());
+        let found = self.keys.find_credential(&hash).await?.map(Arc::new);
+        if let (Some(cache), Some(generation)) = (&self.cache, generation) {
+            let lookup = found.clone().map_or(CachedLookup::Missing, CachedLookup::Found);
+            cache.put(hash, lookup, generation);
+        }
+        let credential = found.ok_or(AuthenticateError::UnknownKey)?;
+        self.admit(credential, self.clock.now())
+    }
+
+    /// The rules a found key must pass, checked on every request, cached or not.
+    fn admit(&self, credential: Arc<KeyCredential>, now: OffsetDateTime) -> Result<Principal, AuthenticateError> {
         let key = &credential.key;
         if key.is_revoked() {
             return Err(AuthenticateError::Revoked);

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 pub use account::GetAccountError;
 pub use audit::{audit_event_id, AuditLogError, AuditPage};
-pub use authenticate::AuthenticateError;
+pub use authenticate::{AuthenticateError, CachedAuthentication};
 use freshness::CacheState;
 pub use keys::{CreateKeyError, CreatedKey, ListKeysError, RenameKeyError, RevokeKeyError, RollKeyError, RolledKey};
 pub use leak::ReportLeakError;
