@@ -12,7 +12,13 @@ pub(crate) struct Envelope<T> {
     data: T,
 }
 
+impl<T> Envelope<T> {
+    pub(crate) fn new(data: T) -> Self {
+        Self { success: true, data }
+    }
+}
+
 /// A JSON response carrying `data` in the envelope.
 pub(crate) fn respond<T: Serialize>(status: StatusCode, data: T) -> HttpResponse {
-    HttpResponse::build(status).json(Envelope { success: true, data })
+    HttpResponse::build(status).json(Envelope::new(data))
 }

@@ -1,6 +1,7 @@
 //! The actix-web adapter of the Account API: routes, request and response types, the
 //! authentication extractor, and the one mapping from domain errors to HTTP.
 
+mod account_render;
 mod auth;
 mod body;
 mod client_ip;

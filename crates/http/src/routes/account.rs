@@ -1,14 +1,15 @@
 //! `GET /v1/account`.
 
 use account_domain::AccountService;
-use actix_web::http::StatusCode;
+use actix_web::http::header::ContentType;
 use actix_web::web::Data;
 use actix_web::HttpResponse;
 
 use super::shared_responses::{AuthErrors, Unavailable};
+use crate::account_render::account_body;
 use crate::auth::Caller;
 use crate::dto::AccountDto;
-use crate::envelope::{respond, Envelope};
+use crate::envelope::Envelope;
 use crate::error::ApiError;
 
 /// The caller's organization and plan. Needs the `read` scope.
@@ -21,5 +22,5 @@ pub(crate) async fn get_account(
     service: Data<AccountService>,
 ) -> Result<HttpResponse, ApiError> {
     let org = service.get_account(&caller).await?;
-    Ok(respond(StatusCode::OK, AccountDto::from(org)))
+    Ok(HttpResponse::Ok().insert_header(ContentType::json()).body(account_body(org)))
 }
