@@ -1,14 +1,14 @@
 //! The domain's `authenticate` on a cache hit, wired as the server wires it (real SQLite
-//! repositories, moka cache, SQL change feed): the hot path of every request.
+//! repositories, in-memory cache, SQL change feed): the hot path of every request.
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use account_domain::{AccountService, EmailAddress, OrgName, SignupRequest};
+use account_domain::{AccountService, CachedAuthentication, EmailAddress, OrgName, SignupRequest};
 use account_infra::testing::TestDatabase;
 use account_infra::{
-    Database, MokaCredentialCache, OsRandomGenerator, PoolOptions, SqlAccountRepository, SqlChangeFeed,
+    Database, InMemoryCredentialCache, OsRandomGenerator, PoolOptions, SqlAccountRepository, SqlChangeFeed,
     SqlKeyRepository, SystemClock,
 };
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -27,7 +27,7 @@ fn authenticate(c: &mut Criterion) {
             Arc::new(OsRandomGenerator),
         )
         // A long staleness bound: the benchmark measures the hit, not the syncer.
-        .with_cache(Arc::new(MokaCredentialCache::new(10_000)), feed, Duration::from_secs(3600));
+        .with_cache(Arc::new(InMemoryCredentialCache::new(10_000)), feed, Duration::from_secs(3600));
         service.sync_changes().await.expect("synced");
         let signup = service
             .signup(
@@ -47,6 +47,12 @@ fn authenticate(c: &mut Criterion) {
 
     c.bench_function("authenticate (cache hit)", |b| {
         b.to_async(&runtime).iter(|| async { black_box(service.authenticate(black_box(&key)).await.is_ok()) })
+    });
+    c.bench_function("authenticate_cached (cache hit, no future: the HTTP extractor's path)", |b| {
+        b.iter(|| match service.authenticate_cached(black_box(&key)) {
+            CachedAuthentication::Decided(outcome) => black_box(outcome.is_ok()),
+            CachedAuthentication::NeedsLookup(_) => panic!("the key is cached"),
+        })
     });
     c.bench_function("authenticate + get_account (cache hit)", |b| {
         b.to_async(&runtime).iter(|| async {

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use account_domain::AccountService;
 use account_infra::{
-    Database, DatabaseTarget, MokaCredentialCache, OsRandomGenerator, PoolOptions, SqlAccountRepository, SqlChangeFeed,
-    SqlKeyRepository, SystemClock,
+    Database, DatabaseTarget, InMemoryCredentialCache, OsRandomGenerator, PoolOptions, SqlAccountRepository,
+    SqlChangeFeed, SqlKeyRepository, SystemClock,
 };
 use anyhow::Context as _;
 
@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(SystemClock),
         Arc::new(OsRandomGenerator),
     )
-    .with_cache(Arc::new(MokaCredentialCache::new(10_000)), feed, Duration::from_secs(1));
+    .with_cache(Arc::new(InMemoryCredentialCache::new(10_000)), feed, Duration::from_secs(1));
     service.sync_changes().await?;
 
     let verdict = service.verify_key(&key, None).await?;

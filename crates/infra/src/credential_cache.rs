@@ -1,70 +1,69 @@
 //! The in-process credential cache: bounded, concurrent, with short-lived negative entries.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use account_domain::{CachedLookup, CredentialCache, KeyCredential, KeyHash, OrgId};
-use moka::sync::Cache;
+use quick_cache::sync::Cache;
 
-/// moka caches (TinyLFU admission, bounded by entry count) for found and missing keys.
+/// quick_cache caches (S3-FIFO eviction, bounded by entry count) for found and missing keys.
+/// Chosen over moka for the hit path: a read is a sharded lookup with no bookkeeping queue.
 #[derive(Debug, Clone)]
-pub struct MokaCredentialCache {
-    found: Cache<KeyHash, std::sync::Arc<KeyCredential>>,
-    missing: Cache<KeyHash, ()>,
+pub struct InMemoryCredentialCache {
+    found: Arc<Cache<KeyHash, Arc<KeyCredential>>>,
+    /// Unknown keys, with the moment they stop being trusted as unknown.
+    missing: Arc<Cache<KeyHash, Instant>>,
 }
 
-impl MokaCredentialCache {
+impl InMemoryCredentialCache {
     /// Unknown keys are remembered this long: long enough to shed a flood of invented keys,
     /// harmless since a new key's hash cannot have been asked for before it existed.
     pub const MISSING_TTL: Duration = Duration::from_secs(30);
-    /// Entries are dropped after this long even if nothing changed: hygiene, not correctness
-    /// (the change feed is what keeps entries true).
-    pub const FOUND_TTL: Duration = Duration::from_secs(600);
 
+    /// Holds at most about `max_keys` found and as many missing keys. Entries leave when
+    /// evicted or when the change feed says they changed; no lifetime is needed for truth.
     pub fn new(max_keys: u64) -> Self {
-        Self {
-            found: Cache::builder()
-                .max_capacity(max_keys)
-                .time_to_live(Self::FOUND_TTL)
-                .support_invalidation_closures()
-                .build(),
-            missing: Cache::builder().max_capacity(max_keys).time_to_live(Self::MISSING_TTL).build(),
-        }
+        let capacity = usize::try_from(max_keys.max(1)).unwrap_or(usize::MAX);
+        Self { found: Arc::new(Cache::new(capacity)), missing: Arc::new(Cache::new(capacity)) }
     }
 }
 
-impl CredentialCache for MokaCredentialCache {
+impl CredentialCache for InMemoryCredentialCache {
     fn get(&self, hash: &KeyHash) -> Option<CachedLookup> {
         if let Some(found) = self.found.get(hash) {
             return Some(CachedLookup::Found(found));
         }
-        self.missing.get(hash).map(|()| CachedLookup::Missing)
+        let until = self.missing.get(hash)?;
+        if Instant::now() < until {
+            Some(CachedLookup::Missing)
+        } else {
+            self.missing.remove(hash);
+            None
+        }
     }
 
     fn put(&self, hash: KeyHash, lookup: CachedLookup) {
         match lookup {
             CachedLookup::Found(credential) => {
-                self.missing.invalidate(&hash);
+                self.missing.remove(&hash);
                 self.found.insert(hash, credential);
             }
-            CachedLookup::Missing => self.missing.insert(hash, ()),
+            CachedLookup::Missing => self.missing.insert(hash, Instant::now() + Self::MISSING_TTL),
         }
     }
 
     fn forget(&self, hash: &KeyHash) {
-        self.found.invalidate(hash);
-        self.missing.invalidate(hash);
+        self.found.remove(hash);
+        self.missing.remove(hash);
     }
 
     fn forget_organization(&self, org: &OrgId) {
-        let org = org.clone();
-        if self.found.invalidate_entries_if(move |_, credential| credential.organization.id == org).is_err() {
-            self.found.invalidate_all();
-        }
+        self.found.retain(|_, credential| credential.organization.id != *org);
     }
 
     fn clear(&self) {
-        self.found.invalidate_all();
-        self.missing.invalidate_all();
+        self.found.clear();
+        self.missing.clear();
     }
 }
 
@@ -103,7 +102,7 @@ mod tests {
 
     #[test]
     fn found_and_missing_entries_are_kept_and_forgotten() {
-        let cache = MokaCredentialCache::new(100);
+        let cache = InMemoryCredentialCache::new(100);
         let (hash, cred) = credential("org_a", 'a');
         let (other, _) = credential("org_a", 'b');
         cache.put(hash, CachedLookup::Found(std::sync::Arc::new(cred.clone())));
@@ -118,7 +117,7 @@ mod tests {
 
     #[test]
     fn forgetting_an_organization_drops_only_its_keys() {
-        let cache = MokaCredentialCache::new(100);
+        let cache = InMemoryCredentialCache::new(100);
         let (a, cred_a) = credential("org_a", 'a');
         let (b, cred_b) = credential("org_b", 'b');
         cache.put(a, CachedLookup::Found(std::sync::Arc::new(cred_a)));
@@ -130,12 +129,11 @@ mod tests {
 
     #[test]
     fn the_cache_is_bounded() {
-        let cache = MokaCredentialCache::new(10);
+        let cache = InMemoryCredentialCache::new(10);
         for c in ('a'..='z').chain('A'..='Z') {
             let (hash, _) = credential("org_a", c);
             cache.put(hash, CachedLookup::Missing);
         }
-        cache.missing.run_pending_tasks();
-        assert!(cache.missing.entry_count() <= 10, "{}", cache.missing.entry_count());
+        assert!(cache.missing.len() <= 10, "{}", cache.missing.len());
     }
 }

@@ -19,7 +19,7 @@ pub mod testing;
 pub use account_repository::SqlAccountRepository;
 pub use change_feed::SqlChangeFeed;
 pub use connection::DbConnection;
-pub use credential_cache::MokaCredentialCache;
+pub use credential_cache::InMemoryCredentialCache;
 pub use database::{Database, PoolOptions};
 pub use database_url::{DatabaseTarget, InvalidDatabaseUrl};
 pub use key_repository::SqlKeyRepository;

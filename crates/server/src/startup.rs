@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use account_domain::AccountService;
 use account_http::{AbuseLimits, Metrics, ReadinessCheck};
 use account_infra::{
-    Database, MokaCredentialCache, OsRandomGenerator, SqlAccountRepository, SqlChangeFeed, SqlKeyRepository,
+    Database, InMemoryCredentialCache, OsRandomGenerator, SqlAccountRepository, SqlChangeFeed, SqlKeyRepository,
     SystemClock,
 };
 use actix_web::dev::Server;
@@ -49,7 +49,7 @@ impl Application {
         .with_max_active_keys(config.max_active_keys);
         let feed = Arc::new(SqlChangeFeed::start(db.clone()).await.context("could not start the change feed")?);
         if config.cache.max_keys > 0 {
-            let cache = Arc::new(MokaCredentialCache::new(config.cache.max_keys));
+            let cache = Arc::new(InMemoryCredentialCache::new(config.cache.max_keys));
             service = service.with_cache(cache, feed.clone(), CacheOptions::MAX_STALENESS);
         }
         let service = Arc::new(service);
