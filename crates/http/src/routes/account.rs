@@ -1,7 +1,7 @@
 //! `GET /v1/account`.
 
 use account_domain::AccountService;
-use actix_web::http::header::ContentType;
+use actix_web::http::header::{HeaderValue, CONTENT_TYPE};
 use actix_web::web::Data;
 use actix_web::HttpResponse;
 
@@ -11,6 +11,10 @@ use crate::auth::Caller;
 use crate::dto::AccountDto;
 use crate::envelope::Envelope;
 use crate::error::ApiError;
+
+/// A constant header: no per-request parsing of a MIME type.
+const JSON_CONTENT_TYPE: (actix_web::http::header::HeaderName, HeaderValue) =
+    (CONTENT_TYPE, HeaderValue::from_static("application/json"));
 
 /// The caller's organization and plan. Needs the `read` scope.
 #[utoipa::path(get, path = "/v1/account", tag = "accounts", security(("bearer" = [])), responses(
@@ -22,5 +26,5 @@ pub(crate) async fn get_account(
     service: Data<AccountService>,
 ) -> Result<HttpResponse, ApiError> {
     let org = service.get_account(&caller).await?;
-    Ok(HttpResponse::Ok().insert_header(ContentType::json()).body(account_body(org)))
+    Ok(HttpResponse::Ok().insert_header(JSON_CONTENT_TYPE).body(account_body(org)))
 }

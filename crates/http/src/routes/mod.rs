@@ -35,14 +35,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, internal_token: Option<InternalTo
         .wrap(ErrorHandlers::new().default_handler(envelope_framework_errors))
         .wrap(security_headers())
         .wrap(from_fn(observe_request))
+        // Matched in this order, one pattern after another: the liveness probe (trivial,
+        // so it stays first) and then the authenticated routes, busiest first.
         .service(resource("/healthz", &["GET"]).route(web::get().to(health::healthz)))
-        .service(resource("/readyz", &["GET"]).route(web::get().to(health::readyz)))
-        .service(resource("/metrics", &["GET"]).route(web::get().to(crate::metrics::metrics)))
-        .service(resource("/openapi.json", &["GET"]).route(web::get().to(crate::openapi::serve_openapi)))
-        .service(resource("/v1/signup", &["POST"]).route(web::post().to(signup::signup)))
-        .service(resource("/v1/plans", &["GET"]).route(web::get().to(plans::list_plans)))
         .service(resource("/v1/account", &["GET"]).route(web::get().to(account::get_account)))
-        .service(resource("/v1/account/audit-log", &["GET"]).route(web::get().to(audit_log::audit_log)))
         .service(
             resource("/v1/account/api-keys", &["GET", "POST"])
                 .route(web::get().to(keys::list_keys))
@@ -56,7 +52,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, internal_token: Option<InternalTo
         .service(
             resource("/v1/account/api-keys/{key_id}/roll", &["POST"]).route(web::post().to(key_lifecycle::roll_key)),
         )
-        .service(resource("/v1/api-keys/revoke-leaked", &["POST"]).route(web::post().to(leaks::revoke_leaked)));
+        .service(resource("/v1/account/audit-log", &["GET"]).route(web::get().to(audit_log::audit_log)))
+        .service(resource("/v1/signup", &["POST"]).route(web::post().to(signup::signup)))
+        .service(resource("/v1/plans", &["GET"]).route(web::get().to(plans::list_plans)))
+        .service(resource("/v1/api-keys/revoke-leaked", &["POST"]).route(web::post().to(leaks::revoke_leaked)))
+        .service(resource("/readyz", &["GET"]).route(web::get().to(health::readyz)))
+        .service(resource("/metrics", &["GET"]).route(web::get().to(crate::metrics::metrics)))
+        .service(resource("/openapi.json", &["GET"]).route(web::get().to(crate::openapi::serve_openapi)));
     if let Some(token) = internal_token {
         scope = scope.service(
             resource("/v1/internal/verify-key", &["POST"])
