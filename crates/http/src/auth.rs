@@ -84,21 +84,23 @@ fn conclude(req: &HttpRequest, outcome: Result<Principal, ApiError>) -> Result<C
 }
 
 /// The key of an `Authorization: Bearer <key>` header; the scheme word is case-insensitive.
+/// Works on the raw bytes: the key's own check rejects anything but its alphabet, so the
+/// header's text need not be validated twice (this runs on every request).
 fn bearer_token(header: Option<&HeaderValue>) -> Result<&str, ApiError> {
-    const SCHEME: &str = "bearer ";
+    const SCHEME: &[u8] = b"bearer ";
     let header = header.ok_or_else(|| {
         ApiError::unauthorized("missing_api_key", "send your API key as `Authorization: Bearer <key>`")
     })?;
     let malformed = || ApiError::unauthorized("invalid_api_key", "the Authorization header must be `Bearer <key>`");
-    let value = header.to_str().map_err(|_| malformed())?.trim();
-    let token = match value.get(..SCHEME.len()) {
-        Some(scheme) if scheme.eq_ignore_ascii_case(SCHEME) => value[SCHEME.len()..].trim(),
+    let value = header.as_bytes().trim_ascii();
+    let token = match value.split_at_checked(SCHEME.len()) {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case(SCHEME) => token.trim_ascii(),
         _ => return Err(malformed()),
     };
     if token.is_empty() {
         return Err(malformed());
     }
-    Ok(token)
+    std::str::from_utf8(token).map_err(|_| malformed())
 }
 
 #[cfg(test)]
@@ -118,8 +120,16 @@ mod tests {
     }
 
     #[test]
+    fn a_token_that_is_not_utf8_is_malformed() {
+        let header = HeaderValue::from_bytes(b"Bearer mem_\xff").expect("valid header bytes");
+        assert_eq!(bearer_token(Some(&header)).map_err(|e| e.code()), Err("invalid_api_key"));
+    }
+
+    #[test]
     fn other_schemes_and_empty_tokens_are_malformed() {
-        for value in ["Basic abc", "Bearer", "Bearer    ", "Bearermem_live_x", "Bearer\tmem_live_x", "Token x", "é"] {
+        for value in
+            ["Basic abc", "Bearer", "Bearer    ", "Bearermem_live_x", "Bearer\tmem_live_x", "Token x", "é", "Bearé x"]
+        {
             assert_eq!(token(value), Err("invalid_api_key"), "{value}");
         }
     }
