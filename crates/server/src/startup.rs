@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use account_domain::AccountService;
-use account_http::{AbuseLimits, Metrics, ReadinessCheck};
+use account_http::{AbuseLimits, InternalToken, LimitSettings, Metrics, ReadinessCheck};
 use account_infra::{
     Database, InMemoryCredentialCache, OsRandomGenerator, SqlAccountRepository, SqlChangeFeed, SqlKeyRepository,
     SystemClock,
@@ -54,37 +54,22 @@ impl Application {
         }
         let service = Arc::new(service);
         service.sync_changes().await.context("could not read the change feed")?;
-        let metrics = web::Data::new(metrics_of(&service, &db));
-        let readiness: ReadinessCheck = Arc::new(move || {
-            let db = db.clone();
-            Box::pin(async move { db.ping().await })
-        });
+        let wiring = AppWiring::new(service.clone(), db, config.limits.clone(), config.internal_token.clone());
+        let limits = wiring.limits.clone();
 
         let listener =
             TcpListener::bind(config.bind_addr).with_context(|| format!("could not bind {}", config.bind_addr))?;
         let port = listener.local_addr().context("could not read the bound address")?.port();
-        let service_data = web::Data::from(service.clone());
-        let readiness = web::Data::new(readiness);
-        let limits = web::Data::new(AbuseLimits::new(config.limits.clone()));
-        let limits_data = limits.clone();
-        let internal_token = config.internal_token.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(service_data.clone())
-                .app_data(readiness.clone())
-                .app_data(limits_data.clone())
-                .app_data(metrics.clone())
-                .configure(|cfg| account_http::configure(cfg, internal_token.clone()))
-        })
-        // A client has this long to send its request head (408 after).
-        .client_request_timeout(Duration::from_secs(5))
-        .listen(listener)
-        .context("could not listen")?
-        // Requests in flight when SIGTERM or Ctrl-C arrives get this long to finish.
-        .shutdown_timeout(30)
-        // actix stops at once on SIGINT; both signals are handled here, gracefully.
-        .disable_signals()
-        .run();
+        let server = HttpServer::new(move || App::new().configure(|cfg| wiring.configure(cfg)))
+            // A client has this long to send its request head (408 after).
+            .client_request_timeout(Duration::from_secs(5))
+            .listen(listener)
+            .context("could not listen")?
+            // Requests in flight when SIGTERM or Ctrl-C arrives get this long to finish.
+            .shutdown_timeout(30)
+            // actix stops at once on SIGINT; both signals are handled here, gracefully.
+            .disable_signals()
+            .run();
         tracing::info!(address = %config.bind_addr.ip(), port, database = %config.database, "listening");
         Ok(Self {
             port,
@@ -139,6 +124,53 @@ impl Application {
 }
 
 /// The HTTP layer's metrics plus what the service and the pool report.
+/// What every worker's `App` is made of: the shared state and the routes. Also used by the
+/// in-process route benchmark, so that it measures exactly what the server serves.
+#[derive(Clone)]
+pub struct AppWiring {
+    service: web::Data<AccountService>,
+    readiness: web::Data<ReadinessCheck>,
+    limits: web::Data<AbuseLimits>,
+    metrics: web::Data<Metrics>,
+    internal_token: Option<InternalToken>,
+}
+
+impl std::fmt::Debug for AppWiring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppWiring").finish_non_exhaustive()
+    }
+}
+
+impl AppWiring {
+    pub fn new(
+        service: Arc<AccountService>,
+        db: Database,
+        limits: LimitSettings,
+        internal_token: Option<InternalToken>,
+    ) -> Self {
+        let metrics = web::Data::new(metrics_of(&service, &db));
+        let readiness: ReadinessCheck = Arc::new(move || {
+            let db = db.clone();
+            Box::pin(async move { db.ping().await })
+        });
+        Self {
+            service: web::Data::from(service),
+            readiness: web::Data::new(readiness),
+            limits: web::Data::new(AbuseLimits::new(limits)),
+            metrics,
+            internal_token,
+        }
+    }
+
+    pub fn configure(&self, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(self.service.clone())
+            .app_data(self.readiness.clone())
+            .app_data(self.limits.clone())
+            .app_data(self.metrics.clone());
+        account_http::configure(cfg, self.internal_token.clone());
+    }
+}
+
 fn metrics_of(service: &Arc<AccountService>, db: &Database) -> Metrics {
     let (hits, misses, in_use, idle) = (service.clone(), service.clone(), db.clone(), db.clone());
     Metrics::new()
