@@ -86,14 +86,16 @@ impl AccountService {
     /// Every key of the caller's organization, newest first. Needs `read`.
     pub async fn list_keys(&self, caller: &Principal) -> Result<Vec<ApiKey>, ListKeysError> {
         caller.require(Scope::Read)?;
-        let mut keys = self.keys.list_keys(caller.org_id()).await?;
-        // Uses not yet flushed are already known here: show them.
-        for key in &mut keys {
-            if let Some(pending) = self.usage.pending(&key.id) {
-                key.last_used_at = Some(key.last_used_at.map_or(pending, |stored| stored.max(pending)));
-            }
+        let keys = self.keys.list_keys(caller.org_id()).await?;
+        Ok(keys.into_iter().map(|key| self.with_pending_use(key)).collect())
+    }
+
+    /// Uses not yet flushed are already known here: every answer shows them.
+    fn with_pending_use(&self, mut key: ApiKey) -> ApiKey {
+        if let Some(pending) = self.usage.pending(&key.id) {
+            key.last_used_at = Some(key.last_used_at.map_or(pending, |stored| stored.max(pending)));
         }
-        Ok(keys)
+        key
     }
 
     /// Creates a key. Needs `write`; grants no scope the caller lacks, and a test key
@@ -146,7 +148,7 @@ impl AccountService {
         let key = self.keys.revoke_key(caller.org_id(), &key_id, now, &audit).await?.ok_or(RevokeKeyError::NotFound)?;
         // The revocation holds from the very next request on, on this instance too.
         self.apply_own_change().await;
-        Ok(key)
+        Ok(self.with_pending_use(key))
     }
 
     /// Renames a key of the caller's organization. Needs `write`.
@@ -167,7 +169,7 @@ impl AccountService {
         let key =
             self.keys.rename_key(caller.org_id(), &key_id, &name, &audit).await?.ok_or(RenameKeyError::NotFound)?;
         self.apply_own_change().await;
-        Ok(key)
+        Ok(self.with_pending_use(key))
     }
 
     /// Replaces a key without downtime: a new key with the same name, environment, scopes and
@@ -457,5 +459,24 @@ mod tests {
         let name = KeyName::new("New").expect("valid");
         let err = service.rename_key(&caller, "key_x", name, &RequestMeta::default()).await;
         assert!(matches!(err, Err(RenameKeyError::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn rename_and_revoke_answers_show_uses_not_yet_flushed() {
+        let mut ports = Ports::new();
+        ports.keys.expect_find_credential().returning(|_| Ok(Some(credential())));
+        ports.keys.expect_rename_key().returning(|org, id, _, _| Ok(Some(api_key(id.as_str(), org.as_str()))));
+        ports
+            .keys
+            .expect_revoke_key()
+            .returning(|org, id, at, _| Ok(Some(api_key(id.as_str(), org.as_str()).with(|k| k.revoked_at = Some(at)))));
+        let service = ports.service();
+        let presented = PlaintextKey::assemble(Environment::Live, &secret_body()).expose().to_owned();
+        let caller = service.authenticate(&presented).await.expect("authenticated");
+        let meta = RequestMeta::default();
+        let renamed = service.rename_key(&caller, "key_abc", KeyName::new("New").expect("valid"), &meta).await;
+        assert_eq!(renamed.expect("renamed").last_used_at, Some(NOW));
+        let revoked = service.revoke_key(&caller, "key_abc", &meta).await;
+        assert_eq!(revoked.expect("revoked").last_used_at, Some(NOW));
     }
 }
