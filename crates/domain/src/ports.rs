@@ -83,7 +83,8 @@ pub trait AccountRepository: Send + Sync + 'static {
     /// Activates or deactivates an organization and returns it.
     /// MUST return `Ok(None)` when no organization has this id, and MUST publish a
     /// [`Change::Organization`] in the same transaction, so that every instance's cached
-    /// credentials of the organization are forgotten.
+    /// credentials of the organization are forgotten. When the organization already is in
+    /// that state it MUST change nothing: no change published, no audit event recorded.
     async fn set_organization_active(
         &self,
         id: &OrgId,

@@ -115,12 +115,17 @@ impl AccountRepository for SqlAccountRepository {
         let audit = audit.clone();
         self.db
             .write(move |conn| {
-                let changed = diesel::update(organizations::table.find(&id))
+                let current: Option<bool> =
+                    organizations::table.find(&id).select(organizations::is_active).first(conn).optional()?;
+                match current {
+                    None => return Ok(None),
+                    // Already so: nothing to publish, nothing happened to audit.
+                    Some(current) if current == active => return load_organization(conn, &id),
+                    Some(_) => {}
+                }
+                diesel::update(organizations::table.find(&id))
                     .set(organizations::is_active.eq(active))
                     .execute(conn)?;
-                if changed == 0 {
-                    return Ok(None);
-                }
                 publish_change(conn, None, Some(&id), audit.at)?;
                 audit_trail::record(conn, &audit)?;
                 load_organization(conn, &id)

@@ -64,7 +64,7 @@ contract!(
     the_active_key_limit_counts_only_active_keys,
     concurrent_creations_cannot_exceed_the_active_key_limit,
     plans_are_listed_cheapest_first,
-    deactivating_an_organization_is_stored_and_published,
+    deactivating_an_organization_is_stored_and_published_once,
     rolling_replaces_a_key_atomically_and_never_extends_its_expiry,
     renaming_is_confined_to_the_organization_and_published,
     leaked_keys_are_revoked_whatever_their_organization,
@@ -366,7 +366,7 @@ async fn plans_are_listed_cheapest_first(ctx: Ctx) {
     assert_eq!(ids, ["free", "starter", "pro"]);
 }
 
-async fn deactivating_an_organization_is_stored_and_published(ctx: Ctx) {
+async fn deactivating_an_organization_is_stored_and_published_once(ctx: Ctx) {
     let (org, key) = signed_up(&ctx, "deactivate@acme.test").await;
     let feed = SqlChangeFeed::start(ctx.db.clone()).await.expect("feed");
     let changed =
@@ -375,6 +375,13 @@ async fn deactivating_an_organization_is_stored_and_published(ctx: Ctx) {
     assert_eq!(feed.poll().await.expect("polled"), vec![Change::Organization(org.id.clone())]);
     let credential = ctx.keys.find_credential(&key.hash).await.expect("read").expect("found");
     assert!(!credential.organization.is_active);
+    let trail_before = ctx.accounts.list_audit_events(&org.id, None, 50).await.expect("trail").len();
+    let again =
+        ctx.accounts.set_organization_active(&org.id, false, &audit_of(&org.id)).await.expect("ran").expect("found");
+    assert!(!again.is_active);
+    assert!(feed.poll().await.expect("polled").is_empty(), "no change to publish");
+    let trail_after = ctx.accounts.list_audit_events(&org.id, None, 50).await.expect("trail").len();
+    assert_eq!(trail_after, trail_before, "nothing happened, nothing is audited");
     let back =
         ctx.accounts.set_organization_active(&org.id, true, &audit_of(&org.id)).await.expect("ran").expect("found");
     assert!(back.is_active);
