@@ -110,6 +110,21 @@ async fn keys_can_be_renamed(app: TestApp) {
     app.request(Method::PATCH, "/v1/account/api-keys/key_missing", Some(&org.key), Some(json!({"name": "x"})))
         .await
         .assert_error(404, "key_not_found");
+    let read_only = app.new_key(&org.key, json!({"scopes": ["read"]})).await;
+    app.request(Method::PATCH, &path, Some(&read_only), Some(json!({"name": "Mine now"})))
+        .await
+        .assert_error(403, "insufficient_scope");
+    let stranger = app.signup_org("rename-stranger@acme.test").await;
+    app.request(Method::PATCH, &path, Some(&stranger.key), Some(json!({"name": "Mine now"})))
+        .await
+        .assert_error(404, "key_not_found");
+    let listed = app.list_keys(&org.key).await;
+    let keys = listed.data().as_array().expect("keys");
+    let renamed_key = keys.iter().find(|k| k["id"] == org.key_id.as_str()).expect("listed");
+    assert_eq!(renamed_key["name"], "Production", "refused renames change nothing");
+    // The key was just used (by these requests): the answer shows it before any flush.
+    let again = app.request(Method::PATCH, &path, Some(&org.key), Some(json!({"name": "Again"}))).await;
+    assert!(is_rfc3339_utc(&again.data()["last_used_at"]), "{}", again.body);
 }
 
 async fn anyone_holding_leaked_keys_can_revoke_them_and_learns_nothing_else(app: TestApp) {

@@ -155,7 +155,11 @@ fn request_in_flight_finishes_after(signal: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_log_line_and_no_stored_byte_holds_a_full_key() {
     let db = TestDatabase::sqlite();
-    let (mut child, port, logs) = start_server(&db.url(), &[("RUST_LOG", "trace"), ("LAST_USED_FLUSH_SECS", "1")]);
+    let service_token = "internal-token-for-the-log-test-0123456789";
+    let (mut child, port, logs) = start_server(
+        &db.url(),
+        &[("RUST_LOG", "trace"), ("LAST_USED_FLUSH_SECS", "1"), ("INTERNAL_SERVICE_TOKEN", service_token)],
+    );
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let json = |r: reqwest::Response| async move { r.json::<serde_json::Value>().await.expect("json") };
@@ -217,6 +221,37 @@ async fn no_log_line_and_no_stored_byte_holds_a_full_key() {
         .await
         .expect("sent");
     client.get(format!("{base}/v1/account")).bearer_auth(&keys[1]).send().await.expect("sent");
+    // Keys through the other routes that carry them: verification, rolling, leak reports.
+    for key in &keys {
+        let verified = client
+            .post(format!("{base}/v1/internal/verify-key"))
+            .bearer_auth(service_token)
+            .json(&serde_json::json!({"key": key, "scopes": ["write"]}))
+            .send()
+            .await
+            .expect("sent");
+        assert!(verified.status().is_success(), "{}", verified.status());
+    }
+    let main_key_id =
+        listed["data"].as_array().expect("keys").last().expect("the signup key")["id"].as_str().expect("id").to_owned();
+    let rolled = json(
+        client
+            .post(format!("{base}/v1/account/api-keys/{main_key_id}/roll"))
+            .bearer_auth(&main_key)
+            .json(&serde_json::json!({"expires_in_hours": 1}))
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await;
+    keys.push(rolled["data"]["key"].as_str().unwrap_or_else(|| panic!("rolled: {rolled}")).to_owned());
+    let leaked = client
+        .post(format!("{base}/v1/api-keys/revoke-leaked"))
+        .json(&serde_json::json!({"keys": [keys[2], "mem_live_not_a_real_key"]}))
+        .send()
+        .await
+        .expect("sent");
+    assert!(leaked.status().is_success(), "{}", leaked.status());
     tokio::time::sleep(Duration::from_millis(1500)).await; // a usage flush
 
     send_signal(&child, "TERM");
