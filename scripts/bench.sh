@@ -67,6 +67,16 @@ load() {
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+# 95% bootstrap interval of the median of the numbers on stdin: how far the median could
+# move on a rerun of the same machine.
+median_interval() {
+    python3 -c '
+import random, statistics, sys
+values = [float(v) for v in sys.stdin.read().split()]
+random.seed(7)
+medians = sorted(statistics.median(random.choices(values, k=len(values))) for _ in range(4000))
+print(f"{medians[100]:.3f}–{medians[3899]:.3f}")'
+}
 
 start_server() {
     local url=$1; shift
@@ -118,8 +128,11 @@ run_backend() {
         echo "  $backend round $round: healthz $h_rps rps (p99 $h_p99 ms), account $a_rps rps (p99 $a_p99 ms), ratio ${ratios[-1]}, p99 ratio ${p99_ratios[-1]}" >&2
     done
     local ratio h_med a_med hp a_p p99_ratio
+    local ratio_ci p99_ci
     ratio=$(printf '%s\n' "${ratios[@]}" | median)
     p99_ratio=$(printf '%s\n' "${p99_ratios[@]}" | median)
+    ratio_ci=$(printf '%s\n' "${ratios[@]}" | median_interval)
+    p99_ci=$(printf '%s\n' "${p99_ratios[@]}" | median_interval)
     h_med=$(printf '%s\n' "${health[@]}" | median); a_med=$(printf '%s\n' "${account[@]}" | median)
     hp=$(printf '%s\n' "${hp99[@]}" | median); a_p=$(printf '%s\n' "${ap99[@]}" | median)
 
@@ -156,7 +169,7 @@ PY
     cat <<ROWS
 | $backend | GET /healthz | $h_med | $hp |
 | $backend | GET /v1/account (authenticated, cached) | $a_med | $a_p |
-| $backend | **ratio account / healthz (median of $ROUNDS paired rounds)** | **$ratio** | p99 ratio (median) **$p99_ratio** |
+| $backend | **ratio account / healthz (median of $ROUNDS paired rounds; 95% interval $ratio_ci)** | **$ratio** | p99 ratio (median) **$p99_ratio** ($p99_ci) |
 | $backend | GET /v1/account, 2000 keys through a 100-key cache (miss path) | $m_rps | $m_p99 |
 | $backend | POST /v1/account/api-keys | $c_rps | $c_p99 |
 | $backend | POST /v1/signup | $s_rps | $s_p99 |
