@@ -2,15 +2,10 @@
 //! repositories, in-memory cache, SQL change feed): the hot path of every request.
 
 use std::hint::black_box;
-use std::sync::Arc;
-use std::time::Duration;
 
-use account_domain::{AccountService, CachedAuthentication, EmailAddress, OrgName, SignupRequest};
-use account_infra::testing::TestDatabase;
-use account_infra::{
-    Database, InMemoryCredentialCache, OsRandomGenerator, PoolOptions, SqlAccountRepository, SqlChangeFeed,
-    SqlKeyRepository, SystemClock,
-};
+use account_domain::CachedAuthentication;
+use account_infra::testing::{cached_service_with_a_key, TestDatabase};
+use account_infra::{Database, PoolOptions};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn authenticate(c: &mut Criterion) {
@@ -18,31 +13,7 @@ fn authenticate(c: &mut Criterion) {
     let test_db = TestDatabase::sqlite();
     let (service, key) = runtime.block_on(async {
         let db = Database::new(test_db.target().clone(), &PoolOptions::for_machine());
-        db.migrate().expect("migrated");
-        let feed = Arc::new(SqlChangeFeed::start(db.clone()).await.expect("feed"));
-        let service = AccountService::new(
-            Arc::new(SqlAccountRepository::new(db.clone())),
-            Arc::new(SqlKeyRepository::new(db)),
-            Arc::new(SystemClock),
-            Arc::new(OsRandomGenerator),
-        )
-        // A long staleness bound: the benchmark measures the hit, not the syncer.
-        .with_cache(Arc::new(InMemoryCredentialCache::new(10_000)), feed, Duration::from_secs(3600));
-        service.sync_changes().await.expect("synced");
-        let signup = service
-            .signup(
-                SignupRequest::new(
-                    OrgName::new("Bench").expect("valid"),
-                    EmailAddress::new("bench@acme.test").expect("valid"),
-                    None,
-                ),
-                &account_domain::RequestMeta::default(),
-            )
-            .await
-            .expect("signed up");
-        let key = signup.key.plaintext.expose().to_owned();
-        service.authenticate(&key).await.expect("warms the cache");
-        (service, key)
+        cached_service_with_a_key(&db).await
     });
 
     c.bench_function("authenticate (cache hit)", |b| {

@@ -8,11 +8,11 @@ use quick_cache::sync::Cache;
 
 /// quick_cache caches (S3-FIFO eviction, bounded by entry count) for found and missing keys.
 /// Chosen over moka for the hit path: a read is a sharded lookup with no bookkeeping queue.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct InMemoryCredentialCache {
-    found: Arc<Cache<KeyHash, Arc<KeyCredential>>>,
+    found: Cache<KeyHash, Arc<KeyCredential>>,
     /// Unknown keys, with the moment they stop being trusted as unknown.
-    missing: Arc<Cache<KeyHash, Instant>>,
+    missing: Cache<KeyHash, Instant>,
 }
 
 impl InMemoryCredentialCache {
@@ -24,7 +24,7 @@ impl InMemoryCredentialCache {
     /// evicted or when the change feed says they changed; no lifetime is needed for truth.
     pub fn new(max_keys: u64) -> Self {
         let capacity = usize::try_from(max_keys.max(1)).unwrap_or(usize::MAX);
-        Self { found: Arc::new(Cache::new(capacity)), missing: Arc::new(Cache::new(capacity)) }
+        Self { found: Cache::new(capacity), missing: Cache::new(capacity) }
     }
 }
 

@@ -102,6 +102,41 @@ pub fn with_database(url: &str, name: &str) -> String {
     out
 }
 
+/// A service wired as the server wires it (SQL repositories on `db`, the in-memory cache,
+/// the change feed) with one organization signed up, and that organization's key. For
+/// benchmarks: the cache is trusted for an hour, so they measure the hit, not the syncer.
+pub async fn cached_service_with_a_key(
+    db: &crate::Database,
+) -> (std::sync::Arc<account_domain::AccountService>, String) {
+    use std::sync::Arc;
+
+    use account_domain::{AccountService, EmailAddress, OrgName, RequestMeta, SignupRequest};
+
+    use crate::{
+        InMemoryCredentialCache, OsRandomGenerator, SqlAccountRepository, SqlChangeFeed, SqlKeyRepository, SystemClock,
+    };
+
+    db.migrate().expect("migrated");
+    let feed = Arc::new(SqlChangeFeed::start(db.clone()).await.expect("feed"));
+    let service = AccountService::new(
+        Arc::new(SqlAccountRepository::new(db.clone())),
+        Arc::new(SqlKeyRepository::new(db.clone())),
+        Arc::new(SystemClock),
+        Arc::new(OsRandomGenerator),
+    )
+    .with_cache(Arc::new(InMemoryCredentialCache::new(10_000)), feed, std::time::Duration::from_secs(3600));
+    service.sync_changes().await.expect("synced");
+    let request = SignupRequest::new(
+        OrgName::new("Bench").expect("valid"),
+        EmailAddress::new("bench@acme.test").expect("valid"),
+        None,
+    );
+    let signup = service.signup(request, &RequestMeta::default()).await.expect("signed up");
+    let key = signup.key.plaintext.expose().to_owned();
+    service.authenticate(&key).await.expect("warms the cache");
+    (Arc::new(service), key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_database;

@@ -4,16 +4,11 @@
 //! measures the same pair over TCP, where the kernel and the VM's noise add to both.
 
 use std::hint::black_box;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use account_domain::{AccountService, EmailAddress, OrgName, RequestMeta, SignupRequest};
 use account_http::LimitSettings;
-use account_infra::testing::TestDatabase;
-use account_infra::{
-    Database, InMemoryCredentialCache, OsRandomGenerator, PoolOptions, SqlAccountRepository, SqlChangeFeed,
-    SqlKeyRepository, SystemClock,
-};
+use account_infra::testing::{cached_service_with_a_key, TestDatabase};
+use account_infra::{Database, PoolOptions};
 use account_server::startup::AppWiring;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{rt::System, test, App};
@@ -24,25 +19,7 @@ fn routes(c: &mut Criterion) {
     let system = System::new();
     let (app, key) = system.block_on(async {
         let db = Database::new(test_db.target().clone(), &PoolOptions::for_machine());
-        db.migrate().expect("migrated");
-        let feed = Arc::new(SqlChangeFeed::start(db.clone()).await.expect("feed"));
-        let service = AccountService::new(
-            Arc::new(SqlAccountRepository::new(db.clone())),
-            Arc::new(SqlKeyRepository::new(db.clone())),
-            Arc::new(SystemClock),
-            Arc::new(OsRandomGenerator),
-        )
-        // A long staleness bound: the benchmark measures the hit, not the syncer.
-        .with_cache(Arc::new(InMemoryCredentialCache::new(10_000)), feed, Duration::from_secs(3600));
-        let service = Arc::new(service);
-        service.sync_changes().await.expect("synced");
-        let request = SignupRequest::new(
-            OrgName::new("Bench").expect("valid"),
-            EmailAddress::new("bench@acme.test").expect("valid"),
-            None,
-        );
-        let signup = service.signup(request, &RequestMeta::default()).await.expect("signed up");
-        let key = signup.key.plaintext.expose().to_owned();
+        let (service, key) = cached_service_with_a_key(&db).await;
         let wiring = AppWiring::new(service, db, LimitSettings::default(), None);
         let app = test::init_service(App::new().configure(|cfg| wiring.configure(cfg))).await;
         (app, key)
