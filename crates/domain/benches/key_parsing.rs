@@ -14,6 +14,9 @@ fn key_parsing(c: &mut Criterion) {
     c.bench_function("parse a valid key", |b| b.iter(|| PlaintextKey::parse(black_box(&key))));
     c.bench_function("reject a mistyped key (checksum)", |b| b.iter(|| PlaintextKey::parse(black_box(&typo))));
     c.bench_function("reject a malformed key (format)", |b| b.iter(|| PlaintextKey::parse(black_box("mem_live_nope"))));
+    c.bench_function("check and hash a presented key (what authentication does)", |b| {
+        b.iter(|| PlaintextKey::hash_presented(black_box(key.as_bytes())))
+    });
     c.bench_function("parse and hash a valid key", |b| {
         b.iter(|| PlaintextKey::parse(black_box(&key)).map(|k| k.hash()))
     });

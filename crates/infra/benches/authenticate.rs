@@ -20,7 +20,7 @@ fn authenticate(c: &mut Criterion) {
         b.to_async(&runtime).iter(|| async { black_box(service.authenticate(black_box(&key)).await.is_ok()) })
     });
     c.bench_function("authenticate_cached (cache hit, no future: the HTTP extractor's path)", |b| {
-        b.iter(|| match service.authenticate_cached(black_box(&key)) {
+        b.iter(|| match service.authenticate_cached(black_box(key.as_bytes())) {
             CachedAuthentication::Decided(outcome) => black_box(outcome.is_ok()),
             CachedAuthentication::NeedsLookup(_) => panic!("the key is cached"),
         })

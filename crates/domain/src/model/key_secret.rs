@@ -75,15 +75,16 @@ impl PlaintextKey {
 
     /// Checks a presented key's form and checksum without any lookup.
     pub fn parse(presented: &str) -> Result<Self, MalformedKey> {
-        let environment = check(presented)?;
+        let environment = check(presented.as_bytes())?;
         Ok(Self { secret: SecretString::from(presented.to_owned()), environment })
     }
 
     /// Checks a presented key and hashes it without copying it anywhere: what
-    /// authentication needs, on every request.
-    pub fn hash_presented(presented: &str) -> Result<KeyHash, MalformedKey> {
+    /// authentication needs, on every request. Takes bytes, as they come off the wire: the
+    /// check itself rejects anything outside the key's ASCII alphabet.
+    pub fn hash_presented(presented: &[u8]) -> Result<KeyHash, MalformedKey> {
         check(presented)?;
-        Ok(KeyHash(*blake3::hash(presented.as_bytes()).as_bytes()))
+        Ok(KeyHash(*blake3::hash(presented).as_bytes()))
     }
 
     pub fn environment(&self) -> Environment {
@@ -113,19 +114,34 @@ impl fmt::Debug for PlaintextKey {
     }
 }
 
-/// The form and checksum of a presented key; its environment when both hold.
-fn check(presented: &str) -> Result<Environment, MalformedKey> {
-    let rest = presented.strip_prefix(KEY_PREFIX).ok_or(MalformedKey::Format)?;
-    let (env, tail) = rest.split_once('_').ok_or(MalformedKey::Format)?;
-    let environment = Environment::new(env).map_err(|_| MalformedKey::Format)?;
-    if tail.len() != SECRET_LEN + CHECKSUM_LEN || !tail.bytes().all(|b| b.is_ascii_alphanumeric()) {
+/// The form and checksum of a presented key; its environment when both hold. Works on bytes
+/// and compares the checksum as a number: this runs on every request.
+fn check(presented: &[u8]) -> Result<Environment, MalformedKey> {
+    let rest = presented.strip_prefix(KEY_PREFIX.as_bytes()).ok_or(MalformedKey::Format)?;
+    let word_len = rest.iter().position(|&b| b == b'_').ok_or(MalformedKey::Format)?;
+    let (word, tail) = (&rest[..word_len], &rest[word_len + 1..]);
+    let environment =
+        std::str::from_utf8(word).ok().and_then(|w| Environment::new(w).ok()).ok_or(MalformedKey::Format)?;
+    if tail.len() != SECRET_LEN + CHECKSUM_LEN || !tail.iter().all(u8::is_ascii_alphanumeric) {
         return Err(MalformedKey::Format);
     }
+    // Six base62 digits name each number below 62^6 exactly once, and a CRC32 is below
+    // that: comparing numbers is comparing the digits `checksum` would write.
     let (signed, sum) = presented.split_at(presented.len() - CHECKSUM_LEN);
-    if checksum(signed) != sum.as_bytes() {
+    let digits = sum.iter().fold(0_u64, |value, &b| value * 62 + u64::from(base62_digit(b)));
+    if digits != u64::from(crc32fast::hash(signed)) {
         return Err(MalformedKey::Checksum);
     }
     Ok(environment)
+}
+
+/// The value of a base62 digit (`0-9A-Za-z`, in [`BASE62`]'s order); `b` is alphanumeric.
+fn base62_digit(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        b'A'..=b'Z' => b - b'A' + 10,
+        _ => b - b'a' + 36,
+    }
 }
 
 /// CRC32 of `signed`, as six base62 digits (most significant first, zero-padded).
@@ -255,8 +271,56 @@ mod tests {
     #[test]
     fn hashing_a_presented_key_agrees_with_parsing_it() {
         let key = PlaintextKey::assemble(Environment::Live, &body());
-        assert_eq!(PlaintextKey::hash_presented(key.expose()), Ok(key.hash()));
-        assert_eq!(PlaintextKey::hash_presented("mem_live_x"), Err(MalformedKey::Format));
+        assert_eq!(PlaintextKey::hash_presented(key.expose().as_bytes()), Ok(key.hash()));
+        assert_eq!(PlaintextKey::hash_presented(b"mem_live_x"), Err(MalformedKey::Format));
+    }
+
+    /// The form the check enforces, written plainly: what the one-pass check must agree with.
+    fn reference_check(presented: &[u8]) -> Result<Environment, MalformedKey> {
+        let text = std::str::from_utf8(presented).map_err(|_| MalformedKey::Format)?;
+        let rest = text.strip_prefix(KEY_PREFIX).ok_or(MalformedKey::Format)?;
+        let (env, tail) = rest.split_once('_').ok_or(MalformedKey::Format)?;
+        let environment = Environment::new(env).map_err(|_| MalformedKey::Format)?;
+        if tail.len() != SECRET_LEN + CHECKSUM_LEN || !tail.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(MalformedKey::Format);
+        }
+        let (signed, sum) = text.split_at(text.len() - CHECKSUM_LEN);
+        if checksum(signed) != sum.as_bytes() {
+            return Err(MalformedKey::Checksum);
+        }
+        Ok(environment)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_one_pass_check_agrees_with_the_plain_rules(
+            env in proptest::prop_oneof![3 => "live", 3 => "test", 1 => "prod", 1 => "", 1 => "li_ve"],
+            secret in proptest::prop_oneof![3 => "[0-9A-Za-z]{32}", 1 => "[0-9A-Za-z_\\-é]{30,34}"],
+            sum in "[0-9A-Za-z]{5,7}",
+            keep_checksum: bool,
+        ) {
+            let signed = format!("{KEY_PREFIX}{env}_{secret}");
+            let presented = if keep_checksum {
+                let digits = checksum(&signed);
+                format!("{signed}{}", std::str::from_utf8(&digits).expect("ascii"))
+            } else {
+                format!("{signed}{sum}")
+            };
+            proptest::prop_assert_eq!(check(presented.as_bytes()), reference_check(presented.as_bytes()));
+        }
+
+        #[test]
+        fn any_bytes_are_checked_as_the_plain_rules_would(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..60)) {
+            proptest::prop_assert_eq!(check(&bytes), reference_check(&bytes));
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_malformed() {
+        let key = PlaintextKey::assemble(Environment::Live, &body()).expose().as_bytes().to_vec();
+        let mut bad = key.clone();
+        bad[12] = 0xff;
+        assert_eq!(PlaintextKey::hash_presented(&bad), Err(MalformedKey::Format));
     }
 
     #[test]

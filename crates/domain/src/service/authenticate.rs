@@ -40,15 +40,16 @@ impl AccountService {
     /// known, not revoked, not expired (against the clock, cached or not), and of an
     /// active organization. A cache hit costs no database work.
     pub async fn authenticate(&self, presented: &str) -> Result<Principal, AuthenticateError> {
-        match self.authenticate_cached(presented) {
+        match self.authenticate_cached(presented.as_bytes()) {
             CachedAuthentication::Decided(outcome) => outcome,
             CachedAuthentication::NeedsLookup(hash) => self.authenticate_by_lookup(hash).await,
         }
     }
 
     /// The synchronous part of [`Self::authenticate`]: everything that needs no I/O. Lets an
-    /// adapter answer a cache hit without allocating a future.
-    pub fn authenticate_cached(&self, presented: &str) -> CachedAuthentication {
+    /// adapter answer a cache hit without allocating a future. Takes the key's bytes as they
+    /// came: anything outside the key's alphabet is malformed.
+    pub fn authenticate_cached(&self, presented: &[u8]) -> CachedAuthentication {
         let hash = match PlaintextKey::hash_presented(presented) {
             Ok(hash) => hash,
             Err(e) => return CachedAuthentication::Decided(Err(e.into())),

@@ -4,17 +4,23 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use foldhash::fast::RandomState;
+
 use time::OffsetDateTime;
 
 use crate::model::KeyId;
 
+/// Key ids are ours, never chosen by a caller: a fast hash is safe here, and this map is
+/// touched on every authenticated request.
+type Pending = HashMap<KeyId, OffsetDateTime, RandomState>;
+
 #[derive(Debug, Default)]
 pub(crate) struct UsageTracker {
-    pending: Mutex<HashMap<KeyId, OffsetDateTime>>,
+    pending: Mutex<Pending>,
 }
 
 impl UsageTracker {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<KeyId, OffsetDateTime>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         // The map stays consistent whatever a panicking holder did: keep using it.
         self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

@@ -1,8 +1,6 @@
 //! `GET /v1/account`.
 
-use account_domain::AccountService;
 use actix_web::http::header::{HeaderValue, CONTENT_TYPE};
-use actix_web::web::Data;
 use actix_web::HttpResponse;
 
 use super::shared_responses::{AuthErrors, Unavailable};
@@ -21,10 +19,7 @@ const JSON_CONTENT_TYPE: (actix_web::http::header::HeaderName, HeaderValue) =
     (status = 200, description = "The account", body = Envelope<AccountDto>),
     AuthErrors, Unavailable,
 ))]
-pub(crate) async fn get_account(
-    Caller(caller): Caller,
-    service: Data<AccountService>,
-) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn get_account(Caller { principal: caller, service }: Caller) -> Result<HttpResponse, ApiError> {
     let org = service.get_account(&caller).await?;
     Ok(HttpResponse::Ok().insert_header(JSON_CONTENT_TYPE).body(account_body(org)))
 }

@@ -1,8 +1,7 @@
 //! `GET /v1/account/audit-log`.
 
-use account_domain::AccountService;
 use actix_web::http::StatusCode;
-use actix_web::web::{Data, Query};
+use actix_web::web::Query;
 use actix_web::HttpResponse;
 
 use super::shared_responses::{AuthErrors, Unavailable};
@@ -20,8 +19,7 @@ use crate::error::{ApiError, ErrorBody};
     AuthErrors, Unavailable,
 ))]
 pub(crate) async fn audit_log(
-    Caller(caller): Caller,
-    service: Data<AccountService>,
+    Caller { principal: caller, service }: Caller,
     query: Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = service.audit_log(&caller, query.before.as_deref(), query.limit).await?;

@@ -1,8 +1,7 @@
 //! `PATCH /v1/account/api-keys/{key_id}` (rename) and `POST .../{key_id}/roll`.
 
-use account_domain::AccountService;
 use actix_web::http::StatusCode;
-use actix_web::web::{Data, Path, Payload};
+use actix_web::web::{Path, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::shared_responses::{AuthErrors, BodyErrors, Unavailable};
@@ -24,8 +23,7 @@ use crate::error::{ApiError, ErrorBody};
     BodyErrors, AuthErrors, Unavailable,
 ))]
 pub(crate) async fn rename_key(
-    Caller(caller): Caller,
-    service: Data<AccountService>,
+    Caller { principal: caller, service }: Caller,
     key_id: Path<String>,
     req: HttpRequest,
     payload: Payload,
@@ -50,8 +48,7 @@ pub(crate) async fn rename_key(
     BodyErrors, AuthErrors, Unavailable,
 ))]
 pub(crate) async fn roll_key(
-    Caller(caller): Caller,
-    service: Data<AccountService>,
+    Caller { principal: caller, service }: Caller,
     key_id: Path<String>,
     req: HttpRequest,
     payload: Payload,

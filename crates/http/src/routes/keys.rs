@@ -1,8 +1,7 @@
 //! `GET` and `POST /v1/account/api-keys`, `DELETE /v1/account/api-keys/{key_id}`.
 
-use account_domain::AccountService;
 use actix_web::http::StatusCode;
-use actix_web::web::{Data, Path, Payload};
+use actix_web::web::{Path, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::shared_responses::{AuthErrors, BodyErrors, Unavailable};
@@ -19,7 +18,7 @@ use crate::error::{ApiError, ErrorBody};
     (status = 200, description = "The keys", body = Envelope<Vec<KeyDto>>),
     AuthErrors, Unavailable,
 ))]
-pub(crate) async fn list_keys(Caller(caller): Caller, service: Data<AccountService>) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn list_keys(Caller { principal: caller, service }: Caller) -> Result<HttpResponse, ApiError> {
     let keys = service.list_keys(&caller).await?;
     let now = service.now();
     let data: Vec<KeyDto> = keys.iter().map(|k| KeyDto::new(k, now)).collect();
@@ -37,8 +36,7 @@ pub(crate) async fn list_keys(Caller(caller): Caller, service: Data<AccountServi
     BodyErrors, AuthErrors, Unavailable,
 ))]
 pub(crate) async fn create_key(
-    Caller(caller): Caller,
-    service: Data<AccountService>,
+    Caller { principal: caller, service }: Caller,
     req: HttpRequest,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -59,8 +57,7 @@ pub(crate) async fn create_key(
     AuthErrors, Unavailable,
 ))]
 pub(crate) async fn revoke_key(
-    Caller(caller): Caller,
-    service: Data<AccountService>,
+    Caller { principal: caller, service }: Caller,
     key_id: Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {

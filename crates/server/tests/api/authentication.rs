@@ -51,6 +51,14 @@ async fn requests_without_a_valid_key_get_401(app: TestApp) {
             assert_eq!(body["error"]["code"], code, "{header:?}: {body}");
         }
     }
+    // Bytes that are not text (a header may carry them) make a key malformed too.
+    let mut bytes = format!("Bearer {}", org.key).into_bytes();
+    bytes[12] = 0xff;
+    let header = reqwest::header::HeaderValue::from_bytes(&bytes).expect("obs-text is a valid header byte");
+    let response = app.client.get(app.url("/v1/account")).header("authorization", header).send().await.expect("sent");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "invalid_api_key", "{body}");
     let reply = app.request(Method::POST, "/v1/account/api-keys", Some(&typo), Some(json!({}))).await;
     reply.assert_error(401, "invalid_api_key");
 }
