@@ -43,6 +43,8 @@ pub enum RollKeyStoreError {
     NotFound,
     #[error("the key is revoked or expired")]
     NotActive,
+    #[error("the organization holds the most active keys allowed")]
+    LimitReached,
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
@@ -126,12 +128,19 @@ pub trait KeyRepository: Send + Sync + 'static {
     /// `old_expires_at` unless it already expires earlier, publishing the change of `old`.
     /// MUST return `NotFound` when the organization has no key `old`, and `NotActive`
     /// (storing nothing) when `old` is revoked or expired at `new.created_at`.
+    ///
+    /// MUST return `LimitReached`, storing nothing, when `old` stays active after
+    /// `new.created_at` (a grace period) and the organization already holds `max_active`
+    /// active keys: a roll may not raise the count above the limit. A roll that ends `old`
+    /// at once never changes the count and is never refused for it. Atomic with the
+    /// count, as for [`Self::insert_key`].
     async fn roll_key(
         &self,
         org: &OrgId,
         old: &KeyId,
         new: &NewApiKey,
         old_expires_at: OffsetDateTime,
+        max_active: u32,
         audit: &AuditRecord,
     ) -> Result<ApiKey, RollKeyStoreError>;
 

@@ -219,6 +219,9 @@ impl From<RevokeKeyError> for ApiError {
         match &e {
             RevokeKeyError::InsufficientScope(s) => insufficient_scope(s),
             RevokeKeyError::NotFound => Self::new(StatusCode::NOT_FOUND, "key_not_found", e.to_string()),
+            RevokeKeyError::EnvironmentEscalation => {
+                Self::new(StatusCode::FORBIDDEN, "environment_escalation", e.to_string())
+            }
             RevokeKeyError::Unknown(cause) => Self::internal(cause),
         }
     }
@@ -229,6 +232,9 @@ impl From<RenameKeyError> for ApiError {
         match &e {
             RenameKeyError::InsufficientScope(s) => insufficient_scope(s),
             RenameKeyError::NotFound => Self::new(StatusCode::NOT_FOUND, "key_not_found", e.to_string()),
+            RenameKeyError::EnvironmentEscalation => {
+                Self::new(StatusCode::FORBIDDEN, "environment_escalation", e.to_string())
+            }
             RenameKeyError::Unknown(cause) => Self::internal(cause),
         }
     }
@@ -240,6 +246,7 @@ impl From<RollKeyError> for ApiError {
             RollKeyError::InsufficientScope(s) => insufficient_scope(s),
             RollKeyError::NotFound => Self::new(StatusCode::NOT_FOUND, "key_not_found", e.to_string()),
             RollKeyError::NotActive => Self::new(StatusCode::CONFLICT, "key_not_active", e.to_string()),
+            RollKeyError::KeyLimitReached(_) => Self::new(StatusCode::CONFLICT, "key_limit_reached", e.to_string()),
             RollKeyError::ScopeEscalation(_) => Self::new(StatusCode::FORBIDDEN, "scope_escalation", e.to_string()),
             RollKeyError::EnvironmentEscalation => {
                 Self::new(StatusCode::FORBIDDEN, "environment_escalation", e.to_string())

@@ -40,13 +40,7 @@ impl KeyRepository for SqlKeyRepository {
             .db
             .write(move |conn| {
                 lock_organization(conn, &row.org_id)?;
-                let active: i64 = api_keys::table
-                    .filter(api_keys::org_id.eq(&row.org_id))
-                    .filter(api_keys::revoked_at.is_null())
-                    .filter(api_keys::expires_at.is_null().or(api_keys::expires_at.gt(row.created_at)))
-                    .count()
-                    .get_result(conn)?;
-                if active >= i64::from(max_active) {
+                if active_keys(conn, &row.org_id, row.created_at)? >= i64::from(max_active) {
                     return Err(RepoError::KeyLimitReached);
                 }
                 diesel::insert_into(api_keys::table).values(&row).execute(conn)?;
@@ -143,6 +137,7 @@ impl KeyRepository for SqlKeyRepository {
         old: &KeyId,
         new: &NewApiKey,
         old_expires_at: OffsetDateTime,
+        max_active: u32,
         audit: &AuditRecord,
     ) -> Result<ApiKey, RollKeyStoreError> {
         let (org, old) = (org.to_string(), old.to_string());
@@ -160,6 +155,10 @@ impl KeyRepository for SqlKeyRepository {
                 }
                 // The grace period never extends an earlier expiry.
                 let expires_at = row.expires_at.map_or(old_expires_at, |at| at.min(old_expires_at));
+                // During a grace period the old key and the new one are both active.
+                if expires_at > now && active_keys(conn, &org, now)? >= i64::from(max_active) {
+                    return Err(RepoError::KeyLimitReached);
+                }
                 diesel::update(api_keys::table.find(&row.id))
                     .set(api_keys::expires_at.eq(Some(expires_at)))
                     .execute(conn)?;
@@ -172,6 +171,7 @@ impl KeyRepository for SqlKeyRepository {
             Ok(()) => Ok(new.clone().into_stored()),
             Err(RepoError::NotFound) => Err(RollKeyStoreError::NotFound),
             Err(RepoError::NotActive) => Err(RollKeyStoreError::NotActive),
+            Err(RepoError::KeyLimitReached) => Err(RollKeyStoreError::LimitReached),
             Err(e) => Err(RollKeyStoreError::Unknown(e.into_anyhow("could not roll the key"))),
         }
     }
@@ -263,6 +263,17 @@ fn usage_update(batch: &[(KeyId, OffsetDateTime)]) -> String {
     format!(
         "UPDATE api_keys SET last_used_at = {case} WHERE id IN ({ids}) AND (last_used_at IS NULL OR last_used_at < {case})"
     )
+}
+
+/// How many keys of the organization are neither revoked nor expired at `at` (microseconds).
+/// Call it under [`lock_organization`], so that the count holds until the write.
+fn active_keys(conn: &mut crate::connection::DbConnection, org: &str, at: i64) -> Result<i64, RepoError> {
+    Ok(api_keys::table
+        .filter(api_keys::org_id.eq(org))
+        .filter(api_keys::revoked_at.is_null())
+        .filter(api_keys::expires_at.is_null().or(api_keys::expires_at.gt(at)))
+        .count()
+        .get_result(conn)?)
 }
 
 /// Takes the organization's row lock: on PostgreSQL it serializes the organization's key

@@ -45,6 +45,8 @@ pub enum RenameKeyError {
     InsufficientScope(#[from] InsufficientScope),
     #[error("no such API key")]
     NotFound,
+    #[error("a test key can only rename test keys")]
+    EnvironmentEscalation,
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
@@ -61,8 +63,20 @@ pub enum RollKeyError {
     ScopeEscalation(Scope),
     #[error("a test key can only roll test keys")]
     EnvironmentEscalation,
+    #[error(
+        "the organization already has {0} active keys, the most allowed: roll with `expires_in_hours` 0, \
+         or revoke a key first"
+    )]
+    KeyLimitReached(u32),
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
+}
+
+/// Whether a caller may manage a key, by their environments.
+enum Reach {
+    Allowed,
+    NoSuchKey,
+    LiveKeyFromTestKey,
 }
 
 /// A rolled key: the new key, shown once, and the one it replaces.
@@ -78,6 +92,8 @@ pub enum RevokeKeyError {
     InsufficientScope(#[from] InsufficientScope),
     #[error("no such API key")]
     NotFound,
+    #[error("a test key can only revoke test keys")]
+    EnvironmentEscalation,
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
@@ -131,7 +147,8 @@ impl AccountService {
     }
 
     /// Revokes a key of the caller's organization; revoking it again answers the same.
-    /// Needs `write`. A key of another organization is `NotFound`, as is a malformed id.
+    /// Needs `write`; a test key revokes only test keys. A key of another organization is
+    /// `NotFound`, as is a malformed id.
     pub async fn revoke_key(
         &self,
         caller: &Principal,
@@ -142,6 +159,11 @@ impl AccountService {
         let Ok(key_id) = KeyId::new(key_id) else {
             return Err(RevokeKeyError::NotFound);
         };
+        match self.reach(caller, &key_id).await? {
+            Reach::Allowed => {}
+            Reach::NoSuchKey => return Err(RevokeKeyError::NotFound),
+            Reach::LiveKeyFromTestKey => return Err(RevokeKeyError::EnvironmentEscalation),
+        }
         let now = self.clock.now();
         let audit =
             self.audit_record(caller.org_id(), AuditAction::KeyRevoked, Some(key_id.as_str()), Some(caller), meta, now);
@@ -151,7 +173,8 @@ impl AccountService {
         Ok(self.with_pending_use(key))
     }
 
-    /// Renames a key of the caller's organization. Needs `write`.
+    /// Renames a key of the caller's organization. Needs `write`; a test key renames only
+    /// test keys.
     pub async fn rename_key(
         &self,
         caller: &Principal,
@@ -163,6 +186,11 @@ impl AccountService {
         let Ok(key_id) = KeyId::new(key_id) else {
             return Err(RenameKeyError::NotFound);
         };
+        match self.reach(caller, &key_id).await? {
+            Reach::Allowed => {}
+            Reach::NoSuchKey => return Err(RenameKeyError::NotFound),
+            Reach::LiveKeyFromTestKey => return Err(RenameKeyError::EnvironmentEscalation),
+        }
         let now = self.clock.now();
         let audit =
             self.audit_record(caller.org_id(), AuditAction::KeyRenamed, Some(key_id.as_str()), Some(caller), meta, now);
@@ -211,15 +239,32 @@ impl AccountService {
         };
         let audit =
             self.audit_record(caller.org_id(), AuditAction::KeyRolled, Some(old.id.as_str()), Some(caller), meta, now);
-        let key = self.keys.roll_key(caller.org_id(), &old.id, &new_key, grace.after(now), &audit).await.map_err(
-            |e| match e {
+        let key = self
+            .keys
+            .roll_key(caller.org_id(), &old.id, &new_key, grace.after(now), self.max_active_keys, &audit)
+            .await
+            .map_err(|e| match e {
                 RollKeyStoreError::NotFound => RollKeyError::NotFound,
                 RollKeyStoreError::NotActive => RollKeyError::NotActive,
+                RollKeyStoreError::LimitReached => RollKeyError::KeyLimitReached(self.max_active_keys),
                 RollKeyStoreError::Unknown(e) => RollKeyError::Unknown(e),
-            },
-        )?;
+            })?;
         self.apply_own_change().await;
         Ok(RolledKey { created: CreatedKey { key, plaintext }, rolled_from: old.id })
+    }
+
+    /// Whether the caller may manage this key given their environments: a test key manages
+    /// only test keys, as it creates and rolls only test keys. A key's environment never
+    /// changes, so checking before the write races nothing. Reads the key for test callers only.
+    async fn reach(&self, caller: &Principal, key_id: &KeyId) -> anyhow::Result<Reach> {
+        if caller.environment() == Environment::Live {
+            return Ok(Reach::Allowed);
+        }
+        Ok(match self.keys.find_key(caller.org_id(), key_id).await? {
+            None => Reach::NoSuchKey,
+            Some(key) if key.environment == Environment::Live => Reach::LiveKeyFromTestKey,
+            Some(_) => Reach::Allowed,
+        })
     }
 
     /// Draws a fresh secret and builds the key to store and the plaintext to show once.
@@ -402,14 +447,14 @@ mod tests {
         ports
             .keys
             .expect_roll_key()
-            .withf(|_, old, new, old_expires_at, audit| {
+            .withf(|_, old, new, old_expires_at, _, audit| {
                 old.as_str() == "key_old"
                     && new.name.as_str() == "Default Key"
                     && new.expires_at == Some(NOW + time::Duration::days(10))
                     && *old_expires_at == NOW + time::Duration::hours(2)
                     && audit.action == AuditAction::KeyRolled
             })
-            .returning(|_, _, new, _, _| Ok(new.clone().into_stored()));
+            .returning(|_, _, new, _, _, _| Ok(new.clone().into_stored()));
         ports.keys.expect_revoke_key().never();
         let caller = principal(&["read", "write"], Environment::Live);
         let rolled = ports
@@ -419,6 +464,20 @@ mod tests {
             .expect("rolled");
         assert_eq!(rolled.rolled_from.as_str(), "key_old");
         assert_ne!(rolled.created.key.id.as_str(), "key_old");
+    }
+
+    #[tokio::test]
+    async fn a_roll_the_store_finds_over_the_key_limit_is_refused_with_the_limit() {
+        let mut ports = Ports::new();
+        ports.keys.expect_find_key().returning(|org, id| Ok(Some(api_key(id.as_str(), org.as_str()))));
+        ports
+            .keys
+            .expect_roll_key()
+            .withf(|_, _, _, _, max_active, _| *max_active == 100)
+            .returning(|_, _, _, _, _, _| Err(RollKeyStoreError::LimitReached));
+        let caller = principal(&["read", "write"], Environment::Live);
+        let err = ports.service().roll_key(&caller, "key_old", GracePeriod::default(), &RequestMeta::default()).await;
+        assert!(matches!(err, Err(RollKeyError::KeyLimitReached(100))), "{err:?}");
     }
 
     #[tokio::test]
@@ -448,6 +507,59 @@ mod tests {
             Err(RollKeyError::EnvironmentEscalation)
         ));
         assert!(matches!(service.roll_key(&both, "bad id", grace, &meta).await, Err(RollKeyError::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn a_test_key_revokes_and_renames_only_test_keys() {
+        let mut ports = Ports::new();
+        ports.keys.expect_find_key().returning(|org, id| {
+            let environment = if id.as_str() == "key_test" { Environment::Test } else { Environment::Live };
+            Ok((id.as_str() != "key_gone")
+                .then(|| api_key(id.as_str(), org.as_str()).with(|k| k.environment = environment)))
+        });
+        ports
+            .keys
+            .expect_revoke_key()
+            .times(1)
+            .withf(|_, id, _, _| id.as_str() == "key_test")
+            .returning(|org, id, at, _| Ok(Some(api_key(id.as_str(), org.as_str()).with(|k| k.revoked_at = Some(at)))));
+        ports
+            .keys
+            .expect_rename_key()
+            .times(1)
+            .withf(|_, id, _, _| id.as_str() == "key_test")
+            .returning(|org, id, _, _| Ok(Some(api_key(id.as_str(), org.as_str()))));
+        let service = ports.service();
+        let test = principal(&["read", "write"], Environment::Test);
+        let meta = RequestMeta::default();
+        let name = || KeyName::new("New").expect("valid");
+        assert!(matches!(
+            service.revoke_key(&test, "key_live", &meta).await,
+            Err(RevokeKeyError::EnvironmentEscalation)
+        ));
+        assert!(matches!(
+            service.rename_key(&test, "key_live", name(), &meta).await,
+            Err(RenameKeyError::EnvironmentEscalation)
+        ));
+        assert!(matches!(service.revoke_key(&test, "key_gone", &meta).await, Err(RevokeKeyError::NotFound)));
+        assert!(matches!(service.rename_key(&test, "key_gone", name(), &meta).await, Err(RenameKeyError::NotFound)));
+        assert!(service.rename_key(&test, "key_test", name(), &meta).await.is_ok());
+        assert!(service.revoke_key(&test, "key_test", &meta).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_live_key_reaches_every_key_of_its_organization_without_an_extra_read() {
+        let mut ports = Ports::new();
+        ports.keys.expect_find_key().never();
+        ports.keys.expect_revoke_key().returning(|org, id, at, _| {
+            Ok(Some(api_key(id.as_str(), org.as_str()).with(|k| {
+                k.environment = Environment::Test;
+                k.revoked_at = Some(at);
+            })))
+        });
+        let caller = principal(&["write"], Environment::Live);
+        let revoked = ports.service().revoke_key(&caller, "key_test", &RequestMeta::default()).await;
+        assert!(revoked.is_ok());
     }
 
     #[tokio::test]

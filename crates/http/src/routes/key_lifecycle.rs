@@ -12,7 +12,8 @@ use crate::dto::{KeyDto, RenameKeyBody, RollKeyBody, RolledKeyDto};
 use crate::envelope::{respond, Envelope};
 use crate::error::{ApiError, ErrorBody};
 
-/// Renames a key of the caller's organization. Needs the `write` scope.
+/// Renames a key of the caller's organization. Needs the `write` scope; a test key renames
+/// only test keys.
 #[utoipa::path(patch, path = "/v1/account/api-keys/{key_id}", tag = "api-keys", security(("bearer" = [])),
     params(("key_id" = String, Path, description = "The key's id")),
     request_body = RenameKeyBody,
@@ -36,7 +37,8 @@ pub(crate) async fn rename_key(
 
 /// Replaces a key without downtime: a new key with the same name, environment, scopes and
 /// expiry, shown once; the old key keeps working for the grace period (never longer than it
-/// would have). Needs the `write` scope and the scopes of the key rolled.
+/// would have). Needs the `write` scope and the scopes of the key rolled. At the active key
+/// limit, only a roll that ends the old key at once is allowed.
 #[utoipa::path(post, path = "/v1/account/api-keys/{key_id}/roll", tag = "api-keys", security(("bearer" = [])),
     params(("key_id" = String, Path, description = "The key to replace")),
     request_body(content = Option<RollKeyBody>, description = "Optional; no body means a 24-hour grace period"),
@@ -44,7 +46,7 @@ pub(crate) async fn rename_key(
     (status = 201, description = "The new key, shown this once", body = Envelope<RolledKeyDto>),
     (status = 400, description = "Invalid body", body = ErrorBody),
     (status = 404, description = "No such key in this organization", body = ErrorBody),
-    (status = 409, description = "The key is revoked or expired", body = ErrorBody),
+    (status = 409, description = "The key is revoked or expired, or a grace period would exceed the active key limit", body = ErrorBody),
     BodyErrors, AuthErrors, Unavailable,
 ))]
 pub(crate) async fn roll_key(

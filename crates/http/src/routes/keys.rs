@@ -48,7 +48,8 @@ pub(crate) async fn create_key(
 }
 
 /// Revokes a key of the caller's organization; it is refused from the next request on.
-/// Revoking again answers the same. Needs the `write` scope.
+/// Revoking again answers the same. Needs the `write` scope; a test key revokes only test
+/// keys.
 #[utoipa::path(delete, path = "/v1/account/api-keys/{key_id}", tag = "api-keys", security(("bearer" = [])),
     params(("key_id" = String, Path, description = "The key's id, such as key_0192...")),
     responses(

@@ -15,6 +15,7 @@ on_both_backends!(
     keys_are_listed_newest_first_with_the_documented_fields_and_no_secret,
     invalid_key_requests_get_400_and_create_nothing,
     keys_cannot_grant_more_than_they_hold,
+    a_test_key_cannot_revoke_or_rename_live_keys,
     revoking_answers_the_key_as_listed_and_is_idempotent,
     revoking_an_unknown_or_foreign_key_is_404,
     fifty_concurrent_key_creations_are_all_kept_with_distinct_secrets,
@@ -161,6 +162,34 @@ async fn keys_cannot_grant_more_than_they_hold(app: TestApp) {
     let created = app.create_key(&test_key, Some(json!({"environment": "test"}))).await;
     assert_eq!(created.status, StatusCode::CREATED);
     assert_eq!(app.key_count(&org.key).await, 4);
+}
+
+async fn a_test_key_cannot_revoke_or_rename_live_keys(app: TestApp) {
+    let org = app.signup_org("test-reach@acme.test").await;
+    let test_key = app.new_key(&org.key, json!({"environment": "test", "name": "T"})).await;
+    let test_key_id = app.list_keys(&org.key).await.data()[0]["id"].as_str().expect("id").to_owned();
+    let live_path = format!("/v1/account/api-keys/{}", org.key_id);
+    let live_key = |listed: &crate::helpers::Reply| {
+        let keys = listed.data().as_array().expect("array").clone();
+        keys.into_iter().find(|k| k["id"] == json!(org.key_id)).expect("listed")
+    };
+    let before = live_key(&app.list_keys(&org.key).await);
+    app.revoke_key(&test_key, &org.key_id).await.assert_error(403, "environment_escalation");
+    app.request(Method::PATCH, &live_path, Some(&test_key), Some(json!({"name": "Taken over"})))
+        .await
+        .assert_error(403, "environment_escalation");
+    // The live key is untouched: still working, still named as it was.
+    let after = live_key(&app.list_keys(&org.key).await);
+    assert_eq!((&after["is_active"], &after["name"]), (&json!(true), &before["name"]));
+    // Its own environment stays within reach.
+    let test_path = format!("/v1/account/api-keys/{test_key_id}");
+    let renamed = app.request(Method::PATCH, &test_path, Some(&test_key), Some(json!({"name": "T2"}))).await;
+    assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.body);
+    assert_eq!(app.revoke_key(&test_key, &test_key_id).await.status, StatusCode::OK);
+    // A key of another organization stays 404, not 403: nothing tells it exists.
+    let other = app.signup_org("test-reach-other@acme.test").await;
+    let other_test = app.new_key(&other.key, json!({"environment": "test"})).await;
+    app.revoke_key(&other_test, &org.key_id).await.assert_error(404, "key_not_found");
 }
 
 async fn revoking_answers_the_key_as_listed_and_is_idempotent(app: TestApp) {

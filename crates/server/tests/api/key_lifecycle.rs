@@ -259,3 +259,28 @@ async fn without_a_service_token_the_verification_route_does_not_exist() {
     let app = spawn_app_with(Backend::Sqlite, &[]).await.expect("sqlite");
     verify(&app, SERVICE_TOKEN, json!({"key": "x"})).await.assert_error(404, "not_found");
 }
+
+/// Rolling with a grace period leaves two keys active for a while: at the limit, that would
+/// exceed it, so only a roll that ends the old key at once is allowed there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_key_limit_only_a_roll_that_ends_the_old_key_at_once_is_allowed() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(app) = spawn_app_with(backend, &[("MAX_ACTIVE_KEYS_PER_ORG", "2")]).await else {
+            continue;
+        };
+        let org = app.signup_org("roll-cap@acme.test").await;
+        let second = app.new_key(&org.key, json!({"name": "Second"})).await;
+        for body in [None, Some(json!({"expires_in_hours": 1}))] {
+            roll(&app, &org.key, &org.key_id, body).await.assert_error(409, "key_limit_reached");
+        }
+        assert_eq!(app.key_count(&org.key).await, 2, "the refused rolls stored nothing");
+        let listed = app.list_keys(&org.key).await;
+        assert_eq!(key_named(&listed, &org.key_id)["expires_at"], json!(null), "no expiry was moved");
+        let rolled = roll(&app, &org.key, &org.key_id, Some(json!({"expires_in_hours": 0}))).await;
+        assert_eq!(rolled.status, StatusCode::CREATED, "{}", rolled.body);
+        let new_key = rolled.data()["key"].as_str().expect("key").to_owned();
+        app.get_account(&org.key).await.assert_error(401, "expired_api_key");
+        assert_eq!(app.get_account(&new_key).await.status, StatusCode::OK);
+        app.create_key(&second, None).await.assert_error(409, "key_limit_reached");
+    }
+}
