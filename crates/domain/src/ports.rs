@@ -133,7 +133,8 @@ pub trait KeyRepository: Send + Sync + 'static {
     /// `new.created_at` (a grace period) and the organization already holds `max_active`
     /// active keys: a roll may not raise the count above the limit. A roll that ends `old`
     /// at once never changes the count and is never refused for it. Atomic with the
-    /// count, as for [`Self::insert_key`].
+    /// count, as for [`Self::insert_key`]. Records every event of `audit`, in order, in the
+    /// same transaction.
     async fn roll_key(
         &self,
         org: &OrgId,
@@ -141,7 +142,7 @@ pub trait KeyRepository: Send + Sync + 'static {
         new: &NewApiKey,
         old_expires_at: OffsetDateTime,
         max_active: u32,
-        audit: &AuditRecord,
+        audit: &[AuditRecord],
     ) -> Result<ApiKey, RollKeyStoreError>;
 
     /// Revokes, whatever their organization, the keys with these hashes that are not revoked

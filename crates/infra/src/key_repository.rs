@@ -138,12 +138,13 @@ impl KeyRepository for SqlKeyRepository {
         new: &NewApiKey,
         old_expires_at: OffsetDateTime,
         max_active: u32,
-        audit: &AuditRecord,
+        audit: &[AuditRecord],
     ) -> Result<ApiKey, RollKeyStoreError> {
         let (org, old) = (org.to_string(), old.to_string());
         let new_row = ApiKeyRow::from(new);
         let old_expires_at = to_micros(old_expires_at);
-        let audit = audit.clone();
+        let audit = audit.to_vec();
+        let changed_at = new.created_at;
         let outcome = self
             .db
             .write(move |conn| {
@@ -163,8 +164,8 @@ impl KeyRepository for SqlKeyRepository {
                     .set(api_keys::expires_at.eq(Some(expires_at)))
                     .execute(conn)?;
                 diesel::insert_into(api_keys::table).values(&new_row).execute(conn)?;
-                publish_change(conn, Some(&row.key_hash), None, audit.at)?;
-                audit_trail::record(conn, &audit)
+                publish_change(conn, Some(&row.key_hash), None, changed_at)?;
+                audit.iter().try_for_each(|event| audit_trail::record(conn, event))
             })
             .await;
         match outcome {

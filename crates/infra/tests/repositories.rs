@@ -396,7 +396,7 @@ async fn rolling_replaces_a_key_atomically_and_never_extends_its_expiry(ctx: Ctx
     let (new, _) = new_key(&org.id, "Default Key", now());
     let stored = ctx
         .keys
-        .roll_key(&org.id, &old.id, &new, now() + Duration::hours(1), 10_000, &audit_of(&org.id))
+        .roll_key(&org.id, &old.id, &new, now() + Duration::hours(1), 10_000, &[audit_of(&org.id)])
         .await
         .expect("rolled");
     assert_eq!(stored.id, new.id);
@@ -406,7 +406,7 @@ async fn rolling_replaces_a_key_atomically_and_never_extends_its_expiry(ctx: Ctx
     // A grace period longer than the remaining life does not extend it.
     let (newer, _) = new_key(&org.id, "Default Key", now());
     ctx.keys
-        .roll_key(&org.id, &new.id, &newer, now() + Duration::days(400), 10_000, &audit_of(&org.id))
+        .roll_key(&org.id, &new.id, &newer, now() + Duration::days(400), 10_000, &[audit_of(&org.id)])
         .await
         .expect("rolled");
     let rolled = ctx.keys.find_key(&org.id, &new.id).await.expect("read").expect("found");
@@ -415,11 +415,14 @@ async fn rolling_replaces_a_key_atomically_and_never_extends_its_expiry(ctx: Ctx
     ctx.keys.revoke_key(&org.id, &newer.id, now(), &audit_of(&org.id)).await.expect("revoked");
     let (again, _) = new_key(&org.id, "Default Key", now());
     let err =
-        ctx.keys.roll_key(&org.id, &newer.id, &again, now(), 10_000, &audit_of(&org.id)).await.expect_err("revoked");
+        ctx.keys.roll_key(&org.id, &newer.id, &again, now(), 10_000, &[audit_of(&org.id)]).await.expect_err("revoked");
     assert!(matches!(err, RollKeyStoreError::NotActive), "{err:?}");
     let (other, _) = signed_up(&ctx, "roll-other@acme.test").await;
-    let err =
-        ctx.keys.roll_key(&other.id, &old.id, &again, now(), 10_000, &audit_of(&other.id)).await.expect_err("foreign");
+    let err = ctx
+        .keys
+        .roll_key(&other.id, &old.id, &again, now(), 10_000, &[audit_of(&other.id)])
+        .await
+        .expect_err("foreign");
     assert!(matches!(err, RollKeyStoreError::NotFound), "{err:?}");
     assert_eq!(ctx.keys.list_keys(&org.id).await.expect("listed").len(), 3, "refused rolls stored nothing");
 }
@@ -432,7 +435,7 @@ async fn a_roll_with_a_grace_period_counts_against_the_active_key_limit(ctx: Ctx
     let (replacement, _) = new_key(&org.id, "Default Key", now());
     let err = ctx
         .keys
-        .roll_key(&org.id, &first.id, &replacement, now() + Duration::hours(1), 2, &audit_of(&org.id))
+        .roll_key(&org.id, &first.id, &replacement, now() + Duration::hours(1), 2, &[audit_of(&org.id)])
         .await
         .expect_err("over the limit");
     assert!(matches!(err, RollKeyStoreError::LimitReached), "{err:?}");
@@ -441,13 +444,16 @@ async fn a_roll_with_a_grace_period_counts_against_the_active_key_limit(ctx: Ctx
     assert_eq!(untouched.expires_at, first.expires_at, "the refused roll moved no expiry");
     // Ending the old key at once keeps the count: allowed at the limit.
     let at_once = replacement.created_at;
-    ctx.keys.roll_key(&org.id, &first.id, &replacement, at_once, 2, &audit_of(&org.id)).await.expect("count unchanged");
+    ctx.keys
+        .roll_key(&org.id, &first.id, &replacement, at_once, 2, &[audit_of(&org.id)])
+        .await
+        .expect("count unchanged");
     let (another, _) = new_key(&org.id, "Third", now());
     assert!(matches!(ctx.keys.insert_key(&another, 2, &audit_of(&org.id)).await, Err(InsertKeyError::LimitReached)));
     // Below the limit, a grace period is fine.
     let (next, _) = new_key(&org.id, "Second", now());
     ctx.keys
-        .roll_key(&org.id, &second.id, &next, now() + Duration::hours(1), 3, &audit_of(&org.id))
+        .roll_key(&org.id, &second.id, &next, now() + Duration::hours(1), 3, &[audit_of(&org.id)])
         .await
         .expect("3 of 3");
 }

@@ -237,8 +237,19 @@ impl AccountService {
             created_at: now,
             expires_at: old.expires_at,
         };
-        let audit =
-            self.audit_record(caller.org_id(), AuditAction::KeyRolled, Some(old.id.as_str()), Some(caller), meta, now);
+        // The trail names both keys: the one created in its place, then (newest, on top of
+        // the log) the roll of the old one.
+        let audit = [
+            self.audit_record(
+                caller.org_id(),
+                AuditAction::KeyCreated,
+                Some(new_key.id.as_str()),
+                Some(caller),
+                meta,
+                now,
+            ),
+            self.audit_record(caller.org_id(), AuditAction::KeyRolled, Some(old.id.as_str()), Some(caller), meta, now),
+        ];
         let key = self
             .keys
             .roll_key(caller.org_id(), &old.id, &new_key, grace.after(now), self.max_active_keys, &audit)
@@ -452,7 +463,11 @@ mod tests {
                     && new.name.as_str() == "Default Key"
                     && new.expires_at == Some(NOW + time::Duration::days(10))
                     && *old_expires_at == NOW + time::Duration::hours(2)
-                    && audit.action == AuditAction::KeyRolled
+                    && audit.iter().map(|a| (a.action, a.target_id.clone())).collect::<Vec<_>>()
+                        == [
+                            (AuditAction::KeyCreated, Some(new.id.to_string())),
+                            (AuditAction::KeyRolled, Some("key_old".to_owned())),
+                        ]
             })
             .returning(|_, _, new, _, _, _| Ok(new.clone().into_stored()));
         ports.keys.expect_revoke_key().never();

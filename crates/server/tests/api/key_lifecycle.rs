@@ -156,7 +156,8 @@ async fn the_audit_log_records_every_change_newest_first_in_pages(app: TestApp) 
         Some(json!({"name": "Renamed"})),
     )
     .await;
-    roll(&app, &org.key, &temp_id, Some(json!({"expires_in_hours": 1}))).await;
+    let rolled = roll(&app, &org.key, &temp_id, Some(json!({"expires_in_hours": 1}))).await;
+    let replacement_id = rolled.data()["id"].as_str().expect("id").to_owned();
     app.revoke_key(&org.key, &temp_id).await;
     app.request(Method::POST, "/v1/api-keys/revoke-leaked", None, Some(json!({"keys": [temp_key]}))).await;
 
@@ -166,9 +167,12 @@ async fn the_audit_log_records_every_change_newest_first_in_pages(app: TestApp) 
     let actions: Vec<&str> = events.iter().map(|e| e["action"].as_str().expect("action")).collect();
     assert_eq!(
         actions,
-        ["key.revoked", "key.rolled", "key.renamed", "key.created", "signup"],
+        ["key.revoked", "key.rolled", "key.created", "key.renamed", "key.created", "signup"],
         "the leak report found the key already revoked"
     );
+    // A roll names both keys: the old one rolled, and the new one created in its place.
+    assert_eq!((&events[1]["target_id"], &events[2]["target_id"]), (&json!(temp_id), &json!(replacement_id)));
+    assert_eq!(events[2]["actor_key_id"], json!(org.key_id));
     assert_eq!(reply.data()["has_more"], false);
     let revoked = &events[0];
     assert_eq!(
@@ -179,7 +183,7 @@ async fn the_audit_log_records_every_change_newest_first_in_pages(app: TestApp) 
     assert_eq!(revoked["target_id"], json!(temp_id));
     assert_eq!(revoked["client_ip"], "127.0.0.1");
     assert!(is_rfc3339_utc(&revoked["created_at"]));
-    assert_eq!(events[4]["actor_key_id"], Value::Null, "nobody was authenticated at signup");
+    assert_eq!(events[5]["actor_key_id"], Value::Null, "nobody was authenticated at signup");
 
     let page = app.request(Method::GET, "/v1/account/audit-log?limit=2", Some(&org.key), None).await;
     assert_eq!(page.data()["events"].as_array().expect("events").len(), 2);
@@ -189,7 +193,7 @@ async fn the_audit_log_records_every_change_newest_first_in_pages(app: TestApp) 
         app.request(Method::GET, &format!("/v1/account/audit-log?limit=2&before={cursor}"), Some(&org.key), None).await;
     let next_actions: Vec<&str> =
         next.data()["events"].as_array().expect("events").iter().map(|e| e["action"].as_str().expect("a")).collect();
-    assert_eq!(next_actions, ["key.renamed", "key.created"]);
+    assert_eq!(next_actions, ["key.created", "key.renamed"]);
     for bad in ["limit=0", "limit=101", "limit=x", "before=42", "unknown=1"] {
         app.request(Method::GET, &format!("/v1/account/audit-log?{bad}"), Some(&org.key), None)
             .await
