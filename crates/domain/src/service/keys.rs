@@ -5,8 +5,8 @@ use time::OffsetDateTime;
 
 use super::{AccountService, InsufficientScope, Principal};
 use crate::model::{
-    ApiKey, AuditAction, CreateKeyRequest, Environment, GracePeriod, KeyId, KeyName, NewApiKey, OrgId, PlaintextKey,
-    RequestMeta, Scope,
+    ApiKey, AuditAction, AuditRecord, CreateKeyRequest, Environment, GracePeriod, KeyId, KeyName, NewApiKey, OrgId,
+    PlaintextKey, RequestMeta, Scope,
 };
 use crate::ports::{InsertKeyError, RollKeyStoreError};
 
@@ -131,14 +131,7 @@ impl AccountService {
         }
         let now = self.clock.now();
         let (new_key, plaintext) = self.mint_key(caller.org_id(), request, now);
-        let audit = self.audit_record(
-            caller.org_id(),
-            AuditAction::KeyCreated,
-            Some(new_key.id.as_str()),
-            Some(caller),
-            meta,
-            now,
-        );
+        let audit = self.key_created_record(caller, &new_key, meta, now);
         let key = self.keys.insert_key(&new_key, self.max_active_keys, &audit).await.map_err(|e| match e {
             InsertKeyError::LimitReached => CreateKeyError::KeyLimitReached(self.max_active_keys),
             InsertKeyError::Unknown(e) => CreateKeyError::Unknown(e),
@@ -240,14 +233,7 @@ impl AccountService {
         // The trail names both keys: the one created in its place, then (newest, on top of
         // the log) the roll of the old one.
         let audit = [
-            self.audit_record(
-                caller.org_id(),
-                AuditAction::KeyCreated,
-                Some(new_key.id.as_str()),
-                Some(caller),
-                meta,
-                now,
-            ),
+            self.key_created_record(caller, &new_key, meta, now),
             self.audit_record(caller.org_id(), AuditAction::KeyRolled, Some(old.id.as_str()), Some(caller), meta, now),
         ];
         let key = self
@@ -276,6 +262,17 @@ impl AccountService {
             Some(key) if key.environment == Environment::Live => Reach::LiveKeyFromTestKey,
             Some(_) => Reach::Allowed,
         })
+    }
+
+    /// The `key.created` event of a key the caller makes, by creating or by rolling.
+    fn key_created_record(
+        &self,
+        caller: &Principal,
+        key: &NewApiKey,
+        meta: &RequestMeta,
+        now: OffsetDateTime,
+    ) -> AuditRecord {
+        self.audit_record(caller.org_id(), AuditAction::KeyCreated, Some(key.id.as_str()), Some(caller), meta, now)
     }
 
     /// Draws a fresh secret and builds the key to store and the plaintext to show once.
