@@ -55,24 +55,12 @@ impl FromRequest for Caller {
     }
 }
 
-/// Counts a failure against the caller's address and in the metrics; on success, notes the
-/// caller for the request's log line.
+/// On success, notes the caller for the request's log line; a failure is counted.
 fn conclude(
     req: &HttpRequest,
     service: &web::Data<AccountService>,
     outcome: Result<Principal, ApiError>,
 ) -> Result<Caller, ApiError> {
-    let outcome = match outcome {
-        // Only failures count against the address: a correct key is never slowed.
-        Err(e) if e.status_code() == StatusCode::UNAUTHORIZED => {
-            let limits = req.app_data::<web::Data<AbuseLimits>>();
-            match limits.and_then(|l| l.client_ip(req).map(|ip| (l, ip))) {
-                Some((limits, ip)) => limits.check_auth_failure(ip).and(Err(e)),
-                None => Err(e),
-            }
-        }
-        other => other,
-    };
     match outcome {
         Ok(principal) => {
             // For the request's log line (shares the credential, copies nothing).
@@ -81,14 +69,27 @@ fn conclude(
             }
             Ok(Caller { principal, service: service.clone() })
         }
-        Err(e) => {
-            let metrics = req.app_data::<web::Data<Metrics>>();
-            if let Some(metrics) = metrics.filter(|_| e.status_code().is_client_error()) {
-                metrics.record_auth_failure(e.code());
-            }
-            Err(e)
-        }
+        Err(e) => Err(failed_authentication(req, e)),
     }
+}
+
+/// A refused authentication, by key or by service token: a 401 counts against the caller's
+/// address (the answer becomes 429 once over the limit), and every client error is counted
+/// in the metrics. Only failures are counted: a correct key is never slowed.
+pub(crate) fn failed_authentication(req: &HttpRequest, e: ApiError) -> ApiError {
+    let e = if e.status_code() == StatusCode::UNAUTHORIZED {
+        let limits = req.app_data::<web::Data<AbuseLimits>>();
+        match limits.and_then(|l| l.client_ip(req).map(|ip| (l, ip))) {
+            Some((limits, ip)) => limits.check_auth_failure(ip).err().unwrap_or(e),
+            None => e,
+        }
+    } else {
+        e
+    };
+    if let Some(metrics) = req.app_data::<web::Data<Metrics>>().filter(|_| e.status_code().is_client_error()) {
+        metrics.record_auth_failure(e.code());
+    }
+    e
 }
 
 /// The key of an `Authorization: Bearer <key>` header; the scheme word is case-insensitive.

@@ -74,7 +74,7 @@ impl<C: Clock + Clone> AbuseLimits<C> {
 
     fn check(&self, limiter: Option<&Limiter<C>>, ip: IpAddr, what: &str) -> Result<(), ApiError> {
         let Some(limiter) = limiter else { return Ok(()) };
-        limiter.check_key(&ip).map_err(|not_until| {
+        limiter.check_key(&client_of(ip)).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.clock.now());
             ApiError::rate_limited(what, wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
         })
@@ -91,6 +91,16 @@ impl<C: Clock + Clone> AbuseLimits<C> {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
+    }
+}
+
+/// The client an address belongs to, for counting. An IPv6 client usually holds a whole /64
+/// (a new address costs it nothing), so its /64 is one client; an IPv4-mapped IPv6 address
+/// is its IPv4 address.
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        v4 => v4,
     }
 }
 
@@ -142,6 +152,23 @@ mod tests {
         assert!(limits.check_auth_failure(A).is_err());
         clock.advance(Duration::from_secs(60));
         assert!(limits.check_auth_failure(A).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_client_and_mapped_ipv4_is_its_ipv4_address() {
+        let (limits, _) = limits(2, 30);
+        let ip = |text: &str| text.parse::<IpAddr>().expect("address");
+        limits.check_signup(ip("2001:db8:1:2::1")).expect("first");
+        limits.check_signup(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")).expect("second, same /64");
+        assert!(
+            limits.check_signup(ip("2001:db8:1:2::abcd")).is_err(),
+            "a third address of the /64 is the same client"
+        );
+        limits.check_signup(ip("2001:db8:1:3::1")).expect("the next /64 is another client");
+        limits.check_signup(ip("::ffff:203.0.113.1")).expect("first from A");
+        limits.check_signup(A).expect("second from A");
+        assert!(limits.check_signup(ip("::ffff:203.0.113.1")).is_err(), "mapped and plain IPv4 are one client");
+        limits.check_signup(B).expect("the next IPv4 address is another client");
     }
 
     #[test]

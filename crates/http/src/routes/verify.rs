@@ -8,6 +8,7 @@ use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 
 use super::shared_responses::{BodyErrors, Unavailable};
+use crate::auth::failed_authentication;
 use crate::body::{read_body, required_json};
 use crate::dto::{VerificationDto, VerifyKeyBody};
 use crate::envelope::{respond, Envelope};
@@ -57,10 +58,9 @@ pub(crate) async fn verify_key(
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
     if !presented.is_some_and(|t| token.admits(t)) {
-        return Err(ApiError::unauthorized(
-            "invalid_service_token",
-            "send the internal service token as a Bearer token",
-        ));
+        let refused =
+            ApiError::unauthorized("invalid_service_token", "send the internal service token as a Bearer token");
+        return Err(failed_authentication(&req, refused));
     }
     let body = read_body(&req, payload).await?;
     let request = required_json::<VerifyKeyBody>(&req, &body)?;

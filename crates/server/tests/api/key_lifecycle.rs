@@ -288,3 +288,31 @@ async fn at_the_key_limit_only_a_roll_that_ends_the_old_key_at_once_is_allowed()
         app.create_key(&second, None).await.assert_error(409, "key_limit_reached");
     }
 }
+
+/// Guessing the service token is guessing a key: wrong tokens count against the address's
+/// failed-authentication limit and in the metrics, and a correct token is never slowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_service_tokens_count_as_failed_authentications() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[("INTERNAL_SERVICE_TOKEN", SERVICE_TOKEN), ("RATE_LIMIT_AUTH_FAILURES_PER_MINUTE", "2")],
+    )
+    .await
+    .expect("sqlite");
+    let org = app.signup_org("token-guess@acme.test").await;
+    for _ in 0..2 {
+        verify(&app, "wrong-token-wrong-token", json!({"key": org.key}))
+            .await
+            .assert_error(401, "invalid_service_token");
+    }
+    let limited = verify(&app, "wrong-token-wrong-token", json!({"key": org.key})).await;
+    limited.assert_error(429, "rate_limited");
+    // The limit is the address's, as for keys: a wrong API key is refused the same way now.
+    app.get_account("mem_live_nope").await.assert_error(429, "rate_limited");
+    let correct = verify(&app, SERVICE_TOKEN, json!({"key": org.key})).await;
+    assert_eq!(correct.status, StatusCode::OK, "{}", correct.body);
+    let metrics = app.client.get(app.url("/metrics")).send().await.expect("sent");
+    let text = metrics.text().await.expect("text");
+    assert!(text.contains(r#"auth_failures_total{reason="invalid_service_token"} 2"#), "{text}");
+    assert!(text.contains(r#"auth_failures_total{reason="rate_limited"} 2"#), "{text}");
+}
