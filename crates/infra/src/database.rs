@@ -100,6 +100,25 @@ impl Database {
         }
     }
 
+    /// Checks, applying no migration, that the database holds every migration of this build:
+    /// for services that only read the Account API's database (they must never migrate it).
+    /// On a database never migrated, diesel still creates its empty bookkeeping table.
+    pub fn check_schema(&self) -> anyhow::Result<()> {
+        let mut conn = self.connect_once()?;
+        let pending = match &mut conn {
+            DbConnection::Sqlite(c) => c.has_pending_migration(SQLITE_MIGRATIONS),
+            DbConnection::Postgres(c) => c.has_pending_migration(POSTGRES_MIGRATIONS),
+        }
+        .map_err(|e| anyhow::anyhow!(e))
+        .with_context(|| format!("could not read the migrations applied to {}", self.target))?;
+        anyhow::ensure!(
+            !pending,
+            "{} lacks migrations this build expects: run `account-api migrate` against it first",
+            self.target
+        );
+        Ok(())
+    }
+
     /// Connections in use and idle, for readiness and metrics.
     pub fn pool_state(&self) -> (u32, u32) {
         let state = self.pool.state();

@@ -48,6 +48,7 @@ macro_rules! contract {
 }
 
 contract!(
+    the_schema_check_passes_on_a_migrated_database,
     the_plans_table_holds_the_catalogue,
     a_new_organization_is_stored_with_its_plan_and_first_key,
     emails_are_unique_ignoring_case,
@@ -113,6 +114,25 @@ fn new_key(org: &OrgId, name: &str, created_at: OffsetDateTime) -> (NewApiKey, P
         expires_at: Some(created_at + Duration::days(30)),
     };
     (key, plaintext)
+}
+
+async fn the_schema_check_passes_on_a_migrated_database(ctx: Ctx) {
+    ctx.db.check_schema().expect("every migration is applied");
+}
+
+/// A service that only reads the database must not migrate it: the check refuses a
+/// database without the schema and applies none of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_schema_check_refuses_an_unmigrated_database_and_applies_nothing() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(test_db) = TestDatabase::new(backend) else { continue };
+        let db = Database::new(test_db.target().clone(), &PoolOptions::for_machine());
+        let err = db.check_schema().expect_err("nothing is migrated");
+        assert!(format!("{err:#}").contains("account-api migrate"), "{err:#}");
+        assert!(db.check_schema().is_err(), "the check applied nothing");
+        assert!(db.migrate().expect("migrates") > 0, "every migration was still pending");
+        db.check_schema().expect("passes once migrated");
+    }
 }
 
 async fn signed_up(ctx: &Ctx, email: &str) -> (Organization, NewApiKey) {
