@@ -20,8 +20,10 @@ async fn main() -> anyhow::Result<()> {
     let key = std::env::args().nth(1).context("usage: verify_key <API key>")?;
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://account-api.db".to_owned());
     let db = Database::new(DatabaseTarget::parse(&url)?, &PoolOptions::for_machine());
-    // A reader of the Account API's database checks its schema and never migrates it.
-    db.check_schema()?;
+    // A reader of the Account API's database checks its schema and never migrates it (on a
+    // blocking thread, as every diesel call).
+    let check = db.clone();
+    tokio::task::spawn_blocking(move || check.check_schema()).await.context("schema check task failed")??;
 
     // The same wiring as the server: a bounded cache kept true by the change feed. A
     // long-running service calls `sync_changes` every few hundred milliseconds.

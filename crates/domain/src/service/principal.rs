@@ -45,11 +45,30 @@ impl Principal {
         &self.credential.organization
     }
 
+    /// Whether this caller may create or manage keys of `environment`: a test key reaches
+    /// only test keys, a live key reaches both.
+    pub fn reaches(&self, environment: Environment) -> bool {
+        self.environment() == Environment::Live || environment == Environment::Test
+    }
+
     pub fn require(&self, scope: Scope) -> Result<(), InsufficientScope> {
         if self.scopes().contains(scope) {
             Ok(())
         } else {
             Err(InsufficientScope(scope))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::Environment;
+    use crate::service::test_support::principal;
+
+    #[test]
+    fn a_test_key_reaches_only_test_keys_and_a_live_key_reaches_both() {
+        let (live, test) = (principal(&["write"], Environment::Live), principal(&["write"], Environment::Test));
+        assert!(live.reaches(Environment::Live) && live.reaches(Environment::Test));
+        assert!(test.reaches(Environment::Test) && !test.reaches(Environment::Live));
     }
 }
