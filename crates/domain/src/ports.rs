@@ -27,11 +27,42 @@ pub enum CreateOrganizationError {
     Unknown(#[from] anyhow::Error),
 }
 
+/// Why the key that asked for a write may no longer act, as found inside the write's own
+/// transaction: it was revoked, expired or its organization deactivated after it was
+/// authenticated (a client that held its body back while its key was revoked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum ActorRefused {
+    #[error("this API key has been revoked")]
+    Revoked,
+    #[error("this API key has expired")]
+    Expired,
+    #[error("this organization is not active")]
+    OrganizationInactive,
+}
+
+/// Who asks for a key write: a key, re-checked inside the write, or an operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    Key(KeyId),
+    Operator,
+}
+
 /// Errors of [`KeyRepository::insert_key`].
 #[derive(Debug, Error)]
 pub enum InsertKeyError {
     #[error("the organization holds the most active keys allowed")]
     LimitReached,
+    #[error(transparent)]
+    Actor(#[from] ActorRefused),
+    #[error(transparent)]
+    Unknown(#[from] anyhow::Error),
+}
+
+/// Errors of [`KeyRepository::rename_key`] and [`KeyRepository::revoke_key`].
+#[derive(Debug, Error)]
+pub enum KeyWriteError {
+    #[error(transparent)]
+    Actor(#[from] ActorRefused),
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
@@ -45,6 +76,8 @@ pub enum RollKeyStoreError {
     NotActive,
     #[error("the organization holds the most active keys allowed")]
     LimitReached,
+    #[error(transparent)]
+    Actor(#[from] ActorRefused),
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
@@ -100,6 +133,13 @@ pub trait AccountRepository: Send + Sync + 'static {
 }
 
 /// API keys.
+///
+/// The writes that a key asks for (`insert_key`, `rename_key`, `roll_key`, `revoke_key`)
+/// take that key as `actor` ([`Actor::Operator`] for an operator). For a key, each MUST confirm inside
+/// its own transaction, holding a lock on the actor's row until it commits (so that a
+/// revocation cannot commit between the check and the write), that the actor is still
+/// neither revoked nor expired at the write's time and its organization still active, and
+/// otherwise MUST return the matching [`ActorRefused`], writing nothing.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait KeyRepository: Send + Sync + 'static {
@@ -108,8 +148,13 @@ pub trait KeyRepository: Send + Sync + 'static {
     /// MUST return `LimitReached`, storing nothing, when the organization already holds
     /// `max_active` keys that are neither revoked nor expired at `key.created_at`; the check
     /// and the insert are atomic, so concurrent creations cannot exceed the limit.
-    async fn insert_key(&self, key: &NewApiKey, max_active: u32, audit: &AuditRecord)
-        -> Result<ApiKey, InsertKeyError>;
+    async fn insert_key(
+        &self,
+        key: &NewApiKey,
+        max_active: u32,
+        actor: &Actor,
+        audit: &AuditRecord,
+    ) -> Result<ApiKey, InsertKeyError>;
 
     /// The key with this id within this organization. MUST return `Ok(None)` when there is
     /// none (a key of another organization included).
@@ -121,13 +166,15 @@ pub trait KeyRepository: Send + Sync + 'static {
         org: &OrgId,
         key: &KeyId,
         name: &KeyName,
+        actor: &Actor,
         audit: &AuditRecord,
-    ) -> anyhow::Result<Option<ApiKey>>;
+    ) -> Result<Option<ApiKey>, KeyWriteError>;
 
     /// Replaces `old` by `new`, atomically: stores `new` and moves `old`'s expiry to
     /// `old_expires_at` unless it already expires earlier, publishing the change of `old`.
     /// MUST return `NotFound` when the organization has no key `old`, and `NotActive`
-    /// (storing nothing) when `old` is revoked or expired at `new.created_at`.
+    /// (storing nothing) when `old` is revoked or expired at `new.created_at`, also when a
+    /// revocation of `old` commits while the roll runs (no successor to a revoked key).
     ///
     /// MUST return `LimitReached`, storing nothing, when `old` stays active after
     /// `new.created_at` (a grace period) and the organization already holds `max_active`
@@ -135,6 +182,7 @@ pub trait KeyRepository: Send + Sync + 'static {
     /// at once never changes the count and is never refused for it. Atomic with the
     /// count, as for [`Self::insert_key`]. Records every event of `audit`, in order, in the
     /// same transaction.
+    #[allow(clippy::too_many_arguments)]
     async fn roll_key(
         &self,
         org: &OrgId,
@@ -142,11 +190,13 @@ pub trait KeyRepository: Send + Sync + 'static {
         new: &NewApiKey,
         old_expires_at: OffsetDateTime,
         max_active: u32,
+        actor: &Actor,
         audit: &[AuditRecord],
     ) -> Result<ApiKey, RollKeyStoreError>;
 
     /// Revokes, whatever their organization, the keys with these hashes that are not revoked
-    /// yet, recording a `KeyLeakReported` event for each and publishing their changes.
+    /// yet, recording a `KeyLeakReported` event for each key this call revoked (none for a
+    /// key whose revocation by another writer won the race) and publishing their changes.
     /// Returns how many it revoked.
     async fn revoke_leaked(&self, hashes: &[KeyHash], at: OffsetDateTime, meta: &RequestMeta) -> anyhow::Result<usize>;
 
@@ -165,8 +215,9 @@ pub trait KeyRepository: Send + Sync + 'static {
         org: &OrgId,
         key: &KeyId,
         at: OffsetDateTime,
+        actor: &Actor,
         audit: &AuditRecord,
-    ) -> anyhow::Result<Option<ApiKey>>;
+    ) -> Result<Option<ApiKey>, KeyWriteError>;
 
     /// Looks a key up by its hash, with its organization and plan.
     /// MUST return `Ok(None)` only when no key has this hash.
@@ -205,8 +256,12 @@ pub enum CachedLookup {
 /// A bounded in-memory map from key hash to credential, local to one process.
 #[cfg_attr(feature = "mock", mockall::automock)]
 pub trait CredentialCache: Send + Sync + 'static {
-    fn get(&self, hash: &KeyHash) -> Option<CachedLookup>;
-    /// MUST bound its size, and keep `Missing` entries only briefly.
+    /// The entry for `hash` as of `now` (a monotonic instant, read once by the caller).
+    /// MUST NOT return an entry older than its lifetime: a `Found` entry lives at most the
+    /// cache's configured lifetime, so that a change made outside the service (by SQL) is
+    /// seen within it; a `Missing` entry only briefly.
+    fn get(&self, hash: &KeyHash, now: std::time::Instant) -> Option<CachedLookup>;
+    /// MUST bound its size.
     fn put(&self, hash: KeyHash, lookup: CachedLookup);
     fn forget(&self, hash: &KeyHash);
     /// Forgets every entry of the organization (or more).
@@ -223,11 +278,26 @@ pub enum Change {
     Organization(OrgId),
 }
 
+/// What one poll of a [`ChangeFeed`] read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedPoll {
+    /// Changes committed since the previous poll, each at least once.
+    pub changes: Vec<Change>,
+    /// Every change committed before this poll began has now been read. `false` when a
+    /// page was full: poll again before trusting the cache.
+    pub caught_up: bool,
+    /// Changes may have been missed (the first poll, an outage longer than the feed's
+    /// retention, a row that could not be read, more changes than one poll may hold): the
+    /// cache must be cleared.
+    pub missed: bool,
+}
+
 /// The changes every instance must apply to its cache, published by the writes themselves.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait ChangeFeed: Send + Sync + 'static {
-    /// The changes committed since the previous poll of this feed, each at least once.
-    /// MUST NOT miss a change committed before the poll began.
-    async fn poll(&self) -> anyhow::Result<Vec<Change>>;
+    /// The changes committed since the previous poll of this feed. MUST NOT lose a change,
+    /// however late its transaction commits: what it cannot account for, it reports as
+    /// `missed`. One unreadable row MUST NOT hide the others of its poll.
+    async fn poll(&self) -> anyhow::Result<FeedPoll>;
 }

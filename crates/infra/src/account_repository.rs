@@ -115,17 +115,16 @@ impl AccountRepository for SqlAccountRepository {
         let audit = audit.clone();
         self.db
             .write(move |conn| {
-                let current: Option<bool> =
-                    organizations::table.find(&id).select(organizations::is_active).first(conn).optional()?;
-                match current {
-                    None => return Ok(None),
-                    // Already so: nothing to publish, nothing happened to audit.
-                    Some(current) if current == active => return load_organization(conn, &id),
-                    Some(_) => {}
+                // Only a row in the other state changes: of two operators racing, the one whose
+                // update finds it already so records nothing.
+                let changed =
+                    diesel::update(organizations::table.find(&id).filter(organizations::is_active.ne(active)))
+                        .set(organizations::is_active.eq(active))
+                        .execute(conn)?;
+                if changed == 0 {
+                    // Unknown, or already so: nothing to publish, nothing happened to audit.
+                    return load_organization(conn, &id);
                 }
-                diesel::update(organizations::table.find(&id))
-                    .set(organizations::is_active.eq(active))
-                    .execute(conn)?;
                 publish_change(conn, None, Some(&id), audit.at)?;
                 audit_trail::record(conn, &audit)?;
                 load_organization(conn, &id)

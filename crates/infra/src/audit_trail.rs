@@ -25,7 +25,7 @@ struct NewAuditRow<'a> {
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = audit_events)]
 pub(crate) struct AuditRow {
-    id: i32,
+    id: i64,
     org_id: String,
     action: String,
     target_id: Option<String>,
@@ -60,7 +60,6 @@ pub(crate) fn list(
 ) -> Result<Vec<AuditEvent>, RepoError> {
     let mut query = audit_events::table.filter(audit_events::org_id.eq(org)).into_boxed();
     if let Some(before) = before {
-        let before = i32::try_from(before).unwrap_or(i32::MAX);
         query = query.filter(audit_events::id.lt(before));
     }
     let rows: Vec<AuditRow> =
@@ -71,7 +70,7 @@ pub(crate) fn list(
 impl AuditRow {
     fn into_domain(self) -> anyhow::Result<AuditEvent> {
         Ok(AuditEvent {
-            id: i64::from(self.id),
+            id: self.id,
             record: AuditRecord {
                 org_id: OrgId::new(&self.org_id).context("stored organization id")?,
                 action: AuditAction::new(&self.action).context("stored audit action")?,

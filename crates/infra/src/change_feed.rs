@@ -1,15 +1,19 @@
 //! The change feed in SQL: writes publish rows into `cache_events` in their own
-//! transaction; each instance polls the rows past the last it saw. A poll is one small
-//! indexed query, the same on SQLite and PostgreSQL.
+//! transaction; each instance polls for the rows it has not read yet. Nothing rests on a
+//! timeout: on SQLite one writer at a time commits ids in order, so "past the last id read"
+//! is exact; on PostgreSQL ids are taken at insert but seen at commit, so each row carries
+//! its transaction's id and a poll reads exactly the rows its previous snapshot could not
+//! see (written by transactions then running, or begun since), however late they commit.
 
-use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use account_domain::{Change, ChangeFeed, KeyHash, OrgId};
+use account_domain::{Change, ChangeFeed, FeedPoll, KeyHash, OrgId};
 use anyhow::Context as _;
 use async_trait::async_trait;
+use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use time::OffsetDateTime;
 
 use crate::connection::DbConnection;
@@ -18,12 +22,11 @@ use crate::repo_error::RepoError;
 use crate::rows::to_micros;
 use crate::schema::cache_events;
 
-/// On PostgreSQL, ids come from a sequence when a row is inserted but become visible when
-/// its transaction commits, so a lower id can appear after a higher one. A gap is waited
-/// for this long before it is taken for a rolled-back transaction.
-const GAP_PATIENCE: Duration = Duration::from_secs(10);
-/// Rows read per poll at most; the rest come with the next poll.
-const POLL_LIMIT: i64 = 1000;
+/// SQLite rows read per poll at most; a full page means "not caught up yet, poll again".
+const SQLITE_PAGE: i64 = 1000;
+/// PostgreSQL rows one poll may hold; beyond, the poll reports them missed (the cache is
+/// cleared, which is always safe) instead of holding them all in memory.
+const POSTGRES_MAX_ROWS: i64 = 50_000;
 
 /// Records a change in the caller's transaction.
 pub(crate) fn publish_change(
@@ -42,146 +45,226 @@ pub(crate) fn publish_change(
     Ok(())
 }
 
-#[derive(Debug)]
-struct Cursor {
-    /// Every id up to this one has been seen (or given up on).
-    low_water: i32,
-    /// Ids above `low_water` seen already.
-    seen: BTreeSet<i32>,
-    /// Since when the id after `low_water` is missing while later ones were seen.
-    gap_since: Option<Instant>,
+/// Where the next poll starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cursor {
+    /// SQLite: every row up to this id has been read.
+    Id(i64),
+    /// PostgreSQL: the previous poll's snapshot. A row it could not see was written by a
+    /// transaction it lists as running, or by one that began after it (`xid >= xmax`).
+    Snapshot(Snapshot),
 }
 
-impl Cursor {
-    fn advance(&mut self, now: Instant) {
-        loop {
-            let next = self.low_water + 1;
-            if self.seen.remove(&next) {
-                self.low_water = next;
-                self.gap_since = None;
-                continue;
-            }
-            let Some(&first) = self.seen.first() else {
-                break;
-            };
-            let since = *self.gap_since.get_or_insert(now);
-            if now.duration_since(since) < GAP_PATIENCE {
-                break;
-            }
-            self.low_water = first - 1;
-            self.gap_since = None;
-        }
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Snapshot {
+    xmax: i64,
+    running: Vec<i64>,
+}
+
+impl Snapshot {
+    /// Parses `pg_current_snapshot()` as text: `xmin:xmax:xip,xip,...`.
+    fn parse(text: &str) -> anyhow::Result<Self> {
+        let mut parts = text.trim().split(':');
+        let (Some(_xmin), Some(xmax), Some(xip)) = (parts.next(), parts.next(), parts.next()) else {
+            anyhow::bail!("unexpected snapshot {text:?}");
+        };
+        let running = xip
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::parse)
+            .collect::<Result<Vec<i64>, _>>()
+            .with_context(|| format!("unexpected snapshot {text:?}"))?;
+        Ok(Self { xmax: xmax.parse().with_context(|| format!("unexpected snapshot {text:?}"))?, running })
     }
+}
+
+#[derive(Debug, QueryableByName)]
+struct SnapshotRow {
+    #[diesel(sql_type = Text)]
+    snapshot: String,
+}
+
+#[derive(Debug, QueryableByName)]
+struct FeedRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    key_hash: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    org_id: Option<String>,
+}
+
+#[derive(Debug)]
+struct FeedState {
+    cursor: Cursor,
+    /// When the last successful poll began; `None` before the first.
+    last_read: Option<Instant>,
 }
 
 /// Polls `cache_events` for the changes other instances (or this one) committed.
 #[derive(Debug)]
 pub struct SqlChangeFeed {
     db: Database,
-    cursor: Mutex<Cursor>,
+    /// How long rows are kept ([`Self::prune`]): an instance away for longer may have
+    /// missed some, and says so.
+    retention: Duration,
+    state: Mutex<FeedState>,
 }
 
 impl SqlChangeFeed {
-    /// Starts after the newest change: a new instance's cache is empty, nothing to forget.
+    /// How long changes are kept unless told otherwise.
+    pub const DEFAULT_RETENTION: Duration = Duration::from_secs(3600);
+
+    /// Starts at the feed's present: a new instance's cache is empty, nothing to forget.
+    /// On PostgreSQL the present is a snapshot, so a change still being committed now is
+    /// read by a later poll.
     pub async fn start(db: Database) -> anyhow::Result<Self> {
-        let newest = db
-            .read(|conn| {
-                Ok(cache_events::table.select(diesel::dsl::max(cache_events::id)).first::<Option<i32>>(conn)?)
-            })
-            .await
-            .map_err(|e| e.into_anyhow("could not read the change feed"))?
-            .unwrap_or(0);
-        Ok(Self { db, cursor: Mutex::new(Cursor { low_water: newest, seen: BTreeSet::new(), gap_since: None }) })
+        Self::start_with_retention(db, Self::DEFAULT_RETENTION).await
     }
 
-    /// Deletes changes older than `age`: every instance has long applied them.
-    pub async fn prune(&self, age: Duration, now: OffsetDateTime) -> anyhow::Result<usize> {
-        let cutoff = to_micros(now - age);
+    pub async fn start_with_retention(db: Database, retention: Duration) -> anyhow::Result<Self> {
+        let cursor = db
+            .read(|conn| match conn {
+                DbConnection::Postgres(_) => Ok(Cursor::Snapshot(current_snapshot(conn)?)),
+                DbConnection::Sqlite(_) => Ok(Cursor::Id(
+                    cache_events::table
+                        .select(diesel::dsl::max(cache_events::id))
+                        .first::<Option<i64>>(conn)?
+                        .unwrap_or(0),
+                )),
+            })
+            .await
+            .map_err(|e| e.into_anyhow("could not read the change feed"))?;
+        Ok(Self { db, retention, state: Mutex::new(FeedState { cursor, last_read: None }) })
+    }
+
+    /// Deletes changes older than the retention: every instance has long applied them (one
+    /// that has not says it may have missed some). Not cut by the statement timeout.
+    pub async fn prune(&self, now: OffsetDateTime) -> anyhow::Result<usize> {
+        let cutoff = to_micros(now - self.retention);
         self.db
             .write(move |conn| {
+                if let DbConnection::Postgres(_) = conn {
+                    conn.batch_execute("SET LOCAL statement_timeout = 0")?;
+                }
                 Ok(diesel::delete(cache_events::table.filter(cache_events::created_at.lt(cutoff))).execute(conn)?)
             })
             .await
             .map_err(|e| e.into_anyhow("could not prune the change feed"))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Cursor> {
-        self.cursor.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, FeedState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The snapshot this connection sees now.
+fn current_snapshot(conn: &mut DbConnection) -> Result<Snapshot, RepoError> {
+    let row: SnapshotRow = diesel::sql_query("SELECT pg_current_snapshot()::text AS snapshot").get_result(conn)?;
+    Ok(Snapshot::parse(&row.snapshot)?)
+}
+
+/// One poll's rows and where the next one starts.
+struct Read {
+    rows: Vec<FeedRow>,
+    next: Cursor,
+    caught_up: bool,
+    overflow: bool,
+}
+
+fn read_after(conn: &mut DbConnection, cursor: &Cursor) -> Result<Read, RepoError> {
+    match cursor {
+        Cursor::Id(after) => {
+            let rows: Vec<FeedRow> = cache_events::table
+                .filter(cache_events::id.gt(after))
+                .order(cache_events::id.asc())
+                .limit(SQLITE_PAGE)
+                .select((cache_events::id, cache_events::key_hash, cache_events::org_id))
+                .load::<(i64, Option<String>, Option<String>)>(conn)?
+                .into_iter()
+                .map(|(id, key_hash, org_id)| FeedRow { id, key_hash, org_id })
+                .collect();
+            let caught_up = rows.len() < SQLITE_PAGE as usize;
+            let next = Cursor::Id(rows.last().map_or(*after, |r| r.id));
+            Ok(Read { rows, next, caught_up, overflow: false })
+        }
+        Cursor::Snapshot(previous) => {
+            // The snapshot is taken first: whatever the read below sees beyond it is read
+            // again next time (harmless), and nothing it misses escapes the next poll.
+            let snapshot = current_snapshot(conn)?;
+            let DbConnection::Postgres(conn) = conn else {
+                return Err(anyhow::anyhow!("a PostgreSQL feed cursor on another backend").into());
+            };
+            let mut rows: Vec<FeedRow> = diesel::sql_query(
+                "SELECT id, key_hash, org_id FROM cache_events WHERE xid >= $1 OR xid = ANY($2) \
+                 ORDER BY xid, id LIMIT $3",
+            )
+            .bind::<BigInt, _>(previous.xmax)
+            .bind::<Array<BigInt>, _>(&previous.running)
+            .bind::<BigInt, _>(POSTGRES_MAX_ROWS + 1)
+            .load(conn)?;
+            let overflow = rows.len() > POSTGRES_MAX_ROWS as usize;
+            if overflow {
+                rows.clear();
+            }
+            Ok(Read { rows, next: Cursor::Snapshot(snapshot), caught_up: true, overflow })
+        }
     }
 }
 
 #[async_trait]
 impl ChangeFeed for SqlChangeFeed {
-    async fn poll(&self) -> anyhow::Result<Vec<Change>> {
-        let low_water = self.lock().low_water;
-        let rows = self
+    async fn poll(&self) -> anyhow::Result<FeedPoll> {
+        let began = Instant::now();
+        let (cursor, last_read) = {
+            let state = self.lock();
+            (state.cursor.clone(), state.last_read)
+        };
+        let read = self
             .db
-            .read(move |conn| {
-                Ok(cache_events::table
-                    .filter(cache_events::id.gt(low_water))
-                    .order(cache_events::id.asc())
-                    .limit(POLL_LIMIT)
-                    .select((cache_events::id, cache_events::key_hash, cache_events::org_id))
-                    .load::<(i32, Option<String>, Option<String>)>(conn)?)
-            })
+            .read(move |conn| read_after(conn, &cursor))
             .await
             .map_err(|e| e.into_anyhow("could not poll the change feed"))?;
-        let mut cursor = self.lock();
-        let mut changes = Vec::new();
-        for (id, key_hash, org_id) in rows {
-            if id <= cursor.low_water || !cursor.seen.insert(id) {
-                continue;
-            }
-            if let Some(hash) = key_hash {
-                changes.push(Change::Key(
-                    KeyHash::from_hex(&hash).map_err(|e| anyhow::anyhow!(e)).context("stored key hash")?,
-                ));
-            }
-            if let Some(org) = org_id {
-                changes.push(Change::Organization(OrgId::new(&org).context("stored organization id")?));
+        // The first poll, or one after an outage long enough for rows to have been pruned
+        // unread, cannot vouch for what came before it.
+        let mut missed = read.overflow || last_read.is_none_or(|at| began.duration_since(at) > self.retention / 2);
+        let mut changes = Vec::with_capacity(read.rows.len());
+        for row in &read.rows {
+            match parse_row(row) {
+                Ok(parsed) => changes.extend(parsed),
+                Err(e) => {
+                    // Logged by id only; the rest of the batch is applied, the cache cleared.
+                    tracing::warn!(id = row.id, error = format!("{e:#}"), "unreadable change feed row");
+                    missed = true;
+                }
             }
         }
-        cursor.advance(Instant::now());
-        Ok(changes)
+        let mut state = self.lock();
+        state.cursor = read.next;
+        state.last_read = Some(began);
+        Ok(FeedPoll { changes, caught_up: read.caught_up, missed })
     }
+}
+
+fn parse_row(row: &FeedRow) -> anyhow::Result<Vec<Change>> {
+    let mut changes = Vec::with_capacity(1);
+    if let Some(hash) = &row.key_hash {
+        changes.push(Change::Key(KeyHash::from_hex(hash).map_err(|e| anyhow::anyhow!(e)).context("stored key hash")?));
+    }
+    if let Some(org) = &row.org_id {
+        changes.push(Change::Organization(OrgId::new(org).context("stored organization id")?));
+    }
+    Ok(changes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn cursor(low_water: i32) -> Cursor {
-        Cursor { low_water, seen: BTreeSet::new(), gap_since: None }
-    }
-
     #[test]
-    fn contiguous_ids_advance_the_low_water_mark() {
-        let mut c = cursor(4);
-        c.seen.extend([5, 6, 7]);
-        c.advance(Instant::now());
-        assert_eq!((c.low_water, c.seen.len()), (7, 0));
-    }
-
-    #[test]
-    fn a_gap_is_waited_for_then_given_up() {
-        let start = Instant::now();
-        let mut c = cursor(4);
-        c.seen.extend([6, 7]);
-        c.advance(start);
-        assert_eq!(c.low_water, 4, "id 5 may still commit");
-        c.advance(start + GAP_PATIENCE / 2);
-        assert_eq!(c.low_water, 4);
-        c.advance(start + GAP_PATIENCE + Duration::from_millis(1));
-        assert_eq!(c.low_water, 7, "id 5 was rolled back");
-    }
-
-    #[test]
-    fn a_late_id_filling_the_gap_is_taken() {
-        let mut c = cursor(4);
-        c.seen.extend([6]);
-        c.advance(Instant::now());
-        c.seen.insert(5);
-        c.advance(Instant::now());
-        assert_eq!(c.low_water, 6);
+    fn snapshots_are_read_with_and_without_running_transactions() {
+        assert_eq!(Snapshot::parse("10:12:").expect("valid"), Snapshot { xmax: 12, running: vec![] });
+        assert_eq!(Snapshot::parse("10:15:10,13").expect("valid"), Snapshot { xmax: 15, running: vec![10, 13] });
+        assert!(Snapshot::parse("garbage").is_err());
     }
 }

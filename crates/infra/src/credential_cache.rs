@@ -1,4 +1,4 @@
-//! The in-process credential cache: bounded, concurrent, with short-lived negative entries.
+//! The in-process credential cache: bounded, concurrent, every entry with a lifetime.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,9 +10,11 @@ use quick_cache::sync::Cache;
 /// Chosen over moka for the hit path: a read is a sharded lookup with no bookkeeping queue.
 #[derive(Debug)]
 pub struct InMemoryCredentialCache {
-    found: Cache<KeyHash, Arc<KeyCredential>>,
+    /// Known keys, with the moment they stop being trusted.
+    found: Cache<KeyHash, (Arc<KeyCredential>, Instant)>,
     /// Unknown keys, with the moment they stop being trusted as unknown.
     missing: Cache<KeyHash, Instant>,
+    found_ttl: Duration,
 }
 
 impl InMemoryCredentialCache {
@@ -20,21 +22,30 @@ impl InMemoryCredentialCache {
     /// harmless since a new key's hash cannot have been asked for before it existed.
     pub const MISSING_TTL: Duration = Duration::from_secs(30);
 
+    /// How long a found key is trusted unless told otherwise: the bound for a change the
+    /// change feed never carries (one made by SQL by hand).
+    pub const DEFAULT_FOUND_TTL: Duration = Duration::from_secs(60);
+
     /// Holds at most about `max_keys` found and as many missing keys. Entries leave when
-    /// evicted or when the change feed says they changed; no lifetime is needed for truth.
-    pub fn new(max_keys: u64) -> Self {
+    /// evicted, when the change feed says they changed, or at the end of their lifetime:
+    /// `found_ttl` for a found key, [`Self::MISSING_TTL`] for an unknown one.
+    pub fn new(max_keys: u64, found_ttl: Duration) -> Self {
         let capacity = usize::try_from(max_keys.max(1)).unwrap_or(usize::MAX);
-        Self { found: Cache::new(capacity), missing: Cache::new(capacity) }
+        Self { found: Cache::new(capacity), missing: Cache::new(capacity), found_ttl }
     }
 }
 
 impl CredentialCache for InMemoryCredentialCache {
-    fn get(&self, hash: &KeyHash) -> Option<CachedLookup> {
-        if let Some(found) = self.found.get(hash) {
-            return Some(CachedLookup::Found(found));
+    fn get(&self, hash: &KeyHash, now: Instant) -> Option<CachedLookup> {
+        if let Some((found, until)) = self.found.get(hash) {
+            if now < until {
+                return Some(CachedLookup::Found(found));
+            }
+            self.found.remove(hash);
+            return None;
         }
         let until = self.missing.get(hash)?;
-        if Instant::now() < until {
+        if now < until {
             Some(CachedLookup::Missing)
         } else {
             self.missing.remove(hash);
@@ -46,7 +57,7 @@ impl CredentialCache for InMemoryCredentialCache {
         match lookup {
             CachedLookup::Found(credential) => {
                 self.missing.remove(&hash);
-                self.found.insert(hash, credential);
+                self.found.insert(hash, (credential, Instant::now() + self.found_ttl));
             }
             CachedLookup::Missing => self.missing.insert(hash, Instant::now() + Self::MISSING_TTL),
         }
@@ -58,7 +69,7 @@ impl CredentialCache for InMemoryCredentialCache {
     }
 
     fn forget_organization(&self, org: &OrgId) {
-        self.found.retain(|_, credential| credential.organization.id != *org);
+        self.found.retain(|_, (credential, _)| credential.organization.id != *org);
     }
 
     fn clear(&self) {
@@ -102,34 +113,45 @@ mod tests {
 
     #[test]
     fn found_and_missing_entries_are_kept_and_forgotten() {
-        let cache = InMemoryCredentialCache::new(100);
+        let cache = InMemoryCredentialCache::new(100, InMemoryCredentialCache::DEFAULT_FOUND_TTL);
         let (hash, cred) = credential("org_a", 'a');
         let (other, _) = credential("org_a", 'b');
         cache.put(hash, CachedLookup::Found(std::sync::Arc::new(cred.clone())));
         cache.put(other, CachedLookup::Missing);
-        assert_eq!(cache.get(&hash), Some(CachedLookup::Found(std::sync::Arc::new(cred))));
-        assert_eq!(cache.get(&other), Some(CachedLookup::Missing));
+        assert_eq!(cache.get(&hash, Instant::now()), Some(CachedLookup::Found(std::sync::Arc::new(cred))));
+        assert_eq!(cache.get(&other, Instant::now()), Some(CachedLookup::Missing));
         cache.forget(&hash);
         cache.forget(&other);
-        assert_eq!(cache.get(&hash), None);
-        assert_eq!(cache.get(&other), None);
+        assert_eq!(cache.get(&hash, Instant::now()), None);
+        assert_eq!(cache.get(&other, Instant::now()), None);
     }
 
     #[test]
     fn forgetting_an_organization_drops_only_its_keys() {
-        let cache = InMemoryCredentialCache::new(100);
+        let cache = InMemoryCredentialCache::new(100, InMemoryCredentialCache::DEFAULT_FOUND_TTL);
         let (a, cred_a) = credential("org_a", 'a');
         let (b, cred_b) = credential("org_b", 'b');
         cache.put(a, CachedLookup::Found(std::sync::Arc::new(cred_a)));
         cache.put(b, CachedLookup::Found(std::sync::Arc::new(cred_b)));
         cache.forget_organization(&OrgId::new("org_a").expect("valid"));
-        assert_eq!(cache.get(&a), None);
-        assert!(cache.get(&b).is_some());
+        assert_eq!(cache.get(&a, Instant::now()), None);
+        assert!(cache.get(&b, Instant::now()).is_some());
+    }
+
+    #[test]
+    fn a_found_key_is_trusted_only_for_its_lifetime() {
+        let cache = InMemoryCredentialCache::new(100, Duration::from_secs(3));
+        let (hash, cred) = credential("org_a", 'a');
+        cache.put(hash, CachedLookup::Found(std::sync::Arc::new(cred)));
+        let now = Instant::now();
+        assert!(cache.get(&hash, now).is_some());
+        assert!(cache.get(&hash, now + Duration::from_secs(2)).is_some());
+        assert_eq!(cache.get(&hash, now + Duration::from_secs(4)), None, "past its lifetime the store is read again");
     }
 
     #[test]
     fn the_cache_is_bounded() {
-        let cache = InMemoryCredentialCache::new(10);
+        let cache = InMemoryCredentialCache::new(10, InMemoryCredentialCache::DEFAULT_FOUND_TTL);
         for c in ('a'..='z').chain('A'..='Z') {
             let (hash, _) = credential("org_a", c);
             cache.put(hash, CachedLookup::Missing);

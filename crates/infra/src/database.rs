@@ -89,7 +89,8 @@ impl Database {
                 Ok(ran.len())
             }
             DbConnection::Postgres(c) => {
-                c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID});"))
+                // A migration may rewrite a big table: the per-statement limit of requests does not apply.
+                c.batch_execute(&format!("SET statement_timeout = 0; SELECT pg_advisory_lock({MIGRATION_LOCK_ID});"))
                     .context("could not take the migration lock")?;
                 let ran =
                     c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()).map_err(|e| anyhow::anyhow!(e));

@@ -1,8 +1,8 @@
 //! API keys in SQL.
 
 use account_domain::{
-    ApiKey, AuditAction, AuditRecord, InsertKeyError, KeyCredential, KeyHash, KeyId, KeyName, KeyRepository, NewApiKey,
-    OrgId, RequestMeta, RollKeyStoreError,
+    Actor, ActorRefused, ApiKey, AuditAction, AuditRecord, InsertKeyError, KeyCredential, KeyHash, KeyId, KeyName,
+    KeyRepository, KeyWriteError, NewApiKey, OrgId, RequestMeta, RollKeyStoreError,
 };
 use async_trait::async_trait;
 use diesel::prelude::*;
@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use crate::audit_trail;
 use crate::change_feed::publish_change;
+use crate::connection::DbConnection;
 use crate::database::Database;
 use crate::repo_error::RepoError;
 use crate::rows::{to_micros, ApiKeyRow, OrganizationRow, PlanRow};
@@ -32,14 +33,16 @@ impl KeyRepository for SqlKeyRepository {
         &self,
         key: &NewApiKey,
         max_active: u32,
+        actor: &Actor,
         audit: &AuditRecord,
     ) -> Result<ApiKey, InsertKeyError> {
         let row = ApiKeyRow::from(key);
-        let audit = audit.clone();
+        let (actor, audit) = (actor.clone(), audit.clone());
         let outcome = self
             .db
             .write(move |conn| {
                 lock_organization(conn, &row.org_id)?;
+                confirm_actor(conn, &actor, row.created_at)?;
                 if active_keys(conn, &row.org_id, row.created_at)? >= i64::from(max_active) {
                     return Err(RepoError::KeyLimitReached);
                 }
@@ -50,6 +53,7 @@ impl KeyRepository for SqlKeyRepository {
         match outcome {
             Ok(_) => Ok(key.clone().into_stored()),
             Err(RepoError::KeyLimitReached) => Err(InsertKeyError::LimitReached),
+            Err(RepoError::Actor(refused)) => Err(InsertKeyError::Actor(refused)),
             Err(e) => Err(InsertKeyError::Unknown(e.into_anyhow("could not store the key"))),
         }
     }
@@ -74,12 +78,14 @@ impl KeyRepository for SqlKeyRepository {
         org: &OrgId,
         key: &KeyId,
         at: OffsetDateTime,
+        actor: &Actor,
         audit: &AuditRecord,
-    ) -> anyhow::Result<Option<ApiKey>> {
+    ) -> Result<Option<ApiKey>, KeyWriteError> {
         let (org, key) = (org.to_string(), key.to_string());
-        let audit = audit.clone();
+        let (actor, audit) = (actor.clone(), audit.clone());
         self.db
             .write(move |conn| {
+                confirm_actor(conn, &actor, to_micros(at))?;
                 let mine = api_keys::table.filter(api_keys::id.eq(&key)).filter(api_keys::org_id.eq(&org));
                 // Only the first revocation sets the time: revoking again changes nothing.
                 let revoked_now = diesel::update(mine.filter(api_keys::revoked_at.is_null()))
@@ -93,7 +99,7 @@ impl KeyRepository for SqlKeyRepository {
                 Ok(row.map(ApiKey::try_from).transpose()?)
             })
             .await
-            .map_err(|e| e.into_anyhow("could not revoke the key"))
+            .map_err(|e| e.into_key_write_error("could not revoke the key"))
     }
 
     async fn find_key(&self, org: &OrgId, key: &KeyId) -> anyhow::Result<Option<ApiKey>> {
@@ -109,12 +115,14 @@ impl KeyRepository for SqlKeyRepository {
         org: &OrgId,
         key: &KeyId,
         name: &KeyName,
+        actor: &Actor,
         audit: &AuditRecord,
-    ) -> anyhow::Result<Option<ApiKey>> {
+    ) -> Result<Option<ApiKey>, KeyWriteError> {
         let (org, key, name) = (org.to_string(), key.to_string(), name.as_str().to_owned());
-        let audit = audit.clone();
+        let (actor, audit) = (actor.clone(), audit.clone());
         self.db
             .write(move |conn| {
+                confirm_actor(conn, &actor, to_micros(audit.at))?;
                 let renamed =
                     diesel::update(api_keys::table.filter(api_keys::id.eq(&key)).filter(api_keys::org_id.eq(&org)))
                         .set(api_keys::name.eq(&name))
@@ -128,7 +136,7 @@ impl KeyRepository for SqlKeyRepository {
                 Ok(Some(ApiKey::try_from(row)?))
             })
             .await
-            .map_err(|e| e.into_anyhow("could not rename the key"))
+            .map_err(|e| e.into_key_write_error("could not rename the key"))
     }
 
     async fn roll_key(
@@ -138,9 +146,10 @@ impl KeyRepository for SqlKeyRepository {
         new: &NewApiKey,
         old_expires_at: OffsetDateTime,
         max_active: u32,
+        actor: &Actor,
         audit: &[AuditRecord],
     ) -> Result<ApiKey, RollKeyStoreError> {
-        let (org, old) = (org.to_string(), old.to_string());
+        let (org, old, actor) = (org.to_string(), old.to_string(), actor.clone());
         let new_row = ApiKeyRow::from(new);
         let old_expires_at = to_micros(old_expires_at);
         let audit = audit.to_vec();
@@ -149,8 +158,9 @@ impl KeyRepository for SqlKeyRepository {
             .db
             .write(move |conn| {
                 lock_organization(conn, &org)?;
-                let row = find_row(conn, &org, &old)?.ok_or(RepoError::NotFound)?;
                 let now = new_row.created_at;
+                confirm_actor(conn, &actor, now)?;
+                let row = find_row(conn, &org, &old)?.ok_or(RepoError::NotFound)?;
                 if row.revoked_at.is_some() || row.expires_at.is_some_and(|at| at <= now) {
                     return Err(RepoError::NotActive);
                 }
@@ -160,9 +170,19 @@ impl KeyRepository for SqlKeyRepository {
                 if expires_at > now && active_keys(conn, &org, now)? >= i64::from(max_active) {
                     return Err(RepoError::KeyLimitReached);
                 }
-                diesel::update(api_keys::table.find(&row.id))
-                    .set(api_keys::expires_at.eq(Some(expires_at)))
-                    .execute(conn)?;
+                // Filtered on the key still being active: a revocation that committed since it
+                // was read (by a leak report, which takes no organization lock) ends the roll.
+                let still_active = diesel::update(
+                    api_keys::table
+                        .find(&row.id)
+                        .filter(api_keys::revoked_at.is_null())
+                        .filter(api_keys::expires_at.is_null().or(api_keys::expires_at.gt(now))),
+                )
+                .set(api_keys::expires_at.eq(Some(expires_at)))
+                .execute(conn)?;
+                if still_active == 0 {
+                    return Err(RepoError::NotActive);
+                }
                 diesel::insert_into(api_keys::table).values(&new_row).execute(conn)?;
                 publish_change(conn, Some(&row.key_hash), None, changed_at)?;
                 audit.iter().try_for_each(|event| audit_trail::record(conn, event))
@@ -173,6 +193,7 @@ impl KeyRepository for SqlKeyRepository {
             Err(RepoError::NotFound) => Err(RollKeyStoreError::NotFound),
             Err(RepoError::NotActive) => Err(RollKeyStoreError::NotActive),
             Err(RepoError::KeyLimitReached) => Err(RollKeyStoreError::LimitReached),
+            Err(RepoError::Actor(refused)) => Err(RollKeyStoreError::Actor(refused)),
             Err(e) => Err(RollKeyStoreError::Unknown(e.into_anyhow("could not roll the key"))),
         }
     }
@@ -189,9 +210,14 @@ impl KeyRepository for SqlKeyRepository {
                     .load(conn)?;
                 let mut revoked = 0;
                 for row in rows {
-                    diesel::update(api_keys::table.find(&row.id).filter(api_keys::revoked_at.is_null()))
-                        .set(api_keys::revoked_at.eq(Some(to_micros(at))))
-                        .execute(conn)?;
+                    let revoked_now =
+                        diesel::update(api_keys::table.find(&row.id).filter(api_keys::revoked_at.is_null()))
+                            .set(api_keys::revoked_at.eq(Some(to_micros(at))))
+                            .execute(conn)?;
+                    if revoked_now == 0 {
+                        // Another writer revoked it since it was read: its event is theirs.
+                        continue;
+                    }
                     publish_change(conn, Some(&row.key_hash), None, at)?;
                     let key = ApiKey::try_from(row)?;
                     audit_trail::record(
@@ -268,7 +294,7 @@ fn usage_update(batch: &[(KeyId, OffsetDateTime)]) -> String {
 
 /// How many keys of the organization are neither revoked nor expired at `at` (microseconds).
 /// Call it under [`lock_organization`], so that the count holds until the write.
-fn active_keys(conn: &mut crate::connection::DbConnection, org: &str, at: i64) -> Result<i64, RepoError> {
+fn active_keys(conn: &mut DbConnection, org: &str, at: i64) -> Result<i64, RepoError> {
     Ok(api_keys::table
         .filter(api_keys::org_id.eq(org))
         .filter(api_keys::revoked_at.is_null())
@@ -277,16 +303,41 @@ fn active_keys(conn: &mut crate::connection::DbConnection, org: &str, at: i64) -
         .get_result(conn)?)
 }
 
+/// Confirms, inside the caller's write transaction, that `actor` may still act at `at`
+/// (microseconds): its key neither revoked nor expired, its organization active. On
+/// PostgreSQL the rows stay share-locked until the transaction ends, so a revocation or a
+/// deactivation cannot commit between this check and the write; SQLite's write transaction
+/// already excludes every other writer.
+fn confirm_actor(conn: &mut DbConnection, actor: &Actor, at: i64) -> Result<(), RepoError> {
+    let Actor::Key(key_id) = actor else { return Ok(()) };
+    let query = api_keys::table.inner_join(organizations::table).filter(api_keys::id.eq(key_id.as_str())).select((
+        api_keys::revoked_at,
+        api_keys::expires_at,
+        organizations::is_active,
+    ));
+    let found: Option<(Option<i64>, Option<i64>, bool)> = match conn {
+        DbConnection::Postgres(pg) => query.for_share().first(pg).optional()?,
+        DbConnection::Sqlite(_) => query.first(conn).optional()?,
+    };
+    match found {
+        // A key deleted from under its caller is as good as revoked.
+        None | Some((Some(_), _, _)) => Err(RepoError::Actor(ActorRefused::Revoked)),
+        Some((None, Some(expires_at), _)) if expires_at <= at => Err(RepoError::Actor(ActorRefused::Expired)),
+        Some((None, _, false)) => Err(RepoError::Actor(ActorRefused::OrganizationInactive)),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Takes the organization's row lock: on PostgreSQL it serializes the organization's key
 /// changes, so counts and checks made after it cannot be raced (SQLite has one writer).
-fn lock_organization(conn: &mut crate::connection::DbConnection, org: &str) -> Result<(), RepoError> {
+fn lock_organization(conn: &mut DbConnection, org: &str) -> Result<(), RepoError> {
     diesel::update(organizations::table.find(org))
         .set(organizations::is_active.eq(organizations::is_active))
         .execute(conn)?;
     Ok(())
 }
 
-fn find_row(conn: &mut crate::connection::DbConnection, org: &str, key: &str) -> Result<Option<ApiKeyRow>, RepoError> {
+fn find_row(conn: &mut DbConnection, org: &str, key: &str) -> Result<Option<ApiKeyRow>, RepoError> {
     Ok(api_keys::table
         .filter(api_keys::id.eq(key))
         .filter(api_keys::org_id.eq(org))

@@ -1,6 +1,6 @@
 //! Errors inside the adapters, and their translation into what the domain understands.
 
-use account_domain::StoreUnavailable;
+use account_domain::{ActorRefused, KeyWriteError, StoreUnavailable};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use thiserror::Error;
 
@@ -21,6 +21,8 @@ pub(crate) enum RepoError {
     #[error("not active")]
     NotActive,
     #[error(transparent)]
+    Actor(ActorRefused),
+    #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
 
@@ -37,7 +39,18 @@ impl RepoError {
             Self::KeyLimitReached => anyhow::anyhow!("active key limit reached").context(doing),
             Self::NotFound => anyhow::anyhow!("not found").context(doing),
             Self::NotActive => anyhow::anyhow!("not active").context(doing),
+            Self::Actor(refused) => anyhow::Error::new(refused).context(doing),
             Self::Other(e) => e.context(doing),
+        }
+    }
+}
+
+impl RepoError {
+    /// For the key writes a caller's key asked for: its refusal stays typed.
+    pub(crate) fn into_key_write_error(self, doing: &'static str) -> KeyWriteError {
+        match self {
+            Self::Actor(refused) => KeyWriteError::Actor(refused),
+            other => KeyWriteError::Unknown(other.into_anyhow(doing)),
         }
     }
 }

@@ -18,7 +18,7 @@ diesel::table! {
 
 diesel::table! {
     audit_events (id) {
-        id -> Integer,
+        id -> BigInt,
         org_id -> Text,
         action -> Text,
         target_id -> Nullable<Text>,
@@ -31,7 +31,7 @@ diesel::table! {
 
 diesel::table! {
     cache_events (id) {
-        id -> Integer,
+        id -> BigInt,
         key_hash -> Nullable<Text>,
         org_id -> Nullable<Text>,
         created_at -> BigInt,

@@ -124,7 +124,11 @@ pub async fn cached_service_with_a_key(
         Arc::new(SystemClock),
         Arc::new(OsRandomGenerator),
     )
-    .with_cache(Arc::new(InMemoryCredentialCache::new(10_000)), feed, std::time::Duration::from_secs(3600));
+    .with_cache(
+        Arc::new(InMemoryCredentialCache::new(10_000, InMemoryCredentialCache::DEFAULT_FOUND_TTL)),
+        feed,
+        std::time::Duration::from_secs(3600),
+    );
     service.sync_changes().await.expect("synced");
     let request = SignupRequest::new(
         OrgName::new("Bench").expect("valid"),

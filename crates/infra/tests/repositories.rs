@@ -71,7 +71,16 @@ contract!(
     renaming_is_confined_to_the_organization_and_published,
     leaked_keys_are_revoked_whatever_their_organization,
     the_audit_trail_is_read_newest_first_in_pages,
+    every_key_write_rechecks_its_actor_and_writes_nothing_for_a_refused_one,
+    a_revocation_committing_during_a_write_is_waited_for_and_refuses_it,
+    a_change_whose_transaction_commits_late_is_still_delivered,
+    a_roll_whose_key_is_revoked_meanwhile_writes_nothing,
 );
+
+/// The test's own SQL session on the database, outside the service's pool.
+fn raw_session(ctx: &Ctx) -> account_infra::DbConnection {
+    ctx.db.connect_once().expect("a session of our own")
+}
 
 /// Stored times have microsecond precision.
 fn now() -> OffsetDateTime {
@@ -210,12 +219,16 @@ async fn keys_are_listed_newest_first_with_every_field_intact(ctx: Ctx) {
     let (third, _) = new_key(&org.id, "Third", first.created_at + Duration::seconds(2));
     for key in [&second, &third] {
         assert_eq!(
-            ctx.keys.insert_key(key, 10_000, &audit_of(&org.id)).await.expect("inserted"),
+            ctx.keys.insert_key(key, 10_000, &Actor::Operator, &audit_of(&org.id)).await.expect("inserted"),
             key.clone().into_stored()
         );
     }
     let revoked_at = now();
-    ctx.keys.revoke_key(&org.id, &second.id, revoked_at, &audit_of(&org.id)).await.expect("revoked").expect("found");
+    ctx.keys
+        .revoke_key(&org.id, &second.id, revoked_at, &Actor::Operator, &audit_of(&org.id))
+        .await
+        .expect("revoked")
+        .expect("found");
     let listed = ctx.keys.list_keys(&org.id).await.expect("listed");
     let names: Vec<&str> = listed.iter().map(|k| k.name.as_str()).collect();
     assert_eq!(names, ["Third", "Second", "Default Key"]);
@@ -230,20 +243,34 @@ async fn keys_are_listed_newest_first_with_every_field_intact(ctx: Ctx) {
 async fn revoking_is_confined_to_the_organization_and_keeps_the_first_time(ctx: Ctx) {
     let (org, key) = signed_up(&ctx, "revoke@acme.test").await;
     let (other, _) = signed_up(&ctx, "intruder@acme.test").await;
-    assert_eq!(ctx.keys.revoke_key(&other.id, &key.id, now(), &audit_of(&org.id)).await.expect("ran"), None);
+    assert_eq!(
+        ctx.keys.revoke_key(&other.id, &key.id, now(), &Actor::Operator, &audit_of(&org.id)).await.expect("ran"),
+        None
+    );
     assert_eq!(
         ctx.keys
-            .revoke_key(&org.id, &KeyId::new("key_missing").expect("valid"), now(), &audit_of(&org.id))
+            .revoke_key(
+                &org.id,
+                &KeyId::new("key_missing").expect("valid"),
+                now(),
+                &Actor::Operator,
+                &audit_of(&org.id)
+            )
             .await
             .expect("ran"),
         None
     );
     let first = now();
-    let revoked = ctx.keys.revoke_key(&org.id, &key.id, first, &audit_of(&org.id)).await.expect("ran").expect("found");
+    let revoked = ctx
+        .keys
+        .revoke_key(&org.id, &key.id, first, &Actor::Operator, &audit_of(&org.id))
+        .await
+        .expect("ran")
+        .expect("found");
     assert_eq!(revoked.revoked_at, Some(first));
     let again = ctx
         .keys
-        .revoke_key(&org.id, &key.id, first + Duration::minutes(5), &audit_of(&org.id))
+        .revoke_key(&org.id, &key.id, first + Duration::minutes(5), &Actor::Operator, &audit_of(&org.id))
         .await
         .expect("ran")
         .expect("found");
@@ -291,7 +318,7 @@ async fn concurrent_key_inserts_are_all_kept(ctx: Ctx) {
             let (keys, org_id) = (keys.clone(), org.id.clone());
             tokio::spawn(async move {
                 let (key, _) = new_key(&org_id, &format!("Key {i}"), now());
-                keys.insert_key(&key, 10_000, &audit_of(&org_id)).await.expect("inserted").id
+                keys.insert_key(&key, 10_000, &Actor::Operator, &audit_of(&org_id)).await.expect("inserted").id
             })
         })
         .collect();
@@ -311,17 +338,18 @@ async fn a_revocation_is_published_once_to_every_feed(ctx: Ctx) {
     let here = SqlChangeFeed::start(ctx.db.clone()).await.expect("feed");
     let there =
         SqlChangeFeed::start(Database::new(ctx.db.target().clone(), &PoolOptions::for_machine())).await.expect("feed");
-    assert!(here.poll().await.expect("polled").is_empty());
-    ctx.keys.revoke_key(&org.id, &key.id, now(), &audit_of(&org.id)).await.expect("revoked");
-    ctx.keys.revoke_key(&org.id, &key.id, now(), &audit_of(&org.id)).await.expect("revoked again");
+    assert!(here.poll().await.expect("polled").changes.is_empty());
+    ctx.keys.revoke_key(&org.id, &key.id, now(), &Actor::Operator, &audit_of(&org.id)).await.expect("revoked");
+    ctx.keys.revoke_key(&org.id, &key.id, now(), &Actor::Operator, &audit_of(&org.id)).await.expect("revoked again");
     for feed in [&here, &there] {
-        assert_eq!(feed.poll().await.expect("polled"), vec![Change::Key(plaintext.hash())]);
-        assert!(feed.poll().await.expect("polled").is_empty(), "a change is delivered once");
+        assert_eq!(feed.poll().await.expect("polled").changes, vec![Change::Key(plaintext.hash())]);
+        assert!(feed.poll().await.expect("polled").changes.is_empty(), "a change is delivered once");
     }
     // A feed started later does not replay old changes; pruning drops them.
     let late = SqlChangeFeed::start(ctx.db.clone()).await.expect("feed");
-    assert!(late.poll().await.expect("polled").is_empty());
-    assert_eq!(here.prune(std::time::Duration::ZERO, now() + Duration::seconds(1)).await.expect("pruned"), 1);
+    assert!(late.poll().await.expect("polled").changes.is_empty());
+    let pruner = SqlChangeFeed::start_with_retention(ctx.db.clone(), std::time::Duration::ZERO).await.expect("feed");
+    assert_eq!(pruner.prune(now() + Duration::seconds(1)).await.expect("pruned"), 1);
 }
 
 async fn usage_of_many_keys_is_written_in_one_flush(ctx: Ctx) {
@@ -329,7 +357,7 @@ async fn usage_of_many_keys_is_written_in_one_flush(ctx: Ctx) {
     let mut usage = vec![(first.id.clone(), now())];
     for i in 0..600 {
         let (key, _) = new_key(&org.id, &format!("K{i}"), now());
-        ctx.keys.insert_key(&key, 10_000, &audit_of(&org.id)).await.expect("inserted");
+        ctx.keys.insert_key(&key, 10_000, &Actor::Operator, &audit_of(&org.id)).await.expect("inserted");
         usage.push((key.id, now() + Duration::seconds(i)));
     }
     ctx.keys.record_usage(&usage).await.expect("recorded");
@@ -344,16 +372,19 @@ async fn usage_of_many_keys_is_written_in_one_flush(ctx: Ctx) {
 async fn the_active_key_limit_counts_only_active_keys(ctx: Ctx) {
     let (org, first) = signed_up(&ctx, "limit@acme.test").await;
     let (second, _) = new_key(&org.id, "Second", now());
-    ctx.keys.insert_key(&second, 2, &audit_of(&org.id)).await.expect("2 of 2");
+    ctx.keys.insert_key(&second, 2, &Actor::Operator, &audit_of(&org.id)).await.expect("2 of 2");
     let (third, _) = new_key(&org.id, "Third", now());
-    let err = ctx.keys.insert_key(&third, 2, &audit_of(&org.id)).await.expect_err("3 of 2");
+    let err = ctx.keys.insert_key(&third, 2, &Actor::Operator, &audit_of(&org.id)).await.expect_err("3 of 2");
     assert!(matches!(err, InsertKeyError::LimitReached), "{err:?}");
     // A revoked key and an expired key free their places.
-    ctx.keys.revoke_key(&org.id, &first.id, now(), &audit_of(&org.id)).await.expect("revoked");
-    ctx.keys.insert_key(&third, 2, &audit_of(&org.id)).await.expect("a place was freed");
+    ctx.keys.revoke_key(&org.id, &first.id, now(), &Actor::Operator, &audit_of(&org.id)).await.expect("revoked");
+    ctx.keys.insert_key(&third, 2, &Actor::Operator, &audit_of(&org.id)).await.expect("a place was freed");
     let (mut expired, _) = new_key(&org.id, "Expired", now());
     expired.expires_at = Some(expired.created_at - Duration::seconds(1));
-    assert!(matches!(ctx.keys.insert_key(&expired, 2, &audit_of(&org.id)).await, Err(InsertKeyError::LimitReached)));
+    assert!(matches!(
+        ctx.keys.insert_key(&expired, 2, &Actor::Operator, &audit_of(&org.id)).await,
+        Err(InsertKeyError::LimitReached)
+    ));
     assert_eq!(ctx.keys.list_keys(&org.id).await.expect("listed").len(), 3, "the refused keys were not stored");
 }
 
@@ -365,7 +396,7 @@ async fn concurrent_creations_cannot_exceed_the_active_key_limit(ctx: Ctx) {
             let (keys, org_id) = (keys.clone(), org.id.clone());
             tokio::spawn(async move {
                 let (key, _) = new_key(&org_id, &format!("Racer {i}"), now());
-                keys.insert_key(&key, 10, &audit_of(&org_id)).await
+                keys.insert_key(&key, 10, &Actor::Operator, &audit_of(&org_id)).await
             })
         })
         .collect();
@@ -393,14 +424,14 @@ async fn deactivating_an_organization_is_stored_and_published_once(ctx: Ctx) {
     let changed =
         ctx.accounts.set_organization_active(&org.id, false, &audit_of(&org.id)).await.expect("ran").expect("found");
     assert!(!changed.is_active);
-    assert_eq!(feed.poll().await.expect("polled"), vec![Change::Organization(org.id.clone())]);
+    assert_eq!(feed.poll().await.expect("polled").changes, vec![Change::Organization(org.id.clone())]);
     let credential = ctx.keys.find_credential(&key.hash).await.expect("read").expect("found");
     assert!(!credential.organization.is_active);
     let trail_before = ctx.accounts.list_audit_events(&org.id, None, 50).await.expect("trail").len();
     let again =
         ctx.accounts.set_organization_active(&org.id, false, &audit_of(&org.id)).await.expect("ran").expect("found");
     assert!(!again.is_active);
-    assert!(feed.poll().await.expect("polled").is_empty(), "no change to publish");
+    assert!(feed.poll().await.expect("polled").changes.is_empty(), "no change to publish");
     let trail_after = ctx.accounts.list_audit_events(&org.id, None, 50).await.expect("trail").len();
     assert_eq!(trail_after, trail_before, "nothing happened, nothing is audited");
     let back =
@@ -416,31 +447,34 @@ async fn rolling_replaces_a_key_atomically_and_never_extends_its_expiry(ctx: Ctx
     let (new, _) = new_key(&org.id, "Default Key", now());
     let stored = ctx
         .keys
-        .roll_key(&org.id, &old.id, &new, now() + Duration::hours(1), 10_000, &[audit_of(&org.id)])
+        .roll_key(&org.id, &old.id, &new, now() + Duration::hours(1), 10_000, &Actor::Operator, &[audit_of(&org.id)])
         .await
         .expect("rolled");
     assert_eq!(stored.id, new.id);
     let old_now = ctx.keys.find_key(&org.id, &old.id).await.expect("read").expect("found");
     assert!(old_now.expires_at.expect("expires") <= now() + Duration::hours(1));
-    assert_eq!(feed.poll().await.expect("polled"), vec![Change::Key(old.hash)]);
+    assert_eq!(feed.poll().await.expect("polled").changes, vec![Change::Key(old.hash)]);
     // A grace period longer than the remaining life does not extend it.
     let (newer, _) = new_key(&org.id, "Default Key", now());
     ctx.keys
-        .roll_key(&org.id, &new.id, &newer, now() + Duration::days(400), 10_000, &[audit_of(&org.id)])
+        .roll_key(&org.id, &new.id, &newer, now() + Duration::days(400), 10_000, &Actor::Operator, &[audit_of(&org.id)])
         .await
         .expect("rolled");
     let rolled = ctx.keys.find_key(&org.id, &new.id).await.expect("read").expect("found");
     assert_eq!(rolled.expires_at, new.expires_at);
     // Revoked keys and other organizations' keys are not rolled.
-    ctx.keys.revoke_key(&org.id, &newer.id, now(), &audit_of(&org.id)).await.expect("revoked");
+    ctx.keys.revoke_key(&org.id, &newer.id, now(), &Actor::Operator, &audit_of(&org.id)).await.expect("revoked");
     let (again, _) = new_key(&org.id, "Default Key", now());
-    let err =
-        ctx.keys.roll_key(&org.id, &newer.id, &again, now(), 10_000, &[audit_of(&org.id)]).await.expect_err("revoked");
+    let err = ctx
+        .keys
+        .roll_key(&org.id, &newer.id, &again, now(), 10_000, &Actor::Operator, &[audit_of(&org.id)])
+        .await
+        .expect_err("revoked");
     assert!(matches!(err, RollKeyStoreError::NotActive), "{err:?}");
     let (other, _) = signed_up(&ctx, "roll-other@acme.test").await;
     let err = ctx
         .keys
-        .roll_key(&other.id, &old.id, &again, now(), 10_000, &[audit_of(&other.id)])
+        .roll_key(&other.id, &old.id, &again, now(), 10_000, &Actor::Operator, &[audit_of(&other.id)])
         .await
         .expect_err("foreign");
     assert!(matches!(err, RollKeyStoreError::NotFound), "{err:?}");
@@ -450,12 +484,20 @@ async fn rolling_replaces_a_key_atomically_and_never_extends_its_expiry(ctx: Ctx
 async fn a_roll_with_a_grace_period_counts_against_the_active_key_limit(ctx: Ctx) {
     let (org, first) = signed_up(&ctx, "roll-limit@acme.test").await;
     let (second, _) = new_key(&org.id, "Second", now());
-    ctx.keys.insert_key(&second, 2, &audit_of(&org.id)).await.expect("2 of 2");
+    ctx.keys.insert_key(&second, 2, &Actor::Operator, &audit_of(&org.id)).await.expect("2 of 2");
     // At the limit, a grace period would make three active keys: refused, nothing stored.
     let (replacement, _) = new_key(&org.id, "Default Key", now());
     let err = ctx
         .keys
-        .roll_key(&org.id, &first.id, &replacement, now() + Duration::hours(1), 2, &[audit_of(&org.id)])
+        .roll_key(
+            &org.id,
+            &first.id,
+            &replacement,
+            now() + Duration::hours(1),
+            2,
+            &Actor::Operator,
+            &[audit_of(&org.id)],
+        )
         .await
         .expect_err("over the limit");
     assert!(matches!(err, RollKeyStoreError::LimitReached), "{err:?}");
@@ -465,15 +507,18 @@ async fn a_roll_with_a_grace_period_counts_against_the_active_key_limit(ctx: Ctx
     // Ending the old key at once keeps the count: allowed at the limit.
     let at_once = replacement.created_at;
     ctx.keys
-        .roll_key(&org.id, &first.id, &replacement, at_once, 2, &[audit_of(&org.id)])
+        .roll_key(&org.id, &first.id, &replacement, at_once, 2, &Actor::Operator, &[audit_of(&org.id)])
         .await
         .expect("count unchanged");
     let (another, _) = new_key(&org.id, "Third", now());
-    assert!(matches!(ctx.keys.insert_key(&another, 2, &audit_of(&org.id)).await, Err(InsertKeyError::LimitReached)));
+    assert!(matches!(
+        ctx.keys.insert_key(&another, 2, &Actor::Operator, &audit_of(&org.id)).await,
+        Err(InsertKeyError::LimitReached)
+    ));
     // Below the limit, a grace period is fine.
     let (next, _) = new_key(&org.id, "Second", now());
     ctx.keys
-        .roll_key(&org.id, &second.id, &next, now() + Duration::hours(1), 3, &[audit_of(&org.id)])
+        .roll_key(&org.id, &second.id, &next, now() + Duration::hours(1), 3, &Actor::Operator, &[audit_of(&org.id)])
         .await
         .expect("3 of 3");
 }
@@ -483,10 +528,18 @@ async fn renaming_is_confined_to_the_organization_and_published(ctx: Ctx) {
     let (other, _) = signed_up(&ctx, "rename-other@acme.test").await;
     let feed = SqlChangeFeed::start(ctx.db.clone()).await.expect("feed");
     let name = KeyName::new("Renamed").expect("valid");
-    assert_eq!(ctx.keys.rename_key(&other.id, &key.id, &name, &audit_of(&other.id)).await.expect("ran"), None);
-    let renamed = ctx.keys.rename_key(&org.id, &key.id, &name, &audit_of(&org.id)).await.expect("ran").expect("found");
+    assert_eq!(
+        ctx.keys.rename_key(&other.id, &key.id, &name, &Actor::Operator, &audit_of(&other.id)).await.expect("ran"),
+        None
+    );
+    let renamed = ctx
+        .keys
+        .rename_key(&org.id, &key.id, &name, &Actor::Operator, &audit_of(&org.id))
+        .await
+        .expect("ran")
+        .expect("found");
     assert_eq!(renamed.name, name);
-    assert_eq!(feed.poll().await.expect("polled"), vec![Change::Key(key.hash)]);
+    assert_eq!(feed.poll().await.expect("polled").changes, vec![Change::Key(key.hash)]);
 }
 
 async fn leaked_keys_are_revoked_whatever_their_organization(ctx: Ctx) {
@@ -513,7 +566,7 @@ async fn the_audit_trail_is_read_newest_first_in_pages(ctx: Ctx) {
         let (key, _) = new_key(&org.id, &format!("K{i}"), now());
         let mut audit = audit_of(&org.id);
         audit.target_id = Some(key.id.to_string());
-        ctx.keys.insert_key(&key, 100, &audit).await.expect("inserted");
+        ctx.keys.insert_key(&key, 100, &Actor::Operator, &audit).await.expect("inserted");
     }
     let first = ctx.accounts.list_audit_events(&org.id, None, 3).await.expect("page");
     assert_eq!(first.len(), 3);
@@ -524,4 +577,138 @@ async fn the_audit_trail_is_read_newest_first_in_pages(ctx: Ctx) {
     assert_eq!(rest.last().map(|e| e.record.action), Some(AuditAction::KeyCreated), "the signup's own record");
     let (other, _) = signed_up(&ctx, "trail-other@acme.test").await;
     assert_eq!(ctx.accounts.list_audit_events(&other.id, None, 10).await.expect("page").len(), 1);
+}
+
+async fn every_key_write_rechecks_its_actor_and_writes_nothing_for_a_refused_one(ctx: Ctx) {
+    let (org, actor) = signed_up(&ctx, "actor@acme.test").await;
+    let (target, _) = new_key(&org.id, "Target", now());
+    ctx.keys.insert_key(&target, 100, &Actor::Key(actor.id.clone()), &audit_of(&org.id)).await.expect("active actor");
+    let trail = ctx.accounts.list_audit_events(&org.id, None, 100).await.expect("trail").len();
+    let writes_by = |who: KeyId| {
+        let (keys, org_id, target_id) = (ctx.keys.clone(), org.id.clone(), target.id.clone());
+        async move {
+            let who = Actor::Key(who);
+            let (fresh, _) = new_key(&org_id, "Fresh", now());
+            let name = KeyName::new("Renamed").expect("valid");
+            [
+                match keys.insert_key(&fresh, 100, &who, &audit_of(&org_id)).await {
+                    Err(InsertKeyError::Actor(refused)) => Some(refused),
+                    other => panic!("{other:?}"),
+                },
+                match keys.rename_key(&org_id, &target_id, &name, &who, &audit_of(&org_id)).await {
+                    Err(KeyWriteError::Actor(refused)) => Some(refused),
+                    other => panic!("{other:?}"),
+                },
+                match keys.roll_key(&org_id, &target_id, &fresh, now(), 100, &who, &[audit_of(&org_id)]).await {
+                    Err(RollKeyStoreError::Actor(refused)) => Some(refused),
+                    other => panic!("{other:?}"),
+                },
+                match keys.revoke_key(&org_id, &target_id, now(), &who, &audit_of(&org_id)).await {
+                    Err(KeyWriteError::Actor(refused)) => Some(refused),
+                    other => panic!("{other:?}"),
+                },
+            ]
+        }
+    };
+    // An expired actor.
+    let (mut expired, _) = new_key(&org.id, "Expired", now() - Duration::days(2));
+    expired.expires_at = Some(now() - Duration::days(1));
+    ctx.keys.insert_key(&expired, 100, &Actor::Operator, &audit_of(&org.id)).await.expect("stored");
+    assert_eq!(writes_by(expired.id.clone()).await, [Some(ActorRefused::Expired); 4]);
+    // A revoked actor (revoked after it was authenticated).
+    ctx.keys.revoke_key(&org.id, &actor.id, now(), &Actor::Operator, &audit_of(&org.id)).await.expect("revoked");
+    assert_eq!(writes_by(actor.id.clone()).await, [Some(ActorRefused::Revoked); 4]);
+    // An actor of a deactivated organization.
+    let (second, _) = new_key(&org.id, "Second", now());
+    ctx.keys.insert_key(&second, 100, &Actor::Operator, &audit_of(&org.id)).await.expect("stored");
+    ctx.accounts.set_organization_active(&org.id, false, &audit_of(&org.id)).await.expect("ran");
+    assert_eq!(writes_by(second.id.clone()).await, [Some(ActorRefused::OrganizationInactive); 4]);
+    // Nothing was written by the refused writes.
+    let stored = ctx.keys.find_key(&org.id, &target.id).await.expect("read").expect("found");
+    assert_eq!((stored.name.as_str(), stored.revoked_at, stored.expires_at), ("Target", None, target.expires_at));
+    assert_eq!(ctx.keys.list_keys(&org.id).await.expect("listed").len(), 4, "signup, target, expired, second");
+    let after = ctx.accounts.list_audit_events(&org.id, None, 100).await.expect("trail").len();
+    assert_eq!(after, trail + 4, "the operator's insertions, revocation and deactivation only");
+}
+
+async fn a_revocation_committing_during_a_write_is_waited_for_and_refuses_it(ctx: Ctx) {
+    use diesel::connection::SimpleConnection as _;
+    let (org, actor) = signed_up(&ctx, "lock@acme.test").await;
+    let mut session = raw_session(&ctx);
+    let revoke = format!("UPDATE api_keys SET revoked_at = 1 WHERE id = '{}'", actor.id);
+    if matches!(ctx.db.target(), account_infra::DatabaseTarget::Sqlite(_)) {
+        // One writer at a time: a revocation either committed before the write began or
+        // commits after it; the first case is refused.
+        session.batch_execute(&revoke).expect("revoked");
+    } else {
+        session.batch_execute(&format!("BEGIN; {revoke};")).expect("revocation in flight");
+    }
+    let keys = ctx.keys.clone();
+    let (org_id, actor_id) = (org.id.clone(), actor.id.clone());
+    let write = tokio::spawn(async move {
+        let (fresh, _) = new_key(&org_id, "Fresh", now());
+        keys.insert_key(&fresh, 100, &Actor::Key(actor_id), &audit_of(&org_id)).await
+    });
+    if !matches!(ctx.db.target(), account_infra::DatabaseTarget::Sqlite(_)) {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert!(!write.is_finished(), "the write waits for the revocation holding the actor's row");
+        session.batch_execute("COMMIT").expect("revocation committed");
+    }
+    let outcome = write.await.expect("joined");
+    assert!(matches!(outcome, Err(InsertKeyError::Actor(ActorRefused::Revoked))), "{outcome:?}");
+    assert_eq!(ctx.keys.list_keys(&org.id).await.expect("listed").len(), 1, "nothing written");
+}
+
+async fn a_change_whose_transaction_commits_late_is_still_delivered(ctx: Ctx) {
+    use diesel::connection::SimpleConnection as _;
+    let (_, key) = signed_up(&ctx, "late@acme.test").await;
+    let feed = SqlChangeFeed::start(ctx.db.clone()).await.expect("feed");
+    let mut session = raw_session(&ctx);
+    let publish = format!("INSERT INTO cache_events (key_hash, created_at) VALUES ('{}', 1)", key.hash.to_hex());
+    let postgres = !matches!(ctx.db.target(), account_infra::DatabaseTarget::Sqlite(_));
+    if postgres {
+        // Its id is taken now; it becomes visible only at commit, after later ones.
+        session.batch_execute(&format!("BEGIN; {publish};")).expect("in flight");
+    }
+    let (org, other) = signed_up(&ctx, "late-other@acme.test").await;
+    ctx.keys.revoke_key(&org.id, &other.id, now(), &Actor::Operator, &audit_of(&org.id)).await.expect("revoked");
+    let first = feed.poll().await.expect("polled");
+    assert_eq!(first.changes, vec![Change::Key(other.hash)]);
+    assert!(first.caught_up);
+    for _ in 0..3 {
+        assert!(feed.poll().await.expect("polled").changes.is_empty());
+    }
+    if postgres {
+        session.batch_execute("COMMIT").expect("committed late");
+    } else {
+        session.batch_execute(&publish).expect("committed");
+    }
+    assert_eq!(feed.poll().await.expect("polled").changes, vec![Change::Key(key.hash)], "the late commit is read");
+    assert!(feed.poll().await.expect("polled").changes.is_empty(), "and once");
+}
+
+async fn a_roll_whose_key_is_revoked_meanwhile_writes_nothing(ctx: Ctx) {
+    use diesel::connection::SimpleConnection as _;
+    if matches!(ctx.db.target(), account_infra::DatabaseTarget::Sqlite(_)) {
+        return; // one writer at a time: no revocation can commit inside the roll
+    }
+    let (org, actor) = signed_up(&ctx, "roll-race@acme.test").await;
+    let (target, _) = new_key(&org.id, "Target", now());
+    ctx.keys.insert_key(&target, 100, &Actor::Operator, &audit_of(&org.id)).await.expect("stored");
+    // A leak report's revocation takes no organization lock: hold it on the target's row.
+    let mut session = raw_session(&ctx);
+    session
+        .batch_execute(&format!("BEGIN; UPDATE api_keys SET revoked_at = 1 WHERE id = '{}';", target.id))
+        .expect("revocation in flight");
+    let keys = ctx.keys.clone();
+    let (org_id, target_id, actor_id) = (org.id.clone(), target.id.clone(), actor.id.clone());
+    let roll = tokio::spawn(async move {
+        let (fresh, _) = new_key(&org_id, "Target", now());
+        keys.roll_key(&org_id, &target_id, &fresh, now(), 100, &Actor::Key(actor_id), &[audit_of(&org_id)]).await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    session.batch_execute("COMMIT").expect("revoked");
+    let outcome = roll.await.expect("joined");
+    assert!(matches!(outcome, Err(RollKeyStoreError::NotActive)), "{outcome:?}");
+    assert_eq!(ctx.keys.list_keys(&org.id).await.expect("listed").len(), 2, "no successor to a revoked key");
 }

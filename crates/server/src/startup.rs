@@ -49,7 +49,7 @@ impl Application {
         .with_max_active_keys(config.max_active_keys);
         let feed = Arc::new(SqlChangeFeed::start(db.clone()).await.context("could not start the change feed")?);
         if config.cache.max_keys > 0 {
-            let cache = Arc::new(InMemoryCredentialCache::new(config.cache.max_keys));
+            let cache = Arc::new(InMemoryCredentialCache::new(config.cache.max_keys, config.cache.ttl));
             service = service.with_cache(cache, feed.clone(), CacheOptions::MAX_STALENESS);
         }
         let service = Arc::new(service);
@@ -213,7 +213,6 @@ async fn flush_usage_periodically(service: Arc<AccountService>, every: Duration)
 /// Keeps the credential cache in step with changes made anywhere, and prunes old changes.
 async fn sync_changes_periodically(service: Arc<AccountService>, feed: Arc<SqlChangeFeed>, every: Duration) {
     const PRUNE_EVERY: Duration = Duration::from_secs(600);
-    const KEEP_CHANGES: Duration = Duration::from_secs(3600);
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_prune = std::time::Instant::now();
@@ -234,7 +233,7 @@ async fn sync_changes_periodically(service: Arc<AccountService>, feed: Arc<SqlCh
         }
         if last_prune.elapsed() >= PRUNE_EVERY {
             last_prune = std::time::Instant::now();
-            if let Err(e) = feed.prune(KEEP_CHANGES, service.now()).await {
+            if let Err(e) = feed.prune(service.now()).await {
                 tracing::warn!(error = format!("{e:#}"), "could not prune the change feed");
             }
         }

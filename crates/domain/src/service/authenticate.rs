@@ -55,7 +55,7 @@ impl AccountService {
             Err(e) => return CachedAuthentication::Decided(Err(e.into())),
         };
         let now = self.clock.now();
-        match self.cache.as_ref().and_then(|c| c.get(&hash, now)) {
+        match self.cache.as_ref().and_then(|c| c.get(&hash)) {
             Some(CachedLookup::Found(credential)) => CachedAuthentication::Decided(self.admit(credential, now)),
             Some(CachedLookup::Missing) => CachedAuthentication::Decided(Err(AuthenticateError::UnknownKey)),
             None => CachedAuthentication::NeedsLookup(hash),
@@ -95,7 +95,7 @@ impl AccountService {
     /// the credential cache. Call it often: the cache is trusted only shortly after a sync.
     pub async fn sync_changes(&self) -> anyhow::Result<usize> {
         match &self.cache {
-            Some(cache) => cache.sync(self.clock.now()).await,
+            Some(cache) => cache.sync().await,
             None => Ok(0),
         }
     }
@@ -105,15 +105,17 @@ impl AccountService {
     pub(super) async fn apply_own_change(&self) {
         if let Some(cache) = &self.cache {
             // The periodic sync reports the failure; here, only safety matters.
-            if cache.sync(self.clock.now()).await.is_err() {
+            if cache.sync().await.is_err() {
                 cache.clear();
             }
         }
     }
 
     /// Writes the last-use times gathered since the previous flush, in one batch.
-    /// On failure they are kept for the next flush.
+    /// On failure they are kept for the next flush. One flush at a time: a flush called
+    /// while another runs (the final one at shutdown) waits for it, then writes the rest.
     pub async fn flush_usage(&self) -> anyhow::Result<usize> {
+        let _turn = self.usage_flush.lock().await;
         let batch = self.usage.drain();
         if batch.is_empty() {
             return Ok(0);

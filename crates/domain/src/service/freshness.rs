@@ -1,30 +1,34 @@
 //! The credential cache and the rules that keep it truthful: it is trusted only while the
-//! change feed has been read recently, and a lookup that raced with a change is not kept.
+//! change feed has been read to its end recently (by a monotonic clock), entries live a
+//! bounded time, and a lookup that raced with a change is not kept.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use time::OffsetDateTime;
-
-use crate::ports::{CachedLookup, Change, ChangeFeed, CredentialCache};
+use crate::ports::{CachedLookup, ChangeFeed, CredentialCache};
 use crate::KeyHash;
+
+/// Pages one sync reads at most before it gives the feed back to the next tick; until it
+/// has caught up, the cache stays untrusted and requests read the store.
+const MAX_POLLS_PER_SYNC: usize = 100;
 
 pub(crate) struct CacheState {
     pub(crate) cache: Arc<dyn CredentialCache>,
     feed: Arc<dyn ChangeFeed>,
     max_staleness: Duration,
-    /// When the last successful poll began, in Unix microseconds (0: never).
-    synced_at: AtomicI64,
+    /// The origin of the monotonic times kept here: a wall-clock step cannot extend trust.
+    origin: Instant,
+    /// When the last sync that caught up began, in microseconds after `origin`, plus one
+    /// (0: never).
+    synced_at: AtomicU64,
     /// Bumped by every change applied: a lookup that saw it move must not be cached.
     generation: AtomicU64,
+    /// One sync at a time: a sync that found nothing new must not mark the cache fresh
+    /// while another is still applying what it read.
+    syncing: futures_util::lock::Mutex<()>,
     pub(crate) hits: AtomicU64,
     pub(crate) misses: AtomicU64,
-}
-
-/// Unix microseconds, without the 128-bit division of `unix_timestamp_nanos` (hot path).
-fn micros(at: OffsetDateTime) -> i64 {
-    at.unix_timestamp().saturating_mul(1_000_000).saturating_add(i64::from(at.microsecond()))
 }
 
 impl CacheState {
@@ -33,19 +37,27 @@ impl CacheState {
             cache,
             feed,
             max_staleness,
-            synced_at: AtomicI64::new(0),
+            origin: Instant::now(),
+            synced_at: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            syncing: futures_util::lock::Mutex::new(()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
 
-    /// The cached lookup, if the cache may be trusted now.
-    pub(crate) fn get(&self, hash: &KeyHash, now: OffsetDateTime) -> Option<CachedLookup> {
-        let limit = i64::try_from(self.max_staleness.as_micros()).unwrap_or(i64::MAX);
+    fn micros_since_origin(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// The cached lookup, if the cache may be trusted now: its last sync caught up less
+    /// than `max_staleness` ago and the entry has not outlived its lifetime.
+    pub(crate) fn get(&self, hash: &KeyHash) -> Option<CachedLookup> {
+        let now = Instant::now();
+        let limit = u64::try_from(self.max_staleness.as_micros()).unwrap_or(u64::MAX);
         let synced_at = self.synced_at.load(Ordering::Acquire);
-        let found =
-            if synced_at == 0 || micros(now).saturating_sub(synced_at) > limit { None } else { self.cache.get(hash) };
+        let fresh = synced_at != 0 && self.micros_since_origin(now).saturating_sub(synced_at - 1) <= limit;
+        let found = if fresh { self.cache.get(hash, now) } else { None };
         let counter = if found.is_some() { &self.hits } else { &self.misses };
         counter.fetch_add(1, Ordering::Relaxed);
         found
@@ -67,19 +79,32 @@ impl CacheState {
         }
     }
 
-    /// Reads the feed and forgets what changed. Returns how many changes were applied.
-    pub(crate) async fn sync(&self, now: OffsetDateTime) -> anyhow::Result<usize> {
-        let changes = self.feed.poll().await?;
-        for change in &changes {
-            self.generation.fetch_add(1, Ordering::AcqRel);
-            match change {
-                Change::Key(hash) => self.cache.forget(hash),
-                Change::Organization(org) => self.cache.forget_organization(org),
+    /// Reads the feed until it has caught up and forgets what changed; clears the cache
+    /// when the feed may have missed something. The cache is trusted again only once a
+    /// sync has read everything committed before it began. Returns the changes applied.
+    pub(crate) async fn sync(&self) -> anyhow::Result<usize> {
+        let _turn = self.syncing.lock().await;
+        let began = self.micros_since_origin(Instant::now());
+        let mut applied = 0;
+        for _ in 0..MAX_POLLS_PER_SYNC {
+            let poll = self.feed.poll().await?;
+            if poll.missed {
+                self.clear();
+            }
+            for change in &poll.changes {
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                match change {
+                    crate::ports::Change::Key(hash) => self.cache.forget(hash),
+                    crate::ports::Change::Organization(org) => self.cache.forget_organization(org),
+                }
+            }
+            applied += poll.changes.len();
+            if poll.caught_up {
+                self.synced_at.fetch_max(began + 1, Ordering::AcqRel);
+                return Ok(applied);
             }
         }
-        // Everything committed before `now` has been applied.
-        self.synced_at.fetch_max(micros(now), Ordering::AcqRel);
-        Ok(changes.len())
+        Ok(applied)
     }
 
     /// Forgets everything: used when a change could not be confirmed applied.
@@ -103,7 +128,7 @@ mod tests {
 
     fn quiet_feed() -> MockChangeFeed {
         let mut feed = MockChangeFeed::new();
-        feed.expect_poll().returning(|| Ok(vec![]));
+        feed.expect_poll().returning(|| Ok(FeedPoll { caught_up: true, ..FeedPoll::default() }));
         feed
     }
 
@@ -113,7 +138,10 @@ mod tests {
         let mut ports = Ports::new();
         ports.keys.expect_find_credential().never();
         let mut cache = MockCredentialCache::new();
-        cache.expect_get().withf(move |h| *h == hash).returning(|_| Some(CachedLookup::Found(Arc::new(credential()))));
+        cache
+            .expect_get()
+            .withf(move |h, _| *h == hash)
+            .returning(|_, _| Some(CachedLookup::Found(Arc::new(credential()))));
         let service = ports.service_with_cache(cache, quiet_feed());
         service.sync_changes().await.expect("synced");
         let principal = service.authenticate(&key).await.expect("authenticated");
@@ -139,7 +167,7 @@ mod tests {
         let mut ports = Ports::new();
         ports.keys.expect_find_credential().never();
         let mut cache = MockCredentialCache::new();
-        cache.expect_get().returning(|_| Some(CachedLookup::Missing));
+        cache.expect_get().returning(|_, _| Some(CachedLookup::Missing));
         let service = ports.service_with_cache(cache, quiet_feed());
         service.sync_changes().await.expect("synced");
         assert!(matches!(service.authenticate(&key).await, Err(AuthenticateError::UnknownKey)));
@@ -151,7 +179,7 @@ mod tests {
         let mut ports = Ports::new();
         ports.keys.expect_find_credential().times(1).returning(|_| Ok(None));
         let mut cache = MockCredentialCache::new();
-        cache.expect_get().returning(|_| None);
+        cache.expect_get().returning(|_, _| None);
         cache.expect_put().withf(move |h, l| *h == hash && *l == CachedLookup::Missing).times(1).return_const(());
         let service = ports.service_with_cache(cache, quiet_feed());
         service.sync_changes().await.expect("synced");
@@ -164,7 +192,7 @@ mod tests {
         let mut cache = MockCredentialCache::new();
         cache
             .expect_get()
-            .returning(|_| Some(CachedLookup::Found(Arc::new(credential().with(|c| c.key.expires_at = Some(NOW))))));
+            .returning(|_, _| Some(CachedLookup::Found(Arc::new(credential().with(|c| c.key.expires_at = Some(NOW))))));
         let service = Ports::new().service_with_cache(cache, quiet_feed());
         service.sync_changes().await.expect("synced");
         assert!(matches!(service.authenticate(&key).await, Err(AuthenticateError::Expired)));
@@ -176,7 +204,9 @@ mod tests {
         let org = OrgId::new("org_abc").expect("valid");
         let mut feed = MockChangeFeed::new();
         let changes = vec![Change::Key(hash), Change::Organization(org.clone())];
-        feed.expect_poll().times(1).returning(move || Ok(changes.clone()));
+        feed.expect_poll()
+            .times(1)
+            .returning(move || Ok(FeedPoll { changes: changes.clone(), caught_up: true, missed: false }));
         let mut cache = MockCredentialCache::new();
         cache.expect_forget().withf(move |h| *h == hash).times(1).return_const(());
         cache.expect_forget_organization().withf(move |o| *o == org).times(1).return_const(());
@@ -202,13 +232,13 @@ mod tests {
     #[tokio::test]
     async fn a_revocation_made_here_is_applied_before_the_answer() {
         let mut ports = Ports::new();
-        ports.keys.expect_revoke_key().returning(|org, id, at, _| {
+        ports.keys.expect_revoke_key().returning(|org, id, at, _, _| {
             let mut key = api_key(id.as_str(), org.as_str());
             key.revoked_at = Some(at);
             Ok(Some(key))
         });
         let mut feed = MockChangeFeed::new();
-        feed.expect_poll().times(1).returning(|| Ok(vec![]));
+        feed.expect_poll().times(1).returning(|| Ok(FeedPoll { caught_up: true, ..FeedPoll::default() }));
         let service = ports.service_with_cache(MockCredentialCache::new(), feed);
         service
             .revoke_key(&principal(&["write"], Environment::Live), "key_abc", &RequestMeta::default())
@@ -219,7 +249,7 @@ mod tests {
     #[tokio::test]
     async fn if_a_revocation_cannot_be_applied_the_cache_is_emptied() {
         let mut ports = Ports::new();
-        ports.keys.expect_revoke_key().returning(|org, id, _, _| Ok(Some(api_key(id.as_str(), org.as_str()))));
+        ports.keys.expect_revoke_key().returning(|org, id, _, _, _| Ok(Some(api_key(id.as_str(), org.as_str()))));
         let mut feed = MockChangeFeed::new();
         feed.expect_poll().returning(|| Err(anyhow::anyhow!("gone")));
         let mut cache = MockCredentialCache::new();
@@ -245,5 +275,38 @@ mod tests {
         let before = state.generation();
         state.clear(); // a change arrives while the store is read
         state.put(hash, CachedLookup::Missing, before);
+    }
+
+    #[tokio::test]
+    async fn a_sync_that_has_not_caught_up_leaves_the_cache_untrusted_until_it_has() {
+        let (key, _) = presented();
+        let mut feed = MockChangeFeed::new();
+        let mut seq = mockall::Sequence::new();
+        // A full page each time: more than one sync may read.
+        feed.expect_poll().times(super::MAX_POLLS_PER_SYNC).in_sequence(&mut seq).returning(|| Ok(FeedPoll::default()));
+        feed.expect_poll()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|| Ok(FeedPoll { caught_up: true, ..FeedPoll::default() }));
+        let mut cache = MockCredentialCache::new();
+        cache.expect_get().times(1).returning(|_, _| Some(CachedLookup::Found(Arc::new(credential()))));
+        cache.expect_put().return_const(());
+        let mut ports = Ports::new();
+        ports.keys.expect_find_credential().times(1).returning(|_| Ok(Some(credential())));
+        let service = ports.service_with_cache(cache, feed);
+        service.sync_changes().await.expect("synced, still behind");
+        assert!(service.authenticate(&key).await.is_ok(), "read from the store while behind");
+        service.sync_changes().await.expect("caught up");
+        assert!(service.authenticate(&key).await.is_ok(), "from the cache once caught up");
+    }
+
+    #[tokio::test]
+    async fn a_feed_that_may_have_missed_changes_empties_the_cache() {
+        let mut feed = MockChangeFeed::new();
+        feed.expect_poll().returning(|| Ok(FeedPoll { changes: vec![], caught_up: true, missed: true }));
+        let mut cache = MockCredentialCache::new();
+        cache.expect_clear().times(1).return_const(());
+        let service = Ports::new().service_with_cache(cache, feed);
+        service.sync_changes().await.expect("synced");
     }
 }

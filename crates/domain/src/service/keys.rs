@@ -6,9 +6,9 @@ use time::OffsetDateTime;
 use super::{AccountService, InsufficientScope, Principal};
 use crate::model::{
     ApiKey, AuditAction, AuditRecord, CreateKeyRequest, Environment, GracePeriod, KeyId, KeyName, NewApiKey, OrgId,
-    PlaintextKey, RequestMeta, Scope,
+    PlaintextKey, RequestMeta, Scope, Scopes,
 };
-use crate::ports::{InsertKeyError, RollKeyStoreError};
+use crate::ports::{Actor, ActorRefused, InsertKeyError, KeyWriteError, RollKeyStoreError};
 
 /// A key just created: the stored form, and the plaintext shown to its owner this once.
 #[derive(Debug)]
@@ -33,8 +33,12 @@ pub enum CreateKeyError {
     ScopeEscalation(Scope),
     #[error("a test key can only create test keys")]
     EnvironmentEscalation,
+    #[error("a key that expires can only create keys that expire no later than it does")]
+    ExpiryEscalation,
     #[error("the organization already has {0} active keys, the most allowed; revoke one first")]
     KeyLimitReached(u32),
+    #[error(transparent)]
+    Actor(#[from] ActorRefused),
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
@@ -47,6 +51,8 @@ pub enum RenameKeyError {
     NotFound,
     #[error("a test key can only rename test keys")]
     EnvironmentEscalation,
+    #[error(transparent)]
+    Actor(#[from] ActorRefused),
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
@@ -68,6 +74,8 @@ pub enum RollKeyError {
          or revoke a key first"
     )]
     KeyLimitReached(u32),
+    #[error(transparent)]
+    Actor(#[from] ActorRefused),
     #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
@@ -95,8 +103,25 @@ pub enum RevokeKeyError {
     #[error("a test key can only revoke test keys")]
     EnvironmentEscalation,
     #[error(transparent)]
+    Actor(#[from] ActorRefused),
+    #[error(transparent)]
     Unknown(#[from] anyhow::Error),
 }
+
+/// The writes' own store errors become each operation's: the actor's refusal as it is.
+macro_rules! from_key_write_error {
+    ($($error:ident),*) => {$(
+        impl From<KeyWriteError> for $error {
+            fn from(e: KeyWriteError) -> Self {
+                match e {
+                    KeyWriteError::Actor(refused) => Self::Actor(refused),
+                    KeyWriteError::Unknown(e) => Self::Unknown(e),
+                }
+            }
+        }
+    )*};
+}
+from_key_write_error!(RenameKeyError, RevokeKeyError);
 
 impl AccountService {
     /// Every key of the caller's organization, newest first. Needs `read`.
@@ -114,8 +139,9 @@ impl AccountService {
         key
     }
 
-    /// Creates a key. Needs `write`; grants no scope the caller lacks, and a test key
-    /// creates only test keys.
+    /// Creates a key. Needs `write`; grants no scope the caller lacks, a test key creates
+    /// only test keys, and a key that expires creates keys that expire no later (without
+    /// `expires_in`, the new key takes the caller's expiry).
     pub async fn create_key(
         &self,
         caller: &Principal,
@@ -130,12 +156,23 @@ impl AccountService {
             return Err(CreateKeyError::EnvironmentEscalation);
         }
         let now = self.clock.now();
-        let (new_key, plaintext) = self.mint_key(caller.org_id(), request, now);
+        let expires_at = match (request.expires_in.map(|days| days.after(now)), caller.expires_at()) {
+            (Some(wanted), Some(limit)) if wanted > limit => return Err(CreateKeyError::ExpiryEscalation),
+            (Some(wanted), _) => Some(wanted),
+            (None, inherited) => inherited,
+        };
+        let (new_key, plaintext) =
+            self.mint_key(caller.org_id(), request.name, request.environment, request.scopes, expires_at, now);
         let audit = self.key_created_record(caller, &new_key, meta, now);
-        let key = self.keys.insert_key(&new_key, self.max_active_keys, &audit).await.map_err(|e| match e {
-            InsertKeyError::LimitReached => CreateKeyError::KeyLimitReached(self.max_active_keys),
-            InsertKeyError::Unknown(e) => CreateKeyError::Unknown(e),
-        })?;
+        let key = self
+            .keys
+            .insert_key(&new_key, self.max_active_keys, &Actor::Key(caller.key_id().clone()), &audit)
+            .await
+            .map_err(|e| match e {
+                InsertKeyError::LimitReached => CreateKeyError::KeyLimitReached(self.max_active_keys),
+                InsertKeyError::Actor(refused) => CreateKeyError::Actor(refused),
+                InsertKeyError::Unknown(e) => CreateKeyError::Unknown(e),
+            })?;
         Ok(CreatedKey { key, plaintext })
     }
 
@@ -160,7 +197,11 @@ impl AccountService {
         let now = self.clock.now();
         let audit =
             self.audit_record(caller.org_id(), AuditAction::KeyRevoked, Some(key_id.as_str()), Some(caller), meta, now);
-        let key = self.keys.revoke_key(caller.org_id(), &key_id, now, &audit).await?.ok_or(RevokeKeyError::NotFound)?;
+        let key = self
+            .keys
+            .revoke_key(caller.org_id(), &key_id, now, &Actor::Key(caller.key_id().clone()), &audit)
+            .await?
+            .ok_or(RevokeKeyError::NotFound)?;
         // The revocation holds from the very next request on, on this instance too.
         self.apply_own_change().await;
         Ok(self.with_pending_use(key))
@@ -187,15 +228,19 @@ impl AccountService {
         let now = self.clock.now();
         let audit =
             self.audit_record(caller.org_id(), AuditAction::KeyRenamed, Some(key_id.as_str()), Some(caller), meta, now);
-        let key =
-            self.keys.rename_key(caller.org_id(), &key_id, &name, &audit).await?.ok_or(RenameKeyError::NotFound)?;
+        let key = self
+            .keys
+            .rename_key(caller.org_id(), &key_id, &name, &Actor::Key(caller.key_id().clone()), &audit)
+            .await?
+            .ok_or(RenameKeyError::NotFound)?;
         self.apply_own_change().await;
         Ok(self.with_pending_use(key))
     }
 
     /// Replaces a key without downtime: a new key with the same name, environment, scopes and
-    /// absolute expiry, shown once, while the old one keeps working for `grace` (never
-    /// longer than it would have). Needs `write`, and the scopes of the key rolled.
+    /// absolute expiry (or the caller's, when that comes first: no key outlives its maker),
+    /// shown once, while the old one keeps working for `grace` (never longer than it would
+    /// have). Needs `write`, and the scopes of the key rolled.
     pub async fn roll_key(
         &self,
         caller: &Principal,
@@ -218,18 +263,12 @@ impl AccountService {
         if !old.is_active(now) {
             return Err(RollKeyError::NotActive);
         }
-        let plaintext = PlaintextKey::assemble(old.environment, &self.generator.key_secret());
-        let new_key = NewApiKey {
-            id: self.generator.key_id(),
-            org_id: old.org_id.clone(),
-            name: old.name.clone(),
-            hash: plaintext.hash(),
-            prefix: plaintext.display_prefix(),
-            environment: old.environment,
-            scopes: old.scopes.clone(),
-            created_at: now,
-            expires_at: old.expires_at,
+        let expires_at = match (old.expires_at, caller.expires_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
+        let (new_key, plaintext) =
+            self.mint_key(&old.org_id, old.name.clone(), old.environment, old.scopes.clone(), expires_at, now);
         // The trail names both keys: the one created in its place, then (newest, on top of
         // the log) the roll of the old one.
         let audit = [
@@ -238,12 +277,21 @@ impl AccountService {
         ];
         let key = self
             .keys
-            .roll_key(caller.org_id(), &old.id, &new_key, grace.after(now), self.max_active_keys, &audit)
+            .roll_key(
+                caller.org_id(),
+                &old.id,
+                &new_key,
+                grace.after(now),
+                self.max_active_keys,
+                &Actor::Key(caller.key_id().clone()),
+                &audit,
+            )
             .await
             .map_err(|e| match e {
                 RollKeyStoreError::NotFound => RollKeyError::NotFound,
                 RollKeyStoreError::NotActive => RollKeyError::NotActive,
                 RollKeyStoreError::LimitReached => RollKeyError::KeyLimitReached(self.max_active_keys),
+                RollKeyStoreError::Actor(refused) => RollKeyError::Actor(refused),
                 RollKeyStoreError::Unknown(e) => RollKeyError::Unknown(e),
             })?;
         self.apply_own_change().await;
@@ -276,24 +324,28 @@ impl AccountService {
         self.audit_record(caller.org_id(), AuditAction::KeyCreated, Some(key.id.as_str()), Some(caller), meta, now)
     }
 
-    /// Draws a fresh secret and builds the key to store and the plaintext to show once.
+    /// Draws a fresh secret and builds the key to store and the plaintext to show once: the
+    /// one way a key is made, by signup, creation or roll.
     pub(super) fn mint_key(
         &self,
         org_id: &OrgId,
-        request: CreateKeyRequest,
+        name: KeyName,
+        environment: Environment,
+        scopes: Scopes,
+        expires_at: Option<OffsetDateTime>,
         now: OffsetDateTime,
     ) -> (NewApiKey, PlaintextKey) {
-        let plaintext = PlaintextKey::assemble(request.environment, &self.generator.key_secret());
+        let plaintext = PlaintextKey::assemble(environment, &self.generator.key_secret());
         let new_key = NewApiKey {
             id: self.generator.key_id(),
             org_id: org_id.clone(),
-            name: request.name,
+            name,
             hash: plaintext.hash(),
             prefix: plaintext.display_prefix(),
-            environment: request.environment,
-            scopes: request.scopes,
+            environment,
+            scopes,
             created_at: now,
-            expires_at: request.expires_in.map(|days| days.after(now)),
+            expires_at,
         };
         (new_key, plaintext)
     }
@@ -312,7 +364,7 @@ mod tests {
     #[tokio::test]
     async fn a_created_key_is_stored_by_hash_and_shown_once_in_full() {
         let mut ports = Ports::new();
-        ports.keys.expect_insert_key().times(1).returning(|k, _, _| Ok(k.clone().into_stored()));
+        ports.keys.expect_insert_key().times(1).returning(|k, _, _, _| Ok(k.clone().into_stored()));
         let request =
             CreateKeyRequest::new(None, None, Some(read_only()), Some(ExpiresInDays::new(90).expect("valid")));
         let created = ports
@@ -332,8 +384,8 @@ mod tests {
         ports
             .keys
             .expect_insert_key()
-            .withf(|_, max, _| *max == 100)
-            .returning(|_, _, _| Err(InsertKeyError::LimitReached));
+            .withf(|_, max, _, _| *max == 100)
+            .returning(|_, _, _, _| Err(InsertKeyError::LimitReached));
         let caller = principal(&["read", "write"], Environment::Live);
         let err = ports.service().create_key(&caller, CreateKeyRequest::default(), &RequestMeta::default()).await;
         assert!(matches!(err, Err(CreateKeyError::KeyLimitReached(100))));
@@ -342,7 +394,11 @@ mod tests {
     #[tokio::test]
     async fn the_active_key_limit_is_configurable() {
         let mut ports = Ports::new();
-        ports.keys.expect_insert_key().withf(|_, max, _| *max == 3).returning(|k, _, _| Ok(k.clone().into_stored()));
+        ports
+            .keys
+            .expect_insert_key()
+            .withf(|_, max, _, _| *max == 3)
+            .returning(|k, _, _, _| Ok(k.clone().into_stored()));
         let service = ports.service().with_max_active_keys(3);
         let caller = principal(&["read", "write"], Environment::Live);
         assert!(service.create_key(&caller, CreateKeyRequest::default(), &RequestMeta::default()).await.is_ok());
@@ -374,7 +430,7 @@ mod tests {
     #[tokio::test]
     async fn a_test_key_creates_only_test_keys() {
         let mut ports = Ports::new();
-        ports.keys.expect_insert_key().times(1).returning(|k, _, _| Ok(k.clone().into_stored()));
+        ports.keys.expect_insert_key().times(1).returning(|k, _, _, _| Ok(k.clone().into_stored()));
         let service = ports.service();
         let caller = principal(&["read", "write"], Environment::Test);
         let live = CreateKeyRequest::new(None, Some(Environment::Live), None, None);
@@ -390,7 +446,7 @@ mod tests {
     #[tokio::test]
     async fn revoking_an_unknown_or_foreign_key_is_not_found() {
         let mut ports = Ports::new();
-        ports.keys.expect_revoke_key().returning(|_, _, _, _| Ok(None));
+        ports.keys.expect_revoke_key().returning(|_, _, _, _, _| Ok(None));
         let service = ports.service();
         let caller = principal(&["write"], Environment::Live);
         assert!(matches!(
@@ -416,8 +472,8 @@ mod tests {
     #[tokio::test]
     async fn revoking_marks_the_key_at_the_current_time() {
         let mut ports = Ports::new();
-        ports.keys.expect_revoke_key().withf(|_, id, at, _| id.as_str() == "key_abc" && *at == NOW).returning(
-            |org, id, at, _| {
+        ports.keys.expect_revoke_key().withf(|_, id, at, _, _| id.as_str() == "key_abc" && *at == NOW).returning(
+            |org, id, at, _, _| {
                 let mut key = api_key(id.as_str(), org.as_str());
                 key.revoked_at = Some(at);
                 Ok(Some(key))
@@ -456,7 +512,7 @@ mod tests {
         ports
             .keys
             .expect_roll_key()
-            .withf(|_, old, new, old_expires_at, _, audit| {
+            .withf(|_, old, new, old_expires_at, _, _, audit| {
                 old.as_str() == "key_old"
                     && new.name.as_str() == "Default Key"
                     && new.expires_at == Some(NOW + time::Duration::days(10))
@@ -467,7 +523,7 @@ mod tests {
                             (AuditAction::KeyRolled, Some("key_old".to_owned())),
                         ]
             })
-            .returning(|_, _, new, _, _, _| Ok(new.clone().into_stored()));
+            .returning(|_, _, new, _, _, _, _| Ok(new.clone().into_stored()));
         ports.keys.expect_revoke_key().never();
         let caller = principal(&["read", "write"], Environment::Live);
         let rolled = ports
@@ -486,8 +542,8 @@ mod tests {
         ports
             .keys
             .expect_roll_key()
-            .withf(|_, _, _, _, max_active, _| *max_active == 100)
-            .returning(|_, _, _, _, _, _| Err(RollKeyStoreError::LimitReached));
+            .withf(|_, _, _, _, max_active, _, _| *max_active == 100)
+            .returning(|_, _, _, _, _, _, _| Err(RollKeyStoreError::LimitReached));
         let caller = principal(&["read", "write"], Environment::Live);
         let err = ports.service().roll_key(&caller, "key_old", GracePeriod::default(), &RequestMeta::default()).await;
         assert!(matches!(err, Err(RollKeyError::KeyLimitReached(100))), "{err:?}");
@@ -530,18 +586,15 @@ mod tests {
             Ok((id.as_str() != "key_gone")
                 .then(|| api_key(id.as_str(), org.as_str()).with(|k| k.environment = environment)))
         });
-        ports
-            .keys
-            .expect_revoke_key()
-            .times(1)
-            .withf(|_, id, _, _| id.as_str() == "key_test")
-            .returning(|org, id, at, _| Ok(Some(api_key(id.as_str(), org.as_str()).with(|k| k.revoked_at = Some(at)))));
+        ports.keys.expect_revoke_key().times(1).withf(|_, id, _, _, _| id.as_str() == "key_test").returning(
+            |org, id, at, _, _| Ok(Some(api_key(id.as_str(), org.as_str()).with(|k| k.revoked_at = Some(at)))),
+        );
         ports
             .keys
             .expect_rename_key()
             .times(1)
-            .withf(|_, id, _, _| id.as_str() == "key_test")
-            .returning(|org, id, _, _| Ok(Some(api_key(id.as_str(), org.as_str()))));
+            .withf(|_, id, _, _, _| id.as_str() == "key_test")
+            .returning(|org, id, _, _, _| Ok(Some(api_key(id.as_str(), org.as_str()))));
         let service = ports.service();
         let test = principal(&["read", "write"], Environment::Test);
         let meta = RequestMeta::default();
@@ -564,7 +617,7 @@ mod tests {
     async fn a_live_key_reaches_every_key_of_its_organization_without_an_extra_read() {
         let mut ports = Ports::new();
         ports.keys.expect_find_key().never();
-        ports.keys.expect_revoke_key().returning(|org, id, at, _| {
+        ports.keys.expect_revoke_key().returning(|org, id, at, _, _| {
             Ok(Some(api_key(id.as_str(), org.as_str()).with(|k| {
                 k.environment = Environment::Test;
                 k.revoked_at = Some(at);
@@ -578,7 +631,7 @@ mod tests {
     #[tokio::test]
     async fn renaming_an_unknown_key_is_not_found() {
         let mut ports = Ports::new();
-        ports.keys.expect_rename_key().returning(|_, _, _, _| Ok(None));
+        ports.keys.expect_rename_key().returning(|_, _, _, _, _| Ok(None));
         let service = ports.service();
         let caller = principal(&["write"], Environment::Live);
         let name = KeyName::new("New").expect("valid");
@@ -590,11 +643,10 @@ mod tests {
     async fn rename_and_revoke_answers_show_uses_not_yet_flushed() {
         let mut ports = Ports::new();
         ports.keys.expect_find_credential().returning(|_| Ok(Some(credential())));
-        ports.keys.expect_rename_key().returning(|org, id, _, _| Ok(Some(api_key(id.as_str(), org.as_str()))));
-        ports
-            .keys
-            .expect_revoke_key()
-            .returning(|org, id, at, _| Ok(Some(api_key(id.as_str(), org.as_str()).with(|k| k.revoked_at = Some(at)))));
+        ports.keys.expect_rename_key().returning(|org, id, _, _, _| Ok(Some(api_key(id.as_str(), org.as_str()))));
+        ports.keys.expect_revoke_key().returning(|org, id, at, _, _| {
+            Ok(Some(api_key(id.as_str(), org.as_str()).with(|k| k.revoked_at = Some(at))))
+        });
         let service = ports.service();
         let presented = PlaintextKey::assemble(Environment::Live, &secret_body()).expose().to_owned();
         let caller = service.authenticate(&presented).await.expect("authenticated");
@@ -603,5 +655,65 @@ mod tests {
         assert_eq!(renamed.expect("renamed").last_used_at, Some(NOW));
         let revoked = service.revoke_key(&caller, "key_abc", &meta).await;
         assert_eq!(revoked.expect("revoked").last_used_at, Some(NOW));
+    }
+
+    #[tokio::test]
+    async fn an_expiring_key_creates_only_keys_that_expire_no_later() {
+        let limit = NOW + time::Duration::days(1);
+        let mut caller_credential = credential();
+        caller_credential.key.expires_at = Some(limit);
+        let mut ports = Ports::new();
+        ports
+            .keys
+            .expect_insert_key()
+            .times(2)
+            .withf(move |k, _, actor, _| k.expires_at.is_some_and(|at| at <= limit) && matches!(actor, Actor::Key(_)))
+            .returning(|k, _, _, _| Ok(k.clone().into_stored()));
+        let service = ports.service();
+        let caller = principal_of(caller_credential);
+        let meta = RequestMeta::default();
+        let inherited = service.create_key(&caller, CreateKeyRequest::default(), &meta).await.expect("created");
+        assert_eq!(inherited.key.expires_at, Some(limit), "omitted: the creator's expiry");
+        let sooner = CreateKeyRequest::new(None, None, None, Some(ExpiresInDays::new(1).expect("valid")));
+        assert!(service.create_key(&caller, sooner, &meta).await.is_ok());
+        let later = CreateKeyRequest::new(None, None, None, Some(ExpiresInDays::new(2).expect("valid")));
+        assert!(matches!(service.create_key(&caller, later, &meta).await, Err(CreateKeyError::ExpiryEscalation)));
+    }
+
+    #[tokio::test]
+    async fn a_rolled_keys_successor_expires_no_later_than_the_roller() {
+        let limit = NOW + time::Duration::days(1);
+        let mut ports = Ports::new();
+        ports.keys.expect_find_key().returning(|org, id| Ok(Some(api_key(id.as_str(), org.as_str()))));
+        ports
+            .keys
+            .expect_roll_key()
+            .withf(move |_, _, new, _, _, _, _| new.expires_at == Some(limit))
+            .times(1)
+            .returning(|_, _, new, _, _, _, _| Ok(new.clone().into_stored()));
+        let mut caller_credential = credential();
+        caller_credential.key.expires_at = Some(limit);
+        let caller = principal_of(caller_credential);
+        let rolled =
+            ports.service().roll_key(&caller, "key_forever", GracePeriod::default(), &RequestMeta::default()).await;
+        assert_eq!(rolled.expect("rolled").created.key.expires_at, Some(limit));
+    }
+
+    #[tokio::test]
+    async fn a_write_refused_inside_its_transaction_is_the_callers_refusal() {
+        let mut ports = Ports::new();
+        ports.keys.expect_insert_key().returning(|_, _, _, _| Err(InsertKeyError::Actor(ActorRefused::Revoked)));
+        ports.keys.expect_revoke_key().returning(|_, _, _, _, _| Err(KeyWriteError::Actor(ActorRefused::Expired)));
+        let service = ports.service();
+        let caller = principal(&["read", "write"], Environment::Live);
+        let meta = RequestMeta::default();
+        assert!(matches!(
+            service.create_key(&caller, CreateKeyRequest::default(), &meta).await,
+            Err(CreateKeyError::Actor(ActorRefused::Revoked))
+        ));
+        assert!(matches!(
+            service.revoke_key(&caller, "key_abc", &meta).await,
+            Err(RevokeKeyError::Actor(ActorRefused::Expired))
+        ));
     }
 }

@@ -39,6 +39,7 @@ pub struct AccountService {
     clock: Arc<dyn Clock>,
     generator: Arc<dyn Generator>,
     usage: UsageTracker,
+    usage_flush: futures_util::lock::Mutex<()>,
     cache: Option<CacheState>,
     max_active_keys: u32,
 }
@@ -63,6 +64,7 @@ impl AccountService {
             clock,
             generator,
             usage: UsageTracker::default(),
+            usage_flush: futures_util::lock::Mutex::new(()),
             cache: None,
             max_active_keys: Self::DEFAULT_MAX_ACTIVE_KEYS,
         }

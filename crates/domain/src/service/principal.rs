@@ -40,6 +40,11 @@ impl Principal {
         self.credential.key.environment
     }
 
+    /// When the caller's key stops working, if ever: no key it makes may outlive it.
+    pub fn expires_at(&self) -> Option<time::OffsetDateTime> {
+        self.credential.key.expires_at
+    }
+
     /// The organization as it was when the key was authenticated.
     pub fn organization(&self) -> &Organization {
         &self.credential.organization

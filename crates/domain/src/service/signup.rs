@@ -56,7 +56,8 @@ impl AccountService {
             plan_id: request.plan_id.clone(),
             created_at: now,
         };
-        let (new_key, plaintext) = self.mint_key(&org.id, CreateKeyRequest::default(), now);
+        let first = CreateKeyRequest::default();
+        let (new_key, plaintext) = self.mint_key(&org.id, first.name, first.environment, first.scopes, None, now);
         let audit = self.audit_record(&org.id, AuditAction::Signup, Some(org.id.as_str()), None, meta, now);
         let organization = self.accounts.create_organization(&org, &new_key, &audit).await.map_err(|e| match e {
             CreateOrganizationError::EmailTaken => SignupError::EmailTaken,

@@ -115,3 +115,8 @@ pub(crate) trait With: Sized {
 }
 
 impl<T> With for T {}
+
+/// The caller authenticated with exactly this credential.
+pub(crate) fn principal_of(credential: KeyCredential) -> Principal {
+    Principal::new(Arc::new(credential))
+}

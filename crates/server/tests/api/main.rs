@@ -13,4 +13,5 @@ mod key_lifecycle;
 mod observability;
 mod process;
 mod protocol_errors;
+mod revocation;
 mod signup;

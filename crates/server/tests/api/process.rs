@@ -359,3 +359,57 @@ fn the_binary_links_no_database_or_tls_library_dynamically() {
         assert!(!libraries.contains(bundled), "{bundled} is linked dynamically: {libraries}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_use_is_written_to_the_database_at_sigterm_on_sqlite() {
+    use_is_written_at_sigterm(TestDatabase::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_use_is_written_to_the_database_at_sigterm_on_postgres() {
+    if let Some(db) = TestDatabase::postgres() {
+        use_is_written_at_sigterm(db).await;
+    }
+}
+
+/// Read from the database itself once the server is gone: not through an instance that
+/// saw the use and would show it from memory.
+async fn use_is_written_at_sigterm(db: TestDatabase) {
+    use diesel::prelude::*;
+    // No periodic flush can happen during the test: only the final one can write the use.
+    let (mut child, port, _logs) = start_server(&db.url(), &[("LAST_USED_FLUSH_SECS", "60")]);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let signup: serde_json::Value = client
+        .post(format!("{base}/v1/signup"))
+        .json(&serde_json::json!({"name": "Acme", "email": "flush@acme.test"}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let key = signup["data"]["api_key"]["key"].as_str().expect("key").to_owned();
+    let key_id = signup["data"]["api_key"]["id"].as_str().expect("id").to_owned();
+    let used = client.get(format!("{base}/v1/account")).bearer_auth(&key).send().await.expect("sent");
+    assert_eq!(used.status().as_u16(), 200);
+    send_signal(&child, "TERM");
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
+    let sql = format!("SELECT last_used_at FROM api_keys WHERE id = '{key_id}'");
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+        last_used_at: Option<i64>,
+    }
+    let rows: Vec<Row> = match db.target() {
+        account_infra::DatabaseTarget::Sqlite(path) => {
+            let mut conn = diesel::SqliteConnection::establish(path.to_str().expect("utf-8")).expect("open");
+            diesel::sql_query(sql).load(&mut conn).expect("read")
+        }
+        account_infra::DatabaseTarget::Postgres(url) => {
+            let mut conn = diesel::PgConnection::establish(url).expect("connect");
+            diesel::sql_query(sql).load(&mut conn).expect("read")
+        }
+    };
+    assert!(rows[0].last_used_at.is_some(), "the use was lost at shutdown");
+}

@@ -1,0 +1,1 @@
+DROP INDEX cache_events_created_at;
