@@ -78,31 +78,234 @@ fn is_json(req: &HttpRequest) -> bool {
 fn decode_error(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let inner = e.inner();
     if !inner.is_data() {
+        // Syntax errors are serde_json's fixed words and a position: nothing sent is quoted.
         return ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not valid JSON: {inner}"));
     }
-    let message = inner.to_string();
-    // serde names an unknown or missing field in backticks; the path then points at its parent.
-    let named = ["unknown field `", "missing field `"]
-        .iter()
-        .find_map(|prefix| message.strip_prefix(prefix))
-        .and_then(|rest| rest.split_once('`'))
-        .map(|(field, _)| field.to_owned());
+    // serde_json ends a data error with its position; the field says where.
+    let full = inner.to_string();
+    let position = format!(" at line {} column {}", inner.line(), inner.column());
+    let message = full.strip_suffix(position.as_str()).unwrap_or(&full);
     let path = e.path().to_string();
-    let field = named.or_else(|| (path != ".").then_some(path));
-    let error = ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", describe(&message, field.as_deref()));
+    let path = (path != ".").then_some(path.as_str()).filter(|p| is_plain_path(p));
+    let (message, field) = describe_mismatch(message, path).unwrap_or_else(|| {
+        (
+            path.map_or_else(
+                || "the body does not have the expected shape".to_owned(),
+                |p| format!("`{p}`: the value is not valid"),
+            ),
+            path.map(str::to_owned),
+        )
+    });
+    let error = ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message);
     match field {
         Some(field) => error.with_field(field),
         None => error,
     }
 }
 
-fn describe(message: &str, field: Option<&str>) -> String {
-    // Drop serde's "at line 1 column 7": the field says where.
-    let message = message.split(" at line ").next().unwrap_or(message);
-    match field {
-        Some(field) if !message.starts_with("unknown field") && !message.starts_with("missing field") => {
-            format!("`{field}`: {message}")
+/// The 400 for a query string that does not fit (unknown or repeated parameter, wrong type):
+/// no `field`, and nothing sent is repeated.
+pub(crate) fn query_error(e: &actix_web::error::QueryPayloadError) -> ApiError {
+    let described = match e {
+        actix_web::error::QueryPayloadError::Deserialize(inner) => describe_mismatch(&inner.to_string(), None),
+        _ => None,
+    };
+    let message = match described {
+        Some((message, _)) => format!("the query string is not valid: {message}"),
+        None => "the query string is not valid".to_owned(),
+    };
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+}
+
+/// serde's categories of data errors whose text quotes the value sent: `invalid type: X,
+/// expected Y` and the like.
+const QUOTING_CATEGORIES: [(&str, &str); 4] = [
+    ("invalid type: ", "invalid type"),
+    ("invalid value: ", "invalid value"),
+    ("invalid length ", "invalid length"),
+    ("unknown variant `", "unknown variant"),
+];
+
+/// Rebuilds a serde data error as `(message, field)` from its category and what serde
+/// expected, never from what was sent: serde quotes the value (`invalid type: string
+/// "mem_live_…", expected a sequence`) and the name of an unknown field, and either may be a
+/// key. `path` is where the error is (`None`: the whole document). `None` when the error is
+/// none of serde's categories (a custom message from a type's own parser).
+fn describe_mismatch(message: &str, path: Option<&str>) -> Option<(String, Option<String>)> {
+    // After the *last* ", expected ": the quoted value before it may hold those words too
+    // (and when serde ends otherwise, they can only be in the value).
+    let expected = message
+        .rsplit_once(", expected ")
+        .map(|(_, expected)| expected)
+        .filter(|_| !message.ends_with(", there are no fields") && !message.ends_with(", there are no variants"));
+    let with_expected = |what: &str| match expected {
+        Some(expected) => format!("{what}, expected {expected}"),
+        None => what.to_owned(),
+    };
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        // The name runs to the backtick before serde's own ending (it may hold backticks).
+        let name = rest
+            .rsplit_once("`, expected ")
+            .map(|(name, _)| name)
+            .or_else(|| rest.strip_suffix("`, there are no fields"))
+            .filter(|name| is_plain_name(name));
+        return Some(match name {
+            Some(name) => (with_expected(&format!("unknown field `{name}`")), Some(name.to_owned())),
+            None => (with_expected("unknown field"), None),
+        });
+    }
+    for (prefix, what) in [("missing field `", "missing field"), ("duplicate field `", "duplicate field")] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            // serde names these from the type's own field names, never from the input.
+            let name = rest.strip_suffix('`').filter(|name| is_plain_name(name));
+            return Some(match name {
+                Some(name) => (format!("{what} `{name}`"), Some(name.to_owned())),
+                None => (what.to_owned(), path.map(str::to_owned)),
+            });
         }
-        _ => message.to_owned(),
+    }
+    let (_, what) = QUOTING_CATEGORIES.iter().find(|(prefix, _)| message.starts_with(prefix))?;
+    let described = with_expected(what);
+    Some(match path {
+        Some(path) => (format!("`{path}`: {described}"), Some(path.to_owned())),
+        None => (described, None),
+    })
+}
+
+/// A field name fit to be repeated: short, letters, digits and `_` only, and not the start
+/// of a key (a key sent as a field name must not come back).
+fn is_plain_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.to_ascii_lowercase().starts_with("mem_")
+}
+
+/// A path such as `scopes[0]` (serde_path_to_error's): field names of the types, indices.
+fn is_plain_path(path: &str) -> bool {
+    path.len() <= 64
+        && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.[]?".contains(&b))
+        && !path.to_ascii_lowercase().contains("mem_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    const KEY: &str = "mem_live_f3zTba5YDKAelKefIWS0vkyDhX0mFnT83EzqaM";
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        keys: Option<Vec<String>>,
+        name: Option<String>,
+        small: Option<u8>,
+        pair: Option<[u8; 2]>,
+        environment: Option<Environment>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Environment {
+        Live,
+        Test,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Required {
+        name: String,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Empty {}
+
+    /// The error for `body`, after checking it repeats nothing of the key.
+    fn refused<T: DeserializeOwned + std::fmt::Debug>(body: &str) -> (String, Option<String>) {
+        let e = decode_object::<T>(body.as_bytes()).expect_err(body);
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{body}");
+        let printed = format!("{e:?}");
+        assert!(!printed.contains(&KEY[9..20]), "{body} -> {printed}");
+        (e.message().to_owned(), e.field().map(str::to_owned))
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_named_by_field_and_expected_type_never_repeated() {
+        let (message, field) = refused::<Body>(&format!(r#"{{"keys": "{KEY}"}}"#));
+        assert_eq!(message, "`keys`: invalid type, expected a sequence");
+        assert_eq!(field.as_deref(), Some("keys"));
+        let (message, field) = refused::<Body>(&format!(r#"{{"keys": ["ok", {{"{KEY}": 1}}]}}"#));
+        assert_eq!(message, "`keys[1]`: invalid type, expected a string");
+        assert_eq!(field.as_deref(), Some("keys[1]"));
+        // The words serde ends on may be in the value too: the last ones are serde's.
+        let (message, _) = refused::<Body>(&format!(r#"{{"keys": "x, expected {KEY}"}}"#));
+        assert_eq!(message, "`keys`: invalid type, expected a sequence");
+        let (message, _) = refused::<Body>(&format!(r#"{{"name": ["{KEY}"]}}"#));
+        assert_eq!(message, "`name`: invalid type, expected a string");
+    }
+
+    #[test]
+    fn every_category_of_serde_error_keeps_its_category_and_drops_the_value() {
+        let cases = [
+            (r#"{"small": 300}"#.to_owned(), "`small`: invalid value, expected u8", Some("small")),
+            (r#"{"pair": [1]}"#.to_owned(), "`pair`: invalid length, expected an array of length 2", Some("pair")),
+            (
+                format!(r#"{{"environment": "{KEY}"}}"#),
+                "`environment`: unknown variant, expected `live` or `test`",
+                Some("environment"),
+            ),
+            (r#"{"name": "a", "name": "b"}"#.to_owned(), "duplicate field `name`", Some("name")),
+        ];
+        for (body, expected, expected_field) in cases {
+            let (message, field) = refused::<Body>(&body);
+            assert_eq!(message, expected, "{body}");
+            assert_eq!(field.as_deref(), expected_field, "{body}");
+        }
+        let (message, field) = refused::<Required>("{}");
+        assert_eq!((message.as_str(), field.as_deref()), ("missing field `name`", Some("name")));
+    }
+
+    #[test]
+    fn an_unknown_field_is_named_only_when_it_is_short_plain_and_not_a_key() {
+        let (message, field) = refused::<Required>(r#"{"name": "a", "nmae": 1}"#);
+        assert_eq!(message, "unknown field `nmae`, expected `name`");
+        assert_eq!(field.as_deref(), Some("nmae"));
+        for name in [KEY, "mem_test_short", "MEM_live_x", "a b", "naïve", "x`, expected `name", &"a".repeat(33)] {
+            let (message, field) = refused::<Required>(&format!(r#"{{"{name}": 1}}"#));
+            assert_eq!(message, "unknown field, expected `name`", "{name}");
+            assert_eq!(field, None, "{name}");
+        }
+        // A type without fields: serde says so, and the words in the name are not taken.
+        let (message, field) = refused::<Empty>(&format!(r#"{{"x, expected {KEY}": 1}}"#));
+        assert_eq!((message.as_str(), field), ("unknown field", None));
+    }
+
+    #[test]
+    fn syntax_errors_say_where_without_quoting() {
+        let e = decode_object::<Body>(format!(r#"{{"keys": ["{KEY}"] "#).as_bytes()).expect_err("cut short");
+        assert_eq!(e.code(), "invalid_json");
+        assert!(!e.message().contains(&KEY[9..]), "{}", e.message());
+    }
+
+    #[test]
+    fn query_string_errors_repeat_nothing_sent() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Query {
+            limit: Option<u32>,
+        }
+        for query in [format!("{KEY}=1"), format!("limit={KEY}"), "limit=1&limit=2".to_owned()] {
+            let e = actix_web::web::Query::<Query>::from_query(&query).expect_err(&query);
+            let e = query_error(&e);
+            assert_eq!(e.code(), "invalid_request");
+            assert!(!format!("{e:?}").contains(&KEY[9..20]), "{query} -> {e:?}");
+        }
+        let e = query_error(&actix_web::web::Query::<Query>::from_query("limt=1").expect_err("unknown"));
+        assert_eq!(e.message(), "the query string is not valid: unknown field `limt`, expected `limit`");
+        assert_eq!(e.field(), None, "a query string error has no field");
     }
 }

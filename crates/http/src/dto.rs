@@ -2,8 +2,8 @@
 
 use account_domain::{
     audit_event_id, ApiKey, AuditEvent, AuditPage, CreateKeyRequest, CreatedKey, EmailAddress, Environment,
-    ExpiresInDays, GracePeriod, KeyName, OrgName, Organization, Plan, PlanId, RolledKey, Scopes, SignupRequest,
-    Verification,
+    ExpiresInDays, GracePeriod, KeyName, OrgName, Organization, Plan, PlanId, RolledKey, Scopes, ScopesError,
+    SignupRequest, Verification,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -34,17 +34,8 @@ impl SignupBody {
         let email = EmailAddress::new(&self.email).map_err(|e| ApiError::validation("email", e))?;
         let plan_id = self
             .plan_id
-            .map(|p| {
-                PlanId::new(&p).map_err(|_| {
-                    ApiError::new(
-                        actix_web::http::StatusCode::BAD_REQUEST,
-                        "unknown_plan",
-                        // Worded as the domain's `UnknownPlan`: a malformed id is just as unknown.
-                        format!("no plan has the id `{}`", p.chars().take(64).collect::<String>()),
-                    )
-                    .with_field("plan_id")
-                })
-            })
+            // A malformed id is just as unknown; what was sent is not repeated.
+            .map(|p| PlanId::new(&p).map_err(|_| ApiError::unknown_plan()))
             .transpose()?;
         Ok(SignupRequest::new(name, email, plan_id))
     }
@@ -97,13 +88,23 @@ impl CreateKeyBody {
             .environment
             .map(|e| Environment::new(&e).map_err(|e| ApiError::validation("environment", e)))
             .transpose()?;
-        let scopes =
-            self.scopes.map(|s| Scopes::parse(&s).map_err(|e| ApiError::validation("scopes", e))).transpose()?;
+        let scopes = self.scopes.map(|s| Scopes::parse(&s).map_err(scopes_error)).transpose()?;
         let expires_in = self
             .expires_in_days
             .map(|d| ExpiresInDays::new(d).map_err(|e| ApiError::validation("expires_in_days", e)))
             .transpose()?;
         Ok(CreateKeyRequest::new(name, environment, scopes, expires_in))
+    }
+}
+
+/// A refused list of scopes. The domain's message quotes an unknown word (up to 40
+/// characters of it), which could be most of a key: it is not repeated.
+pub(crate) fn scopes_error(e: ScopesError) -> ApiError {
+    match e {
+        ScopesError::Unknown { source, .. } => {
+            ApiError::validation("scopes", format_args!("names an unknown scope: each {source}"))
+        }
+        other => ApiError::validation("scopes", other),
     }
 }
 
@@ -298,12 +299,19 @@ impl std::fmt::Debug for RolledKeyDto<'_> {
 }
 
 /// `POST /v1/api-keys/revoke-leaked`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LeakReportBody {
     /// Full keys found exposed, 1 to 100.
     #[schema(min_items = 1, max_items = 100)]
     pub keys: Vec<String>,
+}
+
+impl std::fmt::Debug for LeakReportBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the keys: how many only.
+        f.debug_struct("LeakReportBody").field("keys", &format_args!("[{} REDACTED]", self.keys.len())).finish()
+    }
 }
 
 /// How many of the reported keys were revoked now.
@@ -378,7 +386,7 @@ impl<'a> From<&'a Plan> for PlanDto<'a> {
 }
 
 /// `POST /v1/internal/verify-key`.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct VerifyKeyBody {
     /// The key a client presented.
@@ -387,6 +395,13 @@ pub(crate) struct VerifyKeyBody {
     #[serde(default)]
     #[schema(value_type = Option<Vec<ScopeName>>)]
     pub scopes: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for VerifyKeyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key; nor the scopes, whose words are whatever was sent.
+        f.debug_struct("VerifyKeyBody").field("key", &"[REDACTED]").finish_non_exhaustive()
+    }
 }
 
 /// The verdict on a key, with the same rules as the API's own authentication.

@@ -3,8 +3,8 @@
 use std::fmt;
 
 use account_domain::{
-    AuditLogError, AuthenticateError, CreateKeyError, GetAccountError, ListKeysError, RenameKeyError, ReportLeakError,
-    RevokeKeyError, RollKeyError, SignupError, StoreUnavailable,
+    ActorRefused, AuditLogError, AuthenticateError, CreateKeyError, GetAccountError, ListKeysError, RenameKeyError,
+    ReportLeakError, RevokeKeyError, RollKeyError, SignupError, StoreUnavailable,
 };
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
@@ -58,6 +58,22 @@ impl ApiError {
         error
     }
 
+    /// 429 with `Retry-After`, for a limit counted per organization rather than per address.
+    pub fn rate_limited_for_organization(what: &str, retry_after_secs: u64) -> Self {
+        let mut error = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many {what} for this organization; retry in {retry_after_secs} s"),
+        );
+        error.retry_after_secs = Some(retry_after_secs);
+        error
+    }
+
+    /// 400 `unknown_plan`: the id sent is not repeated (anything may have been sent).
+    pub fn unknown_plan() -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "unknown_plan", "no plan has this id").with_field("plan_id")
+    }
+
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
         self
@@ -69,6 +85,16 @@ impl ApiError {
 
     pub fn code(&self) -> &'static str {
         self.code
+    }
+
+    /// The message for humans.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The request field at fault, when there is one.
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
     }
 
     /// Seconds the client should wait, on a 429.
@@ -166,6 +192,17 @@ impl From<AuthenticateError> for ApiError {
     }
 }
 
+/// A key refused inside its write's transaction answers as it would have at the door.
+impl From<ActorRefused> for ApiError {
+    fn from(refused: ActorRefused) -> Self {
+        Self::from(match refused {
+            ActorRefused::Revoked => AuthenticateError::Revoked,
+            ActorRefused::Expired => AuthenticateError::Expired,
+            ActorRefused::OrganizationInactive => AuthenticateError::OrganizationInactive,
+        })
+    }
+}
+
 impl From<SignupError> for ApiError {
     fn from(e: SignupError) -> Self {
         match &e {
@@ -209,6 +246,10 @@ impl From<CreateKeyError> for ApiError {
             CreateKeyError::EnvironmentEscalation => {
                 Self::new(StatusCode::FORBIDDEN, "environment_escalation", e.to_string()).with_field("environment")
             }
+            CreateKeyError::ExpiryEscalation => {
+                Self::new(StatusCode::FORBIDDEN, "expiry_escalation", e.to_string()).with_field("expires_in_days")
+            }
+            CreateKeyError::Actor(refused) => Self::from(*refused),
             CreateKeyError::Unknown(cause) => Self::internal(cause),
         }
     }
@@ -222,6 +263,7 @@ impl From<RevokeKeyError> for ApiError {
             RevokeKeyError::EnvironmentEscalation => {
                 Self::new(StatusCode::FORBIDDEN, "environment_escalation", e.to_string())
             }
+            RevokeKeyError::Actor(refused) => Self::from(*refused),
             RevokeKeyError::Unknown(cause) => Self::internal(cause),
         }
     }
@@ -235,6 +277,7 @@ impl From<RenameKeyError> for ApiError {
             RenameKeyError::EnvironmentEscalation => {
                 Self::new(StatusCode::FORBIDDEN, "environment_escalation", e.to_string())
             }
+            RenameKeyError::Actor(refused) => Self::from(*refused),
             RenameKeyError::Unknown(cause) => Self::internal(cause),
         }
     }
@@ -251,6 +294,7 @@ impl From<RollKeyError> for ApiError {
             RollKeyError::EnvironmentEscalation => {
                 Self::new(StatusCode::FORBIDDEN, "environment_escalation", e.to_string())
             }
+            RollKeyError::Actor(refused) => Self::from(*refused),
             RollKeyError::Unknown(cause) => Self::internal(cause),
         }
     }

@@ -34,7 +34,11 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(SystemClock),
         Arc::new(OsRandomGenerator),
     )
-    .with_cache(Arc::new(InMemoryCredentialCache::new(10_000, InMemoryCredentialCache::DEFAULT_FOUND_TTL)), feed, Duration::from_secs(1));
+    .with_cache(
+        Arc::new(InMemoryCredentialCache::new(10_000, InMemoryCredentialCache::DEFAULT_FOUND_TTL)),
+        feed,
+        Duration::from_secs(1),
+    );
     service.sync_changes().await?;
 
     let verdict = service.verify_key(&key, None).await?;

@@ -75,6 +75,7 @@ contract!(
     a_revocation_committing_during_a_write_is_waited_for_and_refuses_it,
     a_change_whose_transaction_commits_late_is_still_delivered,
     a_roll_whose_key_is_revoked_meanwhile_writes_nothing,
+    an_instance_of_the_previous_release_cannot_poll_the_migrated_feed_and_so_distrusts_its_cache,
 );
 
 /// The test's own SQL session on the database, outside the service's pool.
@@ -711,4 +712,32 @@ async fn a_roll_whose_key_is_revoked_meanwhile_writes_nothing(ctx: Ctx) {
     let outcome = roll.await.expect("joined");
     assert!(matches!(outcome, Err(RollKeyStoreError::NotActive)), "{outcome:?}");
     assert_eq!(ctx.keys.list_keys(&org.id).await.expect("listed").len(), 2, "no successor to a revoked key");
+}
+
+/// During a rolling upgrade across the 64-bit id migration, an instance of the previous
+/// release still runs its own poll (ids read as 32-bit integers): on PostgreSQL that poll now
+/// fails, so that instance stops trusting its cache within a second and reads every key from
+/// the store (the domain's `a_failed_sync_leaves_the_cache_untrusted`): it fails closed.
+async fn an_instance_of_the_previous_release_cannot_poll_the_migrated_feed_and_so_distrusts_its_cache(ctx: Ctx) {
+    use diesel::prelude::*;
+    if matches!(ctx.db.target(), account_infra::DatabaseTarget::Sqlite(_)) {
+        return; // SQLite's ids were 64-bit all along: nothing changed for an older reader
+    }
+    let (org, key) = signed_up(&ctx, "upgrade@acme.test").await;
+    ctx.keys.revoke_key(&org.id, &key.id, now(), &Actor::Operator, &audit_of(&org.id)).await.expect("revoked");
+    #[derive(Debug, QueryableByName)]
+    #[allow(dead_code)]
+    struct PreviousReleaseRow {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        id: i32,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        key_hash: Option<String>,
+    }
+    let account_infra::DbConnection::Postgres(mut conn) = raw_session(&ctx) else { unreachable!() };
+    // The previous release's poll, as it was written.
+    let polled = diesel::sql_query("SELECT id, key_hash FROM cache_events WHERE id > $1 ORDER BY id LIMIT 1000")
+        .bind::<diesel::sql_types::Integer, _>(0)
+        .load::<PreviousReleaseRow>(&mut conn);
+    let error = polled.expect_err("the previous release would go on trusting its cache").to_string();
+    assert!(error.contains("more than 4 bytes"), "{error}");
 }

@@ -24,6 +24,9 @@ pub struct CacheOptions {
     pub max_keys: u64,
     /// How often each instance reads the change feed.
     pub sync_interval: Duration,
+    /// How long a found key is trusted before it is read from the store again: the bound
+    /// for changes made outside the service (by SQL), which the change feed never carries.
+    pub ttl: Duration,
 }
 
 impl CacheOptions {
@@ -53,7 +56,8 @@ pub struct Config {
     pub usage_flush_interval: Duration,
     /// `CACHE_MAX_KEYS` and `CACHE_SYNC_INTERVAL_MS`.
     pub cache: CacheOptions,
-    /// `RATE_LIMIT_SIGNUPS_PER_HOUR`, `RATE_LIMIT_AUTH_FAILURES_PER_MINUTE`, `TRUSTED_PROXIES`.
+    /// `RATE_LIMIT_SIGNUPS_PER_HOUR`, `RATE_LIMIT_AUTH_FAILURES_PER_MINUTE`,
+    /// `RATE_LIMIT_LEAK_REPORTS_PER_HOUR`, `RATE_LIMIT_WRITES_PER_MINUTE`, `TRUSTED_PROXIES`.
     pub limits: LimitSettings,
     /// `INTERNAL_SERVICE_TOKEN`: enables `POST /v1/internal/verify-key` for other services.
     pub internal_token: Option<InternalToken>,
@@ -98,6 +102,9 @@ impl Config {
         let leak_reports_per_hour: u32 =
             parse(&get, "RATE_LIMIT_LEAK_REPORTS_PER_HOUR", "a whole number, 0 for no limit", |_: &u32| true)?
                 .unwrap_or(20);
+        let writes_per_minute: u32 =
+            parse(&get, "RATE_LIMIT_WRITES_PER_MINUTE", "a whole number, 0 for no limit", |_: &u32| true)?
+                .unwrap_or(300);
         let internal_token = match get("INTERNAL_SERVICE_TOKEN") {
             None => None,
             Some(token) if token.trim().len() >= 16 => Some(InternalToken::new(token.trim())),
@@ -130,6 +137,8 @@ impl Config {
         let sync_ms: u64 =
             parse(&get, "CACHE_SYNC_INTERVAL_MS", "milliseconds from 10 to 500", |n: &u64| (10..=500).contains(n))?
                 .unwrap_or(200);
+        let ttl_s: u64 =
+            parse(&get, "CACHE_TTL_SECS", "seconds from 1 to 3600", |n: &u64| (1..=3600).contains(n))?.unwrap_or(60);
         let bind_addr = match get("BIND_ADDR") {
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
             Some(raw) => resolve(&raw).ok_or(ConfigError {
@@ -152,11 +161,16 @@ impl Config {
             pool: PoolOptions { max_size: pool_size, checkout_timeout: Duration::from_millis(checkout_ms) },
             connect_timeout: Duration::from_secs(connect_s),
             usage_flush_interval: Duration::from_secs(flush_s),
-            cache: CacheOptions { max_keys: cache_max_keys, sync_interval: Duration::from_millis(sync_ms) },
+            cache: CacheOptions {
+                max_keys: cache_max_keys,
+                sync_interval: Duration::from_millis(sync_ms),
+                ttl: Duration::from_secs(ttl_s),
+            },
             limits: LimitSettings {
                 signups_per_hour,
                 leak_reports_per_hour,
                 auth_failures_per_minute,
+                writes_per_minute,
                 trusted_proxies,
             },
             internal_token,
@@ -215,6 +229,9 @@ mod tests {
         assert_eq!(config.bind_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(config.pool.checkout_timeout, Duration::from_secs(2));
         assert_eq!(config.connect_timeout, Duration::from_secs(30));
+        assert_eq!(config.limits.writes_per_minute, 300);
+        let off = self::config(&[("RATE_LIMIT_WRITES_PER_MINUTE", "0")]).expect("0 turns it off");
+        assert_eq!(off.limits.writes_per_minute, 0);
     }
 
     #[test]
@@ -235,12 +252,15 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("CACHE_SYNC_INTERVAL_MS", "2000"),
             ("CACHE_MAX_KEYS", "-1"),
+            ("CACHE_TTL_SECS", "0"),
+            ("CACHE_TTL_SECS", "3601"),
             ("RATE_LIMIT_SIGNUPS_PER_HOUR", "ten"),
             ("RATE_LIMIT_AUTH_FAILURES_PER_MINUTE", "-3"),
             ("TRUSTED_PROXIES", "10.0.0.0/40"),
             ("MAX_ACTIVE_KEYS_PER_ORG", "0"),
             ("INTERNAL_SERVICE_TOKEN", "short"),
             ("RATE_LIMIT_LEAK_REPORTS_PER_HOUR", "x"),
+            ("RATE_LIMIT_WRITES_PER_MINUTE", "4294967296"),
         ] {
             let err = config(&[(variable, value)]).expect_err(variable);
             assert_eq!(err.variable, variable);

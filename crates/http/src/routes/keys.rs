@@ -1,16 +1,17 @@
 //! `GET` and `POST /v1/account/api-keys`, `DELETE /v1/account/api-keys/{key_id}`.
 
 use actix_web::http::StatusCode;
-use actix_web::web::{Path, Payload};
+use actix_web::web::{Data, Path, Payload};
 use actix_web::{HttpRequest, HttpResponse};
 
-use super::shared_responses::{AuthErrors, BodyErrors, Unavailable};
+use super::shared_responses::{AuthErrors, BodyErrors, Unavailable, WriteAuthErrors};
 use crate::auth::Caller;
 use crate::body::{optional_json, read_body};
 use crate::client_ip::request_meta;
 use crate::dto::{CreateKeyBody, CreatedKeyDto, KeyDto};
 use crate::envelope::{respond, Envelope};
 use crate::error::{ApiError, ErrorBody};
+use crate::limits::AbuseLimits;
 
 /// Every key of the caller's organization, newest first, revoked and expired ones included.
 /// Needs the `read` scope.
@@ -27,19 +28,22 @@ pub(crate) async fn list_keys(Caller { principal: caller, service }: Caller) -> 
 
 /// Creates a key; the full key is in this answer only. The body is optional. Needs the
 /// `write` scope; a key grants no scope it lacks, and a test key creates only test keys.
+/// Counts against the organization's write limit.
 #[utoipa::path(post, path = "/v1/account/api-keys", tag = "api-keys", security(("bearer" = [])),
     request_body(content = Option<CreateKeyBody>, description = "All fields optional; no body means all defaults"),
     responses(
     (status = 201, description = "The new key, shown this once", body = Envelope<CreatedKeyDto>),
     (status = 400, description = "Invalid body", body = ErrorBody),
     (status = 409, description = "The organization holds the most active keys allowed", body = ErrorBody),
-    BodyErrors, AuthErrors, Unavailable,
+    BodyErrors, WriteAuthErrors, Unavailable,
 ))]
 pub(crate) async fn create_key(
     Caller { principal: caller, service }: Caller,
+    limits: Data<AbuseLimits>,
     req: HttpRequest,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
+    limits.check_write(caller.org_id())?;
     let body = read_body(&req, payload).await?;
     let request = optional_json::<CreateKeyBody>(&req, &body)?.unwrap_or_default().into_domain()?;
     let created = service.create_key(&caller, request, &request_meta(&req)).await?;
@@ -49,7 +53,7 @@ pub(crate) async fn create_key(
 
 /// Revokes a key of the caller's organization; it is refused from the next request on.
 /// Revoking again answers the same. Needs the `write` scope; a test key revokes only test
-/// keys.
+/// keys. Never counted against, nor refused by, the organization's write limit.
 #[utoipa::path(delete, path = "/v1/account/api-keys/{key_id}", tag = "api-keys", security(("bearer" = [])),
     params(("key_id" = String, Path, description = "The key's id, such as key_0192...")),
     responses(

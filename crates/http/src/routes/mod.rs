@@ -28,9 +28,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Needs `web::Data` of `AccountService`, `ReadinessCheck`, `AbuseLimits` and `Metrics` as
 /// app data. `POST /v1/internal/verify-key` exists only with an `internal_token`.
 pub fn configure(cfg: &mut web::ServiceConfig, internal_token: Option<InternalToken>) {
-    let query_errors = web::QueryConfig::default().error_handler(|err, _| {
-        ApiError::new(actix_web::http::StatusCode::BAD_REQUEST, "invalid_request", err.to_string()).into()
-    });
+    let query_errors = web::QueryConfig::default().error_handler(|err, _| crate::body::query_error(&err).into());
     let mut scope = web::scope("")
         .wrap(ErrorHandlers::new().default_handler(envelope_framework_errors))
         .wrap(security_headers())

@@ -40,6 +40,21 @@ impl IntoResponses for AuthErrors {
     }
 }
 
+/// What a route that writes keys (create, rename, roll) may also answer: [`AuthErrors`], and
+/// 429 for the organization's write limit too.
+pub(crate) struct WriteAuthErrors;
+
+impl IntoResponses for WriteAuthErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut all = AuthErrors::responses();
+        all.extend(responses(&[(
+            "429",
+            "Too many failed authentications from this address, or too many writes for this organization",
+        )]));
+        all
+    }
+}
+
 /// What a route that needs the database may also answer.
 pub(crate) struct Unavailable;
 

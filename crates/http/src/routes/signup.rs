@@ -1,6 +1,6 @@
 //! `POST /v1/signup`.
 
-use account_domain::AccountService;
+use account_domain::{AccountService, SignupError};
 use actix_web::http::StatusCode;
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, HttpResponse};
@@ -32,7 +32,11 @@ pub(crate) async fn signup(
     }
     let body = read_body(&req, payload).await?;
     let request = required_json::<SignupBody>(&req, &body)?.into_domain()?;
-    let signup = service.signup(request, &request_meta(&req)).await?;
+    let signup = service.signup(request, &request_meta(&req)).await.map_err(|e| match e {
+        // Answered without the id sent, as for a malformed one (`SignupBody::into_domain`).
+        SignupError::UnknownPlan(_) => ApiError::unknown_plan(),
+        e => ApiError::from(e),
+    })?;
     tracing::info!(org_id = %signup.organization.id, key_id = %signup.key.key.id, "organization signed up");
     let data = SignupDto { account: AccountDto::from(&signup.organization), api_key: CreatedKeyDto::from(&signup.key) };
     Ok(respond(StatusCode::CREATED, data))

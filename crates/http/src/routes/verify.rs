@@ -64,11 +64,7 @@ pub(crate) async fn verify_key(
     }
     let body = read_body(&req, payload).await?;
     let request = required_json::<VerifyKeyBody>(&req, &body)?;
-    let required = request
-        .scopes
-        .as_deref()
-        .map(|s| Scopes::parse(s).map_err(|e| ApiError::validation("scopes", e)))
-        .transpose()?;
+    let required = request.scopes.as_deref().map(|s| Scopes::parse(s).map_err(crate::dto::scopes_error)).transpose()?;
     let verdict = service.verify_key(&request.key, required.as_ref()).await.map_err(|e| ApiError::internal(&e))?;
     Ok(respond(StatusCode::OK, VerificationDto::from(&verdict)))
 }

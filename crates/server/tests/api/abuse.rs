@@ -163,3 +163,70 @@ async fn leak_reports_are_limited_per_address() {
     assert_eq!(report().await.status, StatusCode::OK);
     report().await.assert_error(429, "rate_limited");
 }
+
+#[tokio::test]
+async fn a_trusted_proxy_on_a_dual_stack_bind_forwards_each_clients_address() {
+    // Bound to [::], the server sees the proxy at 127.0.0.1 as ::ffff:127.0.0.1.
+    let app =
+        app(&[("BIND_ADDR", "[::]:0"), ("TRUSTED_PROXIES", "127.0.0.1"), ("RATE_LIMIT_SIGNUPS_PER_HOUR", "2")]).await;
+    let mut first = None;
+    for (n, client) in ["203.0.113.1", "203.0.113.2", "203.0.113.3"].into_iter().enumerate() {
+        let reply = signup_from(&app, n, Some(client)).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{client}: {}", reply.body);
+        first.get_or_insert_with(|| reply.data()["api_key"]["key"].as_str().expect("key").to_owned());
+    }
+    assert_eq!(signup_from(&app, 3, Some("203.0.113.1")).await.status, StatusCode::CREATED, "a second time");
+    signup_from(&app, 4, Some("203.0.113.1")).await.assert_error(429, "rate_limited");
+    // The audit trail records the client as the limits count it.
+    let key = first.expect("a key");
+    let log = app.request(Method::GET, "/v1/account/audit-log", Some(&key), None).await;
+    assert_eq!(log.data()["events"][0]["client_ip"], "203.0.113.1", "{}", log.body);
+    // And the proxy itself, when it forwards nothing, as its IPv4 address.
+    let direct = signup_from(&app, 5, None).await;
+    assert_eq!(direct.status, StatusCode::CREATED, "{}", direct.body);
+    let key = direct.data()["api_key"]["key"].as_str().expect("key").to_owned();
+    let log = app.request(Method::GET, "/v1/account/audit-log", Some(&key), None).await;
+    assert_eq!(log.data()["events"][0]["client_ip"], "127.0.0.1", "{}", log.body);
+}
+
+#[tokio::test]
+async fn writes_beyond_the_organizations_limit_get_429_but_revocation_always_works() {
+    let app = app(&[("RATE_LIMIT_WRITES_PER_MINUTE", "3")]).await;
+    let org = app.signup_org("writes@acme.test").await;
+    let other = app.signup_org("writes-other@acme.test").await;
+
+    // 1: a creation.
+    let created = app.create_key(&org.key, Some(json!({"name": "Spare"}))).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let spare = created.data()["id"].as_str().expect("id").to_owned();
+    // Revocations are not counted.
+    for _ in 0..5 {
+        assert_eq!(app.revoke_key(&org.key, &spare).await.status, StatusCode::OK);
+    }
+    // 2: a failed write counts as well.
+    rename(&app, &org.key, "key_0000").await.assert_error(404, "key_not_found");
+    // 3: a roll.
+    let rolled =
+        app.request(Method::POST, &format!("/v1/account/api-keys/{}/roll", org.key_id), Some(&org.key), None).await;
+    assert_eq!(rolled.status, StatusCode::CREATED, "{}", rolled.body);
+    let rolled_id = rolled.data()["id"].as_str().expect("id").to_owned();
+
+    let refused = app.create_key(&org.key, None).await;
+    refused.assert_error(429, "rate_limited");
+    let retry_after: u64 = refused.headers["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert!(refused.body["error"]["message"].as_str().is_some_and(|m| m.contains("organization")), "{}", refused.body);
+    rename(&app, &org.key, &org.key_id).await.assert_error(429, "rate_limited");
+    assert_eq!(app.key_count(&org.key).await, 3, "nothing was created past the limit");
+
+    let elsewhere = app.create_key(&other.key, None).await;
+    assert_eq!(elsewhere.status, StatusCode::CREATED, "another organization has its own limit: {}", elsewhere.body);
+    // Over its limit, the organization can still revoke.
+    let revoked = app.revoke_key(&org.key, &rolled_id).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+    assert_eq!(revoked.data()["is_active"], false);
+}
+
+async fn rename(app: &TestApp, key: &str, key_id: &str) -> crate::helpers::Reply {
+    app.request(Method::PATCH, &format!("/v1/account/api-keys/{key_id}"), Some(key), Some(json!({"name": "X"}))).await
+}

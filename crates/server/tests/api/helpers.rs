@@ -51,7 +51,7 @@ pub async fn spawn_app_on(db: std::sync::Arc<TestDatabase>) -> TestApp {
     spawn_app_on_with(db, &[]).await
 }
 
-async fn spawn_app_on_with(db: std::sync::Arc<TestDatabase>, settings: &[(&str, &str)]) -> TestApp {
+pub async fn spawn_app_on_with(db: std::sync::Arc<TestDatabase>, settings: &[(&str, &str)]) -> TestApp {
     let url = db.url();
     let config = Config::from_lookup(|name| {
         if let Some((_, value)) = settings.iter().find(|(k, _)| *k == name) {
@@ -192,6 +192,13 @@ impl TestApp {
 
     pub async fn key_count(&self, key: &str) -> usize {
         self.list_keys(key).await.data().as_array().expect("array").len()
+    }
+
+    /// A SQL session of the test's own on the test database, outside any instance's pool.
+    pub fn db_session(&self) -> account_infra::DbConnection {
+        account_infra::Database::new(self.db.target().clone(), &account_infra::PoolOptions::for_machine())
+            .connect_once()
+            .expect("a session of our own")
     }
 
     /// Runs SQL directly on the test database: for states the API cannot reach quickly

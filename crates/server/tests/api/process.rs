@@ -311,15 +311,7 @@ async fn deactivation_reaches_a_running_server(db: TestDatabase) {
     let (mut child, port, _logs) = start_server(&db.url(), &[]);
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let signup: serde_json::Value = client
-        .post(format!("{base}/v1/signup"))
-        .json(&serde_json::json!({"name": "Acme", "email": "operator@acme.test"}))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let signup = sign_up(&client, &base, "operator@acme.test").await;
     let key = signup["data"]["api_key"]["key"].as_str().expect("key").to_owned();
     let org_id = signup["data"]["account"]["org_id"].as_str().expect("org").to_owned();
     let status = |key: String| {
@@ -380,15 +372,7 @@ async fn use_is_written_at_sigterm(db: TestDatabase) {
     let (mut child, port, _logs) = start_server(&db.url(), &[("LAST_USED_FLUSH_SECS", "60")]);
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let signup: serde_json::Value = client
-        .post(format!("{base}/v1/signup"))
-        .json(&serde_json::json!({"name": "Acme", "email": "flush@acme.test"}))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let signup = sign_up(&client, &base, "flush@acme.test").await;
     let key = signup["data"]["api_key"]["key"].as_str().expect("key").to_owned();
     let key_id = signup["data"]["api_key"]["id"].as_str().expect("id").to_owned();
     let used = client.get(format!("{base}/v1/account")).bearer_auth(&key).send().await.expect("sent");
@@ -412,4 +396,15 @@ async fn use_is_written_at_sigterm(db: TestDatabase) {
         }
     };
     assert!(rows[0].last_used_at.is_some(), "the use was lost at shutdown");
+}
+
+/// Signs an organization up on a running server and returns the answer.
+async fn sign_up(client: &reqwest::Client, base: &str, email: &str) -> serde_json::Value {
+    let answer = client
+        .post(format!("{base}/v1/signup"))
+        .json(&serde_json::json!({"name": "Acme", "email": email}))
+        .send()
+        .await
+        .expect("sent");
+    answer.json().await.expect("json")
 }

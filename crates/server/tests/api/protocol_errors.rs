@@ -1,6 +1,7 @@
 //! The framework's own errors, in the envelope too.
 
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
 
 use crate::helpers::{on_both_backends, TestApp};
 
@@ -9,6 +10,7 @@ on_both_backends!(
     wrong_methods_get_405_with_allow,
     bodies_over_64_kib_get_413,
     bodies_that_are_not_json_get_415,
+    error_answers_never_repeat_a_key_that_was_sent,
 );
 
 async fn unknown_routes_get_404_in_the_envelope(app: TestApp) {
@@ -56,4 +58,62 @@ async fn bodies_that_are_not_json_get_415(app: TestApp) {
         )
         .await;
     assert_eq!(reply.status.as_u16(), 201, "{}", reply.body);
+}
+
+async fn error_answers_never_repeat_a_key_that_was_sent(app: TestApp) {
+    let org = app.signup_org("echo@acme.test").await;
+    let key = org.key.as_str();
+    let leak = "/v1/api-keys/revoke-leaked";
+    let create = "/v1/account/api-keys";
+    let mut as_field_name = serde_json::Map::new();
+    as_field_name.insert(key.to_owned(), json!(["mem_live_x"]));
+    let cases: Vec<(&str, Option<&str>, Value, Option<&str>)> = vec![
+        // A key where a list of keys belongs.
+        (leak, None, json!({ "keys": key }), Some("keys")),
+        (leak, None, json!({ "keys": [[key]] }), Some("keys[0]")),
+        // A key as the name of an unknown field.
+        (leak, None, Value::Object(as_field_name.clone()), None),
+        (create, Some(key), Value::Object(as_field_name), None),
+        // A key in fields of create key that want another type, or another word.
+        (create, Some(key), json!({ "name": [key] }), Some("name")),
+        (create, Some(key), json!({ "name": { key: key } }), Some("name")),
+        (create, Some(key), json!({ "expires_in_days": key }), Some("expires_in_days")),
+        (create, Some(key), json!({ "scopes": key }), Some("scopes")),
+        (create, Some(key), json!({ "scopes": [key] }), Some("scopes")),
+        (create, Some(key), json!({ "environment": key }), Some("environment")),
+        // A key as a plan.
+        ("/v1/signup", None, json!({"name": "Acme", "email": "echo2@acme.test", "plan_id": key}), Some("plan_id")),
+        (
+            "/v1/signup",
+            None,
+            json!({"name": "Acme", "email": "echo2@acme.test", "plan_id": key.to_lowercase()}),
+            Some("plan_id"),
+        ),
+    ];
+    for (path, auth, body, field) in cases {
+        let reply = app.request(Method::POST, path, auth, Some(body.clone())).await;
+        reply.assert_error_status(400);
+        let content_type = reply.headers["content-type"].to_str().expect("ascii");
+        assert!(content_type.starts_with("application/json"), "{content_type}");
+        assert!(!holds_part_of(&reply, key), "{body} -> {}", reply.body);
+        assert_eq!(reply.body["error"]["field"].as_str(), field, "{body} -> {}", reply.body);
+    }
+    for query in [format!("{key}=1"), format!("limit={key}"), format!("before={key}")] {
+        let reply = app.request(Method::GET, &format!("/v1/account/audit-log?{query}"), Some(key), None).await;
+        reply.assert_error_status(400);
+        assert!(!holds_part_of(&reply, key), "{query} -> {}", reply.body);
+    }
+    // None of it revoked the key.
+    assert_eq!(app.get_account(key).await.status, StatusCode::OK);
+}
+
+/// Whether any 10 characters of the key's secret (past `mem_live_`) are in the answer, in
+/// any case.
+fn holds_part_of(reply: &crate::helpers::Reply, key: &str) -> bool {
+    let secret = key["mem_live_".len()..].to_lowercase();
+    let mut answer = reply.body.to_string().to_lowercase();
+    for value in reply.headers.values() {
+        answer.push_str(&String::from_utf8_lossy(value.as_bytes()).to_lowercase());
+    }
+    (0..=secret.len() - 10).any(|i| answer.contains(&secret[i..i + 10]))
 }
