@@ -10,11 +10,21 @@ use crate::model::{
     PlanId, RequestMeta, SecretBody,
 };
 
-/// Marks an error whose cause is that the store cannot be reached in time (pool exhausted,
-/// database down). Adapters wrap it in `anyhow::Error`; callers may answer "try again later".
+/// A failure of a store, typed by what a caller can do about it: adapters say which, so
+/// that nobody searches error messages.
 #[derive(Debug, Error)]
-#[error("the data store is unavailable: {0}")]
-pub struct StoreUnavailable(pub String);
+pub enum StoreError {
+    /// The store cannot be reached in time (pool exhausted, database down or overloaded):
+    /// the same request may succeed later.
+    #[error("the data store is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// Anything else.
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+/// What a store's operations return.
+pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Errors of [`AccountRepository::create_organization`].
 #[derive(Debug, Error)]
@@ -24,7 +34,7 @@ pub enum CreateOrganizationError {
     #[error("no plan has this id")]
     UnknownPlan,
     #[error(transparent)]
-    Unknown(#[from] anyhow::Error),
+    Unknown(#[from] StoreError),
 }
 
 /// Why the key that asked for a write may no longer act, as found inside the write's own
@@ -47,39 +57,23 @@ pub enum Actor {
     Operator,
 }
 
-/// Errors of [`KeyRepository::insert_key`].
+/// Errors of the key writes of [`KeyRepository`]: one set for all of them, each write
+/// documenting which it may return.
 #[derive(Debug, Error)]
-pub enum InsertKeyError {
-    #[error("the organization holds the most active keys allowed")]
-    LimitReached,
-    #[error(transparent)]
-    Actor(#[from] ActorRefused),
-    #[error(transparent)]
-    Unknown(#[from] anyhow::Error),
-}
-
-/// Errors of [`KeyRepository::rename_key`] and [`KeyRepository::revoke_key`].
-#[derive(Debug, Error)]
-pub enum KeyWriteError {
-    #[error(transparent)]
-    Actor(#[from] ActorRefused),
-    #[error(transparent)]
-    Unknown(#[from] anyhow::Error),
-}
-
-/// Errors of [`KeyRepository::roll_key`].
-#[derive(Debug, Error)]
-pub enum RollKeyStoreError {
-    #[error("no such key")]
+pub enum KeyStoreError {
+    #[error("no such API key")]
     NotFound,
-    #[error("the key is revoked or expired")]
+    #[error("the key is revoked or expired: only an active key can be rolled")]
     NotActive,
-    #[error("the organization holds the most active keys allowed")]
-    LimitReached,
+    #[error(
+        "the organization already has {0} active keys, the most allowed: revoke one first \
+         (a roll with `expires_in_hours` 0 keeps the count)"
+    )]
+    LimitReached(u32),
     #[error(transparent)]
     Actor(#[from] ActorRefused),
     #[error(transparent)]
-    Unknown(#[from] anyhow::Error),
+    Unknown(#[from] StoreError),
 }
 
 /// A stored key together with its organization: all that authenticating it and answering
@@ -107,13 +101,13 @@ pub trait AccountRepository: Send + Sync + 'static {
     ) -> Result<Organization, CreateOrganizationError>;
 
     /// MUST return `Ok(None)` only when no organization has this id; a failing store is `Err`.
-    async fn find_organization(&self, id: &OrgId) -> anyhow::Result<Option<Organization>>;
+    async fn find_organization(&self, id: &OrgId) -> StoreResult<Option<Organization>>;
 
     /// MUST return `Ok(None)` only when no plan has this id.
-    async fn find_plan(&self, id: &PlanId) -> anyhow::Result<Option<Plan>>;
+    async fn find_plan(&self, id: &PlanId) -> StoreResult<Option<Plan>>;
 
     /// The plan catalogue, cheapest first.
-    async fn list_plans(&self) -> anyhow::Result<Vec<Plan>>;
+    async fn list_plans(&self) -> StoreResult<Vec<Plan>>;
 
     /// Activates or deactivates an organization and returns it.
     /// MUST return `Ok(None)` when no organization has this id, and MUST publish a
@@ -125,11 +119,11 @@ pub trait AccountRepository: Send + Sync + 'static {
         id: &OrgId,
         active: bool,
         audit: &AuditRecord,
-    ) -> anyhow::Result<Option<Organization>>;
+    ) -> StoreResult<Option<Organization>>;
 
     /// The organization's audit trail, newest first: at most `limit` events with an id
     /// below `before` (all when `None`).
-    async fn list_audit_events(&self, org: &OrgId, before: Option<i64>, limit: u32) -> anyhow::Result<Vec<AuditEvent>>;
+    async fn list_audit_events(&self, org: &OrgId, before: Option<i64>, limit: u32) -> StoreResult<Vec<AuditEvent>>;
 }
 
 /// API keys.
@@ -145,22 +139,22 @@ pub trait AccountRepository: Send + Sync + 'static {
 pub trait KeyRepository: Send + Sync + 'static {
     /// Stores a new key. Once this returns `Ok`, the key is durable.
     ///
-    /// MUST return `LimitReached`, storing nothing, when the organization already holds
-    /// `max_active` keys that are neither revoked nor expired at `key.created_at`; the check
-    /// and the insert are atomic, so concurrent creations cannot exceed the limit.
+    /// MUST return `LimitReached(max_active)`, storing nothing, when the organization already
+    /// holds `max_active` keys that are neither revoked nor expired at `key.created_at`; the
+    /// check and the insert are atomic, so concurrent creations cannot exceed the limit.
     async fn insert_key(
         &self,
         key: &NewApiKey,
         max_active: u32,
         actor: &Actor,
         audit: &AuditRecord,
-    ) -> Result<ApiKey, InsertKeyError>;
+    ) -> Result<ApiKey, KeyStoreError>;
 
     /// The key with this id within this organization. MUST return `Ok(None)` when there is
     /// none (a key of another organization included).
-    async fn find_key(&self, org: &OrgId, key: &KeyId) -> anyhow::Result<Option<ApiKey>>;
+    async fn find_key(&self, org: &OrgId, key: &KeyId) -> StoreResult<Option<ApiKey>>;
 
-    /// Renames a key of the organization; `Ok(None)` when it has no such key.
+    /// Renames a key of the organization. MUST return `NotFound` when it has no such key.
     async fn rename_key(
         &self,
         org: &OrgId,
@@ -168,7 +162,7 @@ pub trait KeyRepository: Send + Sync + 'static {
         name: &KeyName,
         actor: &Actor,
         audit: &AuditRecord,
-    ) -> Result<Option<ApiKey>, KeyWriteError>;
+    ) -> Result<ApiKey, KeyStoreError>;
 
     /// Replaces `old` by `new`, atomically: stores `new` and moves `old`'s expiry to
     /// `old_expires_at` unless it already expires earlier, publishing the change of `old`.
@@ -176,7 +170,7 @@ pub trait KeyRepository: Send + Sync + 'static {
     /// (storing nothing) when `old` is revoked or expired at `new.created_at`, also when a
     /// revocation of `old` commits while the roll runs (no successor to a revoked key).
     ///
-    /// MUST return `LimitReached`, storing nothing, when `old` stays active after
+    /// MUST return `LimitReached(max_active)`, storing nothing, when `old` stays active after
     /// `new.created_at` (a grace period) and the organization already holds `max_active`
     /// active keys: a roll may not raise the count above the limit. A roll that ends `old`
     /// at once never changes the count and is never refused for it. Atomic with the
@@ -192,23 +186,23 @@ pub trait KeyRepository: Send + Sync + 'static {
         max_active: u32,
         actor: &Actor,
         audit: &[AuditRecord],
-    ) -> Result<ApiKey, RollKeyStoreError>;
+    ) -> Result<ApiKey, KeyStoreError>;
 
     /// Revokes, whatever their organization, the keys with these hashes that are not revoked
     /// yet, recording a `KeyLeakReported` event for each key this call revoked (none for a
     /// key whose revocation by another writer won the race) and publishing their changes.
     /// Returns how many it revoked.
-    async fn revoke_leaked(&self, hashes: &[KeyHash], at: OffsetDateTime, meta: &RequestMeta) -> anyhow::Result<usize>;
+    async fn revoke_leaked(&self, hashes: &[KeyHash], at: OffsetDateTime, meta: &RequestMeta) -> StoreResult<usize>;
 
     /// Every key of the organization, revoked and expired ones included, newest first.
-    async fn list_keys(&self, org: &OrgId) -> anyhow::Result<Vec<ApiKey>>;
+    async fn list_keys(&self, org: &OrgId) -> StoreResult<Vec<ApiKey>>;
 
     /// Marks the key revoked at `at` unless it already is (the first revocation time is kept)
     /// and returns it. MUST publish a [`Change::Key`] to the [`ChangeFeed`] in the same
     /// transaction, so that every instance forgets the key.
     ///
-    /// MUST return `Ok(None)` when no key has this id within this organization, so that a key
-    /// of another organization is indistinguishable from one that does not exist.
+    /// MUST return `NotFound` when no key has this id within this organization, so that a
+    /// key of another organization is indistinguishable from one that does not exist.
     /// Records `audit` only when this call revoked the key.
     async fn revoke_key(
         &self,
@@ -217,14 +211,14 @@ pub trait KeyRepository: Send + Sync + 'static {
         at: OffsetDateTime,
         actor: &Actor,
         audit: &AuditRecord,
-    ) -> Result<Option<ApiKey>, KeyWriteError>;
+    ) -> Result<ApiKey, KeyStoreError>;
 
     /// Looks a key up by its hash, with its organization and plan.
     /// MUST return `Ok(None)` only when no key has this hash.
-    async fn find_credential(&self, hash: &KeyHash) -> anyhow::Result<Option<KeyCredential>>;
+    async fn find_credential(&self, hash: &KeyHash) -> StoreResult<Option<KeyCredential>>;
 
     /// Records when keys were last used, in one batch. A later time never goes backwards.
-    async fn record_usage(&self, usage: &[(KeyId, OffsetDateTime)]) -> anyhow::Result<()>;
+    async fn record_usage(&self, usage: &[(KeyId, OffsetDateTime)]) -> StoreResult<()>;
 }
 
 /// The current time.
@@ -299,5 +293,5 @@ pub trait ChangeFeed: Send + Sync + 'static {
     /// The changes committed since the previous poll of this feed. MUST NOT lose a change,
     /// however late its transaction commits: what it cannot account for, it reports as
     /// `missed`. One unreadable row MUST NOT hide the others of its poll.
-    async fn poll(&self) -> anyhow::Result<FeedPoll>;
+    async fn poll(&self) -> StoreResult<FeedPoll>;
 }

@@ -7,8 +7,8 @@ use std::cell::RefCell;
 use account_domain::Organization;
 use actix_web::web::Bytes;
 
-use crate::dto::AccountDto;
 use crate::envelope::Envelope;
+use crate::routes::account::AccountDto;
 
 /// Slots per worker thread; a collision only costs a fresh render.
 const SLOTS: usize = 256;

@@ -3,14 +3,14 @@
 use std::future::{ready, Future, Ready};
 use std::pin::Pin;
 
-use account_domain::{AccountService, CachedAuthentication, Principal};
+use account_domain::{AccountService, ActorRefused, AuthenticateError, Principal};
 use actix_web::dev::Payload;
 use actix_web::http::header::{HeaderValue, AUTHORIZATION};
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest, ResponseError};
 use futures_util::future::Either;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::limits::AbuseLimits;
 use crate::metrics::Metrics;
 use crate::middleware::AuthenticatedAs;
@@ -33,22 +33,20 @@ impl FromRequest for Caller {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let Some(service) = req.app_data::<web::Data<AccountService>>() else {
-            let e = ApiError::internal(&anyhow::anyhow!("AccountService is not configured"));
+            let e = ApiError::internal(&anyhow::anyhow!("AccountService is not configured").into());
             return Either::Left(ready(Err(e)));
         };
         let token = match bearer_token(req.headers().get(AUTHORIZATION)) {
             Ok(token) => token,
-            Err(e) => return Either::Left(ready(conclude(req, service, Err(e)))),
+            Err(e) => return Either::Left(ready(finish_authentication(req, service, Err(e)))),
         };
-        match service.authenticate_cached(token) {
-            CachedAuthentication::Decided(outcome) => {
-                Either::Left(ready(conclude(req, service, outcome.map_err(ApiError::from))))
-            }
-            CachedAuthentication::NeedsLookup(hash) => {
+        match service.authenticate(token).now_or_later() {
+            Ok(outcome) => Either::Left(ready(finish_authentication(req, service, outcome.map_err(ApiError::from)))),
+            Err(lookup) => {
                 let (service, req) = (service.clone(), req.clone());
                 Either::Right(Box::pin(async move {
-                    let outcome = service.authenticate_by_lookup(hash).await.map_err(ApiError::from);
-                    conclude(&req, &service, outcome)
+                    let outcome = lookup.await.map_err(ApiError::from);
+                    finish_authentication(&req, &service, outcome)
                 }))
             }
         }
@@ -56,7 +54,7 @@ impl FromRequest for Caller {
 }
 
 /// On success, notes the caller for the request's log line; a failure is counted.
-fn conclude(
+fn finish_authentication(
     req: &HttpRequest,
     service: &web::Data<AccountService>,
     outcome: Result<Principal, ApiError>,
@@ -97,10 +95,9 @@ pub(crate) fn failed_authentication(req: &HttpRequest, e: ApiError) -> ApiError 
 /// text need not be validated twice (this runs on every request).
 fn bearer_token(header: Option<&HeaderValue>) -> Result<&[u8], ApiError> {
     const SCHEME: &[u8] = b"bearer ";
-    let header = header.ok_or_else(|| {
-        ApiError::unauthorized("missing_api_key", "send your API key as `Authorization: Bearer <key>`")
-    })?;
-    let malformed = || ApiError::unauthorized("invalid_api_key", "the Authorization header must be `Bearer <key>`");
+    let header = header
+        .ok_or_else(|| ApiError::new(ErrorCode::MissingApiKey, "send your API key as `Authorization: Bearer <key>`"))?;
+    let malformed = || ApiError::new(ErrorCode::InvalidApiKey, "the Authorization header must be `Bearer <key>`");
     let value = header.as_bytes().trim_ascii();
     let token = match value.split_at_checked(SCHEME.len()) {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case(SCHEME) => token.trim_ascii(),
@@ -110,6 +107,33 @@ fn bearer_token(header: Option<&HeaderValue>) -> Result<&[u8], ApiError> {
         return Err(malformed());
     }
     Ok(token)
+}
+
+impl From<AuthenticateError> for ApiError {
+    fn from(e: AuthenticateError) -> Self {
+        let message = e.to_string();
+        match e {
+            // Malformed, wrong checksum or unknown: not told apart.
+            AuthenticateError::Malformed(_) | AuthenticateError::UnknownKey => {
+                Self::new(ErrorCode::InvalidApiKey, "the API key is not valid")
+            }
+            AuthenticateError::Revoked => Self::new(ErrorCode::RevokedApiKey, message),
+            AuthenticateError::Expired => Self::new(ErrorCode::ExpiredApiKey, message),
+            AuthenticateError::OrganizationInactive => Self::new(ErrorCode::OrganizationInactive, message),
+            AuthenticateError::Unknown(cause) => cause.into(),
+        }
+    }
+}
+
+/// A key refused inside its write's transaction answers as it would have at the door.
+impl From<ActorRefused> for ApiError {
+    fn from(refused: ActorRefused) -> Self {
+        Self::from(match refused {
+            ActorRefused::Revoked => AuthenticateError::Revoked,
+            ActorRefused::Expired => AuthenticateError::Expired,
+            ActorRefused::OrganizationInactive => AuthenticateError::OrganizationInactive,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use actix_web::web::Bytes;
 use actix_web::HttpRequest;
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::routes::MAX_BODY_BYTES;
 
 /// A client gets this long to send its whole body; a slower one is answered 408.
@@ -25,9 +25,7 @@ pub(crate) async fn read_body(req: &HttpRequest, payload: actix_web::web::Payloa
     match actix_web::rt::time::timeout(BODY_TIMEOUT, payload.to_bytes_limited(MAX_BODY_BYTES)).await {
         Err(_) => Err(ApiError::from_status(StatusCode::REQUEST_TIMEOUT)),
         Ok(Err(_)) => Err(ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE)),
-        Ok(Ok(Err(_))) => {
-            Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", "the request body could not be read"))
-        }
+        Ok(Ok(Err(_))) => Err(ApiError::new(ErrorCode::InvalidBody, "the request body could not be read")),
         Ok(Ok(Ok(body))) => Ok(body),
     }
 }
@@ -51,20 +49,17 @@ pub(crate) fn optional_json<T: DeserializeOwned>(req: &HttpRequest, body: &Bytes
 pub(crate) fn decode_object<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     // serde would also build a struct from an array, positionally: only objects are bodies.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "the body must be a JSON object"));
+        return Err(ApiError::new(ErrorCode::InvalidRequest, "the body must be a JSON object"));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| decode_error(&e))?;
-    de.end().map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not valid JSON: {e}"))
-    })?;
+    de.end().map_err(|e| ApiError::new(ErrorCode::InvalidJson, format!("the body is not valid JSON: {e}")))?;
     Ok(value)
 }
 
 /// Decodes a JSON body that must be present.
 pub(crate) fn required_json<T: DeserializeOwned>(req: &HttpRequest, body: &Bytes) -> Result<T, ApiError> {
-    optional_json(req, body)?
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", "a JSON object body is required"))
+    optional_json(req, body)?.ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "a JSON object body is required"))
 }
 
 fn is_json(req: &HttpRequest) -> bool {
@@ -79,7 +74,7 @@ fn decode_error(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let inner = e.inner();
     if !inner.is_data() {
         // Syntax errors are serde_json's fixed words and a position: nothing sent is quoted.
-        return ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", format!("the body is not valid JSON: {inner}"));
+        return ApiError::new(ErrorCode::InvalidJson, format!("the body is not valid JSON: {inner}"));
     }
     // serde_json ends a data error with its position; the field says where.
     let full = inner.to_string();
@@ -96,7 +91,7 @@ fn decode_error(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
             path.map(str::to_owned),
         )
     });
-    let error = ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message);
+    let error = ApiError::new(ErrorCode::InvalidRequest, message);
     match field {
         Some(field) => error.with_field(field),
         None => error,
@@ -114,7 +109,7 @@ pub(crate) fn query_error(e: &actix_web::error::QueryPayloadError) -> ApiError {
         Some((message, _)) => format!("the query string is not valid: {message}"),
         None => "the query string is not valid".to_owned(),
     };
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    ApiError::new(ErrorCode::InvalidRequest, message)
 }
 
 /// serde's categories of data errors whose text quotes the value sent: `invalid type: X,

@@ -4,8 +4,9 @@
 use account_domain::{CreateKeyRequest, SignupRequest};
 
 use crate::body::decode_object;
-use crate::dto::{CreateKeyBody, SignupBody};
 use crate::error::ApiError;
+use crate::routes::api_keys::CreateKeyBody;
+use crate::routes::signup::SignupBody;
 
 /// A `POST /v1/signup` body to a validated signup, or the 4xx it gets.
 pub fn signup_request(body: &[u8]) -> Result<SignupRequest, ApiError> {

@@ -1,22 +1,85 @@
-//! The error envelope, and the single place where domain errors become HTTP statuses.
+//! The error envelope, and the one table of what the API answers when it refuses: every
+//! error code with its status. Each resource module maps its domain errors by picking a
+//! row of [`ErrorCode`]; no status or code is written anywhere else.
 
 use std::fmt;
 
-use account_domain::{
-    ActorRefused, AuditLogError, AuthenticateError, CreateKeyError, GetAccountError, ListKeysError, RenameKeyError,
-    ReportLeakError, RevokeKeyError, RollKeyError, SignupError, StoreUnavailable,
-};
+use account_domain::StoreError;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// Defines [`ErrorCode`] from its table: variant, status, code.
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident => $status:ident, $code:literal;)*) => {
+        /// Every error the API answers, each with its status and its stable code.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in the table's order.
+            pub const ALL: &'static [ErrorCode] = &[$(Self::$variant,)*];
+
+            pub const fn status(self) -> StatusCode {
+                match self {
+                    $(Self::$variant => StatusCode::$status,)*
+                }
+            }
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $code,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The body is not JSON.
+    InvalidJson => BAD_REQUEST, "invalid_json";
+    /// The request's shape is wrong: not an object, a field of the wrong type, unknown...
+    InvalidRequest => BAD_REQUEST, "invalid_request";
+    /// The body could not be read.
+    InvalidBody => BAD_REQUEST, "invalid_body";
+    /// A field's value breaks its rule.
+    ValidationError => BAD_REQUEST, "validation_error";
+    UnknownPlan => BAD_REQUEST, "unknown_plan";
+    /// A 4xx of the framework's own that has no code of its own.
+    BadRequest => BAD_REQUEST, "bad_request";
+    MissingApiKey => UNAUTHORIZED, "missing_api_key";
+    InvalidApiKey => UNAUTHORIZED, "invalid_api_key";
+    RevokedApiKey => UNAUTHORIZED, "revoked_api_key";
+    ExpiredApiKey => UNAUTHORIZED, "expired_api_key";
+    InvalidServiceToken => UNAUTHORIZED, "invalid_service_token";
+    OrganizationInactive => FORBIDDEN, "organization_inactive";
+    InsufficientScope => FORBIDDEN, "insufficient_scope";
+    ScopeEscalation => FORBIDDEN, "scope_escalation";
+    EnvironmentEscalation => FORBIDDEN, "environment_escalation";
+    ExpiryEscalation => FORBIDDEN, "expiry_escalation";
+    NotFound => NOT_FOUND, "not_found";
+    KeyNotFound => NOT_FOUND, "key_not_found";
+    MethodNotAllowed => METHOD_NOT_ALLOWED, "method_not_allowed";
+    RequestTimeout => REQUEST_TIMEOUT, "request_timeout";
+    EmailTaken => CONFLICT, "email_taken";
+    KeyLimitReached => CONFLICT, "key_limit_reached";
+    KeyNotActive => CONFLICT, "key_not_active";
+    PayloadTooLarge => PAYLOAD_TOO_LARGE, "payload_too_large";
+    UnsupportedMediaType => UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type";
+    HeadersTooLarge => REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large";
+    RateLimited => TOO_MANY_REQUESTS, "rate_limited";
+    InternalError => INTERNAL_SERVER_ERROR, "internal_error";
+    ServiceUnavailable => SERVICE_UNAVAILABLE, "service_unavailable";
+}
+
 /// An error as the API answers it: `{"success": false, "error": {"code", "message", "field"?}}`.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     field: Option<String>,
     retry_after_secs: Option<u64>,
@@ -24,7 +87,9 @@ pub struct ApiError {
 
 /// A failed answer: `success` is always false.
 #[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
 pub(crate) struct ErrorBody<'a> {
+    /// Always false.
     success: bool,
     error: ErrorDetail<'a>,
 }
@@ -35,7 +100,7 @@ pub(crate) struct ErrorDetail<'a> {
     /// A stable snake_case code (see docs/api.md for the list).
     #[schema(example = "validation_error")]
     code: &'a str,
-    /// For humans; never contains internals.
+    /// For humans; never contains internals, nor any value that was sent.
     message: &'a str,
     /// The request field at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -43,35 +108,30 @@ pub(crate) struct ErrorDetail<'a> {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), field: None, retry_after_secs: None }
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), field: None, retry_after_secs: None }
     }
 
-    /// 429 with `Retry-After`.
+    /// 429 with `Retry-After`: too many `what` from this address.
     pub fn rate_limited(what: &str, retry_after_secs: u64) -> Self {
-        let mut error = Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!("too many {what} from this address; retry in {retry_after_secs} s"),
-        );
-        error.retry_after_secs = Some(retry_after_secs);
-        error
+        Self::new(ErrorCode::RateLimited, format!("too many {what} from this address; retry in {retry_after_secs} s"))
+            .retry_after(retry_after_secs)
     }
 
     /// 429 with `Retry-After`, for a limit counted per organization rather than per address.
     pub fn rate_limited_for_organization(what: &str, retry_after_secs: u64) -> Self {
-        let mut error = Self::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!("too many {what} for this organization; retry in {retry_after_secs} s"),
-        );
-        error.retry_after_secs = Some(retry_after_secs);
-        error
+        let message = format!("too many {what} for this organization; retry in {retry_after_secs} s");
+        Self::new(ErrorCode::RateLimited, message).retry_after(retry_after_secs)
+    }
+
+    fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     /// 400 `unknown_plan`: the id sent is not repeated (anything may have been sent).
     pub fn unknown_plan() -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "unknown_plan", "no plan has this id").with_field("plan_id")
+        Self::new(ErrorCode::UnknownPlan, "no plan has this id").with_field("plan_id")
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
@@ -80,11 +140,11 @@ impl ApiError {
     }
 
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.code.status()
     }
 
     pub fn code(&self) -> &'static str {
-        self.code
+        self.code.as_str()
     }
 
     /// The message for humans.
@@ -98,68 +158,71 @@ impl ApiError {
     }
 
     /// Seconds the client should wait, on a 429.
-    pub fn retry_after(&self) -> Option<u64> {
+    pub fn retry_after_secs(&self) -> Option<u64> {
         self.retry_after_secs
     }
 
     pub fn validation(field: &str, problem: impl fmt::Display) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "validation_error", format!("`{field}` {problem}")).with_field(field)
-    }
-
-    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, code, message)
+        Self::new(ErrorCode::ValidationError, format!("`{field}` {problem}")).with_field(field)
     }
 
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+        Self::new(ErrorCode::NotFound, "no such route")
     }
 
     /// A failure whose cause must not reach the client: logged here, answered generically.
-    pub fn internal(cause: &anyhow::Error) -> Self {
-        if cause.chain().any(|e| e.is::<StoreUnavailable>()) {
-            tracing::warn!(error = format!("{cause:#}"), "database unavailable");
-            return Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service_unavailable",
-                "the service is temporarily unavailable; retry shortly",
-            );
+    /// A store that cannot be reached answers 503 (retry), anything else 500.
+    pub fn internal(cause: &StoreError) -> Self {
+        match cause {
+            StoreError::Unavailable(e) => {
+                tracing::warn!(error = format!("{e:#}"), "database unavailable");
+                Self::new(ErrorCode::ServiceUnavailable, "the service is temporarily unavailable; retry shortly")
+            }
+            StoreError::Failed(e) => {
+                tracing::error!(error = format!("{e:#}"), "request failed");
+                Self::new(ErrorCode::InternalError, "an internal error occurred")
+            }
         }
-        tracing::error!(error = format!("{cause:#}"), "request failed");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "an internal error occurred")
     }
 
     /// The envelope for a status the framework produced on its own.
     pub fn from_status(status: StatusCode) -> Self {
         let (code, message) = match status {
-            StatusCode::NOT_FOUND => ("not_found", "no such route"),
-            StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this route does not accept this method"),
-            StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is larger than 64 KiB"),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send the body as application/json"),
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ("headers_too_large", "the request headers are too large"),
-            StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request took too long to arrive"),
-            StatusCode::TOO_MANY_REQUESTS => ("rate_limited", "too many requests; retry later"),
-            StatusCode::SERVICE_UNAVAILABLE => ("service_unavailable", "the service is temporarily unavailable"),
-            s if s.is_client_error() => ("bad_request", "the request is not valid"),
-            _ => ("internal_error", "an internal error occurred"),
+            StatusCode::NOT_FOUND => (ErrorCode::NotFound, "no such route"),
+            StatusCode::METHOD_NOT_ALLOWED => (ErrorCode::MethodNotAllowed, "this route does not accept this method"),
+            StatusCode::PAYLOAD_TOO_LARGE => (ErrorCode::PayloadTooLarge, "the request body is larger than 64 KiB"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                (ErrorCode::UnsupportedMediaType, "send the body as application/json")
+            }
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+                (ErrorCode::HeadersTooLarge, "the request headers are too large")
+            }
+            StatusCode::REQUEST_TIMEOUT => (ErrorCode::RequestTimeout, "the request took too long to arrive"),
+            StatusCode::TOO_MANY_REQUESTS => (ErrorCode::RateLimited, "too many requests; retry later"),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                (ErrorCode::ServiceUnavailable, "the service is temporarily unavailable")
+            }
+            s if s.is_client_error() => (ErrorCode::BadRequest, "the request is not valid"),
+            _ => (ErrorCode::InternalError, "an internal error occurred"),
         };
-        Self::new(status, code, message)
+        Self::new(code, message)
     }
 }
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(f, "{} {}: {}", self.status().as_u16(), self.code(), self.message)
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.status
+        self.status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status);
-        if self.status == StatusCode::UNAUTHORIZED {
+        let mut response = HttpResponse::build(self.status());
+        if self.status() == StatusCode::UNAUTHORIZED {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
         if let Some(secs) = self.retry_after_secs {
@@ -167,155 +230,34 @@ impl ResponseError for ApiError {
         }
         response.json(ErrorBody {
             success: false,
-            error: ErrorDetail { code: self.code, message: &self.message, field: self.field.as_deref() },
+            error: ErrorDetail { code: self.code(), message: &self.message, field: self.field.as_deref() },
         })
     }
 }
 
-fn insufficient_scope(e: &account_domain::InsufficientScope) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", e.to_string())
-}
-
-impl From<AuthenticateError> for ApiError {
-    fn from(e: AuthenticateError) -> Self {
-        match &e {
-            AuthenticateError::Malformed(_) | AuthenticateError::UnknownKey => {
-                Self::unauthorized("invalid_api_key", "the API key is not valid")
-            }
-            AuthenticateError::Revoked => Self::unauthorized("revoked_api_key", e.to_string()),
-            AuthenticateError::Expired => Self::unauthorized("expired_api_key", e.to_string()),
-            AuthenticateError::OrganizationInactive => {
-                Self::new(StatusCode::FORBIDDEN, "organization_inactive", e.to_string())
-            }
-            AuthenticateError::Unknown(cause) => Self::internal(cause),
-        }
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::internal(&e)
     }
 }
 
-/// A key refused inside its write's transaction answers as it would have at the door.
-impl From<ActorRefused> for ApiError {
-    fn from(refused: ActorRefused) -> Self {
-        Self::from(match refused {
-            ActorRefused::Revoked => AuthenticateError::Revoked,
-            ActorRefused::Expired => AuthenticateError::Expired,
-            ActorRefused::OrganizationInactive => AuthenticateError::OrganizationInactive,
-        })
+impl From<account_domain::InsufficientScope> for ApiError {
+    fn from(e: account_domain::InsufficientScope) -> Self {
+        Self::new(ErrorCode::InsufficientScope, e.to_string())
     }
 }
 
-impl From<SignupError> for ApiError {
-    fn from(e: SignupError) -> Self {
-        match &e {
-            SignupError::UnknownPlan(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "unknown_plan", e.to_string()).with_field("plan_id")
-            }
-            SignupError::EmailTaken => {
-                Self::new(StatusCode::CONFLICT, "email_taken", e.to_string()).with_field("email")
-            }
-            SignupError::Unknown(cause) => Self::internal(cause),
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl From<GetAccountError> for ApiError {
-    fn from(e: GetAccountError) -> Self {
-        match &e {
-            GetAccountError::InsufficientScope(s) => insufficient_scope(s),
-            GetAccountError::Unknown(cause) => Self::internal(cause),
-        }
-    }
-}
-
-impl From<ListKeysError> for ApiError {
-    fn from(e: ListKeysError) -> Self {
-        match &e {
-            ListKeysError::InsufficientScope(s) => insufficient_scope(s),
-            ListKeysError::Unknown(cause) => Self::internal(cause),
-        }
-    }
-}
-
-impl From<CreateKeyError> for ApiError {
-    fn from(e: CreateKeyError) -> Self {
-        match &e {
-            CreateKeyError::InsufficientScope(s) => insufficient_scope(s),
-            CreateKeyError::ScopeEscalation(_) => {
-                Self::new(StatusCode::FORBIDDEN, "scope_escalation", e.to_string()).with_field("scopes")
-            }
-            CreateKeyError::KeyLimitReached(_) => Self::new(StatusCode::CONFLICT, "key_limit_reached", e.to_string()),
-            CreateKeyError::EnvironmentEscalation => {
-                Self::new(StatusCode::FORBIDDEN, "environment_escalation", e.to_string()).with_field("environment")
-            }
-            CreateKeyError::ExpiryEscalation => {
-                Self::new(StatusCode::FORBIDDEN, "expiry_escalation", e.to_string()).with_field("expires_in_days")
-            }
-            CreateKeyError::Actor(refused) => Self::from(*refused),
-            CreateKeyError::Unknown(cause) => Self::internal(cause),
-        }
-    }
-}
-
-impl From<RevokeKeyError> for ApiError {
-    fn from(e: RevokeKeyError) -> Self {
-        match &e {
-            RevokeKeyError::InsufficientScope(s) => insufficient_scope(s),
-            RevokeKeyError::NotFound => Self::new(StatusCode::NOT_FOUND, "key_not_found", e.to_string()),
-            RevokeKeyError::EnvironmentEscalation => {
-                Self::new(StatusCode::FORBIDDEN, "environment_escalation", e.to_string())
-            }
-            RevokeKeyError::Actor(refused) => Self::from(*refused),
-            RevokeKeyError::Unknown(cause) => Self::internal(cause),
-        }
-    }
-}
-
-impl From<RenameKeyError> for ApiError {
-    fn from(e: RenameKeyError) -> Self {
-        match &e {
-            RenameKeyError::InsufficientScope(s) => insufficient_scope(s),
-            RenameKeyError::NotFound => Self::new(StatusCode::NOT_FOUND, "key_not_found", e.to_string()),
-            RenameKeyError::EnvironmentEscalation => {
-                Self::new(StatusCode::FORBIDDEN, "environment_escalation", e.to_string())
-            }
-            RenameKeyError::Actor(refused) => Self::from(*refused),
-            RenameKeyError::Unknown(cause) => Self::internal(cause),
-        }
-    }
-}
-
-impl From<RollKeyError> for ApiError {
-    fn from(e: RollKeyError) -> Self {
-        match &e {
-            RollKeyError::InsufficientScope(s) => insufficient_scope(s),
-            RollKeyError::NotFound => Self::new(StatusCode::NOT_FOUND, "key_not_found", e.to_string()),
-            RollKeyError::NotActive => Self::new(StatusCode::CONFLICT, "key_not_active", e.to_string()),
-            RollKeyError::KeyLimitReached(_) => Self::new(StatusCode::CONFLICT, "key_limit_reached", e.to_string()),
-            RollKeyError::ScopeEscalation(_) => Self::new(StatusCode::FORBIDDEN, "scope_escalation", e.to_string()),
-            RollKeyError::EnvironmentEscalation => {
-                Self::new(StatusCode::FORBIDDEN, "environment_escalation", e.to_string())
-            }
-            RollKeyError::Actor(refused) => Self::from(*refused),
-            RollKeyError::Unknown(cause) => Self::internal(cause),
-        }
-    }
-}
-
-impl From<ReportLeakError> for ApiError {
-    fn from(e: ReportLeakError) -> Self {
-        match &e {
-            ReportLeakError::InvalidCount => Self::validation("keys", "must hold 1 to 100 keys"),
-            ReportLeakError::Unknown(cause) => Self::internal(cause),
-        }
-    }
-}
-
-impl From<AuditLogError> for ApiError {
-    fn from(e: AuditLogError) -> Self {
-        match &e {
-            AuditLogError::InsufficientScope(s) => insufficient_scope(s),
-            AuditLogError::InvalidLimit => Self::validation("limit", "must be a whole number from 1 to 100"),
-            AuditLogError::InvalidCursor => Self::validation("before", "must be an event id such as evt_42"),
-            AuditLogError::Unknown(cause) => Self::internal(cause),
-        }
+    #[test]
+    fn each_code_is_written_once_and_errors_are_client_or_server_errors() {
+        let mut codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        codes.sort_unstable();
+        let count = codes.len();
+        codes.dedup();
+        assert_eq!(codes.len(), count, "a code is in the table twice");
+        assert!(ErrorCode::ALL.iter().all(|c| c.status().is_client_error() || c.status().is_server_error()));
     }
 }

@@ -6,7 +6,6 @@ mod auth;
 mod body;
 mod client_ip;
 pub mod decode;
-mod dto;
 mod envelope;
 mod error;
 mod limits;
@@ -17,7 +16,7 @@ mod routes;
 mod timestamp;
 
 pub use client_ip::TrustedProxies;
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};
 pub use limits::{AbuseLimits, LimitSettings};
 pub use metrics::Metrics;
 pub use openapi::openapi_json;

@@ -310,7 +310,7 @@ mod tests {
         let (limits, _) = limits(1, 30);
         limits.check_signup(A).expect("first");
         let refused = limits.check_signup(A).expect_err("second");
-        assert_eq!(refused.retry_after(), Some(3600));
+        assert_eq!(refused.retry_after_secs(), Some(3600));
     }
 
     #[test]
@@ -355,7 +355,7 @@ mod tests {
         }
         let refused = limits.check_write(&org(1)).expect_err("the 4th");
         assert_eq!(refused.code(), "rate_limited");
-        assert_eq!(refused.retry_after(), Some(20), "one write more every 20 s");
+        assert_eq!(refused.retry_after_secs(), Some(20), "one write more every 20 s");
         assert!(refused.message().contains("for this organization"), "{}", refused.message());
         limits.check_write(&org(2)).expect("another organization has its own limit");
         clock.advance(Duration::from_secs(60));

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{get, web, HttpResponse};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
@@ -107,9 +107,10 @@ impl Metrics {
 }
 
 /// Prometheus metrics, in the text exposition format (the one route that is not JSON).
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+#[utoipa::path(tag = "operations", operation_id = "get_metrics", responses(
     (status = 200, description = "Metrics", content_type = "text/plain", body = String),
 ))]
+#[get("/metrics")]
 pub(crate) async fn metrics(metrics: web::Data<Metrics>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(metrics.render())
 }

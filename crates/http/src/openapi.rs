@@ -3,9 +3,10 @@
 
 use std::sync::OnceLock;
 
-use actix_web::HttpResponse;
+use actix_web::{get, HttpResponse};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+use utoipa_actix_web::OpenApiFactory as _;
 
 use crate::routes;
 
@@ -16,29 +17,12 @@ use crate::routes;
         description = "Manage your account and API keys. Every response is JSON in an envelope: \
             `{\"success\": true, \"data\": ...}` or `{\"success\": false, \"error\": {\"code\", \"message\", \"field\"?}}`.",
     ),
-    paths(
-        routes::signup::signup,
-        routes::account::get_account,
-        routes::keys::list_keys,
-        routes::keys::create_key,
-        routes::keys::revoke_key,
-        routes::key_lifecycle::rename_key,
-        routes::key_lifecycle::roll_key,
-        routes::leaks::revoke_leaked,
-        routes::audit_log::audit_log,
-        routes::plans::list_plans,
-        routes::verify::verify_key,
-        routes::health::healthz,
-        routes::health::readyz,
-        crate::metrics::metrics,
-        serve_openapi,
-    ),
     modifiers(&BearerKey),
     tags(
         (name = "accounts", description = "Signup and the caller's account"),
         (name = "api-keys", description = "The caller's organization's API keys"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
-        (name = "internal", description = "For other services of ours; exists only when INTERNAL_SERVICE_TOKEN is set"),
+        (name = "internal", description = "For other services of ours; answers only when INTERNAL_SERVICE_TOKEN is set"),
     )
 )]
 struct ApiDoc;
@@ -58,20 +42,35 @@ impl Modify for BearerKey {
     }
 }
 
+/// The document, built once from the registered endpoints.
+pub(crate) fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let endpoints = routes::endpoints();
+        let mut doc = ApiDoc::openapi();
+        doc.paths = endpoints.paths();
+        let mut schemas = Vec::new();
+        endpoints.schemas(&mut schemas);
+        doc.components.get_or_insert_with(Default::default).schemas.extend(schemas);
+        doc
+    })
+}
+
 /// The document as pretty JSON (what `docs/openapi.json` holds).
 pub fn openapi_json() -> &'static str {
-    static DOCUMENT: OnceLock<String> = OnceLock::new();
-    DOCUMENT.get_or_init(|| {
-        let mut json = ApiDoc::openapi().to_pretty_json().unwrap_or_else(|e| unreachable!("serializable: {e}"));
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| {
+        let mut json = document().to_pretty_json().unwrap_or_else(|e| unreachable!("serializable: {e}"));
         json.push('\n');
         json
     })
 }
 
 /// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses(
+#[utoipa::path(tag = "operations", operation_id = "get_openapi_document", responses(
     (status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object),
 ))]
+#[get("/openapi.json")]
 pub(crate) async fn serve_openapi() -> HttpResponse {
     HttpResponse::Ok().content_type("application/json").body(openapi_json())
 }

@@ -28,16 +28,18 @@ async fn main() -> anyhow::Result<()> {
     // The same wiring as the server: a bounded cache kept true by the change feed. A
     // long-running service calls `sync_changes` every few hundred milliseconds.
     let feed = Arc::new(SqlChangeFeed::start(db.clone()).await?);
-    let service = AccountService::new(
-        Arc::new(SqlAccountRepository::new(db.clone())),
-        Arc::new(SqlKeyRepository::new(db)),
-        Arc::new(SystemClock),
-        Arc::new(OsRandomGenerator),
-    )
-    .with_cache(
-        Arc::new(InMemoryCredentialCache::new(10_000, InMemoryCredentialCache::DEFAULT_FOUND_TTL)),
-        feed,
-        Duration::from_secs(1),
+    let service = Arc::new(
+        AccountService::new(
+            Arc::new(SqlAccountRepository::new(db.clone())),
+            Arc::new(SqlKeyRepository::new(db)),
+            Arc::new(SystemClock),
+            Arc::new(OsRandomGenerator),
+        )
+        .with_cache(
+            Arc::new(InMemoryCredentialCache::new(10_000, InMemoryCredentialCache::DEFAULT_FOUND_TTL)),
+            feed,
+            Duration::from_secs(1),
+        ),
     );
     service.sync_changes().await?;
 

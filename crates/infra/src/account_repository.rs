@@ -69,19 +69,19 @@ impl AccountRepository for SqlAccountRepository {
         outcome.map_err(|e| match e {
             RepoError::EmailTaken => CreateOrganizationError::EmailTaken,
             RepoError::UnknownPlan => CreateOrganizationError::UnknownPlan,
-            other => CreateOrganizationError::Unknown(other.into_anyhow("could not create the organization")),
+            other => CreateOrganizationError::Unknown(other.into_store_error("could not create the organization")),
         })
     }
 
-    async fn find_organization(&self, id: &OrgId) -> anyhow::Result<Option<Organization>> {
+    async fn find_organization(&self, id: &OrgId) -> account_domain::StoreResult<Option<Organization>> {
         let id = id.to_string();
         self.db
             .read(move |conn| load_organization(conn, &id))
             .await
-            .map_err(|e| e.into_anyhow("could not read the organization"))
+            .map_err(|e| e.into_store_error("could not read the organization"))
     }
 
-    async fn find_plan(&self, id: &PlanId) -> anyhow::Result<Option<Plan>> {
+    async fn find_plan(&self, id: &PlanId) -> account_domain::StoreResult<Option<Plan>> {
         let id = id.to_string();
         self.db
             .read(move |conn| {
@@ -89,10 +89,10 @@ impl AccountRepository for SqlAccountRepository {
                 Ok(row.map(Plan::try_from).transpose()?)
             })
             .await
-            .map_err(|e| e.into_anyhow("could not read the plan"))
+            .map_err(|e| e.into_store_error("could not read the plan"))
     }
 
-    async fn list_plans(&self) -> anyhow::Result<Vec<Plan>> {
+    async fn list_plans(&self) -> account_domain::StoreResult<Vec<Plan>> {
         self.db
             .read(|conn| {
                 let rows = plans::table
@@ -102,7 +102,7 @@ impl AccountRepository for SqlAccountRepository {
                 Ok(rows.into_iter().map(Plan::try_from).collect::<anyhow::Result<Vec<_>>>()?)
             })
             .await
-            .map_err(|e| e.into_anyhow("could not list the plans"))
+            .map_err(|e| e.into_store_error("could not list the plans"))
     }
 
     async fn set_organization_active(
@@ -110,7 +110,7 @@ impl AccountRepository for SqlAccountRepository {
         id: &OrgId,
         active: bool,
         audit: &AuditRecord,
-    ) -> anyhow::Result<Option<Organization>> {
+    ) -> account_domain::StoreResult<Option<Organization>> {
         let id = id.to_string();
         let audit = audit.clone();
         self.db
@@ -130,14 +130,19 @@ impl AccountRepository for SqlAccountRepository {
                 load_organization(conn, &id)
             })
             .await
-            .map_err(|e| e.into_anyhow("could not change the organization"))
+            .map_err(|e| e.into_store_error("could not change the organization"))
     }
 
-    async fn list_audit_events(&self, org: &OrgId, before: Option<i64>, limit: u32) -> anyhow::Result<Vec<AuditEvent>> {
+    async fn list_audit_events(
+        &self,
+        org: &OrgId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> account_domain::StoreResult<Vec<AuditEvent>> {
         let org = org.to_string();
         self.db
             .read(move |conn| audit_trail::list(conn, &org, before, limit))
             .await
-            .map_err(|e| e.into_anyhow("could not read the audit trail"))
+            .map_err(|e| e.into_store_error("could not read the audit trail"))
     }
 }

@@ -118,11 +118,11 @@ impl SqlChangeFeed {
     /// Starts at the feed's present: a new instance's cache is empty, nothing to forget.
     /// On PostgreSQL the present is a snapshot, so a change still being committed now is
     /// read by a later poll.
-    pub async fn start(db: Database) -> anyhow::Result<Self> {
+    pub async fn start(db: Database) -> account_domain::StoreResult<Self> {
         Self::start_with_retention(db, Self::DEFAULT_RETENTION).await
     }
 
-    pub async fn start_with_retention(db: Database, retention: Duration) -> anyhow::Result<Self> {
+    pub async fn start_with_retention(db: Database, retention: Duration) -> account_domain::StoreResult<Self> {
         let cursor = db
             .read(|conn| match conn {
                 DbConnection::Postgres(_) => Ok(Cursor::Snapshot(current_snapshot(conn)?)),
@@ -134,13 +134,13 @@ impl SqlChangeFeed {
                 )),
             })
             .await
-            .map_err(|e| e.into_anyhow("could not read the change feed"))?;
+            .map_err(|e| e.into_store_error("could not read the change feed"))?;
         Ok(Self { db, retention, state: Mutex::new(FeedState { cursor, last_read: None }) })
     }
 
     /// Deletes changes older than the retention: every instance has long applied them (one
     /// that has not says it may have missed some). Not cut by the statement timeout.
-    pub async fn prune(&self, now: OffsetDateTime) -> anyhow::Result<usize> {
+    pub async fn prune(&self, now: OffsetDateTime) -> account_domain::StoreResult<usize> {
         let cutoff = to_micros(now - self.retention);
         self.db
             .write(move |conn| {
@@ -150,7 +150,7 @@ impl SqlChangeFeed {
                 Ok(diesel::delete(cache_events::table.filter(cache_events::created_at.lt(cutoff))).execute(conn)?)
             })
             .await
-            .map_err(|e| e.into_anyhow("could not prune the change feed"))
+            .map_err(|e| e.into_store_error("could not prune the change feed"))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FeedState> {
@@ -214,7 +214,7 @@ fn read_after(conn: &mut DbConnection, cursor: &Cursor) -> Result<Read, RepoErro
 
 #[async_trait]
 impl ChangeFeed for SqlChangeFeed {
-    async fn poll(&self) -> anyhow::Result<FeedPoll> {
+    async fn poll(&self) -> account_domain::StoreResult<FeedPoll> {
         let began = Instant::now();
         let (cursor, last_read) = {
             let state = self.lock();
@@ -224,7 +224,7 @@ impl ChangeFeed for SqlChangeFeed {
             .db
             .read(move |conn| read_after(conn, &cursor))
             .await
-            .map_err(|e| e.into_anyhow("could not poll the change feed"))?;
+            .map_err(|e| e.into_store_error("could not poll the change feed"))?;
         // The first poll, or one after an outage long enough for rows to have been pruned
         // unread, cannot vouch for what came before it.
         let mut missed = read.overflow || last_read.is_none_or(|at| began.duration_since(at) > self.retention / 2);

@@ -1,8 +1,8 @@
 //! API keys in SQL.
 
 use account_domain::{
-    Actor, ActorRefused, ApiKey, AuditAction, AuditRecord, InsertKeyError, KeyCredential, KeyHash, KeyId, KeyName,
-    KeyRepository, KeyWriteError, NewApiKey, OrgId, RequestMeta, RollKeyStoreError,
+    Actor, ActorRefused, ApiKey, AuditAction, AuditRecord, KeyCredential, KeyHash, KeyId, KeyName, KeyRepository,
+    KeyStoreError, NewApiKey, OrgId, RequestMeta,
 };
 use async_trait::async_trait;
 use diesel::prelude::*;
@@ -35,7 +35,7 @@ impl KeyRepository for SqlKeyRepository {
         max_active: u32,
         actor: &Actor,
         audit: &AuditRecord,
-    ) -> Result<ApiKey, InsertKeyError> {
+    ) -> Result<ApiKey, KeyStoreError> {
         let row = ApiKeyRow::from(key);
         let (actor, audit) = (actor.clone(), audit.clone());
         let outcome = self
@@ -44,21 +44,17 @@ impl KeyRepository for SqlKeyRepository {
                 lock_organization(conn, &row.org_id)?;
                 confirm_actor(conn, &actor, row.created_at)?;
                 if active_keys(conn, &row.org_id, row.created_at)? >= i64::from(max_active) {
-                    return Err(RepoError::KeyLimitReached);
+                    return Err(KeyStoreError::LimitReached(max_active).into());
                 }
                 diesel::insert_into(api_keys::table).values(&row).execute(conn)?;
                 audit_trail::record(conn, &audit)
             })
             .await;
-        match outcome {
-            Ok(_) => Ok(key.clone().into_stored()),
-            Err(RepoError::KeyLimitReached) => Err(InsertKeyError::LimitReached),
-            Err(RepoError::Actor(refused)) => Err(InsertKeyError::Actor(refused)),
-            Err(e) => Err(InsertKeyError::Unknown(e.into_anyhow("could not store the key"))),
-        }
+        outcome.map_err(|e| e.into_key_store_error("could not store the key"))?;
+        Ok(key.clone().into_stored())
     }
 
-    async fn list_keys(&self, org: &OrgId) -> anyhow::Result<Vec<ApiKey>> {
+    async fn list_keys(&self, org: &OrgId) -> account_domain::StoreResult<Vec<ApiKey>> {
         let org = org.to_string();
         self.db
             .read(move |conn| {
@@ -70,7 +66,7 @@ impl KeyRepository for SqlKeyRepository {
                 Ok(rows.into_iter().map(ApiKey::try_from).collect::<anyhow::Result<Vec<_>>>()?)
             })
             .await
-            .map_err(|e| e.into_anyhow("could not list the keys"))
+            .map_err(|e| e.into_store_error("could not list the keys"))
     }
 
     async fn revoke_key(
@@ -80,7 +76,7 @@ impl KeyRepository for SqlKeyRepository {
         at: OffsetDateTime,
         actor: &Actor,
         audit: &AuditRecord,
-    ) -> Result<Option<ApiKey>, KeyWriteError> {
+    ) -> Result<ApiKey, KeyStoreError> {
         let (org, key) = (org.to_string(), key.to_string());
         let (actor, audit) = (actor.clone(), audit.clone());
         self.db
@@ -96,18 +92,19 @@ impl KeyRepository for SqlKeyRepository {
                     publish_change(conn, Some(&row.key_hash), None, at)?;
                     audit_trail::record(conn, &audit)?;
                 }
-                Ok(row.map(ApiKey::try_from).transpose()?)
+                let row = row.ok_or(KeyStoreError::NotFound)?;
+                Ok(ApiKey::try_from(row)?)
             })
             .await
-            .map_err(|e| e.into_key_write_error("could not revoke the key"))
+            .map_err(|e| e.into_key_store_error("could not revoke the key"))
     }
 
-    async fn find_key(&self, org: &OrgId, key: &KeyId) -> anyhow::Result<Option<ApiKey>> {
+    async fn find_key(&self, org: &OrgId, key: &KeyId) -> account_domain::StoreResult<Option<ApiKey>> {
         let (org, key) = (org.to_string(), key.to_string());
         self.db
             .read(move |conn| Ok(find_row(conn, &org, &key)?.map(ApiKey::try_from).transpose()?))
             .await
-            .map_err(|e| e.into_anyhow("could not read the key"))
+            .map_err(|e| e.into_store_error("could not read the key"))
     }
 
     async fn rename_key(
@@ -117,7 +114,7 @@ impl KeyRepository for SqlKeyRepository {
         name: &KeyName,
         actor: &Actor,
         audit: &AuditRecord,
-    ) -> Result<Option<ApiKey>, KeyWriteError> {
+    ) -> Result<ApiKey, KeyStoreError> {
         let (org, key, name) = (org.to_string(), key.to_string(), name.as_str().to_owned());
         let (actor, audit) = (actor.clone(), audit.clone());
         self.db
@@ -128,15 +125,15 @@ impl KeyRepository for SqlKeyRepository {
                         .set(api_keys::name.eq(&name))
                         .execute(conn)?;
                 if renamed == 0 {
-                    return Ok(None);
+                    return Err(KeyStoreError::NotFound.into());
                 }
                 let row = find_row(conn, &org, &key)?.ok_or_else(|| anyhow::anyhow!("renamed key vanished"))?;
                 publish_change(conn, Some(&row.key_hash), None, audit.at)?;
                 audit_trail::record(conn, &audit)?;
-                Ok(Some(ApiKey::try_from(row)?))
+                Ok(ApiKey::try_from(row)?)
             })
             .await
-            .map_err(|e| e.into_key_write_error("could not rename the key"))
+            .map_err(|e| e.into_key_store_error("could not rename the key"))
     }
 
     async fn roll_key(
@@ -148,7 +145,7 @@ impl KeyRepository for SqlKeyRepository {
         max_active: u32,
         actor: &Actor,
         audit: &[AuditRecord],
-    ) -> Result<ApiKey, RollKeyStoreError> {
+    ) -> Result<ApiKey, KeyStoreError> {
         let (org, old, actor) = (org.to_string(), old.to_string(), actor.clone());
         let new_row = ApiKeyRow::from(new);
         let old_expires_at = to_micros(old_expires_at);
@@ -160,15 +157,15 @@ impl KeyRepository for SqlKeyRepository {
                 lock_organization(conn, &org)?;
                 let now = new_row.created_at;
                 confirm_actor(conn, &actor, now)?;
-                let row = find_row(conn, &org, &old)?.ok_or(RepoError::NotFound)?;
+                let row = find_row(conn, &org, &old)?.ok_or(KeyStoreError::NotFound)?;
                 if row.revoked_at.is_some() || row.expires_at.is_some_and(|at| at <= now) {
-                    return Err(RepoError::NotActive);
+                    return Err(KeyStoreError::NotActive.into());
                 }
                 // The grace period never extends an earlier expiry.
                 let expires_at = row.expires_at.map_or(old_expires_at, |at| at.min(old_expires_at));
                 // During a grace period the old key and the new one are both active.
                 if expires_at > now && active_keys(conn, &org, now)? >= i64::from(max_active) {
-                    return Err(RepoError::KeyLimitReached);
+                    return Err(KeyStoreError::LimitReached(max_active).into());
                 }
                 // Filtered on the key still being active: a revocation that committed since it
                 // was read (by a leak report, which takes no organization lock) ends the roll.
@@ -181,24 +178,23 @@ impl KeyRepository for SqlKeyRepository {
                 .set(api_keys::expires_at.eq(Some(expires_at)))
                 .execute(conn)?;
                 if still_active == 0 {
-                    return Err(RepoError::NotActive);
+                    return Err(KeyStoreError::NotActive.into());
                 }
                 diesel::insert_into(api_keys::table).values(&new_row).execute(conn)?;
                 publish_change(conn, Some(&row.key_hash), None, changed_at)?;
                 audit.iter().try_for_each(|event| audit_trail::record(conn, event))
             })
             .await;
-        match outcome {
-            Ok(()) => Ok(new.clone().into_stored()),
-            Err(RepoError::NotFound) => Err(RollKeyStoreError::NotFound),
-            Err(RepoError::NotActive) => Err(RollKeyStoreError::NotActive),
-            Err(RepoError::KeyLimitReached) => Err(RollKeyStoreError::LimitReached),
-            Err(RepoError::Actor(refused)) => Err(RollKeyStoreError::Actor(refused)),
-            Err(e) => Err(RollKeyStoreError::Unknown(e.into_anyhow("could not roll the key"))),
-        }
+        outcome.map_err(|e| e.into_key_store_error("could not roll the key"))?;
+        Ok(new.clone().into_stored())
     }
 
-    async fn revoke_leaked(&self, hashes: &[KeyHash], at: OffsetDateTime, meta: &RequestMeta) -> anyhow::Result<usize> {
+    async fn revoke_leaked(
+        &self,
+        hashes: &[KeyHash],
+        at: OffsetDateTime,
+        meta: &RequestMeta,
+    ) -> account_domain::StoreResult<usize> {
         let hashes: Vec<String> = hashes.iter().map(KeyHash::to_hex).collect();
         let meta = meta.clone();
         self.db
@@ -236,10 +232,10 @@ impl KeyRepository for SqlKeyRepository {
                 Ok(revoked)
             })
             .await
-            .map_err(|e| e.into_anyhow("could not revoke the reported keys"))
+            .map_err(|e| e.into_store_error("could not revoke the reported keys"))
     }
 
-    async fn find_credential(&self, hash: &KeyHash) -> anyhow::Result<Option<KeyCredential>> {
+    async fn find_credential(&self, hash: &KeyHash) -> account_domain::StoreResult<Option<KeyCredential>> {
         let hash = hash.to_hex();
         self.db
             .read(move |conn| {
@@ -255,10 +251,10 @@ impl KeyRepository for SqlKeyRepository {
                 Ok(Some(KeyCredential { key: key.try_into()?, organization: org.into_domain(plan)? }))
             })
             .await
-            .map_err(|e| e.into_anyhow("could not look the key up"))
+            .map_err(|e| e.into_store_error("could not look the key up"))
     }
 
-    async fn record_usage(&self, usage: &[(KeyId, OffsetDateTime)]) -> anyhow::Result<()> {
+    async fn record_usage(&self, usage: &[(KeyId, OffsetDateTime)]) -> account_domain::StoreResult<()> {
         let statements: Vec<String> = usage.chunks(USAGE_BATCH).map(usage_update).collect();
         self.db
             .write(move |conn| {
@@ -268,7 +264,7 @@ impl KeyRepository for SqlKeyRepository {
                 Ok(())
             })
             .await
-            .map_err(|e| e.into_anyhow("could not record key usage"))
+            .map_err(|e| e.into_store_error("could not record key usage"))
     }
 }
 
@@ -321,9 +317,11 @@ fn confirm_actor(conn: &mut DbConnection, actor: &Actor, at: i64) -> Result<(), 
     };
     match found {
         // A key deleted from under its caller is as good as revoked.
-        None | Some((Some(_), _, _)) => Err(RepoError::Actor(ActorRefused::Revoked)),
-        Some((None, Some(expires_at), _)) if expires_at <= at => Err(RepoError::Actor(ActorRefused::Expired)),
-        Some((None, _, false)) => Err(RepoError::Actor(ActorRefused::OrganizationInactive)),
+        None | Some((Some(_), _, _)) => Err(KeyStoreError::Actor(ActorRefused::Revoked).into()),
+        Some((None, Some(expires_at), _)) if expires_at <= at => {
+            Err(KeyStoreError::Actor(ActorRefused::Expired).into())
+        }
+        Some((None, _, false)) => Err(KeyStoreError::Actor(ActorRefused::OrganizationInactive).into()),
         Some(_) => Ok(()),
     }
 }

@@ -1,6 +1,6 @@
 //! Errors inside the adapters, and their translation into what the domain understands.
 
-use account_domain::{ActorRefused, KeyWriteError, StoreUnavailable};
+use account_domain::{KeyStoreError, StoreError};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use thiserror::Error;
 
@@ -14,44 +14,43 @@ pub(crate) enum RepoError {
     EmailTaken,
     #[error("unknown plan")]
     UnknownPlan,
-    #[error("active key limit reached")]
-    KeyLimitReached,
-    #[error("not found")]
-    NotFound,
-    #[error("not active")]
-    NotActive,
+    /// A key write's own refusal, typed as the domain knows it.
     #[error(transparent)]
-    Actor(ActorRefused),
+    Key(KeyStoreError),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
 
 impl RepoError {
-    /// An error for callers outside the adapter: a lost or unobtainable connection is marked
-    /// [`StoreUnavailable`] (try again later); anything else keeps its cause for the log.
-    pub(crate) fn into_anyhow(self, doing: &'static str) -> anyhow::Error {
+    /// An error for callers outside the adapter: a lost or unobtainable connection is
+    /// [`StoreError::Unavailable`] (try again later); anything else keeps its cause for the log.
+    pub(crate) fn into_store_error(self, doing: &'static str) -> StoreError {
         match self {
-            Self::Pool(e) => anyhow::Error::new(StoreUnavailable(e.to_string())).context(doing),
-            Self::Query(e) if connection_lost(&e) => anyhow::Error::new(StoreUnavailable(e.to_string())).context(doing),
-            Self::Query(e) => anyhow::Error::new(e).context(doing),
-            Self::EmailTaken => anyhow::anyhow!("email taken").context(doing),
-            Self::UnknownPlan => anyhow::anyhow!("unknown plan").context(doing),
-            Self::KeyLimitReached => anyhow::anyhow!("active key limit reached").context(doing),
-            Self::NotFound => anyhow::anyhow!("not found").context(doing),
-            Self::NotActive => anyhow::anyhow!("not active").context(doing),
-            Self::Actor(refused) => anyhow::Error::new(refused).context(doing),
-            Self::Other(e) => e.context(doing),
+            Self::Pool(e) => StoreError::Unavailable(anyhow::Error::new(e).context(doing)),
+            Self::Query(e) if connection_lost(&e) => StoreError::Unavailable(anyhow::Error::new(e).context(doing)),
+            Self::Query(e) => StoreError::Failed(anyhow::Error::new(e).context(doing)),
+            Self::EmailTaken => StoreError::Failed(anyhow::anyhow!("email taken").context(doing)),
+            Self::UnknownPlan => StoreError::Failed(anyhow::anyhow!("unknown plan").context(doing)),
+            Self::Key(KeyStoreError::Unknown(e)) => e,
+            Self::Key(refused) => StoreError::Failed(anyhow::Error::new(refused).context(doing)),
+            Self::Other(e) => StoreError::Failed(e.context(doing)),
         }
     }
 }
 
 impl RepoError {
-    /// For the key writes a caller's key asked for: its refusal stays typed.
-    pub(crate) fn into_key_write_error(self, doing: &'static str) -> KeyWriteError {
+    /// For the key writes: their refusals stay typed, anything else is unknown.
+    pub(crate) fn into_key_store_error(self, doing: &'static str) -> KeyStoreError {
         match self {
-            Self::Actor(refused) => KeyWriteError::Actor(refused),
-            other => KeyWriteError::Unknown(other.into_anyhow(doing)),
+            Self::Key(refused) => refused,
+            other => KeyStoreError::Unknown(other.into_store_error(doing)),
         }
+    }
+}
+
+impl From<KeyStoreError> for RepoError {
+    fn from(e: KeyStoreError) -> Self {
+        Self::Key(e)
     }
 }
 

@@ -118,16 +118,18 @@ pub async fn cached_service_with_a_key(
 
     db.migrate().expect("migrated");
     let feed = Arc::new(SqlChangeFeed::start(db.clone()).await.expect("feed"));
-    let service = AccountService::new(
-        Arc::new(SqlAccountRepository::new(db.clone())),
-        Arc::new(SqlKeyRepository::new(db.clone())),
-        Arc::new(SystemClock),
-        Arc::new(OsRandomGenerator),
-    )
-    .with_cache(
-        Arc::new(InMemoryCredentialCache::new(10_000, InMemoryCredentialCache::DEFAULT_FOUND_TTL)),
-        feed,
-        std::time::Duration::from_secs(3600),
+    let service = Arc::new(
+        AccountService::new(
+            Arc::new(SqlAccountRepository::new(db.clone())),
+            Arc::new(SqlKeyRepository::new(db.clone())),
+            Arc::new(SystemClock),
+            Arc::new(OsRandomGenerator),
+        )
+        .with_cache(
+            Arc::new(InMemoryCredentialCache::new(10_000, InMemoryCredentialCache::DEFAULT_FOUND_TTL)),
+            feed,
+            std::time::Duration::from_secs(3600),
+        ),
     );
     service.sync_changes().await.expect("synced");
     let request = SignupRequest::new(
@@ -137,8 +139,8 @@ pub async fn cached_service_with_a_key(
     );
     let signup = service.signup(request, &RequestMeta::default()).await.expect("signed up");
     let key = signup.key.plaintext.expose().to_owned();
-    service.authenticate(&key).await.expect("warms the cache");
-    (Arc::new(service), key)
+    service.authenticate(key.as_bytes()).await.expect("warms the cache");
+    (service, key)
 }
 
 #[cfg(test)]

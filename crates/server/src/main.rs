@@ -95,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
                     Ok(())
                 }
                 Err(SetOrganizationActiveError::NotFound) => anyhow::bail!("no organization has the id {org_id}"),
-                Err(SetOrganizationActiveError::Unknown(e)) => Err(e),
+                Err(SetOrganizationActiveError::Unknown(e)) => Err(e.into()),
             }
         }
     }

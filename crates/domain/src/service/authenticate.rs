@@ -2,7 +2,10 @@
 
 use thiserror::Error;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use time::OffsetDateTime;
 
@@ -23,48 +26,77 @@ pub enum AuthenticateError {
     #[error("this organization is not active")]
     OrganizationInactive,
     #[error(transparent)]
-    Unknown(#[from] anyhow::Error),
+    Unknown(#[from] crate::ports::StoreError),
 }
 
-/// What the cache alone could tell about a presented key.
-#[derive(Debug)]
-pub enum CachedAuthentication {
-    /// Decided without any I/O: malformed, or answered from the cache.
-    Decided(Result<Principal, AuthenticateError>),
-    /// The cache could not answer: finish with [`AccountService::authenticate_by_lookup`].
-    NeedsLookup(KeyHash),
+/// The outcome of [`AccountService::authenticate`], as a future. When no I/O is needed
+/// (a malformed key, or the cache decides) it is complete at once, and an adapter on a hot
+/// path may take it with [`Self::now_or_later`] without polling or allocating anything.
+#[must_use = "an authentication does nothing until it is awaited or taken"]
+pub struct Authentication(Outcome);
+
+enum Outcome {
+    Decided(Option<Result<Principal, AuthenticateError>>),
+    Lookup(Pin<Box<dyn Future<Output = Result<Principal, AuthenticateError>> + Send>>),
+}
+
+impl std::fmt::Debug for Authentication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            Outcome::Decided(_) => "Authentication::Decided",
+            Outcome::Lookup(_) => "Authentication::Lookup",
+        })
+    }
+}
+
+impl Authentication {
+    /// The outcome if it is already known, else the authentication to await.
+    pub fn now_or_later(self) -> Result<Result<Principal, AuthenticateError>, Self> {
+        match self.0 {
+            Outcome::Decided(Some(outcome)) => Ok(outcome),
+            other => Err(Self(other)),
+        }
+    }
+}
+
+impl Future for Authentication {
+    type Output = Result<Principal, AuthenticateError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            Outcome::Decided(outcome) => Poll::Ready(outcome.take().unwrap_or_else(|| {
+                Err(AuthenticateError::Unknown(anyhow::anyhow!("an authentication was awaited twice").into()))
+            })),
+            Outcome::Lookup(lookup) => lookup.as_mut().poll(cx),
+        }
+    }
 }
 
 impl AccountService {
-    /// Checks a presented key: well formed with a valid checksum (no lookup otherwise),
-    /// known, not revoked, not expired (against the clock, cached or not), and of an
-    /// active organization. A cache hit costs no database work.
-    pub async fn authenticate(&self, presented: &str) -> Result<Principal, AuthenticateError> {
-        match self.authenticate_cached(presented.as_bytes()) {
-            CachedAuthentication::Decided(outcome) => outcome,
-            CachedAuthentication::NeedsLookup(hash) => self.authenticate_by_lookup(hash).await,
-        }
-    }
-
-    /// The synchronous part of [`Self::authenticate`]: everything that needs no I/O. Lets an
-    /// adapter answer a cache hit without allocating a future. Takes the key's bytes as they
-    /// came: anything outside the key's alphabet is malformed.
-    pub fn authenticate_cached(&self, presented: &[u8]) -> CachedAuthentication {
+    /// Checks a presented key, taken as its bytes came (anything outside the key's alphabet
+    /// is malformed): well formed with a valid checksum (no lookup otherwise), known, not
+    /// revoked, not expired (against the clock, cached or not), and of an active
+    /// organization. A cache hit costs no I/O and no allocation: the returned future is
+    /// complete at once.
+    pub fn authenticate(self: &Arc<Self>, presented: &[u8]) -> Authentication {
         let hash = match PlaintextKey::hash_presented(presented) {
             Ok(hash) => hash,
-            Err(e) => return CachedAuthentication::Decided(Err(e.into())),
+            Err(e) => return Authentication(Outcome::Decided(Some(Err(e.into())))),
         };
         let now = self.clock.now();
-        match self.cache.as_ref().and_then(|c| c.get(&hash)) {
-            Some(CachedLookup::Found(credential)) => CachedAuthentication::Decided(self.admit(credential, now)),
-            Some(CachedLookup::Missing) => CachedAuthentication::Decided(Err(AuthenticateError::UnknownKey)),
-            None => CachedAuthentication::NeedsLookup(hash),
-        }
+        let decided = match self.cache.as_ref().and_then(|c| c.get(&hash)) {
+            Some(CachedLookup::Found(credential)) => self.check_credential(credential, now),
+            Some(CachedLookup::Missing) => Err(AuthenticateError::UnknownKey),
+            None => {
+                let service = Arc::clone(self);
+                return Authentication(Outcome::Lookup(Box::pin(async move { service.look_up(hash).await })));
+            }
+        };
+        Authentication(Outcome::Decided(Some(decided)))
     }
 
-    /// The rest of [`Self::authenticate`] after a cache miss: reads the store and caches
-    /// what it found, or that it found nothing.
-    pub async fn authenticate_by_lookup(&self, hash: KeyHash) -> Result<Principal, AuthenticateError> {
+    /// After a cache miss: reads the store and caches what it found, or that it found nothing.
+    async fn look_up(&self, hash: KeyHash) -> Result<Principal, AuthenticateError> {
         let generation = self.cache.as_ref().map(|c| c.generation());
         let found = self.keys.find_credential(&hash).await?.map(Arc::new);
         if let (Some(cache), Some(generation)) = (&self.cache, generation) {
@@ -72,11 +104,15 @@ impl AccountService {
             cache.put(hash, lookup, generation);
         }
         let credential = found.ok_or(AuthenticateError::UnknownKey)?;
-        self.admit(credential, self.clock.now())
+        self.check_credential(credential, self.clock.now())
     }
 
     /// The rules a found key must pass, checked on every request, cached or not.
-    fn admit(&self, credential: Arc<KeyCredential>, now: OffsetDateTime) -> Result<Principal, AuthenticateError> {
+    fn check_credential(
+        &self,
+        credential: Arc<KeyCredential>,
+        now: OffsetDateTime,
+    ) -> Result<Principal, AuthenticateError> {
         let key = &credential.key;
         if key.is_revoked() {
             return Err(AuthenticateError::Revoked);
@@ -93,7 +129,7 @@ impl AccountService {
 
     /// Applies the changes other writers published (revocations, organization changes) to
     /// the credential cache. Call it often: the cache is trusted only shortly after a sync.
-    pub async fn sync_changes(&self) -> anyhow::Result<usize> {
+    pub async fn sync_changes(&self) -> crate::ports::StoreResult<usize> {
         match &self.cache {
             Some(cache) => cache.sync().await,
             None => Ok(0),
@@ -114,7 +150,7 @@ impl AccountService {
     /// Writes the last-use times gathered since the previous flush, in one batch.
     /// On failure they are kept for the next flush. One flush at a time: a flush called
     /// while another runs (the final one at shutdown) waits for it, then writes the rest.
-    pub async fn flush_usage(&self) -> anyhow::Result<usize> {
+    pub async fn flush_usage(&self) -> crate::ports::StoreResult<usize> {
         let _turn = self.usage_flush.lock().await;
         let batch = self.usage.drain();
         if batch.is_empty() {
@@ -137,9 +173,9 @@ mod tests {
     use crate::service::test_support::*;
     use time::Duration;
 
-    fn presented(ports: &Ports) -> String {
+    fn presented(ports: &Ports) -> Vec<u8> {
         let _ = ports;
-        PlaintextKey::assemble(Environment::Live, &secret_body()).expose().to_owned()
+        PlaintextKey::assemble(Environment::Live, &secret_body()).expose().as_bytes().to_vec()
     }
 
     #[tokio::test]
@@ -151,17 +187,20 @@ mod tests {
         let mut typo = good.clone();
         typo.replace_range(12..13, if &good[12..13] == "Z" { "Y" } else { "Z" });
         assert!(matches!(
-            service.authenticate("Bearer nonsense").await,
+            service.authenticate(b"Bearer nonsense").await,
             Err(AuthenticateError::Malformed(MalformedKey::Format))
         ));
-        assert!(matches!(service.authenticate(&typo).await, Err(AuthenticateError::Malformed(MalformedKey::Checksum))));
+        assert!(matches!(
+            service.authenticate(typo.as_bytes()).await,
+            Err(AuthenticateError::Malformed(MalformedKey::Checksum))
+        ));
     }
 
     #[tokio::test]
     async fn a_valid_key_authenticates_as_its_organization_and_records_its_use() {
         let mut ports = Ports::new();
         let key = presented(&ports);
-        let hash = PlaintextKey::parse(&key).expect("valid").hash();
+        let hash = PlaintextKey::hash_presented(&key).expect("valid");
         ports.keys.expect_find_credential().withf(move |h| *h == hash).returning(|_| Ok(Some(credential())));
         ports.keys.expect_record_usage().times(1).returning(|batch| {
             assert_eq!(batch, [(credential().key.id, NOW)]);
@@ -217,7 +256,12 @@ mod tests {
         let key = presented(&ports);
         ports.keys.expect_find_credential().returning(|_| Ok(Some(credential())));
         let mut seq = mockall::Sequence::new();
-        ports.keys.expect_record_usage().times(1).in_sequence(&mut seq).returning(|_| Err(anyhow::anyhow!("down")));
+        ports
+            .keys
+            .expect_record_usage()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Err(anyhow::anyhow!("down").into()));
         ports.keys.expect_record_usage().times(1).in_sequence(&mut seq).returning(|b| {
             assert_eq!(b.len(), 1);
             Ok(())

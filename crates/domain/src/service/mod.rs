@@ -3,12 +3,12 @@
 mod account;
 mod audit;
 mod authenticate;
-mod freshness;
 mod keys;
 mod leak;
 mod operator;
 mod principal;
 mod signup;
+mod trusted_cache;
 mod usage;
 mod verify;
 
@@ -20,13 +20,16 @@ use std::time::Duration;
 
 pub use account::GetAccountError;
 pub use audit::{audit_event_id, AuditLogError, AuditPage};
-pub use authenticate::{AuthenticateError, CachedAuthentication};
-use freshness::CacheState;
-pub use keys::{CreateKeyError, CreatedKey, ListKeysError, RenameKeyError, RevokeKeyError, RollKeyError, RolledKey};
+pub use authenticate::{AuthenticateError, Authentication};
+pub use keys::{
+    CreateKeyError, CreatedKey, GetKeyError, KeyAccessError, ListKeysError, RenameKeyError, RevokeKeyError,
+    RollKeyError, RolledKey,
+};
 pub use leak::ReportLeakError;
 pub use operator::SetOrganizationActiveError;
 pub use principal::{InsufficientScope, Principal};
 pub use signup::{Signup, SignupError, SignupRequest};
+use trusted_cache::TrustedCache;
 use usage::UsageTracker;
 pub use verify::{Verification, VerificationCode};
 
@@ -40,7 +43,7 @@ pub struct AccountService {
     generator: Arc<dyn Generator>,
     usage: UsageTracker,
     usage_flush: futures_util::lock::Mutex<()>,
-    cache: Option<CacheState>,
+    cache: Option<TrustedCache>,
     max_active_keys: u32,
 }
 
@@ -87,7 +90,7 @@ impl AccountService {
         feed: Arc<dyn ChangeFeed>,
         max_staleness: Duration,
     ) -> Self {
-        self.cache = Some(CacheState::new(cache, feed, max_staleness));
+        self.cache = Some(TrustedCache::new(cache, feed, max_staleness));
         self
     }
 

@@ -10,12 +10,12 @@ pub enum SetOrganizationActiveError {
     #[error("no such organization")]
     NotFound,
     #[error(transparent)]
-    Unknown(#[from] anyhow::Error),
+    Unknown(#[from] crate::ports::StoreError),
 }
 
 impl AccountService {
     /// The plans an organization can be on, cheapest first.
-    pub async fn list_plans(&self) -> anyhow::Result<Vec<Plan>> {
+    pub async fn list_plans(&self) -> crate::ports::StoreResult<Vec<Plan>> {
         self.accounts.list_plans().await
     }
 

@@ -52,7 +52,7 @@ impl Principal {
 
     /// Whether this caller may create or manage keys of `environment`: a test key reaches
     /// only test keys, a live key reaches both.
-    pub fn reaches(&self, environment: Environment) -> bool {
+    pub fn may_manage(&self, environment: Environment) -> bool {
         self.environment() == Environment::Live || environment == Environment::Test
     }
 
@@ -71,9 +71,9 @@ mod tests {
     use crate::service::test_support::principal;
 
     #[test]
-    fn a_test_key_reaches_only_test_keys_and_a_live_key_reaches_both() {
+    fn a_test_key_may_manage_only_test_keys_and_a_live_key_both() {
         let (live, test) = (principal(&["write"], Environment::Live), principal(&["write"], Environment::Test));
-        assert!(live.reaches(Environment::Live) && live.reaches(Environment::Test));
-        assert!(test.reaches(Environment::Test) && !test.reaches(Environment::Live));
+        assert!(live.may_manage(Environment::Live) && live.may_manage(Environment::Test));
+        assert!(test.may_manage(Environment::Test) && !test.may_manage(Environment::Live));
     }
 }

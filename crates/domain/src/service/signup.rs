@@ -38,7 +38,7 @@ pub enum SignupError {
     #[error("an organization with this email already exists")]
     EmailTaken,
     #[error(transparent)]
-    Unknown(#[from] anyhow::Error),
+    Unknown(#[from] crate::ports::StoreError),
 }
 
 impl AccountService {
@@ -126,7 +126,7 @@ mod tests {
     #[tokio::test]
     async fn a_store_failure_is_not_mistaken_for_a_missing_plan() {
         let mut ports = Ports::new();
-        ports.accounts.expect_find_plan().returning(|_| Err(anyhow::anyhow!("disk on fire")));
+        ports.accounts.expect_find_plan().returning(|_| Err(anyhow::anyhow!("disk on fire").into()));
         let err = ports.service().signup(request(None), &RequestMeta::default()).await.expect_err("failure");
         assert!(matches!(err, SignupError::Unknown(_)));
     }

@@ -24,13 +24,18 @@ impl Ports {
 
     /// The service over these repositories, a clock stopped at [`NOW`] and a generator of
     /// distinct ids.
-    pub fn service(self) -> AccountService {
-        self.build()
+    pub fn service(self) -> Arc<AccountService> {
+        Arc::new(self.build())
+    }
+
+    /// The service, set up further by `setup`.
+    pub fn service_with(self, setup: impl FnOnce(AccountService) -> AccountService) -> Arc<AccountService> {
+        Arc::new(setup(self.build()))
     }
 
     /// The service with a credential cache fed by `feed`, trusted for one second after a sync.
-    pub fn service_with_cache(self, cache: MockCredentialCache, feed: MockChangeFeed) -> AccountService {
-        self.build().with_cache(Arc::new(cache), Arc::new(feed), std::time::Duration::from_secs(1))
+    pub fn service_with_cache(self, cache: MockCredentialCache, feed: MockChangeFeed) -> Arc<AccountService> {
+        self.service_with(|s| s.with_cache(Arc::new(cache), Arc::new(feed), std::time::Duration::from_secs(1)))
     }
 
     fn build(self) -> AccountService {

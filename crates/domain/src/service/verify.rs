@@ -43,9 +43,13 @@ impl Verification {
 
 impl AccountService {
     /// Verifies `presented`, requiring `required` scopes when given.
-    pub async fn verify_key(&self, presented: &str, required: Option<&Scopes>) -> anyhow::Result<Verification> {
+    pub async fn verify_key(
+        self: &std::sync::Arc<Self>,
+        presented: &str,
+        required: Option<&Scopes>,
+    ) -> crate::ports::StoreResult<Verification> {
         let verdict = |code| Ok(Verification { code, principal: None });
-        match self.authenticate(presented).await {
+        match self.authenticate(presented.as_bytes()).await {
             Ok(principal) => {
                 let lacking = required.and_then(|r| r.iter().find(|s: &Scope| !principal.scopes().contains(*s)));
                 let code =

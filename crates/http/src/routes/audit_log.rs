@@ -1,27 +1,109 @@
-//! `GET /v1/account/audit-log`.
+//! `GET /v1/account/audit-log` (in the `/v1/account` scope): the organization's audit trail.
 
-use actix_web::http::StatusCode;
+use account_domain::{audit_event_id, AuditEvent, AuditLogError, AuditPage};
 use actix_web::web::Query;
-use actix_web::HttpResponse;
+use actix_web::{get, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::shared_responses::{AuthErrors, Unavailable};
 use crate::auth::Caller;
-use crate::dto::{AuditPageDto, AuditQuery};
-use crate::envelope::{respond, Envelope};
+use crate::envelope::{envelope_schemas, ok};
 use crate::error::{ApiError, ErrorBody};
+use crate::timestamp::rfc3339;
+
+/// One event of the audit trail.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AuditEvent)]
+pub(crate) struct AuditEventDto {
+    #[schema(pattern = "^evt_[0-9]+$", example = "evt_42")]
+    id: String,
+    /// signup, key.created, key.revoked, key.rolled, key.renamed, key.leak_reported,
+    /// organization.deactivated or organization.activated.
+    #[schema(example = "key.created")]
+    action: &'static str,
+    /// The key or organization acted on.
+    target_id: Option<String>,
+    /// The key that authenticated the action; null for signups, leak reports and operators.
+    actor_key_id: Option<String>,
+    client_ip: Option<String>,
+    user_agent: Option<String>,
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+impl From<&AuditEvent> for AuditEventDto {
+    fn from(event: &AuditEvent) -> Self {
+        let r = &event.record;
+        Self {
+            id: audit_event_id(event.id),
+            action: r.action.as_str(),
+            target_id: r.target_id.clone(),
+            actor_key_id: r.actor_key_id.as_ref().map(ToString::to_string),
+            client_ip: r.meta.client_ip().map(str::to_owned),
+            user_agent: r.meta.user_agent().map(str::to_owned),
+            created_at: rfc3339(r.at),
+        }
+    }
+}
+
+/// A page of the audit trail, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AuditLogPage)]
+pub(crate) struct AuditPageDto {
+    events: Vec<AuditEventDto>,
+    /// Older events exist: ask again with `before` = the last event's id.
+    has_more: bool,
+}
+
+impl From<&AuditPage> for AuditPageDto {
+    fn from(page: &AuditPage) -> Self {
+        Self { events: page.events.iter().map(AuditEventDto::from).collect(), has_more: page.has_more }
+    }
+}
+
+envelope_schemas! {
+    /// A page of the audit trail.
+    AuditLogPageResponse => AuditPageDto;
+}
+
+/// `GET /v1/account/audit-log` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
+    /// 1 to 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u32>,
+    /// Only events older than this event id (from the previous page).
+    #[param(pattern = "^evt_[0-9]+$", example = "evt_42")]
+    before: Option<String>,
+}
+
+impl From<AuditLogError> for ApiError {
+    fn from(e: AuditLogError) -> Self {
+        match e {
+            AuditLogError::InsufficientScope(e) => e.into(),
+            AuditLogError::InvalidLimit => Self::validation("limit", "must be a whole number from 1 to 100"),
+            AuditLogError::InvalidCursor => Self::validation("before", "must be an event id such as evt_42"),
+            AuditLogError::Unknown(cause) => cause.into(),
+        }
+    }
+}
 
 /// The organization's audit trail, newest first, a page at a time. Needs the `read` scope.
-#[utoipa::path(get, path = "/v1/account/audit-log", tag = "accounts", security(("bearer" = [])),
+#[utoipa::path(tag = "accounts", operation_id = "list_audit_events", security(("bearer" = [])),
     params(AuditQuery),
     responses(
-    (status = 200, description = "A page of events", body = Envelope<AuditPageDto>),
+    (status = 200, description = "A page of events", body = AuditLogPageResponse),
     (status = 400, description = "Invalid limit or cursor", body = ErrorBody),
     AuthErrors, Unavailable,
 ))]
+#[get("/audit-log")]
 pub(crate) async fn audit_log(
     Caller { principal: caller, service }: Caller,
     query: Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = service.audit_log(&caller, query.before.as_deref(), query.limit).await?;
-    Ok(respond(StatusCode::OK, AuditPageDto::from(&page)))
+    Ok(ok(AuditPageDto::from(&page)))
 }

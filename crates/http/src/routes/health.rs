@@ -4,13 +4,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use actix_web::http::StatusCode;
-use actix_web::{web, HttpResponse};
+use actix_web::{get, web, HttpResponse};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::envelope::{respond, Envelope};
-use crate::error::{ApiError, ErrorBody};
+use crate::envelope::{envelope_schemas, ok};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 
 /// Answers whether the service can do its work now (its database reachable).
 pub type ReadinessCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
@@ -22,22 +21,29 @@ pub(crate) struct Status {
     status: &'static str,
 }
 
+envelope_schemas! {
+    /// The process's state.
+    StatusResponse => Status;
+}
+
 /// The process is up and serving. Never touches the database.
-#[utoipa::path(get, path = "/healthz", tag = "operations",
-    responses((status = 200, description = "Alive", body = Envelope<Status>)))]
+#[utoipa::path(tag = "operations", operation_id = "check_liveness",
+    responses((status = 200, description = "Alive", body = StatusResponse)))]
+#[get("/healthz")]
 pub(crate) async fn healthz() -> HttpResponse {
-    respond(StatusCode::OK, Status { status: "ok" })
+    ok(Status { status: "ok" })
 }
 
 /// 200 while the database answers, 503 while it does not.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
-    (status = 200, description = "Ready", body = Envelope<Status>),
+#[utoipa::path(tag = "operations", operation_id = "check_readiness", responses(
+    (status = 200, description = "Ready", body = StatusResponse),
     (status = 503, description = "The database is not reachable", body = ErrorBody),
 ))]
+#[get("/readyz")]
 pub(crate) async fn readyz(check: web::Data<ReadinessCheck>) -> Result<HttpResponse, ApiError> {
     if (check.get_ref())().await {
-        Ok(respond(StatusCode::OK, Status { status: "ready" }))
+        Ok(ok(Status { status: "ready" }))
     } else {
-        Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "the database is not reachable"))
+        Err(ApiError::new(ErrorCode::ServiceUnavailable, "the database is not reachable"))
     }
 }

@@ -1,21 +1,28 @@
-//! The route table: which path and method reach which handler.
+//! The routes. Each endpoint is registered once, by its handler: the handler's own
+//! attributes give its path, its method and its OpenAPI operation. What else the router
+//! needs (405 with the `Allow` header, 404) and the OpenAPI paths are derived from that one
+//! registration.
 
 pub(crate) mod account;
+pub(crate) mod api_keys;
 pub(crate) mod audit_log;
 pub(crate) mod health;
-pub(crate) mod key_lifecycle;
-pub(crate) mod keys;
 pub(crate) mod leaks;
 pub(crate) mod plans;
 mod shared_responses;
 pub(crate) mod signup;
 pub(crate) mod verify;
 
+use std::sync::OnceLock;
+
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::{from_fn, ErrorHandlers};
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
+use utoipa::openapi::path::Paths;
+use utoipa_actix_web::scope::{scope, Scope};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::middleware::{envelope_framework_errors, observe_request, security_headers};
 
 pub use health::ReadinessCheck;
@@ -24,64 +31,97 @@ pub use verify::InternalToken;
 /// The largest request body accepted; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Registers every route, the envelope for framework errors, and the response headers.
-/// Needs `web::Data` of `AccountService`, `ReadinessCheck`, `AbuseLimits` and `Metrics` as
-/// app data. `POST /v1/internal/verify-key` exists only with an `internal_token`.
+/// Every endpoint, in the order they are matched: the liveness probe (trivial, so it stays
+/// first), then the account's routes, busiest first. A path shared by several endpoints is
+/// a scope, so that each path is written once.
+pub(crate) fn endpoints() -> Scope<
+    impl ServiceFactory<ServiceRequest, Config = (), Response = ServiceResponse, Error = actix_web::Error, InitError = ()>,
+> {
+    let one_key = scope("/{key_id}")
+        .service(api_keys::get_key)
+        .service(api_keys::revoke_key)
+        .service(api_keys::rename_key)
+        .service(api_keys::roll_key)
+        .default_service(web::to(unmatched));
+    let api_keys = scope("/api-keys")
+        .service(api_keys::list_keys)
+        .service(api_keys::create_key)
+        .service(one_key)
+        .default_service(web::to(unmatched));
+    let account = scope("/v1/account")
+        .service(account::get_account)
+        .service(api_keys)
+        .service(audit_log::audit_log)
+        .default_service(web::to(unmatched));
+    scope("")
+        .service(health::healthz)
+        .service(account)
+        .service(signup::signup)
+        .service(plans::list_plans)
+        .service(leaks::revoke_leaked)
+        .service(verify::verify_key)
+        .service(health::readyz)
+        .service(crate::metrics::metrics)
+        .service(crate::openapi::serve_openapi)
+        .default_service(web::to(unmatched))
+}
+
+/// Registers every endpoint, the 405s and 404s, the envelope for framework errors, and the
+/// response headers. Needs `web::Data` of `AccountService`, `ReadinessCheck`, `AbuseLimits`
+/// and `Metrics` as app data. `POST /v1/internal/verify-key` answers only with an
+/// `internal_token`.
 pub fn configure(cfg: &mut web::ServiceConfig, internal_token: Option<InternalToken>) {
     let query_errors = web::QueryConfig::default().error_handler(|err, _| crate::body::query_error(&err).into());
-    let mut scope = web::scope("")
+    let scope = endpoints()
         .wrap(ErrorHandlers::new().default_handler(envelope_framework_errors))
         .wrap(security_headers())
-        .wrap(from_fn(observe_request))
-        // Matched in this order, one pattern after another: the liveness probe (trivial,
-        // so it stays first) and then the authenticated routes, busiest first.
-        .service(resource("/healthz", &["GET"]).route(web::get().to(health::healthz)))
-        .service(resource("/v1/account", &["GET"]).route(web::get().to(account::get_account)))
-        .service(
-            resource("/v1/account/api-keys", &["GET", "POST"])
-                .route(web::get().to(keys::list_keys))
-                .route(web::post().to(keys::create_key)),
-        )
-        .service(
-            resource("/v1/account/api-keys/{key_id}", &["DELETE", "PATCH"])
-                .route(web::delete().to(keys::revoke_key))
-                .route(web::patch().to(key_lifecycle::rename_key)),
-        )
-        .service(
-            resource("/v1/account/api-keys/{key_id}/roll", &["POST"]).route(web::post().to(key_lifecycle::roll_key)),
-        )
-        .service(resource("/v1/account/audit-log", &["GET"]).route(web::get().to(audit_log::audit_log)))
-        .service(resource("/v1/signup", &["POST"]).route(web::post().to(signup::signup)))
-        .service(resource("/v1/plans", &["GET"]).route(web::get().to(plans::list_plans)))
-        .service(resource("/v1/api-keys/revoke-leaked", &["POST"]).route(web::post().to(leaks::revoke_leaked)))
-        .service(resource("/readyz", &["GET"]).route(web::get().to(health::readyz)))
-        .service(resource("/metrics", &["GET"]).route(web::get().to(crate::metrics::metrics)))
-        .service(resource("/openapi.json", &["GET"]).route(web::get().to(crate::openapi::serve_openapi)));
+        .wrap(from_fn(observe_request));
     if let Some(token) = internal_token {
-        scope = scope.service(
-            resource("/v1/internal/verify-key", &["POST"])
-                .app_data(web::Data::new(token))
-                .route(web::post().to(verify::verify_key)),
-        );
+        cfg.app_data(web::Data::new(token));
     }
-    cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
-        .app_data(query_errors)
-        .service(scope.default_service(web::to(not_found)));
+    cfg.app_data(web::PayloadConfig::new(MAX_BODY_BYTES)).app_data(query_errors).service(scope);
 }
 
-/// A resource whose other methods get 405 with an `Allow` header.
-fn resource(path: &str, allowed: &'static [&'static str]) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(move || async move {
-        let mut response = actix_web::ResponseError::error_response(&ApiError::from_status(
-            actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
-        ));
-        if let Ok(value) = header::HeaderValue::from_str(&allowed.join(", ")) {
-            response.headers_mut().insert(header::ALLOW, value);
-        }
-        response
-    }))
+/// What a request no endpoint took gets: 405 with the `Allow` header when its path is an
+/// endpoint's (with other methods), else 404. Derived from the registered endpoints' paths,
+/// as the OpenAPI document lists them.
+async fn unmatched(req: HttpRequest) -> HttpResponse {
+    static ALLOWED: OnceLock<Vec<(Vec<String>, header::HeaderValue)>> = OnceLock::new();
+    let allowed = ALLOWED.get_or_init(|| allowed_methods(&crate::openapi::document().paths));
+    let segments: Vec<&str> = req.path().split('/').collect();
+    let allow = allowed.iter().find_map(|(template, allow)| {
+        let matches = template.len() == segments.len()
+            && template
+                .iter()
+                .zip(&segments)
+                .all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}') && !s.is_empty()));
+        matches.then_some(allow)
+    });
+    let Some(allow) = allow else {
+        return actix_web::ResponseError::error_response(&ApiError::not_found());
+    };
+    let refused = ApiError::new(ErrorCode::MethodNotAllowed, "this route does not accept this method");
+    let mut response = actix_web::ResponseError::error_response(&refused);
+    response.headers_mut().insert(header::ALLOW, allow.clone());
+    response
 }
 
-async fn not_found() -> HttpResponse {
-    actix_web::ResponseError::error_response(&ApiError::not_found())
+/// Each path's segments and its methods, as the `Allow` header lists them (alphabetically).
+fn allowed_methods(paths: &Paths) -> Vec<(Vec<String>, header::HeaderValue)> {
+    paths
+        .paths
+        .iter()
+        .filter_map(|(path, item)| {
+            let methods = [
+                ("DELETE", item.delete.is_some()),
+                ("GET", item.get.is_some()),
+                ("PATCH", item.patch.is_some()),
+                ("POST", item.post.is_some()),
+                ("PUT", item.put.is_some()),
+            ];
+            let allow: Vec<&str> = methods.iter().filter(|(_, served)| *served).map(|(m, _)| *m).collect();
+            let allow = header::HeaderValue::from_str(&allow.join(", ")).ok()?;
+            Some((path.split('/').map(str::to_owned).collect(), allow))
+        })
+        .collect()
 }

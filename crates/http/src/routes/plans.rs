@@ -1,21 +1,46 @@
-//! `GET /v1/plans`.
+//! `GET /v1/plans`: the plan catalogue.
 
-use account_domain::AccountService;
-use actix_web::http::StatusCode;
+use account_domain::{AccountService, Plan};
 use actix_web::web::Data;
-use actix_web::HttpResponse;
+use actix_web::{get, HttpResponse};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::shared_responses::Unavailable;
-use crate::dto::PlanDto;
-use crate::envelope::{respond, Envelope};
+use crate::envelope::{envelope_schemas, ok};
 use crate::error::ApiError;
 
+/// A plan of the catalogue.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Plan)]
+pub(crate) struct PlanDto<'a> {
+    #[schema(example = "starter")]
+    id: &'a str,
+    #[schema(example = "Starter")]
+    name: &'a str,
+    /// The monthly base price, in US cents.
+    #[schema(example = 4900, minimum = 0)]
+    base_price_cents: i64,
+}
+
+impl<'a> From<&'a Plan> for PlanDto<'a> {
+    fn from(plan: &'a Plan) -> Self {
+        Self { id: plan.id.as_str(), name: &plan.name, base_price_cents: plan.base_price_cents }
+    }
+}
+
+envelope_schemas! {
+    /// The plan catalogue, cheapest first.
+    PlanList => Vec<PlanDto<'static>>;
+}
+
 /// The plan catalogue, cheapest first. No authentication.
-#[utoipa::path(get, path = "/v1/plans", tag = "accounts", security(()), responses(
-    (status = 200, description = "The plans", body = Envelope<Vec<PlanDto>>),
+#[utoipa::path(tag = "accounts", operation_id = "list_plans", security(()), responses(
+    (status = 200, description = "The plans", body = PlanList),
     Unavailable,
 ))]
+#[get("/v1/plans")]
 pub(crate) async fn list_plans(service: Data<AccountService>) -> Result<HttpResponse, ApiError> {
-    let plans = service.list_plans().await.map_err(|e| ApiError::internal(&e))?;
-    Ok(respond(StatusCode::OK, plans.iter().map(PlanDto::from).collect::<Vec<_>>()))
+    let plans = service.list_plans().await?;
+    Ok(ok(plans.iter().map(PlanDto::from).collect::<Vec<_>>()))
 }

@@ -6,7 +6,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::IntoResponses;
 
 fn error(description: &str) -> RefOr<Response> {
-    let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+    let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("Error"))).build();
     ResponseBuilder::new().description(description).content("application/json", content).build().into()
 }
 

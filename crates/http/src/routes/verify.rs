@@ -1,18 +1,20 @@
 //! `POST /v1/internal/verify-key`: other services check keys with the same rules and cache
-//! as this API's own authentication. Exists only when `INTERNAL_SERVICE_TOKEN` is set.
+//! as this API's own authentication. Answers only when `INTERNAL_SERVICE_TOKEN` is set;
+//! without it, 404 as an unknown route would.
 
-use account_domain::{AccountService, Scopes};
+use account_domain::{AccountService, Scopes, Verification};
 use actix_web::http::header::AUTHORIZATION;
-use actix_web::http::StatusCode;
 use actix_web::web::{Data, Payload};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::{post, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+use super::api_keys::{scope_words, scopes_error, EnvironmentName, ScopeName};
 use super::shared_responses::{BodyErrors, Unavailable};
 use crate::auth::failed_authentication;
 use crate::body::{read_body, required_json};
-use crate::dto::{VerificationDto, VerifyKeyBody};
-use crate::envelope::{respond, Envelope};
-use crate::error::{ApiError, ErrorBody};
+use crate::envelope::{envelope_schemas, ok};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
 
 /// The token other services present; only its hash is kept, and comparing hashes
 /// (`blake3::Hash`'s equality) takes constant time.
@@ -35,21 +37,84 @@ impl std::fmt::Debug for InternalToken {
     }
 }
 
-/// Verifies a key for another service. Authenticated by the internal service token.
-#[utoipa::path(post, path = "/v1/internal/verify-key", tag = "internal", security(("service_token" = [])),
+/// `POST /v1/internal/verify-key`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = VerifyKeyRequest)]
+pub(crate) struct VerifyKeyBody {
+    /// The key a client presented.
+    key: String,
+    /// Scopes the key must hold.
+    #[serde(default)]
+    #[schema(schema_with = crate::routes::api_keys::optional_scope_list)]
+    scopes: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for VerifyKeyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key; nor the scopes, whose words are whatever was sent.
+        f.debug_struct("VerifyKeyBody").field("key", &"[REDACTED]").finish_non_exhaustive()
+    }
+}
+
+/// The verdict on a key, with the same rules as the API's own authentication.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Verification)]
+pub(crate) struct VerificationDto {
+    valid: bool,
+    /// valid, not_found, revoked, expired, insufficient_scope or org_inactive.
+    #[schema(example = "valid")]
+    code: &'static str,
+    org_id: Option<String>,
+    key_id: Option<String>,
+    #[schema(value_type = Option<EnvironmentName>)]
+    environment: Option<&'static str>,
+    #[schema(value_type = Option<Vec<ScopeName>>)]
+    scopes: Option<Vec<&'static str>>,
+    plan_id: Option<String>,
+}
+
+impl From<&Verification> for VerificationDto {
+    fn from(v: &Verification) -> Self {
+        let p = v.principal.as_ref();
+        Self {
+            valid: v.is_valid(),
+            code: v.code.as_str(),
+            org_id: p.map(|p| p.org_id().to_string()),
+            key_id: p.map(|p| p.key_id().to_string()),
+            environment: p.map(|p| p.environment().as_str()),
+            scopes: p.map(|p| scope_words(p.scopes())),
+            plan_id: p.map(|p| p.organization().plan.id.to_string()),
+        }
+    }
+}
+
+envelope_schemas! {
+    /// A verdict on a key.
+    VerificationResponse => VerificationDto;
+}
+
+/// Verifies a key for another service. Authenticated by the internal service token; 404
+/// when the service has none (`INTERNAL_SERVICE_TOKEN` unset).
+#[utoipa::path(tag = "internal", operation_id = "verify_api_key", security(("service_token" = [])),
     request_body = VerifyKeyBody,
     responses(
-    (status = 200, description = "The verdict (`valid` false says why in `code`)", body = Envelope<VerificationDto>),
+    (status = 200, description = "The verdict (`valid` false says why in `code`)", body = VerificationResponse),
     (status = 400, description = "Invalid body", body = ErrorBody),
     (status = 401, description = "Missing or wrong service token", body = ErrorBody),
+    (status = 404, description = "Verification is not enabled on this service (no INTERNAL_SERVICE_TOKEN)", body = ErrorBody),
+    (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
     BodyErrors, Unavailable,
 ))]
+#[post("/v1/internal/verify-key")]
 pub(crate) async fn verify_key(
     service: Data<AccountService>,
-    token: Data<InternalToken>,
     req: HttpRequest,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let Some(token) = req.app_data::<Data<InternalToken>>() else {
+        return Err(ApiError::not_found());
+    };
     let presented = req
         .headers()
         .get(AUTHORIZATION)
@@ -59,12 +124,12 @@ pub(crate) async fn verify_key(
         .map(|(_, t)| t.trim());
     if !presented.is_some_and(|t| token.admits(t)) {
         let refused =
-            ApiError::unauthorized("invalid_service_token", "send the internal service token as a Bearer token");
+            ApiError::new(ErrorCode::InvalidServiceToken, "send the internal service token as a Bearer token");
         return Err(failed_authentication(&req, refused));
     }
     let body = read_body(&req, payload).await?;
     let request = required_json::<VerifyKeyBody>(&req, &body)?;
-    let required = request.scopes.as_deref().map(|s| Scopes::parse(s).map_err(crate::dto::scopes_error)).transpose()?;
-    let verdict = service.verify_key(&request.key, required.as_ref()).await.map_err(|e| ApiError::internal(&e))?;
-    Ok(respond(StatusCode::OK, VerificationDto::from(&verdict)))
+    let required = request.scopes.as_deref().map(|s| Scopes::parse(s).map_err(scopes_error)).transpose()?;
+    let verdict = service.into_inner().verify_key(&request.key, required.as_ref()).await?;
+    Ok(ok(VerificationDto::from(&verdict)))
 }

@@ -13,7 +13,7 @@ use crate::KeyHash;
 /// has caught up, the cache stays untrusted and requests read the store.
 const MAX_POLLS_PER_SYNC: usize = 100;
 
-pub(crate) struct CacheState {
+pub(crate) struct TrustedCache {
     pub(crate) cache: Arc<dyn CredentialCache>,
     feed: Arc<dyn ChangeFeed>,
     max_staleness: Duration,
@@ -31,7 +31,7 @@ pub(crate) struct CacheState {
     pub(crate) misses: AtomicU64,
 }
 
-impl CacheState {
+impl TrustedCache {
     pub(crate) fn new(cache: Arc<dyn CredentialCache>, feed: Arc<dyn ChangeFeed>, max_staleness: Duration) -> Self {
         Self {
             cache,
@@ -82,7 +82,7 @@ impl CacheState {
     /// Reads the feed until it has caught up and forgets what changed; clears the cache
     /// when the feed may have missed something. The cache is trusted again only once a
     /// sync has read everything committed before it began. Returns the changes applied.
-    pub(crate) async fn sync(&self) -> anyhow::Result<usize> {
+    pub(crate) async fn sync(&self) -> crate::ports::StoreResult<usize> {
         let _turn = self.syncing.lock().await;
         let began = self.micros_since_origin(Instant::now());
         let mut applied = 0;
@@ -144,7 +144,7 @@ mod tests {
             .returning(|_, _| Some(CachedLookup::Found(Arc::new(credential()))));
         let service = ports.service_with_cache(cache, quiet_feed());
         service.sync_changes().await.expect("synced");
-        let principal = service.authenticate(&key).await.expect("authenticated");
+        let principal = service.authenticate(key.as_bytes()).await.expect("authenticated");
         assert_eq!(principal.organization(), &credential().organization);
     }
 
@@ -158,7 +158,7 @@ mod tests {
         cache.expect_put().times(1).return_const(());
         // Never synced: every request goes to the store (and refreshes the cache).
         let service = ports.service_with_cache(cache, quiet_feed());
-        assert!(service.authenticate(&key).await.is_ok());
+        assert!(service.authenticate(key.as_bytes()).await.is_ok());
     }
 
     #[tokio::test]
@@ -170,7 +170,7 @@ mod tests {
         cache.expect_get().returning(|_, _| Some(CachedLookup::Missing));
         let service = ports.service_with_cache(cache, quiet_feed());
         service.sync_changes().await.expect("synced");
-        assert!(matches!(service.authenticate(&key).await, Err(AuthenticateError::UnknownKey)));
+        assert!(matches!(service.authenticate(key.as_bytes()).await, Err(AuthenticateError::UnknownKey)));
     }
 
     #[tokio::test]
@@ -183,7 +183,7 @@ mod tests {
         cache.expect_put().withf(move |h, l| *h == hash && *l == CachedLookup::Missing).times(1).return_const(());
         let service = ports.service_with_cache(cache, quiet_feed());
         service.sync_changes().await.expect("synced");
-        assert!(matches!(service.authenticate(&key).await, Err(AuthenticateError::UnknownKey)));
+        assert!(matches!(service.authenticate(key.as_bytes()).await, Err(AuthenticateError::UnknownKey)));
     }
 
     #[tokio::test]
@@ -195,7 +195,7 @@ mod tests {
             .returning(|_, _| Some(CachedLookup::Found(Arc::new(credential().with(|c| c.key.expires_at = Some(NOW))))));
         let service = Ports::new().service_with_cache(cache, quiet_feed());
         service.sync_changes().await.expect("synced");
-        assert!(matches!(service.authenticate(&key).await, Err(AuthenticateError::Expired)));
+        assert!(matches!(service.authenticate(key.as_bytes()).await, Err(AuthenticateError::Expired)));
     }
 
     #[tokio::test]
@@ -218,7 +218,7 @@ mod tests {
     async fn a_failed_sync_leaves_the_cache_untrusted() {
         let (key, _) = presented();
         let mut feed = MockChangeFeed::new();
-        feed.expect_poll().returning(|| Err(anyhow::anyhow!("database gone")));
+        feed.expect_poll().returning(|| Err(anyhow::anyhow!("database gone").into()));
         let mut cache = MockCredentialCache::new();
         cache.expect_get().never();
         cache.expect_put().return_const(());
@@ -226,16 +226,17 @@ mod tests {
         ports.keys.expect_find_credential().times(1).returning(|_| Ok(Some(credential())));
         let service = ports.service_with_cache(cache, feed);
         assert!(service.sync_changes().await.is_err());
-        assert!(service.authenticate(&key).await.is_ok());
+        assert!(service.authenticate(key.as_bytes()).await.is_ok());
     }
 
     #[tokio::test]
     async fn a_revocation_made_here_is_applied_before_the_answer() {
         let mut ports = Ports::new();
+        ports.keys.expect_find_key().returning(|org, id| Ok(Some(api_key(id.as_str(), org.as_str()))));
         ports.keys.expect_revoke_key().returning(|org, id, at, _, _| {
             let mut key = api_key(id.as_str(), org.as_str());
             key.revoked_at = Some(at);
-            Ok(Some(key))
+            Ok(key)
         });
         let mut feed = MockChangeFeed::new();
         feed.expect_poll().times(1).returning(|| Ok(FeedPoll { caught_up: true, ..FeedPoll::default() }));
@@ -249,9 +250,10 @@ mod tests {
     #[tokio::test]
     async fn if_a_revocation_cannot_be_applied_the_cache_is_emptied() {
         let mut ports = Ports::new();
-        ports.keys.expect_revoke_key().returning(|org, id, _, _, _| Ok(Some(api_key(id.as_str(), org.as_str()))));
+        ports.keys.expect_find_key().returning(|org, id| Ok(Some(api_key(id.as_str(), org.as_str()))));
+        ports.keys.expect_revoke_key().returning(|org, id, _, _, _| Ok(api_key(id.as_str(), org.as_str())));
         let mut feed = MockChangeFeed::new();
-        feed.expect_poll().returning(|| Err(anyhow::anyhow!("gone")));
+        feed.expect_poll().returning(|| Err(anyhow::anyhow!("gone").into()));
         let mut cache = MockCredentialCache::new();
         cache.expect_clear().times(1).return_const(());
         let service = ports.service_with_cache(cache, feed);
@@ -267,7 +269,7 @@ mod tests {
         let mut cache = MockCredentialCache::new();
         cache.expect_put().never();
         cache.expect_clear().return_const(());
-        let state = super::CacheState::new(
+        let state = super::TrustedCache::new(
             std::sync::Arc::new(cache),
             std::sync::Arc::new(quiet_feed()),
             std::time::Duration::from_secs(1),
@@ -295,9 +297,9 @@ mod tests {
         ports.keys.expect_find_credential().times(1).returning(|_| Ok(Some(credential())));
         let service = ports.service_with_cache(cache, feed);
         service.sync_changes().await.expect("synced, still behind");
-        assert!(service.authenticate(&key).await.is_ok(), "read from the store while behind");
+        assert!(service.authenticate(key.as_bytes()).await.is_ok(), "read from the store while behind");
         service.sync_changes().await.expect("caught up");
-        assert!(service.authenticate(&key).await.is_ok(), "from the cache once caught up");
+        assert!(service.authenticate(key.as_bytes()).await.is_ok(), "from the cache once caught up");
     }
 
     #[tokio::test]

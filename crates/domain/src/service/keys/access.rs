@@ -1,0 +1,193 @@
+//! Who may act on which key: the one decision every key operation asks for.
+
+use thiserror::Error;
+use time::OffsetDateTime;
+
+use crate::model::{ApiKey, Environment, KeyId, Scope, Scopes};
+use crate::service::{AccountService, InsufficientScope, Principal};
+
+/// Why a caller may not act on a key. The refusals come in one order: the scope the
+/// operation needs, then the organization (a key of another one does not exist for the
+/// caller), then the key's scopes, its environment, and its expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum KeyAccessError {
+    #[error(transparent)]
+    InsufficientScope(#[from] InsufficientScope),
+    #[error("no such API key")]
+    NotFound,
+    /// The key would hold a scope the caller lacks. `requested`: the scope was asked for
+    /// in the request (rather than held by a stored key).
+    #[error("a key can only grant or manage scopes it holds itself; this one lacks `{lacking}`")]
+    ScopeEscalation { lacking: Scope, requested: bool },
+    /// A test key and a live key. `requested`: the environment was asked for in the request.
+    #[error("a test key can only create or manage test keys")]
+    EnvironmentEscalation { requested: bool },
+    #[error("a key that expires can only create keys that expire no later than it does")]
+    ExpiryEscalation,
+}
+
+/// What the access rules look at in the key acted on; `None` where the operation does not
+/// touch that property.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyFacts<'a> {
+    /// The facts come from the request (a key to be created), not from a stored key.
+    pub requested: bool,
+    pub environment: Option<Environment>,
+    /// Scopes the operation hands on to a key (create, roll).
+    pub scopes: Option<&'a Scopes>,
+    /// The expiry the operation gives a key (create).
+    pub expires_at: Option<Option<OffsetDateTime>>,
+}
+
+/// What an operation does with a stored key, and so which of its properties the rules see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Use {
+    /// Reads it: any key of the organization, as the list shows them all.
+    Read,
+    /// Changes it (rename, revoke): its environment counts.
+    Manage,
+    /// Makes a key like it (roll): its environment and its scopes count.
+    Copy,
+}
+
+impl<'a> KeyFacts<'a> {
+    /// A stored key, as an operation that uses it so sees it.
+    pub(crate) fn stored(key: &'a ApiKey, using: Use) -> Self {
+        Self {
+            requested: false,
+            environment: (using != Use::Read).then_some(key.environment),
+            scopes: (using == Use::Copy).then_some(&key.scopes),
+            expires_at: None,
+        }
+    }
+}
+
+impl Principal {
+    /// Whether this caller may act on a key with these facts: the one place the rules live.
+    pub(crate) fn may_act_on(&self, key: &KeyFacts<'_>) -> Result<(), KeyAccessError> {
+        if let Some(lacking) = key.scopes.and_then(|scopes| scopes.first_not_in(self.scopes())) {
+            return Err(KeyAccessError::ScopeEscalation { lacking, requested: key.requested });
+        }
+        if key.environment.is_some_and(|environment| !self.may_manage(environment)) {
+            return Err(KeyAccessError::EnvironmentEscalation { requested: key.requested });
+        }
+        let outlives = |expires_at: Option<OffsetDateTime>| {
+            self.expires_at().is_some_and(|limit| expires_at.is_none_or(|at| at > limit))
+        };
+        if key.expires_at.is_some_and(outlives) {
+            return Err(KeyAccessError::ExpiryEscalation);
+        }
+        Ok(())
+    }
+}
+
+/// What looking up a key for an operation may end in.
+#[derive(Debug, Error)]
+pub(crate) enum LookupError {
+    #[error(transparent)]
+    Access(#[from] KeyAccessError),
+    #[error(transparent)]
+    Unknown(#[from] crate::ports::StoreError),
+}
+
+impl AccountService {
+    /// The caller's key `key_id`, once the caller is found to hold `needs` and to be allowed
+    /// the `using` of it. A malformed id, or a key of another organization, is `NotFound`.
+    pub(crate) async fn key_to_act_on(
+        &self,
+        caller: &Principal,
+        needs: Scope,
+        key_id: &str,
+        using: Use,
+    ) -> Result<ApiKey, LookupError> {
+        caller.require(needs).map_err(KeyAccessError::from)?;
+        let Ok(key_id) = KeyId::new(key_id) else {
+            return Err(KeyAccessError::NotFound.into());
+        };
+        let key = self.keys.find_key(caller.org_id(), &key_id).await?.ok_or(KeyAccessError::NotFound)?;
+        caller.may_act_on(&KeyFacts::stored(&key, using))?;
+        Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::test_support::*;
+
+    fn requested(environment: Environment, scopes: &Scopes, expires_at: Option<OffsetDateTime>) -> KeyFacts<'_> {
+        KeyFacts { requested: true, environment: Some(environment), scopes: Some(scopes), expires_at: Some(expires_at) }
+    }
+
+    #[test]
+    fn the_refusals_come_in_one_order_scopes_then_environment_then_expiry() {
+        let limit = NOW + time::Duration::days(1);
+        let caller = principal_of(credential().with(|c| {
+            c.key.scopes = Scopes::parse(&["write"]).expect("valid");
+            c.key.environment = Environment::Test;
+            c.key.expires_at = Some(limit);
+        }));
+        let all = Scopes::all();
+        let write = Scopes::parse(&["write"]).expect("valid");
+        assert_eq!(
+            caller.may_act_on(&requested(Environment::Live, &all, None)),
+            Err(KeyAccessError::ScopeEscalation { lacking: Scope::Read, requested: true })
+        );
+        assert_eq!(
+            caller.may_act_on(&requested(Environment::Live, &write, None)),
+            Err(KeyAccessError::EnvironmentEscalation { requested: true })
+        );
+        assert_eq!(
+            caller.may_act_on(&requested(Environment::Test, &write, None)),
+            Err(KeyAccessError::ExpiryEscalation)
+        );
+        assert_eq!(caller.may_act_on(&requested(Environment::Test, &write, Some(limit))), Ok(()));
+        assert_eq!(
+            caller.may_act_on(&requested(Environment::Test, &write, Some(limit + time::Duration::seconds(1)))),
+            Err(KeyAccessError::ExpiryEscalation)
+        );
+    }
+
+    #[test]
+    fn a_stored_key_is_judged_by_what_the_operation_touches() {
+        let caller = principal(&["write"], Environment::Live);
+        let key = api_key("key_a", "org_caller");
+        assert_eq!(
+            caller.may_act_on(&KeyFacts::stored(&key, Use::Manage)),
+            Ok(()),
+            "managing needs no scope of the key"
+        );
+        assert_eq!(
+            caller.may_act_on(&KeyFacts::stored(&key, Use::Copy)),
+            Err(KeyAccessError::ScopeEscalation { lacking: Scope::Read, requested: false })
+        );
+        let test = principal(&["read", "write"], Environment::Test);
+        assert_eq!(test.may_act_on(&KeyFacts::stored(&key, Use::Read)), Ok(()), "reading is not managing");
+        assert_eq!(
+            test.may_act_on(&KeyFacts::stored(&key, Use::Manage)),
+            Err(KeyAccessError::EnvironmentEscalation { requested: false })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_is_found_only_within_the_callers_organization_and_with_the_scope_needed() {
+        let mut ports = Ports::new();
+        ports.keys.expect_find_key().returning(|org, id| {
+            Ok((org.as_str() == "org_caller" && id.as_str() == "key_mine").then(|| api_key(id.as_str(), org.as_str())))
+        });
+        let service = ports.service();
+        let writer = principal(&["write"], Environment::Live);
+        let reader = principal(&["read"], Environment::Live);
+        assert!(service.key_to_act_on(&writer, Scope::Write, "key_mine", Use::Manage).await.is_ok());
+        for (caller, id, expected) in [
+            (&reader, "key_mine", KeyAccessError::InsufficientScope(InsufficientScope(Scope::Write))),
+            (&writer, "key_other", KeyAccessError::NotFound),
+            (&writer, "not an id", KeyAccessError::NotFound),
+        ] {
+            match service.key_to_act_on(caller, Scope::Write, id, Use::Manage).await {
+                Err(LookupError::Access(e)) => assert_eq!(e, expected),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}

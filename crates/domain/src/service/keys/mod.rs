@@ -1,0 +1,184 @@
+//! An organization's keys: listing and reading them, and the four changes (create, roll,
+//! rename, revoke), each in a file of its own with its tests. Who may act on which key is
+//! decided in one place, [`access`]; every key is made by [`AccountService::mint_key`].
+
+mod access;
+mod create;
+mod rename;
+mod revoke;
+mod roll;
+
+use thiserror::Error;
+use time::OffsetDateTime;
+
+use super::{AccountService, InsufficientScope, Principal};
+use crate::model::{
+    ApiKey, AuditAction, AuditRecord, Environment, KeyName, NewApiKey, OrgId, PlaintextKey, RequestMeta, Scope, Scopes,
+};
+use crate::ports::{KeyStoreError, StoreError};
+
+pub use access::KeyAccessError;
+use access::{LookupError, Use};
+pub use roll::RolledKey;
+
+/// A key just created: the stored form, and the plaintext shown to its owner this once.
+#[derive(Debug)]
+pub struct CreatedKey {
+    pub key: ApiKey,
+    pub plaintext: PlaintextKey,
+}
+
+#[derive(Debug, Error)]
+pub enum ListKeysError {
+    #[error(transparent)]
+    InsufficientScope(#[from] InsufficientScope),
+    #[error(transparent)]
+    Unknown(#[from] StoreError),
+}
+
+/// The error of an operation on one key: the caller may not act on it, or the store
+/// refused or failed. Both are passed on as they are, so each outcome is mapped once.
+macro_rules! key_operation_error {
+    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Error)]
+        pub enum $name {
+            #[error(transparent)]
+            Access(#[from] KeyAccessError),
+            #[error(transparent)]
+            Store(#[from] KeyStoreError),
+        }
+
+        impl From<StoreError> for $name {
+            fn from(e: StoreError) -> Self {
+                Self::Store(KeyStoreError::Unknown(e))
+            }
+        }
+
+        impl From<LookupError> for $name {
+            fn from(e: LookupError) -> Self {
+                match e {
+                    LookupError::Access(e) => Self::Access(e),
+                    LookupError::Unknown(e) => e.into(),
+                }
+            }
+        }
+    )*};
+}
+
+key_operation_error! {
+    /// Errors of [`AccountService::get_key`].
+    GetKeyError;
+    /// Errors of [`AccountService::create_key`].
+    CreateKeyError;
+    /// Errors of [`AccountService::roll_key`].
+    RollKeyError;
+    /// Errors of [`AccountService::rename_key`].
+    RenameKeyError;
+    /// Errors of [`AccountService::revoke_key`].
+    RevokeKeyError;
+}
+
+impl AccountService {
+    /// Every key of the caller's organization, newest first. Needs `read`.
+    pub async fn list_keys(&self, caller: &Principal) -> Result<Vec<ApiKey>, ListKeysError> {
+        caller.require(Scope::Read)?;
+        let keys = self.keys.list_keys(caller.org_id()).await?;
+        Ok(keys.into_iter().map(|key| self.with_pending_use(key)).collect())
+    }
+
+    /// One key of the caller's organization, as listed. Needs `read`; any key of the
+    /// organization may be read, as the list shows them all.
+    pub async fn get_key(&self, caller: &Principal, key_id: &str) -> Result<ApiKey, GetKeyError> {
+        let key = self.key_to_act_on(caller, Scope::Read, key_id, Use::Read).await?;
+        Ok(self.with_pending_use(key))
+    }
+
+    /// Uses not yet flushed are already known here: every answer shows them.
+    fn with_pending_use(&self, mut key: ApiKey) -> ApiKey {
+        if let Some(pending) = self.usage.pending(&key.id) {
+            key.last_used_at = Some(key.last_used_at.map_or(pending, |stored| stored.max(pending)));
+        }
+        key
+    }
+
+    /// The `key.created` event of a key the caller makes, by creating or by rolling.
+    fn key_created_record(
+        &self,
+        caller: &Principal,
+        key: &NewApiKey,
+        meta: &RequestMeta,
+        now: OffsetDateTime,
+    ) -> AuditRecord {
+        self.audit_record(caller.org_id(), AuditAction::KeyCreated, Some(key.id.as_str()), Some(caller), meta, now)
+    }
+
+    /// Draws a fresh secret and builds the key to store and the plaintext to show once: the
+    /// one way a key is made, by signup, creation or roll.
+    pub(super) fn mint_key(
+        &self,
+        org_id: &OrgId,
+        name: KeyName,
+        environment: Environment,
+        scopes: Scopes,
+        expires_at: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> (NewApiKey, PlaintextKey) {
+        let plaintext = PlaintextKey::assemble(environment, &self.generator.key_secret());
+        let new_key = NewApiKey {
+            id: self.generator.key_id(),
+            org_id: org_id.clone(),
+            name,
+            hash: plaintext.hash(),
+            prefix: plaintext.display_prefix(),
+            environment,
+            scopes,
+            created_at: now,
+            expires_at,
+        };
+        (new_key, plaintext)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::test_support::*;
+
+    #[tokio::test]
+    async fn listing_needs_read_and_shows_uses_not_yet_flushed() {
+        let mut ports = Ports::new();
+        ports.keys.expect_list_keys().returning(|org| Ok(vec![api_key("key_abc", org.as_str())]));
+        let service = ports.service();
+        assert!(matches!(
+            service.list_keys(&principal(&["write"], Environment::Live)).await,
+            Err(ListKeysError::InsufficientScope(_))
+        ));
+        service.usage.record(&KeyId::new("key_abc").expect("valid"), NOW);
+        let keys = service.list_keys(&principal(&["read"], Environment::Live)).await.expect("listed");
+        assert_eq!(keys[0].last_used_at, Some(NOW));
+    }
+
+    #[tokio::test]
+    async fn any_key_of_the_organization_is_read_as_listed_and_no_other() {
+        let mut ports = Ports::new();
+        ports.keys.expect_find_key().returning(|org, id| {
+            Ok((org.as_str() == "org_caller" && id.as_str() != "key_gone").then(|| api_key(id.as_str(), org.as_str())))
+        });
+        let service = ports.service();
+        service.usage.record(&KeyId::new("key_live").expect("valid"), NOW);
+        let test_reader = principal(&["read"], Environment::Test);
+        let read = service.get_key(&test_reader, "key_live").await.expect("a test key reads a live key");
+        assert_eq!(read.last_used_at, Some(NOW), "uses not yet flushed included");
+        for id in ["key_gone", "bad id"] {
+            assert!(matches!(
+                service.get_key(&test_reader, id).await,
+                Err(GetKeyError::Access(KeyAccessError::NotFound))
+            ));
+        }
+        assert!(matches!(
+            service.get_key(&principal(&["write"], Environment::Live), "key_live").await,
+            Err(GetKeyError::Access(KeyAccessError::InsufficientScope(_)))
+        ));
+    }
+}

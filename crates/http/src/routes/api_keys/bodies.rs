@@ -1,0 +1,251 @@
+//! The request and response bodies of the API keys, and their conversion from and to domain
+//! values.
+
+use account_domain::{
+    ApiKey, CreateKeyRequest, CreatedKey, Environment, ExpiresInDays, GracePeriod, KeyName, RolledKey, Scopes,
+    ScopesError,
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::error::ApiError;
+use crate::timestamp::rfc3339;
+
+/// `POST /v1/account/api-keys`; every field is optional.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = CreateApiKeyRequest)]
+pub(crate) struct CreateKeyBody {
+    /// Key name: 1 to 200 characters once leading and trailing spaces are trimmed (the
+    /// length is checked after trimming), no control characters. Default "Default Key".
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f]*$", example = "CI/CD Key")]
+    name: Option<String>,
+    /// `live` (default) or `test`.
+    #[serde(default)]
+    #[schema(value_type = Option<EnvironmentName>)]
+    environment: Option<String>,
+    /// Permissions (default both); no duplicates; no more than the creating key holds.
+    #[serde(default)]
+    #[schema(schema_with = crate::routes::api_keys::optional_scope_list)]
+    scopes: Option<Vec<String>>,
+    /// Days until expiration, 1 to 3650. Default: the creating key's expiry (never, for a
+    /// key that never expires); never later than it.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 3650, example = 90)]
+    expires_in_days: Option<i64>,
+}
+
+/// Where a key may be used.
+#[derive(ToSchema)]
+#[schema(as = Environment, rename_all = "lowercase")]
+#[allow(dead_code)] // a schema only
+pub(crate) enum EnvironmentName {
+    Live,
+    Test,
+}
+
+/// A permission: `read` allows the GET routes, `write` creating and revoking keys.
+#[derive(ToSchema)]
+#[schema(as = Scope, rename_all = "lowercase")]
+#[allow(dead_code)] // a schema only
+pub(crate) enum ScopeName {
+    Read,
+    Write,
+}
+
+impl CreateKeyBody {
+    pub(crate) fn into_domain(self) -> Result<CreateKeyRequest, ApiError> {
+        let name = self.name.map(|n| KeyName::new(&n).map_err(|e| ApiError::validation("name", e))).transpose()?;
+        let environment = self
+            .environment
+            .map(|e| Environment::new(&e).map_err(|e| ApiError::validation("environment", e)))
+            .transpose()?;
+        let scopes = self.scopes.map(|s| Scopes::parse(&s).map_err(scopes_error)).transpose()?;
+        let expires_in = self
+            .expires_in_days
+            .map(|d| ExpiresInDays::new(d).map_err(|e| ApiError::validation("expires_in_days", e)))
+            .transpose()?;
+        Ok(CreateKeyRequest::new(name, environment, scopes, expires_in))
+    }
+}
+
+/// A refused list of scopes. The domain's message quotes an unknown word (up to 40
+/// characters of it), which could be most of a key: it is not repeated.
+pub(crate) fn scopes_error(e: ScopesError) -> ApiError {
+    match e {
+        ScopesError::Unknown { source, .. } => {
+            ApiError::validation("scopes", format_args!("names an unknown scope: each {source}"))
+        }
+        other => ApiError::validation("scopes", other),
+    }
+}
+
+pub(crate) fn scope_words(scopes: &Scopes) -> Vec<&'static str> {
+    scopes.iter().map(|s| s.as_str()).collect()
+}
+
+/// A key as listed: never the secret.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ApiKey)]
+pub(crate) struct KeyDto {
+    #[schema(pattern = "^key_[0-9A-Za-z]+$")]
+    id: String,
+    name: String,
+    #[schema(pattern = "^mem_(live|test)_[0-9A-Za-z]{6}\\.\\.\\.$", example = "mem_live_a1b2c3...")]
+    key_prefix: String,
+    #[schema(value_type = EnvironmentName)]
+    environment: &'static str,
+    #[schema(schema_with = crate::routes::api_keys::scope_list)]
+    scopes: Vec<&'static str>,
+    /// False once the key is revoked or expired.
+    is_active: bool,
+    #[schema(format = DateTime)]
+    created_at: String,
+    /// Null until first used; may lag by up to a minute.
+    #[schema(format = DateTime)]
+    last_used_at: Option<String>,
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
+}
+
+impl KeyDto {
+    pub(crate) fn new(key: &ApiKey, now: OffsetDateTime) -> Self {
+        Self {
+            id: key.id.to_string(),
+            name: key.name.as_str().to_owned(),
+            key_prefix: key.prefix.as_str().to_owned(),
+            environment: key.environment.as_str(),
+            scopes: scope_words(&key.scopes),
+            is_active: key.is_active(now),
+            created_at: rfc3339(key.created_at),
+            last_used_at: key.last_used_at.map(rfc3339),
+            expires_at: key.expires_at.map(rfc3339),
+        }
+    }
+}
+
+/// A key just created: the only response that ever carries the full key.
+#[derive(Serialize, ToSchema)]
+#[schema(as = CreatedApiKey)]
+pub(crate) struct CreatedKeyDto<'a> {
+    #[schema(pattern = "^key_[0-9A-Za-z]+$")]
+    id: String,
+    name: String,
+    /// The full key, shown this once: save it securely.
+    #[schema(pattern = "^mem_(live|test)_[0-9A-Za-z]{38}$")]
+    key: &'a str,
+    #[schema(pattern = "^mem_(live|test)_[0-9A-Za-z]{6}\\.\\.\\.$")]
+    key_prefix: String,
+    #[schema(value_type = EnvironmentName)]
+    environment: &'static str,
+    #[schema(schema_with = crate::routes::api_keys::scope_list)]
+    scopes: Vec<&'static str>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
+}
+
+impl<'a> From<&'a CreatedKey> for CreatedKeyDto<'a> {
+    fn from(created: &'a CreatedKey) -> Self {
+        let key = &created.key;
+        Self {
+            id: key.id.to_string(),
+            name: key.name.as_str().to_owned(),
+            key: created.plaintext.expose(),
+            key_prefix: key.prefix.as_str().to_owned(),
+            environment: key.environment.as_str(),
+            scopes: scope_words(&key.scopes),
+            created_at: rfc3339(key.created_at),
+            expires_at: key.expires_at.map(rfc3339),
+        }
+    }
+}
+
+impl std::fmt::Debug for CreatedKeyDto<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedKeyDto").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// `PATCH /v1/account/api-keys/{key_id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = RenameApiKeyRequest)]
+pub(crate) struct RenameKeyBody {
+    /// The new name: 1 to 200 characters once leading and trailing spaces are trimmed (the
+    /// length is checked after trimming), no control characters.
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f]*$", example = "Production Key")]
+    name: String,
+}
+
+impl RenameKeyBody {
+    pub(crate) fn into_domain(self) -> Result<KeyName, ApiError> {
+        KeyName::new(&self.name).map_err(|e| ApiError::validation("name", e))
+    }
+}
+
+/// `POST /v1/account/api-keys/{key_id}/roll`; the body is optional.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = RollApiKeyRequest)]
+pub(crate) struct RollKeyBody {
+    /// How long the old key keeps working, 0 to 168 hours (default 24; 0: it stops at once).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 168, example = 24)]
+    expires_in_hours: Option<i64>,
+}
+
+impl RollKeyBody {
+    pub(crate) fn into_domain(self) -> Result<GracePeriod, ApiError> {
+        self.expires_in_hours
+            .map(|h| GracePeriod::new(h).map_err(|e| ApiError::validation("expires_in_hours", e)))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+}
+
+/// A rolled key: the new key, shown this once, and the id of the key it replaces.
+#[derive(Serialize, ToSchema)]
+#[schema(as = RolledApiKey)]
+pub(crate) struct RolledKeyDto<'a> {
+    #[serde(flatten)]
+    key: CreatedKeyDto<'a>,
+    /// The key this one replaces; it keeps working for the grace period.
+    #[schema(pattern = "^key_[0-9A-Za-z]+$")]
+    rolled_from: &'a str,
+}
+
+impl<'a> From<&'a RolledKey> for RolledKeyDto<'a> {
+    fn from(rolled: &'a RolledKey) -> Self {
+        Self { key: CreatedKeyDto::from(&rolled.created), rolled_from: rolled.rolled_from.as_str() }
+    }
+}
+
+impl std::fmt::Debug for RolledKeyDto<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RolledKeyDto").field("rolled_from", &self.rolled_from).finish_non_exhaustive()
+    }
+}
+
+/// A list of scopes: `read` and/or `write`, each at most once.
+pub(crate) fn scope_list() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::ArrayBuilder;
+    use utoipa::openapi::Ref;
+    ArrayBuilder::new()
+        .items(Ref::from_schema_name("Scope"))
+        .min_items(Some(1))
+        .max_items(Some(2))
+        .unique_items(true)
+        .build()
+}
+
+/// [`scope_list`], or null.
+pub(crate) fn optional_scope_list() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    let mut list = scope_list();
+    list.schema_type = SchemaType::from_iter([Type::Array, Type::Null]);
+    list
+}
