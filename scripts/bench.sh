@@ -4,7 +4,8 @@
 # and signup, on SQLite and on PostgreSQL. The server is pinned to one core and wrk to
 # another, so that the load generator does not hide the server's own cost.
 #
-# Usage: scripts/bench.sh [sqlite|postgres|both]   (env: ROUNDS, SECONDS_PER_RUN, CONNECTIONS, PG_ADMIN_URL)
+# Usage: scripts/bench.sh [sqlite|postgres|both]   (env: ROUNDS, SECONDS_PER_RUN, CONNECTIONS, PG_ADMIN_URL,
+# BENCH_BIN: a release binary to measure instead of this tree's, e.g. an earlier commit's for a before/after)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,8 +24,12 @@ if ! command -v wrk >/dev/null; then
     echo "installing wrk..." >&2
     apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
 fi
-cargo build --release --quiet
-BIN=target/release/account-api
+if [[ -n ${BENCH_BIN:-} ]]; then
+    BIN=$BENCH_BIN
+else
+    cargo build --release --quiet
+    BIN=target/release/account-api
+fi
 BASE="http://127.0.0.1:$PORT"
 LUA=$(mktemp -d)
 trap 'rm -rf "$LUA"; [[ -n "${SERVER_PID:-}" ]] && kill "$SERVER_PID" 2>/dev/null || true' EXIT

@@ -20,6 +20,27 @@ fn key_parsing(c: &mut Criterion) {
     c.bench_function("parse and hash a valid key", |b| {
         b.iter(|| PlaintextKey::parse(black_box(&key)).map(|k| k.hash()))
     });
+    // The byte-level check against what it replaced: a UTF-8 pass over the header, then the
+    // plain parse and hash.
+    c.bench_function("header bytes: UTF-8 pass, then parse and hash (without the byte-level check)", |b| {
+        b.iter(|| {
+            std::str::from_utf8(black_box(key.as_bytes()))
+                .ok()
+                .and_then(|text| PlaintextKey::parse(text).ok())
+                .map(|k| k.hash())
+        })
+    });
+    // The last-use map is keyed by key id on every authenticated request: foldhash against
+    // the standard library's SipHash, for one id.
+    let id = "key_0192f4a1b2c3d4e5f60718293a4b5c6d";
+    c.bench_function("hash a key id with foldhash (the last-use map)", |b| {
+        let state = foldhash::fast::RandomState::default();
+        b.iter(|| std::hash::BuildHasher::hash_one(&state, black_box(id)))
+    });
+    c.bench_function("hash a key id with SipHash (the standard map)", |b| {
+        let state = std::collections::hash_map::RandomState::new();
+        b.iter(|| std::hash::BuildHasher::hash_one(&state, black_box(id)))
+    });
 }
 
 criterion_group!(benches, key_parsing);

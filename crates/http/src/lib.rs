@@ -13,6 +13,8 @@ mod metrics;
 mod middleware;
 mod openapi;
 mod routes;
+#[doc(hidden)]
+pub mod speed_devices;
 mod timestamp;
 
 pub use client_ip::TrustedProxies;

@@ -255,37 +255,24 @@ impl KeyRepository for SqlKeyRepository {
     }
 
     async fn record_usage(&self, usage: &[(KeyId, OffsetDateTime)]) -> account_domain::StoreResult<()> {
-        let statements: Vec<String> = usage.chunks(USAGE_BATCH).map(usage_update).collect();
+        let usage: Vec<(String, i64)> = usage.iter().map(|(id, at)| (id.to_string(), to_micros(*at))).collect();
         self.db
             .write(move |conn| {
-                for sql in statements {
-                    diesel::sql_query(sql).execute(conn)?;
+                // One prepared statement, its values bound, per key; one transaction for all.
+                for (id, at) in &usage {
+                    diesel::update(
+                        api_keys::table
+                            .filter(api_keys::id.eq(id))
+                            .filter(api_keys::last_used_at.is_null().or(api_keys::last_used_at.lt(at))),
+                    )
+                    .set(api_keys::last_used_at.eq(at))
+                    .execute(conn)?;
                 }
                 Ok(())
             })
             .await
             .map_err(|e| e.into_store_error("could not record key usage"))
     }
-}
-
-/// Keys per usage statement: one statement covers a whole flush of a busy instance.
-const USAGE_BATCH: usize = 500;
-
-/// One `UPDATE` for a batch of last-use times, never moving one backwards. The values are
-/// inlined: a [`KeyId`] is `key_` and ASCII letters and digits only, and times are integers.
-fn usage_update(batch: &[(KeyId, OffsetDateTime)]) -> String {
-    use std::fmt::Write as _;
-    let mut case = String::from("CASE id");
-    let mut ids = String::new();
-    for (i, (id, at)) in batch.iter().enumerate() {
-        debug_assert!(id.as_str().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
-        let _ = write!(case, " WHEN '{}' THEN {}", id.as_str(), to_micros(*at));
-        let _ = write!(ids, "{}'{}'", if i == 0 { "" } else { ", " }, id.as_str());
-    }
-    case.push_str(" END");
-    format!(
-        "UPDATE api_keys SET last_used_at = {case} WHERE id IN ({ids}) AND (last_used_at IS NULL OR last_used_at < {case})"
-    )
 }
 
 /// How many keys of the organization are neither revoked nor expired at `at` (microseconds).

@@ -2,7 +2,7 @@
 
 use account_domain::{audit_event_id, AuditEvent, AuditLogError, AuditPage};
 use actix_web::web::Query;
-use actix_web::{get, HttpResponse};
+use actix_web::{get, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -102,8 +102,11 @@ impl From<AuditLogError> for ApiError {
 #[get("/audit-log")]
 pub(crate) async fn audit_log(
     Caller { principal: caller, service }: Caller,
-    query: Query<AuditQuery>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    // Parsed after the key is judged, whether or not judging it read the store: the
+    // documented order (key, then query string) holds on every path.
+    let query = Query::<AuditQuery>::from_query(req.query_string()).map_err(|e| crate::body::query_error(&e))?;
     let page = service.audit_log(&caller, query.before.as_deref(), query.limit).await?;
     Ok(ok(AuditPageDto::from(&page)))
 }

@@ -1,0 +1,38 @@
+//! The HTTP adapter's speed devices against what they replace, so that each stays only
+//! while it earns its place (the figures are in docs/performance.md): the per-worker memo of
+//! the `GET /v1/account` body against serializing it per request, and the hand-written
+//! RFC 3339 formatter against the `time` crate's.
+
+use std::hint::black_box;
+
+use account_domain::{EmailAddress, OrgId, OrgName, Organization, Plan, PlanId};
+use account_http::speed_devices;
+use criterion::{criterion_group, criterion_main, Criterion};
+use time::macros::datetime;
+
+fn speed_devices(c: &mut Criterion) {
+    let org = Organization {
+        id: OrgId::new("org_01a21a32a78e71c8800beb5d0981899c").expect("valid"),
+        name: OrgName::new("My Company").expect("valid"),
+        email: EmailAddress::new("admin@mycompany.com").expect("valid"),
+        plan: Plan { id: PlanId::new("starter").expect("valid"), name: "Starter".into(), base_price_cents: 4900 },
+        is_active: true,
+        created_at: datetime!(2026-11-27 00:35:01 UTC),
+    };
+    c.bench_function("GET /v1/account body, memoized (what the route does)", |b| {
+        b.iter(|| speed_devices::account_body_memoized(black_box(&org)))
+    });
+    c.bench_function("GET /v1/account body, serialized per request", |b| {
+        b.iter(|| speed_devices::account_body_serialized(black_box(&org)))
+    });
+    let at = datetime!(2026-11-27 00:35:01.123456 UTC);
+    c.bench_function("RFC 3339 by hand (what the answers use)", |b| {
+        b.iter(|| speed_devices::rfc3339_by_hand(black_box(at)))
+    });
+    c.bench_function("RFC 3339 with the time crate's formatter", |b| {
+        b.iter(|| speed_devices::rfc3339_with_time(black_box(at)))
+    });
+}
+
+criterion_group!(benches, speed_devices);
+criterion_main!(benches);
