@@ -182,6 +182,24 @@ fn is_plain_path(path: &str) -> bool {
         && !path.to_ascii_lowercase().contains("mem_")
 }
 
+/// Reads an optional whole number as JSON Schema counts one: `26` or `26.0` (a number whose
+/// fraction is zero), so that every value the document calls an integer is taken.
+pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::{Error as _, Unexpected};
+    let Some(number) = <Option<serde_json::Number> as serde::Deserialize>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(n) = number.as_i64() {
+        return Ok(Some(n));
+    }
+    // Within ±2^63, where an f64 with no fraction is an exact i64.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && f > -LIMIT && f < LIMIT => Ok(Some(f as i64)),
+        _ => Err(D::Error::invalid_type(Unexpected::Other("a number with a fraction"), &"a whole number")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,5 +320,23 @@ mod tests {
         let e = query_error(&actix_web::web::Query::<Query>::from_query("limt=1").expect_err("unknown"));
         assert_eq!(e.message(), "the query string is not valid: unknown field `limt`, expected `limit`");
         assert_eq!(e.field(), None, "a query string error has no field");
+    }
+
+    #[test]
+    fn a_whole_number_with_a_zero_fraction_is_taken_and_a_fraction_is_refused() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Body {
+            #[serde(default, deserialize_with = "super::whole_number")]
+            days: Option<i64>,
+        }
+        let days = |json: &str| serde_json::from_str::<Body>(json).map(|b| b.days);
+        assert_eq!(days(r#"{"days": 26}"#).ok(), Some(Some(26)));
+        assert_eq!(days(r#"{"days": 26.0}"#).ok(), Some(Some(26)), "JSON Schema counts 26.0 as an integer");
+        assert_eq!(days(r#"{"days": 1e2}"#).ok(), Some(Some(100)));
+        assert_eq!(days(r#"{"days": null}"#).ok(), Some(None));
+        assert_eq!(days("{}").ok(), Some(None));
+        for bad in [r#"{"days": 26.5}"#, r#"{"days": "26"}"#, r#"{"days": 1e300}"#] {
+            assert!(days(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -68,11 +68,12 @@ impl AccountService {
         }
         let before = before
             .map(|cursor| {
-                cursor
+                let digits = cursor
                     .strip_prefix("evt_")
-                    .and_then(|n| n.parse::<i64>().ok())
-                    .filter(|n| *n > 0)
-                    .ok_or(AuditLogError::InvalidCursor)
+                    .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or(AuditLogError::InvalidCursor)?;
+                // Beyond the largest id every event is older: the whole trail.
+                Ok::<_, AuditLogError>(digits.parse::<i64>().unwrap_or(i64::MAX))
             })
             .transpose()?;
         let mut events = self.accounts.list_audit_events(caller.org_id(), before, limit + 1).await?;
@@ -124,7 +125,7 @@ mod tests {
         let caller = principal(&["read"], Environment::Live);
         assert!(matches!(service.audit_log(&caller, None, Some(0)).await, Err(AuditLogError::InvalidLimit)));
         assert!(matches!(service.audit_log(&caller, None, Some(101)).await, Err(AuditLogError::InvalidLimit)));
-        for bad in ["42", "evt_", "evt_-1", "evt_x"] {
+        for bad in ["42", "evt_", "evt_-1", "evt_+1", "evt_x", "evt_1 "] {
             assert!(
                 matches!(service.audit_log(&caller, Some(bad), None).await, Err(AuditLogError::InvalidCursor)),
                 "{bad}"
@@ -132,5 +133,21 @@ mod tests {
         }
         let writer = principal(&["write"], Environment::Live);
         assert!(matches!(service.audit_log(&writer, None, None).await, Err(AuditLogError::InsufficientScope(_))));
+    }
+
+    #[tokio::test]
+    async fn any_event_id_is_a_cursor_zero_and_past_the_largest_id_included() {
+        let mut ports = Ports::new();
+        ports
+            .accounts
+            .expect_list_audit_events()
+            .withf(|_, before, _| *before == Some(0) || *before == Some(i64::MAX) || *before == Some(7))
+            .times(3)
+            .returning(|_, _, _| Ok(vec![]));
+        let service = ports.service();
+        let caller = principal(&["read"], Environment::Live);
+        for cursor in ["evt_0", "evt_99999999999999999999999", "evt_007"] {
+            assert!(service.audit_log(&caller, Some(cursor), None).await.is_ok(), "{cursor}");
+        }
     }
 }

@@ -15,6 +15,31 @@ use crate::envelope::{created, envelope_schemas};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::limits::AbuseLimits;
 
+/// The domain's email rule (`EmailAddress`), as closely as JSON Schema can say it: all of
+/// three patterns, each a part of the rule.
+fn email_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Type};
+    const LABEL: &str = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+    const ATEXT: &str = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]";
+    let string = |pattern: String| ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern));
+    AllOfBuilder::new()
+        // A dot-atom local part of RFC 5322 characters, `@`, then two or more labels of
+        // letters, digits and inner hyphens, at most 63 each; spaces around are trimmed.
+        .item(string(format!(r"^\s*{ATEXT}+(\.{ATEXT}+)*@({LABEL}\.)+{LABEL}\s*$")).max_length(Some(254)))
+        // The part before the `@` is at most 64 characters.
+        .item(string(r"^\s*[^\s@]{1,64}@".to_owned()))
+        // The last label holds a letter.
+        .item(string(r"[A-Za-z][A-Za-z0-9-]*\s*$".to_owned()))
+        .description(Some(
+            "Contact email; unique ignoring case. Spaces around it are trimmed; then at most 254 characters, a \
+             dot-atom local part of at most 64, two or more labels of letters, digits and inner hyphens of at most \
+             63 each, the last holding a letter (stricter than `format: email`).",
+        ))
+        .examples([serde_json::json!("admin@mycompany.com")])
+        .build()
+        .into()
+}
+
 /// `POST /v1/signup`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -22,22 +47,19 @@ use crate::limits::AbuseLimits;
 pub(crate) struct SignupBody {
     /// Organization name: 1 to 200 characters once leading and trailing spaces are trimmed
     /// (the length is checked after trimming), no control characters.
-    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f]*$", example = "My Company")]
-    name: String,
-    /// Contact email; unique ignoring case. The domain's rule as a pattern (stricter than
-    /// `format: email`): a dot-atom local part of RFC 5322 characters, then two or more labels
-    /// of letters, digits and inner hyphens, the last holding a letter; spaces around are
-    /// trimmed. Beyond the pattern: at most 254 characters, the part before the `@` at most
-    /// 64, each label after it at most 63.
     #[schema(
-        max_length = 254,
-        pattern = "^\\s*[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z0-9-]*[A-Za-z][A-Za-z0-9-]*\\s*$",
-        example = "admin@mycompany.com"
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$",
+        example = "My Company"
     )]
+    name: String,
+    /// Contact email; unique ignoring case.
+    #[schema(schema_with = email_schema)]
     email: String,
-    /// Initial plan (default `free`); see `GET /v1/plans`.
+    /// Initial plan (default `free`): one of the catalogue's, as `GET /v1/plans` lists them.
     #[serde(default)]
-    #[schema(example = "starter")]
+    #[schema(value_type = Option<PlanName>, example = "starter")]
     plan_id: Option<String>,
 }
 
@@ -52,6 +74,16 @@ impl SignupBody {
             .transpose()?;
         Ok(SignupRequest::new(name, email, plan_id))
     }
+}
+
+/// A plan of the catalogue (this release's migrations seed these three).
+#[derive(ToSchema)]
+#[schema(as = PlanId, rename_all = "lowercase")]
+#[allow(dead_code)] // a schema only
+pub(crate) enum PlanName {
+    Free,
+    Starter,
+    Pro,
 }
 
 /// A new organization and its first key.

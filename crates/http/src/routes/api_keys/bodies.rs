@@ -20,7 +20,12 @@ pub(crate) struct CreateKeyBody {
     /// Key name: 1 to 200 characters once leading and trailing spaces are trimmed (the
     /// length is checked after trimming), no control characters. Default "Default Key".
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f]*$", example = "CI/CD Key")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$",
+        example = "CI/CD Key"
+    )]
     name: Option<String>,
     /// `live` (default) or `test`.
     #[serde(default)]
@@ -32,7 +37,7 @@ pub(crate) struct CreateKeyBody {
     scopes: Option<Vec<String>>,
     /// Days until expiration, 1 to 3650. Default: the creating key's expiry (never, for a
     /// key that never expires); never later than it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::body::whole_number")]
     #[schema(minimum = 1, maximum = 3650, example = 90)]
     expires_in_days: Option<i64>,
 }
@@ -177,7 +182,12 @@ impl std::fmt::Debug for CreatedKeyDto<'_> {
 pub(crate) struct RenameKeyBody {
     /// The new name: 1 to 200 characters once leading and trailing spaces are trimmed (the
     /// length is checked after trimming), no control characters.
-    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f]*$", example = "Production Key")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$",
+        example = "Production Key"
+    )]
     name: String,
 }
 
@@ -193,7 +203,7 @@ impl RenameKeyBody {
 #[schema(as = RollApiKeyRequest)]
 pub(crate) struct RollKeyBody {
     /// How long the old key keeps working, 0 to 168 hours (default 24; 0: it stops at once).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::body::whole_number")]
     #[schema(minimum = 0, maximum = 168, example = 24)]
     expires_in_hours: Option<i64>,
 }

@@ -158,7 +158,8 @@ pub(crate) async fn roll_key(
 }
 
 /// Revokes a key of the caller's organization; it is refused from the next request on.
-/// Revoking again answers the same. Needs the `write` scope; a test key revokes only test
+/// Revoking again answers the same. Revocation is not deletion: the key stays listed and
+/// readable (`is_active: false`), and may still be renamed. Needs the `write` scope; a test key revokes only test
 /// keys. Never refused by the organization's write limit.
 #[utoipa::path(tag = "api-keys", operation_id = "revoke_api_key", security(("bearer" = [])),
     params(KeyIdPath),
