@@ -48,11 +48,12 @@ fuzz seconds="60":
 bench backend="both":
     bash scripts/bench.sh {{backend}}
 
-# Criterion micro-benchmarks: key parsing, authenticate on a cache hit, and the two routes
-# called in process (no sockets).
+# Criterion micro-benchmarks: key parsing, authenticate on a cache hit, the speed devices
+# against what they replace, and the two routes called in process (no sockets).
 bench-micro:
     cargo bench -p account-domain --bench key_parsing
     cargo bench -p account-infra --bench authenticate
+    cargo bench -p account-http --bench speed_devices
     cargo bench -p account-server --bench routes
 
 # Regenerate the committed OpenAPI document from the code.

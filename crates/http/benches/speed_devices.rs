@@ -1,7 +1,7 @@
-//! The HTTP adapter's speed devices against what they replace, so that each stays only
-//! while it earns its place (the figures are in docs/performance.md): the per-worker memo of
-//! the `GET /v1/account` body against serializing it per request, and the hand-written
-//! RFC 3339 formatter against the `time` crate's.
+//! The HTTP adapter's speed device against what it replaces, so that it stays only while it
+//! earns its place (the figures are in docs/performance.md): the per-worker memo of the
+//! `GET /v1/account` body against serializing it per request. (A hand-written RFC 3339
+//! formatter measured here lost to the `time` crate's, 56 against 25 ns, and went.)
 
 use std::hint::black_box;
 
@@ -24,13 +24,6 @@ fn speed_devices(c: &mut Criterion) {
     });
     c.bench_function("GET /v1/account body, serialized per request", |b| {
         b.iter(|| speed_devices::account_body_serialized(black_box(&org)))
-    });
-    let at = datetime!(2026-11-27 00:35:01.123456 UTC);
-    c.bench_function("RFC 3339 by hand (what the answers use)", |b| {
-        b.iter(|| speed_devices::rfc3339_by_hand(black_box(at)))
-    });
-    c.bench_function("RFC 3339 with the time crate's formatter", |b| {
-        b.iter(|| speed_devices::rfc3339_with_time(black_box(at)))
     });
 }
 

@@ -1,41 +1,15 @@
 //! Timestamps as the API shows them: RFC 3339, UTC, whole seconds, `Z`.
 
+use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
-/// Formats by hand: this runs on every response of the hot path, and a format description
-/// interpreted at run time costs several times more.
+/// `at` in UTC to the second, by the `time` crate's RFC 3339 formatter (criterion: faster than
+/// the hand-written formatter it replaced, 25 against 56 ns; docs/performance.md).
 pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
     let at = at.to_offset(UtcOffset::UTC);
-    let year = at.year();
-    if !(0..=9999).contains(&year) {
-        // Outside RFC 3339's four-digit years; never produced by this service's clock.
-        return format!(
-            "{year:+}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            u8::from(at.month()),
-            at.day(),
-            at.hour(),
-            at.minute(),
-            at.second()
-        );
-    }
-    let mut out = [0u8; 20];
-    let mut put = |pos: usize, value: u32, width: usize| {
-        let mut v = value;
-        for i in (0..width).rev() {
-            out[pos + i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    };
-    put(0, year.unsigned_abs(), 4);
-    put(5, u32::from(u8::from(at.month())), 2);
-    put(8, u32::from(at.day()), 2);
-    put(11, u32::from(at.hour()), 2);
-    put(14, u32::from(at.minute()), 2);
-    put(17, u32::from(at.second()), 2);
-    for (pos, sep) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'Z')] {
-        out[pos] = sep;
-    }
-    out.iter().map(|&b| char::from(b)).collect()
+    let at = at.replace_nanosecond(0).unwrap_or(at);
+    // Only years outside 0 to 9999 cannot be formatted; this service's clock never makes one.
+    at.format(&Rfc3339).unwrap_or_else(|_| format!("{at}"))
 }
 
 #[cfg(test)]

@@ -76,6 +76,7 @@ contract!(
     a_change_whose_transaction_commits_late_is_still_delivered,
     a_roll_whose_key_is_revoked_meanwhile_writes_nothing,
     an_instance_of_the_previous_release_cannot_poll_the_migrated_feed_and_so_distrusts_its_cache,
+    an_unreadable_feed_row_is_reported_missed_and_the_rest_of_its_batch_applied,
 );
 
 /// The test's own SQL session on the database, outside the service's pool.
@@ -713,4 +714,22 @@ async fn an_instance_of_the_previous_release_cannot_poll_the_migrated_feed_and_s
         .load::<PreviousReleaseRow>(&mut conn);
     let error = polled.expect_err("the previous release would go on trusting its cache").to_string();
     assert!(error.contains("more than 4 bytes"), "{error}");
+}
+
+async fn an_unreadable_feed_row_is_reported_missed_and_the_rest_of_its_batch_applied(ctx: Ctx) {
+    use diesel::connection::SimpleConnection as _;
+    let (_, key) = signed_up(&ctx, "malformed@acme.test").await;
+    let feed = SqlChangeFeed::start(ctx.db.clone()).await.expect("feed");
+    assert!(feed.poll().await.expect("polled").missed, "a first poll cannot vouch for what came before");
+    raw_session(&ctx)
+        .batch_execute(&format!(
+            "INSERT INTO cache_events (key_hash, created_at) VALUES ('not a hash', 1); \
+             INSERT INTO cache_events (key_hash, created_at) VALUES ('{}', 1);",
+            key.hash.to_hex()
+        ))
+        .expect("written by hand");
+    let poll = feed.poll().await.expect("polled");
+    assert_eq!(poll.changes, vec![Change::Key(key.hash)], "the good row is applied");
+    assert!(poll.missed, "the bad row makes the cache be cleared");
+    assert!(!feed.poll().await.expect("polled").missed, "and only once");
 }

@@ -23,6 +23,8 @@ fn email_schema() -> utoipa::openapi::schema::Schema {
     const ATEXT: &str = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]";
     let string = |pattern: String| ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern));
     AllOfBuilder::new()
+        // A string at the top too, so that client generators see one.
+        .schema_type(Type::String)
         // A dot-atom local part of RFC 5322 characters, `@`, then two or more labels of
         // letters, digits and inner hyphens, at most 63 each; spaces around are trimmed.
         .item(string(format!(r"^\s*{ATEXT}+(\.{ATEXT}+)*@({LABEL}\.)+{LABEL}\s*$")).max_length(Some(254)))
