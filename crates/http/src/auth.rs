@@ -40,7 +40,7 @@ impl FromRequest for Caller {
             Ok(token) => token,
             Err(e) => return Either::Left(ready(finish_authentication(req, service, Err(e)))),
         };
-        match service.authenticate(token).now_or_later() {
+        match service.authenticate(token, None).now_or_later() {
             Ok(outcome) => Either::Left(ready(finish_authentication(req, service, outcome.map_err(ApiError::from)))),
             Err(lookup) => {
                 let (service, req) = (service.clone(), req.clone());

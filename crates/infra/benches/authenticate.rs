@@ -16,17 +16,18 @@ fn authenticate(c: &mut Criterion) {
     });
 
     c.bench_function("authenticate (cache hit)", |b| {
-        b.to_async(&runtime).iter(|| async { black_box(service.authenticate(black_box(key.as_bytes())).await.is_ok()) })
+        b.to_async(&runtime)
+            .iter(|| async { black_box(service.authenticate(black_box(key.as_bytes()), None).await.is_ok()) })
     });
     c.bench_function("authenticate, taken at once (cache hit, not polled: the HTTP extractor's path)", |b| {
-        b.iter(|| match service.authenticate(black_box(key.as_bytes())).now_or_later() {
+        b.iter(|| match service.authenticate(black_box(key.as_bytes()), None).now_or_later() {
             Ok(outcome) => black_box(outcome.is_ok()),
             Err(_) => panic!("the key is cached"),
         })
     });
     c.bench_function("authenticate + get_account (cache hit)", |b| {
         b.to_async(&runtime).iter(|| async {
-            let caller = service.authenticate(black_box(key.as_bytes())).await.expect("valid");
+            let caller = service.authenticate(black_box(key.as_bytes()), None).await.expect("valid");
             black_box(service.get_account(&caller).await.is_ok())
         })
     });

@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
     );
     service.sync_changes().await?;
 
-    let verdict = service.verify_key(&key, None).await?;
+    let verdict = service.verify_key(&key, None, None).await?;
     match &verdict.principal {
         Some(p) if verdict.is_valid() => println!(
             "valid: organization {} on plan {}, key {} ({}), scopes {:?}",

@@ -139,7 +139,7 @@ pub async fn cached_service_with_a_key(
     );
     let signup = service.signup(request, &RequestMeta::default()).await.expect("signed up");
     let key = signup.key.plaintext.expose().to_owned();
-    service.authenticate(key.as_bytes()).await.expect("warms the cache");
+    service.authenticate(key.as_bytes(), None).await.expect("warms the cache");
     (service, key)
 }
 

@@ -3,6 +3,7 @@
 use thiserror::Error;
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -78,25 +79,27 @@ impl AccountService {
     /// revoked, not expired (against the clock, cached or not), and of an active
     /// organization. A cache hit costs no I/O and no allocation: the returned future is
     /// complete at once.
-    pub fn authenticate(self: &Arc<Self>, presented: &[u8]) -> Authentication {
+    pub fn authenticate(self: &Arc<Self>, presented: &[u8], client_ip: Option<IpAddr>) -> Authentication {
         let hash = match PlaintextKey::hash_presented(presented) {
             Ok(hash) => hash,
             Err(e) => return Authentication(Outcome::Decided(Some(Err(e.into())))),
         };
         let now = self.clock.now();
         let decided = match self.cache.as_ref().and_then(|c| c.get(&hash)) {
-            Some(CachedLookup::Found(credential)) => self.check_credential(credential, now),
+            Some(CachedLookup::Found(credential)) => self.check_credential(credential, now, client_ip),
             Some(CachedLookup::Missing) => Err(AuthenticateError::UnknownKey),
             None => {
                 let service = Arc::clone(self);
-                return Authentication(Outcome::Lookup(Box::pin(async move { service.look_up(hash).await })));
+                return Authentication(Outcome::Lookup(Box::pin(
+                    async move { service.look_up(hash, client_ip).await },
+                )));
             }
         };
         Authentication(Outcome::Decided(Some(decided)))
     }
 
     /// After a cache miss: reads the store and caches what it found, or that it found nothing.
-    async fn look_up(&self, hash: KeyHash) -> Result<Principal, AuthenticateError> {
+    async fn look_up(&self, hash: KeyHash, client_ip: Option<IpAddr>) -> Result<Principal, AuthenticateError> {
         let generation = self.cache.as_ref().map(|c| c.generation());
         let found = self.keys.find_credential(&hash).await?.map(Arc::new);
         if let (Some(cache), Some(generation)) = (&self.cache, generation) {
@@ -104,7 +107,7 @@ impl AccountService {
             cache.put(hash, lookup, generation);
         }
         let credential = found.ok_or(AuthenticateError::UnknownKey)?;
-        self.check_credential(credential, self.clock.now())
+        self.check_credential(credential, self.clock.now(), client_ip)
     }
 
     /// The rules a found key must pass, checked on every request, cached or not.
@@ -112,7 +115,9 @@ impl AccountService {
         &self,
         credential: Arc<KeyCredential>,
         now: OffsetDateTime,
+        client_ip: Option<IpAddr>,
     ) -> Result<Principal, AuthenticateError> {
+        let _ = client_ip;
         let key = &credential.key;
         if key.is_revoked() {
             return Err(AuthenticateError::Revoked);
@@ -187,11 +192,11 @@ mod tests {
         let mut typo = good.clone();
         typo.replace_range(12..13, if &good[12..13] == "Z" { "Y" } else { "Z" });
         assert!(matches!(
-            service.authenticate(b"Bearer nonsense").await,
+            service.authenticate(b"Bearer nonsense", None).await,
             Err(AuthenticateError::Malformed(MalformedKey::Format))
         ));
         assert!(matches!(
-            service.authenticate(typo.as_bytes()).await,
+            service.authenticate(typo.as_bytes(), None).await,
             Err(AuthenticateError::Malformed(MalformedKey::Checksum))
         ));
     }
@@ -207,7 +212,7 @@ mod tests {
             Ok(())
         });
         let service = ports.service();
-        let principal = service.authenticate(&key).await.expect("authenticated");
+        let principal = service.authenticate(&key, None).await.expect("authenticated");
         assert_eq!(principal.org_id(), &credential().key.org_id);
         assert_eq!(service.flush_usage().await.expect("flushed"), 1);
         assert_eq!(service.flush_usage().await.expect("nothing left"), 0);
@@ -226,7 +231,7 @@ mod tests {
             ports.keys.expect_find_credential().returning(move |_| Ok(cred.clone()));
             ports.keys.expect_record_usage().never();
             let service = ports.service();
-            let err = service.authenticate(&key).await.expect_err(expected);
+            let err = service.authenticate(&key, None).await.expect_err(expected);
             let got = match err {
                 AuthenticateError::UnknownKey => "unknown",
                 AuthenticateError::Revoked => "revoked",
@@ -247,7 +252,7 @@ mod tests {
             .keys
             .expect_find_credential()
             .returning(|_| Ok(Some(credential().with(|c| c.key.expires_at = Some(NOW + Duration::seconds(1))))));
-        assert!(ports.service().authenticate(&key).await.is_ok());
+        assert!(ports.service().authenticate(&key, None).await.is_ok());
     }
 
     #[tokio::test]
@@ -267,7 +272,7 @@ mod tests {
             Ok(())
         });
         let service = ports.service();
-        service.authenticate(&key).await.expect("authenticated");
+        service.authenticate(&key, None).await.expect("authenticated");
         assert!(service.flush_usage().await.is_err());
         assert_eq!(service.flush_usage().await.expect("second flush"), 1);
     }

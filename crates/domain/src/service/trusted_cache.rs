@@ -144,7 +144,7 @@ mod tests {
             .returning(|_, _| Some(CachedLookup::Found(Arc::new(credential()))));
         let service = ports.service_with_cache(cache, quiet_feed());
         service.sync_changes().await.expect("synced");
-        let principal = service.authenticate(key.as_bytes()).await.expect("authenticated");
+        let principal = service.authenticate(key.as_bytes(), None).await.expect("authenticated");
         assert_eq!(principal.organization(), &credential().organization);
     }
 
@@ -158,7 +158,7 @@ mod tests {
         cache.expect_put().times(1).return_const(());
         // Never synced: every request goes to the store (and refreshes the cache).
         let service = ports.service_with_cache(cache, quiet_feed());
-        assert!(service.authenticate(key.as_bytes()).await.is_ok());
+        assert!(service.authenticate(key.as_bytes(), None).await.is_ok());
     }
 
     #[tokio::test]
@@ -170,7 +170,7 @@ mod tests {
         cache.expect_get().returning(|_, _| Some(CachedLookup::Missing));
         let service = ports.service_with_cache(cache, quiet_feed());
         service.sync_changes().await.expect("synced");
-        assert!(matches!(service.authenticate(key.as_bytes()).await, Err(AuthenticateError::UnknownKey)));
+        assert!(matches!(service.authenticate(key.as_bytes(), None).await, Err(AuthenticateError::UnknownKey)));
     }
 
     #[tokio::test]
@@ -183,7 +183,7 @@ mod tests {
         cache.expect_put().withf(move |h, l| *h == hash && *l == CachedLookup::Missing).times(1).return_const(());
         let service = ports.service_with_cache(cache, quiet_feed());
         service.sync_changes().await.expect("synced");
-        assert!(matches!(service.authenticate(key.as_bytes()).await, Err(AuthenticateError::UnknownKey)));
+        assert!(matches!(service.authenticate(key.as_bytes(), None).await, Err(AuthenticateError::UnknownKey)));
     }
 
     #[tokio::test]
@@ -195,7 +195,7 @@ mod tests {
             .returning(|_, _| Some(CachedLookup::Found(Arc::new(credential().with(|c| c.key.expires_at = Some(NOW))))));
         let service = Ports::new().service_with_cache(cache, quiet_feed());
         service.sync_changes().await.expect("synced");
-        assert!(matches!(service.authenticate(key.as_bytes()).await, Err(AuthenticateError::Expired)));
+        assert!(matches!(service.authenticate(key.as_bytes(), None).await, Err(AuthenticateError::Expired)));
     }
 
     #[tokio::test]
@@ -226,7 +226,7 @@ mod tests {
         ports.keys.expect_find_credential().times(1).returning(|_| Ok(Some(credential())));
         let service = ports.service_with_cache(cache, feed);
         assert!(service.sync_changes().await.is_err());
-        assert!(service.authenticate(key.as_bytes()).await.is_ok());
+        assert!(service.authenticate(key.as_bytes(), None).await.is_ok());
     }
 
     #[tokio::test]
@@ -297,9 +297,9 @@ mod tests {
         ports.keys.expect_find_credential().times(1).returning(|_| Ok(Some(credential())));
         let service = ports.service_with_cache(cache, feed);
         service.sync_changes().await.expect("synced, still behind");
-        assert!(service.authenticate(key.as_bytes()).await.is_ok(), "read from the store while behind");
+        assert!(service.authenticate(key.as_bytes(), None).await.is_ok(), "read from the store while behind");
         service.sync_changes().await.expect("caught up");
-        assert!(service.authenticate(key.as_bytes()).await.is_ok(), "from the cache once caught up");
+        assert!(service.authenticate(key.as_bytes(), None).await.is_ok(), "from the cache once caught up");
     }
 
     #[tokio::test]

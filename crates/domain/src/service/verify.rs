@@ -42,14 +42,16 @@ impl Verification {
 }
 
 impl AccountService {
-    /// Verifies `presented`, requiring `required` scopes when given.
+    /// Verifies `presented`, as presented from `client_ip` (`None`: unknown), requiring
+    /// `required` scopes when given.
     pub async fn verify_key(
         self: &std::sync::Arc<Self>,
         presented: &str,
         required: Option<&Scopes>,
+        client_ip: Option<std::net::IpAddr>,
     ) -> crate::ports::StoreResult<Verification> {
         let verdict = |code| Ok(Verification { code, principal: None });
-        match self.authenticate(presented.as_bytes()).await {
+        match self.authenticate(presented.as_bytes(), client_ip).await {
             Ok(principal) => {
                 let lacking = required.and_then(|r| r.iter().find(|s: &Scope| !principal.scopes().contains(*s)));
                 let code =
@@ -89,10 +91,10 @@ mod tests {
         ] {
             let mut ports = Ports::new();
             ports.keys.expect_find_credential().returning(move |_| Ok(cred.clone()));
-            let verdict = ports.service().verify_key(&key, required).await.expect("verified");
+            let verdict = ports.service().verify_key(&key, required, None).await.expect("verified");
             assert_eq!(verdict.code, expected);
         }
-        let verdict = Ports::new().service().verify_key("garbage", None).await.expect("verified");
+        let verdict = Ports::new().service().verify_key("garbage", None, None).await.expect("verified");
         assert_eq!(verdict.code, VerificationCode::NotFound);
     }
 }

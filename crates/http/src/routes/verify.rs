@@ -130,6 +130,6 @@ pub(crate) async fn verify_key(
     let body = read_body(&req, payload).await?;
     let request = required_json::<VerifyKeyBody>(&req, &body)?;
     let required = request.scopes.as_deref().map(|s| Scopes::parse(s).map_err(scopes_error)).transpose()?;
-    let verdict = service.into_inner().verify_key(&request.key, required.as_ref()).await?;
+    let verdict = service.into_inner().verify_key(&request.key, required.as_ref(), None).await?;
     Ok(ok(VerificationDto::from(&verdict)))
 }

@@ -50,7 +50,7 @@ mod tests {
             .returning(|org, id, _, _, _| Ok(api_key(id.as_str(), org.as_str())));
         let service = ports.service();
         let presented = PlaintextKey::assemble(Environment::Live, &secret_body()).expose().to_owned();
-        let caller = service.authenticate(presented.as_bytes()).await.expect("authenticated");
+        let caller = service.authenticate(presented.as_bytes(), None).await.expect("authenticated");
         let renamed = service.rename_key(&caller, "key_abc", name(), &RequestMeta::default()).await;
         assert_eq!(renamed.expect("renamed").last_used_at, Some(NOW));
     }
