@@ -6,8 +6,8 @@ use thiserror::Error;
 use time::OffsetDateTime;
 
 use crate::model::{
-    ApiKey, AuditEvent, AuditRecord, KeyHash, KeyId, KeyName, NewApiKey, NewOrganization, OrgId, Organization, Plan,
-    PlanId, RequestMeta, SecretBody,
+    AllowedIps, ApiKey, AuditEvent, AuditRecord, KeyHash, KeyId, KeyName, NewApiKey, NewOrganization, OrgId,
+    Organization, Plan, PlanId, RequestMeta, SecretBody,
 };
 
 /// A failure of a store, typed by what a caller can do about it: adapters say which, so
@@ -74,6 +74,14 @@ pub enum KeyStoreError {
     Actor(#[from] ActorRefused),
     #[error(transparent)]
     Unknown(#[from] StoreError),
+}
+
+/// What a change of a key sets; `None` leaves a property as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyChanges {
+    pub name: Option<KeyName>,
+    /// `Some(None)`: the key works from anywhere.
+    pub allowed_ips: Option<Option<AllowedIps>>,
 }
 
 /// A stored key together with its organization: all that authenticating it and answering
@@ -154,14 +162,17 @@ pub trait KeyRepository: Send + Sync + 'static {
     /// none (a key of another organization included).
     async fn find_key(&self, org: &OrgId, key: &KeyId) -> StoreResult<Option<ApiKey>>;
 
-    /// Renames a key of the organization. MUST return `NotFound` when it has no such key.
-    async fn rename_key(
+    /// Changes a key of the organization (its name, its allowlist, or both) and returns it,
+    /// publishing the change so that every instance forgets the key. MUST return `NotFound`
+    /// when the organization has no such key. Records every event of `audit`, in order, in
+    /// the same transaction.
+    async fn update_key(
         &self,
         org: &OrgId,
         key: &KeyId,
-        name: &KeyName,
+        changes: &KeyChanges,
         actor: &Actor,
-        audit: &AuditRecord,
+        audit: &[AuditRecord],
     ) -> Result<ApiKey, KeyStoreError>;
 
     /// Replaces `old` by `new`, atomically: stores `new` and moves `old`'s expiry to

@@ -10,6 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest, ResponseError};
 use futures_util::future::Either;
 
+use crate::client_ip::client_address;
 use crate::error::{ApiError, ErrorCode};
 use crate::limits::AbuseLimits;
 use crate::metrics::Metrics;
@@ -23,32 +24,61 @@ pub(crate) struct Caller {
     pub service: web::Data<AccountService>,
 }
 
-type Lookup = Pin<Box<dyn Future<Output = Result<Caller, ApiError>>>>;
+/// The caller of `GET /v1/account`: as [`Caller`], but a valid key of a deactivated
+/// organization is let through, so that it can read `"is_active": false`.
+#[derive(Debug)]
+pub(crate) struct AccountReader(pub Caller);
+
+impl From<Caller> for AccountReader {
+    fn from(caller: Caller) -> Self {
+        Self(caller)
+    }
+}
+
+type Lookup<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
+/// Ready at once when the cache (or the key's format) decides; a boxed future only when the
+/// store must be read.
+type Extraction<T> = Either<Ready<Result<T, ApiError>>, Lookup<T>>;
 
 impl FromRequest for Caller {
     type Error = ApiError;
-    /// Ready at once when the cache (or the key's format) decides; a boxed future only when
-    /// the store must be read.
-    type Future = Either<Ready<Result<Self, ApiError>>, Lookup>;
+    type Future = Extraction<Self>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let Some(service) = req.app_data::<web::Data<AccountService>>() else {
-            let e = ApiError::internal(&anyhow::anyhow!("AccountService is not configured").into());
-            return Either::Left(ready(Err(e)));
-        };
-        let token = match bearer_token(req.headers().get(AUTHORIZATION)) {
-            Ok(token) => token,
-            Err(e) => return Either::Left(ready(finish_authentication(req, service, Err(e)))),
-        };
-        match service.authenticate(token, None).now_or_later() {
-            Ok(outcome) => Either::Left(ready(finish_authentication(req, service, outcome.map_err(ApiError::from)))),
-            Err(lookup) => {
-                let (service, req) = (service.clone(), req.clone());
-                Either::Right(Box::pin(async move {
-                    let outcome = lookup.await.map_err(ApiError::from);
-                    finish_authentication(&req, &service, outcome)
-                }))
-            }
+        extract(req, false)
+    }
+}
+
+impl FromRequest for AccountReader {
+    type Error = ApiError;
+    type Future = Extraction<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        extract(req, true)
+    }
+}
+
+fn extract<T: From<Caller> + 'static>(req: &HttpRequest, inactive_allowed: bool) -> Extraction<T> {
+    let Some(service) = req.app_data::<web::Data<AccountService>>() else {
+        let e = ApiError::internal(&anyhow::anyhow!("AccountService is not configured").into());
+        return Either::Left(ready(Err(e)));
+    };
+    let token = match bearer_token(req.headers().get(AUTHORIZATION)) {
+        Ok(token) => token,
+        Err(e) => return Either::Left(ready(finish_authentication(req, service, Err(e)).map(T::from))),
+    };
+    let judged = move |outcome: Result<Principal, AuthenticateError>| match outcome {
+        Err(AuthenticateError::OrganizationInactive(principal)) if inactive_allowed => Ok(principal),
+        other => other.map_err(ApiError::from),
+    };
+    match service.authenticate(token, client_address(req)).now_or_later() {
+        Ok(outcome) => Either::Left(ready(finish_authentication(req, service, judged(outcome)).map(T::from))),
+        Err(lookup) => {
+            let (service, req) = (service.clone(), req.clone());
+            Either::Right(Box::pin(async move {
+                let outcome = judged(lookup.await);
+                finish_authentication(&req, &service, outcome).map(T::from)
+            }))
         }
     }
 }
@@ -119,7 +149,8 @@ impl From<AuthenticateError> for ApiError {
             }
             AuthenticateError::Revoked => Self::new(ErrorCode::RevokedApiKey, message),
             AuthenticateError::Expired => Self::new(ErrorCode::ExpiredApiKey, message),
-            AuthenticateError::OrganizationInactive => Self::new(ErrorCode::OrganizationInactive, message),
+            AuthenticateError::IpNotAllowed => Self::new(ErrorCode::IpNotAllowed, message),
+            AuthenticateError::OrganizationInactive(_) => Self::new(ErrorCode::OrganizationInactive, message),
             AuthenticateError::Unknown(cause) => cause.into(),
         }
     }
@@ -131,7 +162,9 @@ impl From<ActorRefused> for ApiError {
         Self::from(match refused {
             ActorRefused::Revoked => AuthenticateError::Revoked,
             ActorRefused::Expired => AuthenticateError::Expired,
-            ActorRefused::OrganizationInactive => AuthenticateError::OrganizationInactive,
+            ActorRefused::OrganizationInactive => {
+                return Self::new(ErrorCode::OrganizationInactive, refused.to_string());
+            }
         })
     }
 }

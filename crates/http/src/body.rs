@@ -182,6 +182,16 @@ fn is_plain_path(path: &str) -> bool {
         && !path.to_ascii_lowercase().contains("mem_")
 }
 
+/// Reads a field that may be absent, `null` or a value as `Some(None)` / `Some(Some(v))`,
+/// with `#[serde(default)]` giving `None` for absent: three states, as a PATCH needs.
+pub(crate) fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
 /// Reads an optional whole number as JSON Schema counts one: `26` or `26.0` (a number whose
 /// fraction is zero), so that every value the document calls an integer is taken.
 pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {

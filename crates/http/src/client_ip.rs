@@ -69,13 +69,19 @@ fn canonical_net(net: IpNet) -> IpNet {
     }
 }
 
+/// The client's full address (after the trusted proxies, canonical): what key allowlists
+/// and the audit trail see (the limits group IPv6 by /64 on their own).
+pub(crate) fn client_address(req: &actix_web::HttpRequest) -> Option<IpAddr> {
+    match req.app_data::<actix_web::web::Data<crate::limits::AbuseLimits>>() {
+        Some(limits) => limits.client_ip(req),
+        None => req.peer_addr().map(|a| a.ip().to_canonical()),
+    }
+}
+
 /// Where a request came from, for the audit trail: the client address (as the trusted
 /// proxies say, when the limits know them) and the user agent.
 pub(crate) fn request_meta(req: &actix_web::HttpRequest) -> account_domain::RequestMeta {
-    let ip = match req.app_data::<actix_web::web::Data<crate::limits::AbuseLimits>>() {
-        Some(limits) => limits.client_ip(req),
-        None => req.peer_addr().map(|a| a.ip().to_canonical()),
-    };
+    let ip = client_address(req);
     let user_agent = req.headers().get(actix_web::http::header::USER_AGENT).and_then(|v| v.to_str().ok());
     account_domain::RequestMeta::new(ip.map(|ip| ip.to_string()), user_agent)
 }

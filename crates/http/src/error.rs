@@ -61,6 +61,8 @@ error_codes! {
     ScopeEscalation => FORBIDDEN, "scope_escalation";
     EnvironmentEscalation => FORBIDDEN, "environment_escalation";
     ExpiryEscalation => FORBIDDEN, "expiry_escalation";
+    AddressEscalation => FORBIDDEN, "address_escalation";
+    IpNotAllowed => FORBIDDEN, "ip_not_allowed";
     NotFound => NOT_FOUND, "not_found";
     KeyNotFound => NOT_FOUND, "key_not_found";
     MethodNotAllowed => METHOD_NOT_ALLOWED, "method_not_allowed";

@@ -51,7 +51,14 @@ pub(crate) fn document() -> &'static utoipa::openapi::OpenApi {
         doc.paths = endpoints.paths();
         let mut schemas = Vec::new();
         endpoints.schemas(&mut schemas);
-        doc.components.get_or_insert_with(Default::default).schemas.extend(schemas);
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.schemas.extend(schemas);
+        // A change sends `name`, `allowed_ips` or both: what the derive cannot say.
+        if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(update))) =
+            components.schemas.get_mut("UpdateApiKeyRequest")
+        {
+            update.min_properties = Some(1);
+        }
         doc
     })
 }

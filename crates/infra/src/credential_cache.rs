@@ -99,6 +99,7 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             last_used_at: None,
+            allowed_ips: None,
         };
         let organization = Organization {
             id: OrgId::new(org).expect("valid"),

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use diesel::connection::SimpleConnection;
+use diesel::migration::MigrationSource;
 use diesel::Connection as _;
+use diesel::RunQueryDsl as _;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::connection::{ConnectionManager, DbConnection};
@@ -103,15 +105,31 @@ impl Database {
 
     /// Checks, applying no migration, that the database holds every migration of this build:
     /// for services that only read the Account API's database (they must never migrate it).
-    /// On a database never migrated, diesel still creates its empty bookkeeping table.
+    /// It writes nothing and needs only `SELECT` on diesel's `__diesel_schema_migrations`
+    /// (diesel's own pending-migration check would first create that table, which needs
+    /// `CREATE` on the schema); a database never migrated, without that table, lacks them all.
     pub fn check_schema(&self) -> anyhow::Result<()> {
         let mut conn = self.connect_once()?;
-        let pending = match &mut conn {
-            DbConnection::Sqlite(c) => c.has_pending_migration(SQLITE_MIGRATIONS),
-            DbConnection::Postgres(c) => c.has_pending_migration(POSTGRES_MIGRATIONS),
-        }
-        .map_err(|e| anyhow::anyhow!(e))
+        let (expected, exists_query) = match &conn {
+            DbConnection::Sqlite(_) => (
+                migration_versions::<diesel::sqlite::Sqlite>(&SQLITE_MIGRATIONS)?,
+                "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = '__diesel_schema_migrations'",
+            ),
+            DbConnection::Postgres(_) => (
+                migration_versions::<diesel::pg::Pg>(&POSTGRES_MIGRATIONS)?,
+                "SELECT count(*) AS n FROM pg_catalog.pg_class WHERE oid = to_regclass('__diesel_schema_migrations')",
+            ),
+        };
+        let applied = (|| -> Result<Vec<String>, diesel::result::Error> {
+            if diesel::sql_query(exists_query).get_result::<CountRow>(&mut conn)?.n == 0 {
+                return Ok(Vec::new());
+            }
+            let rows: Vec<VersionRow> =
+                diesel::sql_query("SELECT version FROM __diesel_schema_migrations").load(&mut conn)?;
+            Ok(rows.into_iter().map(|r| r.version).collect())
+        })()
         .with_context(|| format!("could not read the migrations applied to {}", self.target))?;
+        let pending = expected.iter().any(|version| !applied.contains(version));
         anyhow::ensure!(
             !pending,
             "{} lacks migrations this build expects: run `account-api migrate` against it first",
@@ -180,6 +198,27 @@ impl Database {
         .await
         .map_err(|e| RepoError::Other(anyhow::Error::new(e).context("database task failed")))?
     }
+}
+
+/// The versions of a backend's embedded migrations, as diesel records them once applied.
+fn migration_versions<DB: diesel::backend::Backend>(source: &EmbeddedMigrations) -> anyhow::Result<Vec<String>>
+where
+    EmbeddedMigrations: MigrationSource<DB>,
+{
+    let migrations = source.migrations().map_err(|e| anyhow::anyhow!(e)).context("could not list the migrations")?;
+    Ok(migrations.iter().map(|m| m.name().version().to_string()).collect())
+}
+
+#[derive(diesel::QueryableByName)]
+struct CountRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+#[derive(diesel::QueryableByName)]
+struct VersionRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    version: String,
 }
 
 #[derive(Debug)]

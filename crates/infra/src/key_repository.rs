@@ -1,7 +1,7 @@
 //! API keys in SQL.
 
 use account_domain::{
-    Actor, ActorRefused, ApiKey, AuditAction, AuditRecord, KeyCredential, KeyHash, KeyId, KeyName, KeyRepository,
+    Actor, ActorRefused, ApiKey, AuditAction, AuditRecord, KeyChanges, KeyCredential, KeyHash, KeyId, KeyRepository,
     KeyStoreError, NewApiKey, OrgId, RequestMeta,
 };
 use async_trait::async_trait;
@@ -13,7 +13,7 @@ use crate::change_feed::publish_change;
 use crate::connection::DbConnection;
 use crate::database::Database;
 use crate::repo_error::RepoError;
-use crate::rows::{to_micros, ApiKeyRow, OrganizationRow, PlanRow};
+use crate::rows::{allowed_ips_text, from_micros, to_micros, ApiKeyRow, OrganizationRow, PlanRow};
 use crate::schema::{api_keys, organizations, plans};
 
 #[derive(Debug, Clone)]
@@ -107,33 +107,37 @@ impl KeyRepository for SqlKeyRepository {
             .map_err(|e| e.into_store_error("could not read the key"))
     }
 
-    async fn rename_key(
+    async fn update_key(
         &self,
         org: &OrgId,
         key: &KeyId,
-        name: &KeyName,
+        changes: &KeyChanges,
         actor: &Actor,
-        audit: &AuditRecord,
+        audit: &[AuditRecord],
     ) -> Result<ApiKey, KeyStoreError> {
-        let (org, key, name) = (org.to_string(), key.to_string(), name.as_str().to_owned());
-        let (actor, audit) = (actor.clone(), audit.clone());
+        let (org, key) = (org.to_string(), key.to_string());
+        let name = changes.name.as_ref().map(|n| n.as_str().to_owned());
+        let allowed_ips = changes.allowed_ips.as_ref().map(|a| a.as_ref().map(allowed_ips_text));
+        let (actor, audit) = (actor.clone(), audit.to_vec());
+        let at = audit.first().map_or_else(|| to_micros(OffsetDateTime::now_utc()), |a| to_micros(a.at));
         self.db
             .write(move |conn| {
-                confirm_actor(conn, &actor, to_micros(audit.at))?;
-                let renamed =
-                    diesel::update(api_keys::table.filter(api_keys::id.eq(&key)).filter(api_keys::org_id.eq(&org)))
-                        .set(api_keys::name.eq(&name))
-                        .execute(conn)?;
-                if renamed == 0 {
-                    return Err(KeyStoreError::NotFound.into());
+                confirm_actor(conn, &actor, at)?;
+                let row = find_row(conn, &org, &key)?.ok_or(KeyStoreError::NotFound)?;
+                let mine = api_keys::table.find(&row.id);
+                if let Some(name) = &name {
+                    diesel::update(mine).set(api_keys::name.eq(name)).execute(conn)?;
                 }
-                let row = find_row(conn, &org, &key)?.ok_or_else(|| anyhow::anyhow!("renamed key vanished"))?;
-                publish_change(conn, Some(&row.key_hash), None, audit.at)?;
-                audit_trail::record(conn, &audit)?;
+                if let Some(allowed_ips) = &allowed_ips {
+                    diesel::update(mine).set(api_keys::allowed_ips.eq(allowed_ips)).execute(conn)?;
+                }
+                publish_change(conn, Some(&row.key_hash), None, from_micros(at)?)?;
+                audit.iter().try_for_each(|event| audit_trail::record(conn, event))?;
+                let row = find_row(conn, &org, &key)?.ok_or_else(|| anyhow::anyhow!("changed key vanished"))?;
                 Ok(ApiKey::try_from(row)?)
             })
             .await
-            .map_err(|e| e.into_key_store_error("could not rename the key"))
+            .map_err(|e| e.into_key_store_error("could not change the key"))
     }
 
     async fn roll_key(

@@ -1,5 +1,6 @@
 //! Adapters of the Account API's ports: diesel + r2d2 repositories over SQLite or
-//! PostgreSQL (chosen by the database URL), the system clock and the OS-random generator.
+//! PostgreSQL (chosen by the database URL), the system clock and the OS-random generator;
+//! and [`Verifier`], all of it wired for another service that only verifies keys.
 
 mod account_repository;
 mod audit_trail;
@@ -15,6 +16,7 @@ mod schema;
 mod system;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod verifier;
 
 pub use account_repository::SqlAccountRepository;
 pub use change_feed::SqlChangeFeed;
@@ -24,3 +26,4 @@ pub use database::{Database, PoolOptions};
 pub use database_url::{DatabaseTarget, InvalidDatabaseUrl};
 pub use key_repository::SqlKeyRepository;
 pub use system::{OsRandomGenerator, SystemClock};
+pub use verifier::{sync_changes_periodically, Verifier, VerifierOptions};

@@ -2,8 +2,8 @@
 //! back that does not make a valid domain value is an error, never silently patched.
 
 use account_domain::{
-    ApiKey, EmailAddress, Environment, KeyId, KeyName, KeyPrefix, NewApiKey, NewOrganization, OrgId, OrgName,
-    Organization, Plan, PlanId, Scopes,
+    AllowedIps, ApiKey, EmailAddress, Environment, KeyId, KeyName, KeyPrefix, NewApiKey, NewOrganization, OrgId,
+    OrgName, Organization, Plan, PlanId, Scopes,
 };
 use anyhow::{anyhow, Context as _};
 use diesel::prelude::*;
@@ -93,6 +93,7 @@ pub(crate) struct ApiKeyRow {
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
     pub last_used_at: Option<i64>,
+    pub allowed_ips: Option<String>,
 }
 
 impl From<&NewApiKey> for ApiKeyRow {
@@ -109,8 +110,14 @@ impl From<&NewApiKey> for ApiKeyRow {
             expires_at: key.expires_at.map(to_micros),
             revoked_at: None,
             last_used_at: None,
+            allowed_ips: key.allowed_ips.as_ref().map(allowed_ips_text),
         }
     }
+}
+
+/// An allowlist as stored: its normalised blocks, separated by spaces.
+pub(crate) fn allowed_ips_text(allowed: &AllowedIps) -> String {
+    allowed.items().join(" ")
 }
 
 impl TryFrom<ApiKeyRow> for ApiKey {
@@ -129,6 +136,13 @@ impl TryFrom<ApiKeyRow> for ApiKey {
             expires_at: row.expires_at.map(from_micros).transpose()?,
             revoked_at: row.revoked_at.map(from_micros).transpose()?,
             last_used_at: row.last_used_at.map(from_micros).transpose()?,
+            allowed_ips: match row.allowed_ips.as_deref() {
+                None => None,
+                Some(text) => {
+                    let items: Vec<&str> = text.split(' ').collect();
+                    AllowedIps::parse(&items).context("stored allowlist")?
+                }
+            },
         })
     }
 }

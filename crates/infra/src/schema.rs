@@ -13,6 +13,7 @@ diesel::table! {
         expires_at -> Nullable<BigInt>,
         revoked_at -> Nullable<BigInt>,
         last_used_at -> Nullable<BigInt>,
+        allowed_ips -> Nullable<Text>,
     }
 }
 

@@ -77,7 +77,12 @@ contract!(
     a_roll_whose_key_is_revoked_meanwhile_writes_nothing,
     an_instance_of_the_previous_release_cannot_poll_the_migrated_feed_and_so_distrusts_its_cache,
     an_unreadable_feed_row_is_reported_missed_and_the_rest_of_its_batch_applied,
+    an_allowlist_is_stored_normalised_changed_and_published,
 );
+
+fn renamed_to(name: &KeyName) -> KeyChanges {
+    KeyChanges { name: Some(name.clone()), ..KeyChanges::default() }
+}
 
 /// The test's own SQL session on the database, outside the service's pool.
 fn raw_session(ctx: &Ctx) -> account_infra::DbConnection {
@@ -123,6 +128,7 @@ fn new_key(org: &OrgId, name: &str, created_at: OffsetDateTime) -> (NewApiKey, P
         scopes: Scopes::all(),
         created_at,
         expires_at: Some(created_at + Duration::days(30)),
+        allowed_ips: None,
     };
     (key, plaintext)
 }
@@ -509,10 +515,14 @@ async fn renaming_is_confined_to_the_organization_and_published(ctx: Ctx) {
     let (other, _) = signed_up(&ctx, "rename-other@acme.test").await;
     let feed = SqlChangeFeed::start(ctx.db.clone()).await.expect("feed");
     let name = KeyName::new("Renamed").expect("valid");
-    let foreign = ctx.keys.rename_key(&other.id, &key.id, &name, &Actor::Operator, &audit_of(&other.id)).await;
+    let foreign =
+        ctx.keys.update_key(&other.id, &key.id, &renamed_to(&name), &Actor::Operator, &[audit_of(&other.id)]).await;
     assert!(matches!(foreign, Err(KeyStoreError::NotFound)), "{foreign:?}");
-    let renamed =
-        ctx.keys.rename_key(&org.id, &key.id, &name, &Actor::Operator, &audit_of(&org.id)).await.expect("found");
+    let renamed = ctx
+        .keys
+        .update_key(&org.id, &key.id, &renamed_to(&name), &Actor::Operator, &[audit_of(&org.id)])
+        .await
+        .expect("found");
     assert_eq!(renamed.name, name);
     assert_eq!(feed.poll().await.expect("polled").changes, vec![Change::Key(key.hash)]);
 }
@@ -570,7 +580,7 @@ async fn every_key_write_rechecks_its_actor_and_writes_nothing_for_a_refused_one
                     Err(KeyStoreError::Actor(refused)) => Some(refused),
                     other => panic!("{other:?}"),
                 },
-                match keys.rename_key(&org_id, &target_id, &name, &who, &audit_of(&org_id)).await {
+                match keys.update_key(&org_id, &target_id, &renamed_to(&name), &who, &[audit_of(&org_id)]).await {
                     Err(KeyStoreError::Actor(refused)) => Some(refused),
                     other => panic!("{other:?}"),
                 },
@@ -732,4 +742,22 @@ async fn an_unreadable_feed_row_is_reported_missed_and_the_rest_of_its_batch_app
     assert_eq!(poll.changes, vec![Change::Key(key.hash)], "the good row is applied");
     assert!(poll.missed, "the bad row makes the cache be cleared");
     assert!(!feed.poll().await.expect("polled").missed, "and only once");
+}
+
+async fn an_allowlist_is_stored_normalised_changed_and_published(ctx: Ctx) {
+    let (org, _) = signed_up(&ctx, "allowlist@acme.test").await;
+    let (mut key, plaintext) = new_key(&org.id, "Limited", now());
+    key.allowed_ips = AllowedIps::parse(&["10.0.0.0/8", "::ffff:192.0.2.1", "2001:db8::/32"]).expect("valid");
+    ctx.keys.insert_key(&key, 100, &Actor::Operator, &audit_of(&org.id)).await.expect("stored");
+    let stored = ctx.keys.find_credential(&plaintext.hash()).await.expect("read").expect("found");
+    assert_eq!(stored.key.allowed_ips.expect("limited").items(), ["10.0.0.0/8", "192.0.2.1", "2001:db8::/32"]);
+    let feed = SqlChangeFeed::start(ctx.db.clone()).await.expect("feed");
+    let narrower = AllowedIps::parse(&["10.1.0.0/16"]).expect("valid");
+    let changes = KeyChanges { name: None, allowed_ips: Some(narrower.clone()) };
+    let changed = ctx.keys.update_key(&org.id, &key.id, &changes, &Actor::Operator, &[]).await.expect("changed");
+    assert_eq!((changed.allowed_ips, changed.name.as_str()), (narrower, "Limited"), "the name is kept");
+    assert_eq!(feed.poll().await.expect("polled").changes, vec![Change::Key(plaintext.hash())]);
+    let anywhere = KeyChanges { name: None, allowed_ips: Some(None) };
+    let changed = ctx.keys.update_key(&org.id, &key.id, &anywhere, &Actor::Operator, &[]).await.expect("changed");
+    assert_eq!(changed.allowed_ips, None);
 }

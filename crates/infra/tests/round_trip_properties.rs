@@ -59,6 +59,7 @@ impl Store {
             scopes: Scopes::all(),
             created_at: now,
             expires_at: None,
+            allowed_ips: None,
         };
         self.runtime.block_on(async {
             let audit = AuditRecord {

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use account_domain::{AccountService, RequestMeta, SetOrganizationActiveError};
+use account_domain::{
+    AccountService, CreateKeyRequest, Environment, ExpiresInDays, IssueKeyError, KeyName, RequestMeta, Scopes,
+    SetOrganizationActiveError,
+};
 use account_infra::{Database, OsRandomGenerator, SqlAccountRepository, SqlKeyRepository, SystemClock};
 use account_server::{config::Config, startup, telemetry, Application};
 use anyhow::Context as _;
@@ -34,6 +37,9 @@ enum Command {
     /// Operator actions on organizations.
     #[command(subcommand)]
     Orgs(OrgsCommand),
+    /// Operator actions on API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Print the OpenAPI 3.1 document (what GET /openapi.json serves).
     Openapi,
 }
@@ -55,6 +61,28 @@ enum OrgsCommand {
     Activate {
         /// The organization's id, such as org_0192...
         org_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Issue a key to an organization (one locked out of its account, for instance): the
+    /// full key alone is printed on stdout, this once.
+    Issue {
+        /// The organization's id, such as org_0192...
+        org_id: String,
+        /// The key's name, 1 to 200 characters.
+        #[arg(long, default_value = KeyName::DEFAULT)]
+        name: String,
+        /// The key's scopes, comma-separated: read, write.
+        #[arg(long, default_value = "read,write")]
+        scopes: String,
+        /// live or test.
+        #[arg(long, default_value = "live")]
+        environment: String,
+        /// Days until the key expires, 1 to 3650 (default: never).
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
+        expires_in_days: Option<i64>,
     },
 }
 
@@ -98,7 +126,46 @@ async fn main() -> anyhow::Result<()> {
                 Err(SetOrganizationActiveError::Unknown(e)) => Err(e.into()),
             }
         }
+        Command::Keys(KeysCommand::Issue { org_id, name, scopes, environment, expires_in_days }) => {
+            let request = issue_request(&name, &scopes, &environment, expires_in_days)?;
+            let service = operator_service(&config).await?;
+            let issued = match service.issue_key(&org_id, request, &RequestMeta::operator()).await {
+                Ok(issued) => issued,
+                Err(IssueKeyError::UnknownOrganization) => anyhow::bail!("no organization has the id {org_id}"),
+                Err(IssueKeyError::KeyLimitReached(max)) => anyhow::bail!(
+                    "{org_id} already has the most active keys allowed, {max} (MAX_ACTIVE_KEYS_PER_ORG): no key was \
+                     issued; revoke one of them first or raise the limit"
+                ),
+                Err(IssueKeyError::Unknown(e)) => return Err(e.into()),
+            };
+            let key = &issued.created.key;
+            eprintln!("issued key {} ({}) to {}", key.id, key.name.as_str(), key.org_id);
+            if !issued.organization.is_active {
+                eprintln!(
+                    "Warning: {org_id} is inactive: the key works only once the organization is activated \
+                     (account-api orgs activate {org_id})"
+                );
+            }
+            println!("{}", issued.created.plaintext.expose());
+            Ok(())
+        }
     }
+}
+
+/// The key an operator asks for, each value checked by the domain's own type.
+fn issue_request(
+    name: &str,
+    scopes: &str,
+    environment: &str,
+    expires_in_days: Option<i64>,
+) -> anyhow::Result<CreateKeyRequest> {
+    let name = KeyName::new(name).map_err(|e| anyhow::anyhow!("--name {e}"))?;
+    let words: Vec<&str> = scopes.split(',').map(str::trim).filter(|w| !w.is_empty()).collect();
+    let scopes = Scopes::parse(&words).map_err(|e| anyhow::anyhow!("--scopes {e}"))?;
+    let environment = Environment::new(environment).map_err(|e| anyhow::anyhow!("--environment {e}"))?;
+    let expires_in =
+        expires_in_days.map(ExpiresInDays::new).transpose().map_err(|e| anyhow::anyhow!("--expires-in-days {e}"))?;
+    Ok(CreateKeyRequest::new(Some(name), Some(environment), Some(scopes), expires_in))
 }
 
 /// The domain service over the configured database, for one-off operator commands.
@@ -110,5 +177,6 @@ async fn operator_service(config: &Config) -> anyhow::Result<AccountService> {
         Arc::new(SqlKeyRepository::new(db)),
         Arc::new(SystemClock),
         Arc::new(OsRandomGenerator),
-    ))
+    )
+    .with_max_active_keys(config.max_active_keys))
 }

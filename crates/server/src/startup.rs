@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use account_domain::AccountService;
 use account_http::{AbuseLimits, InternalToken, LimitSettings, Metrics, ReadinessCheck};
 use account_infra::{
-    Database, InMemoryCredentialCache, OsRandomGenerator, SqlAccountRepository, SqlChangeFeed, SqlKeyRepository,
-    SystemClock,
+    sync_changes_periodically, Database, InMemoryCredentialCache, OsRandomGenerator, SqlAccountRepository,
+    SqlChangeFeed, SqlKeyRepository, SystemClock,
 };
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
@@ -90,7 +90,8 @@ impl Application {
     /// last-use times still in memory.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let flusher = tokio::spawn(flush_usage_periodically(self.service.clone(), self.usage_flush_interval));
-        let syncer = tokio::spawn(sync_changes_periodically(self.service.clone(), self.feed, self.cache_sync_interval));
+        let syncer =
+            tokio::spawn(sync_changes_periodically(self.service.clone(), self.cache_sync_interval, Some(self.feed)));
         let limits = self.limits.clone();
         let janitor = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_secs(60));
@@ -206,36 +207,6 @@ async fn flush_usage_periodically(service: Arc<AccountService>, every: Duration)
         ticker.tick().await;
         if let Err(e) = service.flush_usage().await {
             tracing::warn!(error = format!("{e:#}"), "could not write key usage; will retry");
-        }
-    }
-}
-
-/// Keeps the credential cache in step with changes made anywhere, and prunes old changes.
-async fn sync_changes_periodically(service: Arc<AccountService>, feed: Arc<SqlChangeFeed>, every: Duration) {
-    const PRUNE_EVERY: Duration = Duration::from_secs(600);
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_prune = std::time::Instant::now();
-    let mut failing = false;
-    loop {
-        ticker.tick().await;
-        match service.sync_changes().await {
-            Ok(_) if failing => {
-                failing = false;
-                tracing::info!("change feed readable again: cache trusted again");
-            }
-            Ok(_) => {}
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!(error = format!("{e:#}"), "could not read the change feed: cache bypassed until it can");
-            }
-            Err(_) => {}
-        }
-        if last_prune.elapsed() >= PRUNE_EVERY {
-            last_prune = std::time::Instant::now();
-            if let Err(e) = feed.prune(service.now()).await {
-                tracing::warn!(error = format!("{e:#}"), "could not prune the change feed");
-            }
         }
     }
 }

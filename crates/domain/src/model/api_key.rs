@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use super::allowed_ips::{AllowedIps, AllowedIpsChange};
 use thiserror::Error;
 use time::{Duration, OffsetDateTime};
 
@@ -208,6 +209,8 @@ pub struct CreateKeyRequest {
     pub environment: Environment,
     pub scopes: Scopes,
     pub expires_in: Option<ExpiresInDays>,
+    /// `Keep`: the creator's allowlist.
+    pub allowed_ips: AllowedIpsChange,
 }
 
 impl CreateKeyRequest {
@@ -222,6 +225,7 @@ impl CreateKeyRequest {
             environment: environment.unwrap_or(Environment::Live),
             scopes: scopes.unwrap_or_else(Scopes::all),
             expires_in,
+            allowed_ips: AllowedIpsChange::Keep,
         }
     }
 }
@@ -245,6 +249,8 @@ pub struct ApiKey {
     pub expires_at: Option<OffsetDateTime>,
     pub revoked_at: Option<OffsetDateTime>,
     pub last_used_at: Option<OffsetDateTime>,
+    /// Where the key may be used from; `None`: anywhere.
+    pub allowed_ips: Option<AllowedIps>,
 }
 
 impl ApiKey {
@@ -274,6 +280,7 @@ pub struct NewApiKey {
     pub scopes: Scopes,
     pub created_at: OffsetDateTime,
     pub expires_at: Option<OffsetDateTime>,
+    pub allowed_ips: Option<AllowedIps>,
 }
 
 impl NewApiKey {
@@ -290,6 +297,7 @@ impl NewApiKey {
             expires_at: self.expires_at,
             revoked_at: None,
             last_used_at: None,
+            allowed_ips: self.allowed_ips,
         }
     }
 }

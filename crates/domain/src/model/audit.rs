@@ -15,6 +15,7 @@ pub enum AuditAction {
     KeyRevoked,
     KeyRolled,
     KeyRenamed,
+    KeyAllowlistChanged,
     KeyLeakReported,
     OrganizationDeactivated,
     OrganizationActivated,
@@ -26,12 +27,13 @@ pub enum AuditAction {
 pub struct UnknownAction;
 
 impl AuditAction {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::Signup,
         Self::KeyCreated,
         Self::KeyRevoked,
         Self::KeyRolled,
         Self::KeyRenamed,
+        Self::KeyAllowlistChanged,
         Self::KeyLeakReported,
         Self::OrganizationDeactivated,
         Self::OrganizationActivated,
@@ -44,6 +46,7 @@ impl AuditAction {
             Self::KeyRevoked => "key.revoked",
             Self::KeyRolled => "key.rolled",
             Self::KeyRenamed => "key.renamed",
+            Self::KeyAllowlistChanged => "key.allowlist_changed",
             Self::KeyLeakReported => "key.leak_reported",
             Self::OrganizationDeactivated => "organization.deactivated",
             Self::OrganizationActivated => "organization.activated",

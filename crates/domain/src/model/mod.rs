@@ -1,5 +1,6 @@
 //! Entities and value types of the domain.
 
+mod allowed_ips;
 mod api_key;
 mod audit;
 mod ids;
@@ -8,6 +9,7 @@ mod organization;
 mod plan;
 mod text;
 
+pub use allowed_ips::*;
 pub use api_key::*;
 pub use audit::*;
 pub use ids::*;

@@ -24,8 +24,12 @@ pub enum AuthenticateError {
     Revoked,
     #[error("this API key has expired")]
     Expired,
+    #[error("this API key cannot be used from this address")]
+    IpNotAllowed,
+    /// The key is valid, but its organization is deactivated: only reading the account is
+    /// allowed, which is why the caller is handed back.
     #[error("this organization is not active")]
-    OrganizationInactive,
+    OrganizationInactive(Principal),
     #[error(transparent)]
     Unknown(#[from] crate::ports::StoreError),
 }
@@ -75,9 +79,9 @@ impl Future for Authentication {
 
 impl AccountService {
     /// Checks a presented key, taken as its bytes came (anything outside the key's alphabet
-    /// is malformed): well formed with a valid checksum (no lookup otherwise), known, not
-    /// revoked, not expired (against the clock, cached or not), and of an active
-    /// organization. A cache hit costs no I/O and no allocation: the returned future is
+    /// is malformed), presented from `client_ip`: well formed with a valid checksum (no lookup
+    /// otherwise), known, not revoked, not expired (against the clock, cached or not), used
+    /// from an address its allowlist allows, and of an active organization (in that order). A cache hit costs no I/O and no allocation: the returned future is
     /// complete at once.
     pub fn authenticate(self: &Arc<Self>, presented: &[u8], client_ip: Option<IpAddr>) -> Authentication {
         let hash = match PlaintextKey::hash_presented(presented) {
@@ -117,7 +121,6 @@ impl AccountService {
         now: OffsetDateTime,
         client_ip: Option<IpAddr>,
     ) -> Result<Principal, AuthenticateError> {
-        let _ = client_ip;
         let key = &credential.key;
         if key.is_revoked() {
             return Err(AuthenticateError::Revoked);
@@ -125,8 +128,14 @@ impl AccountService {
         if key.is_expired(now) {
             return Err(AuthenticateError::Expired);
         }
+        if let Some(allowed) = &key.allowed_ips {
+            // No address known (a verifier that gave none) is no address allowed.
+            if !client_ip.is_some_and(|ip| allowed.allows(ip)) {
+                return Err(AuthenticateError::IpNotAllowed);
+            }
+        }
         if !credential.organization.is_active {
-            return Err(AuthenticateError::OrganizationInactive);
+            return Err(AuthenticateError::OrganizationInactive(Principal::new(credential)));
         }
         self.usage.record(&key.id, now);
         Ok(Principal::new(credential))
@@ -236,7 +245,7 @@ mod tests {
                 AuthenticateError::UnknownKey => "unknown",
                 AuthenticateError::Revoked => "revoked",
                 AuthenticateError::Expired => "expired",
-                AuthenticateError::OrganizationInactive => "inactive",
+                AuthenticateError::OrganizationInactive(_) => "inactive",
                 other => panic!("unexpected {other:?}"),
             };
             assert_eq!(got, expected);
@@ -275,5 +284,36 @@ mod tests {
         service.authenticate(&key, None).await.expect("authenticated");
         assert!(service.flush_usage().await.is_err());
         assert_eq!(service.flush_usage().await.expect("second flush"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_key_limited_to_addresses_is_refused_from_any_other_and_from_an_unknown_one() {
+        let limited = crate::model::AllowedIps::parse(&["10.0.0.0/8", "2001:db8::/32"]).expect("valid");
+        let mut ports = Ports::new();
+        let key = presented(&ports);
+        let cred = credential().with(|c| c.key.allowed_ips = limited.clone());
+        ports.keys.expect_find_credential().returning(move |_| Ok(Some(cred.clone())));
+        let service = ports.service();
+        let ip = |text: &str| Some(text.parse::<IpAddr>().expect("address"));
+        for allowed in ["10.1.2.3", "::ffff:10.1.2.3", "2001:db8::7"] {
+            assert!(service.authenticate(&key, ip(allowed)).await.is_ok(), "{allowed}");
+        }
+        for refused in [ip("11.0.0.1"), ip("2001:db9::1"), None] {
+            assert!(matches!(service.authenticate(&key, refused).await, Err(AuthenticateError::IpNotAllowed)));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deactivated_organizations_valid_key_is_handed_back_with_the_refusal() {
+        let mut ports = Ports::new();
+        let key = presented(&ports);
+        ports
+            .keys
+            .expect_find_credential()
+            .returning(|_| Ok(Some(credential().with(|c| c.organization.is_active = false))));
+        match ports.service().authenticate(&key, None).await {
+            Err(AuthenticateError::OrganizationInactive(principal)) => assert!(!principal.organization().is_active),
+            other => panic!("{other:?}"),
+        }
     }
 }

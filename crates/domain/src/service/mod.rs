@@ -22,11 +22,11 @@ pub use account::GetAccountError;
 pub use audit::{audit_event_id, AuditLogError, AuditPage};
 pub use authenticate::{AuthenticateError, Authentication};
 pub use keys::{
-    CreateKeyError, CreatedKey, GetKeyError, KeyAccessError, ListKeysError, RenameKeyError, RevokeKeyError,
-    RollKeyError, RolledKey,
+    CreateKeyError, CreatedKey, GetKeyError, KeyAccessError, KeyUpdate, ListKeysError, RevokeKeyError, RollKeyError,
+    RolledKey, UpdateKeyError,
 };
 pub use leak::ReportLeakError;
-pub use operator::SetOrganizationActiveError;
+pub use operator::{IssueKeyError, IssuedKey, SetOrganizationActiveError};
 pub use principal::{InsufficientScope, Principal};
 pub use signup::{Signup, SignupError, SignupRequest};
 use trusted_cache::TrustedCache;

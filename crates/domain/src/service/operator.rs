@@ -2,8 +2,10 @@
 
 use thiserror::Error;
 
-use super::AccountService;
-use crate::model::{AuditAction, OrgId, Organization, Plan, RequestMeta};
+use super::keys::KeySpec;
+use super::{AccountService, CreatedKey};
+use crate::model::{AllowedIpsChange, AuditAction, CreateKeyRequest, OrgId, Organization, Plan, RequestMeta};
+use crate::ports::{Actor, KeyStoreError, StoreError};
 
 #[derive(Debug, Error)]
 pub enum SetOrganizationActiveError {
@@ -11,6 +13,25 @@ pub enum SetOrganizationActiveError {
     NotFound,
     #[error(transparent)]
     Unknown(#[from] crate::ports::StoreError),
+}
+
+/// Errors of [`AccountService::issue_key`].
+#[derive(Debug, Error)]
+pub enum IssueKeyError {
+    #[error("no such organization")]
+    UnknownOrganization,
+    #[error("the organization already has {0} active keys, the most allowed")]
+    KeyLimitReached(u32),
+    #[error(transparent)]
+    Unknown(#[from] StoreError),
+}
+
+/// A key an operator issued, with its organization as it was found (inactive, the key is
+/// refused until the organization is activated).
+#[derive(Debug)]
+pub struct IssuedKey {
+    pub created: CreatedKey,
+    pub organization: Organization,
 }
 
 impl AccountService {
@@ -39,6 +60,51 @@ impl AccountService {
             .ok_or(SetOrganizationActiveError::NotFound)?;
         self.apply_own_change().await;
         Ok(org)
+    }
+
+    /// Issues a key to an organization on an operator's behalf: the way back in for an
+    /// organization that revoked or let expire all its keys. No key asks for it, so none
+    /// limits it (any environment, scopes and expiry) and the `key.created` event has no
+    /// actor key; the organization's active key limit holds as for any creation. The key is
+    /// issued to an inactive organization too (it is refused until the organization is
+    /// activated). A new key is in no cache: no change needs publishing.
+    pub async fn issue_key(
+        &self,
+        org_id: &str,
+        request: CreateKeyRequest,
+        meta: &RequestMeta,
+    ) -> Result<IssuedKey, IssueKeyError> {
+        let Ok(org_id) = OrgId::new(org_id) else {
+            return Err(IssueKeyError::UnknownOrganization);
+        };
+        let organization = self.accounts.find_organization(&org_id).await?.ok_or(IssueKeyError::UnknownOrganization)?;
+        let now = self.clock.now();
+        let expires_at = request.expires_in.map(|days| days.after(now));
+        let (new_key, plaintext) = self.mint_key(
+            &org_id,
+            KeySpec {
+                name: request.name,
+                environment: request.environment,
+                scopes: request.scopes,
+                expires_at,
+                // No key asks, so there is no creator's allowlist to keep.
+                allowed_ips: match request.allowed_ips {
+                    AllowedIpsChange::Only(ips) => Some(ips),
+                    AllowedIpsChange::Keep | AllowedIpsChange::Anywhere => None,
+                },
+            },
+            now,
+        );
+        let audit = self.audit_record(&org_id, AuditAction::KeyCreated, Some(new_key.id.as_str()), None, meta, now);
+        let key = self.keys.insert_key(&new_key, self.max_active_keys, &Actor::Operator, &audit).await.map_err(
+            |e| match e {
+                KeyStoreError::LimitReached(max) => IssueKeyError::KeyLimitReached(max),
+                KeyStoreError::Unknown(e) => IssueKeyError::Unknown(e),
+                // An operator is never refused as a key is, and the key is new: not expected.
+                other => IssueKeyError::Unknown(StoreError::Failed(anyhow::Error::new(other))),
+            },
+        )?;
+        Ok(IssuedKey { created: CreatedKey { key, plaintext }, organization })
     }
 }
 
@@ -81,5 +147,123 @@ mod tests {
             .await
             .expect("deactivated");
         assert!(!org.is_active);
+    }
+
+    fn an_organization(active: bool) -> Ports {
+        let mut ports = Ports::new();
+        ports
+            .accounts
+            .expect_find_organization()
+            .returning(move |id| Ok(Some(organization(id.as_str()).with(|o| o.is_active = active))));
+        ports
+    }
+
+    #[tokio::test]
+    async fn an_issued_key_is_created_by_the_operator_with_no_actor_key_in_its_audit_event() {
+        let mut ports = an_organization(true);
+        ports
+            .keys
+            .expect_insert_key()
+            .times(1)
+            .withf(|key, max, actor, audit| {
+                *max == 7
+                    && *actor == Actor::Operator
+                    && audit.action == AuditAction::KeyCreated
+                    && audit.target_id.as_deref() == Some(key.id.as_str())
+                    && audit.actor_key_id.is_none()
+                    && audit.org_id.as_str() == "org_abc"
+                    && audit.meta == RequestMeta::operator()
+                    && audit.at == NOW
+            })
+            .returning(|k, _, _, _| Ok(k.clone().into_stored()));
+        let service = ports.service_with(|s| s.with_max_active_keys(7));
+        let request = CreateKeyRequest::new(
+            Some(KeyName::new("Recovery").expect("valid")),
+            Some(Environment::Test),
+            Some(Scopes::parse(&["read"]).expect("valid")),
+            Some(ExpiresInDays::new(30).expect("valid")),
+        );
+        let issued = service.issue_key("org_abc", request, &RequestMeta::operator()).await.expect("issued");
+        let key = &issued.created.key;
+        assert_eq!(key.org_id.as_str(), "org_abc");
+        assert_eq!(key.name.as_str(), "Recovery");
+        assert_eq!(key.environment, Environment::Test);
+        assert_eq!(key.scopes, Scopes::parse(&["read"]).expect("valid"));
+        assert_eq!(key.expires_at, Some(NOW + time::Duration::days(30)));
+        assert!(issued.created.plaintext.expose().starts_with("mem_test_"));
+        assert!(issued.created.plaintext.expose().starts_with(key.prefix.as_str().trim_end_matches("...")));
+        assert!(issued.organization.is_active);
+    }
+
+    #[tokio::test]
+    async fn an_issued_key_takes_the_defaults_of_a_created_key() {
+        let mut ports = an_organization(true);
+        ports.keys.expect_insert_key().returning(|k, _, _, _| Ok(k.clone().into_stored()));
+        let issued = ports
+            .service()
+            .issue_key("org_abc", CreateKeyRequest::default(), &RequestMeta::operator())
+            .await
+            .expect("issued");
+        let key = &issued.created.key;
+        assert_eq!(key.name.as_str(), KeyName::DEFAULT);
+        assert_eq!(key.environment, Environment::Live);
+        assert_eq!(key.scopes, Scopes::all());
+        assert_eq!(key.expires_at, None, "no expiry: not the expiry of any caller");
+        assert_eq!(key.allowed_ips, None, "from anywhere: no caller's allowlist to keep");
+        assert!(issued.created.plaintext.expose().starts_with("mem_live_"));
+    }
+
+    #[tokio::test]
+    async fn an_issued_key_gets_the_allowlist_asked_for() {
+        let mut ports = an_organization(true);
+        ports.keys.expect_insert_key().returning(|k, _, _, _| Ok(k.clone().into_stored()));
+        let ips = AllowedIps::parse(&["203.0.113.7"]).expect("valid").expect("not empty");
+        let request = CreateKeyRequest { allowed_ips: AllowedIpsChange::Only(ips.clone()), ..Default::default() };
+        let issued = ports.service().issue_key("org_abc", request, &RequestMeta::operator()).await.expect("issued");
+        assert_eq!(issued.created.key.allowed_ips, Some(ips));
+    }
+
+    #[tokio::test]
+    async fn issuing_to_an_unknown_organization_is_refused_and_stores_nothing() {
+        let mut ports = Ports::new();
+        ports.accounts.expect_find_organization().returning(|_| Ok(None));
+        ports.keys.expect_insert_key().never();
+        let service = ports.service();
+        for id in ["org_missing", "not an id"] {
+            assert!(matches!(
+                service.issue_key(id, CreateKeyRequest::default(), &RequestMeta::operator()).await,
+                Err(IssueKeyError::UnknownOrganization)
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn issuing_at_the_active_key_limit_is_refused_with_the_limit() {
+        let mut ports = an_organization(true);
+        ports.keys.expect_insert_key().returning(|_, max, _, _| Err(KeyStoreError::LimitReached(max)));
+        let service = ports.service_with(|s| s.with_max_active_keys(3));
+        let err = service.issue_key("org_abc", CreateKeyRequest::default(), &RequestMeta::operator()).await;
+        assert!(matches!(err, Err(IssueKeyError::KeyLimitReached(3))), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn an_inactive_organization_gets_its_key_and_is_returned_as_inactive() {
+        let mut ports = an_organization(false);
+        ports.keys.expect_insert_key().times(1).returning(|k, _, _, _| Ok(k.clone().into_stored()));
+        let issued = ports
+            .service()
+            .issue_key("org_abc", CreateKeyRequest::default(), &RequestMeta::operator())
+            .await
+            .expect("issued");
+        assert!(!issued.organization.is_active);
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_is_passed_on_when_issuing() {
+        let mut ports = Ports::new();
+        ports.accounts.expect_find_organization().returning(|_| Err(StoreError::Unavailable(anyhow::anyhow!("down"))));
+        ports.keys.expect_insert_key().never();
+        let err = ports.service().issue_key("org_abc", CreateKeyRequest::default(), &RequestMeta::operator()).await;
+        assert!(matches!(err, Err(IssueKeyError::Unknown(StoreError::Unavailable(_)))), "{err:?}");
     }
 }

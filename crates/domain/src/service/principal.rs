@@ -45,6 +45,12 @@ impl Principal {
         self.credential.key.expires_at
     }
 
+    /// Where the caller's key may be used from (`None`: anywhere): no key it makes may reach
+    /// further.
+    pub fn allowed_ips(&self) -> Option<&crate::model::AllowedIps> {
+        self.credential.key.allowed_ips.as_ref()
+    }
+
     /// The organization as it was when the key was authenticated.
     pub fn organization(&self) -> &Organization {
         &self.credential.organization

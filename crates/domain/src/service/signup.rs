@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-use super::keys::CreatedKey;
+use super::keys::{CreatedKey, KeySpec};
 use super::AccountService;
 use crate::model::{
     AuditAction, CreateKeyRequest, EmailAddress, NewOrganization, OrgName, Organization, PlanId, RequestMeta,
@@ -57,7 +57,14 @@ impl AccountService {
             created_at: now,
         };
         let first = CreateKeyRequest::default();
-        let (new_key, plaintext) = self.mint_key(&org.id, first.name, first.environment, first.scopes, None, now);
+        let spec = KeySpec {
+            name: first.name,
+            environment: first.environment,
+            scopes: first.scopes,
+            expires_at: None,
+            allowed_ips: None,
+        };
+        let (new_key, plaintext) = self.mint_key(&org.id, spec, now);
         let audit = self.audit_record(&org.id, AuditAction::Signup, Some(org.id.as_str()), None, meta, now);
         let organization = self.accounts.create_organization(&org, &new_key, &audit).await.map_err(|e| match e {
             CreateOrganizationError::EmailTaken => SignupError::EmailTaken,

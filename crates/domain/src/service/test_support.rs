@@ -104,6 +104,7 @@ pub(crate) fn api_key(id: &str, org: &str) -> ApiKey {
         expires_at: None,
         revoked_at: None,
         last_used_at: None,
+        allowed_ips: None,
     }
 }
 

@@ -13,6 +13,7 @@ pub enum VerificationCode {
     Expired,
     InsufficientScope,
     OrgInactive,
+    IpNotAllowed,
 }
 
 impl VerificationCode {
@@ -24,6 +25,7 @@ impl VerificationCode {
             Self::Expired => "expired",
             Self::InsufficientScope => "insufficient_scope",
             Self::OrgInactive => "org_inactive",
+            Self::IpNotAllowed => "ip_not_allowed",
         }
     }
 }
@@ -61,7 +63,8 @@ impl AccountService {
             Err(AuthenticateError::Malformed(_) | AuthenticateError::UnknownKey) => verdict(VerificationCode::NotFound),
             Err(AuthenticateError::Revoked) => verdict(VerificationCode::Revoked),
             Err(AuthenticateError::Expired) => verdict(VerificationCode::Expired),
-            Err(AuthenticateError::OrganizationInactive) => verdict(VerificationCode::OrgInactive),
+            Err(AuthenticateError::OrganizationInactive(_)) => verdict(VerificationCode::OrgInactive),
+            Err(AuthenticateError::IpNotAllowed) => verdict(VerificationCode::IpNotAllowed),
             Err(AuthenticateError::Unknown(e)) => Err(e),
         }
     }

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::plans::PlanDto;
 use super::shared_responses::{AuthErrors, Unavailable};
 use crate::account_render::account_body;
-use crate::auth::Caller;
+use crate::auth::{AccountReader, Caller};
 use crate::envelope::envelope_schemas;
 use crate::error::ApiError;
 use crate::timestamp::rfc3339;
@@ -61,13 +61,16 @@ impl From<GetAccountError> for ApiError {
 const JSON_CONTENT_TYPE: (actix_web::http::header::HeaderName, HeaderValue) =
     (CONTENT_TYPE, HeaderValue::from_static("application/json"));
 
-/// The caller's organization and plan. Needs the `read` scope.
+/// The caller's organization and plan. Needs the `read` scope. A deactivated organization's
+/// valid key reads it too (`"is_active": false`); every other route refuses that key.
 #[utoipa::path(tag = "accounts", operation_id = "get_account", security(("bearer" = [])), responses(
     (status = 200, description = "The account", body = AccountResponse),
     AuthErrors, Unavailable,
 ))]
 #[get("")]
-pub(crate) async fn get_account(Caller { principal: caller, service }: Caller) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn get_account(
+    AccountReader(Caller { principal: caller, service }): AccountReader,
+) -> Result<HttpResponse, ApiError> {
     let org = service.get_account(&caller).await?;
     Ok(HttpResponse::Ok().insert_header(JSON_CONTENT_TYPE).body(account_body(org)))
 }

@@ -40,7 +40,7 @@ pub(crate) fn endpoints() -> Scope<
     let one_key = scope("/{key_id}")
         .service(api_keys::get_key)
         .service(api_keys::revoke_key)
-        .service(api_keys::rename_key)
+        .service(api_keys::update_key)
         .service(api_keys::roll_key)
         .default_service(web::to(unmatched));
     let api_keys = scope("/api-keys")

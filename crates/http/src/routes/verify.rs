@@ -37,6 +37,24 @@ impl std::fmt::Debug for InternalToken {
     }
 }
 
+/// An IPv4 or IPv6 address, or null.
+fn client_ip_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    let address =
+        |format| ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(format)));
+    AnyOfBuilder::new()
+        .item(address(KnownFormat::Ipv4))
+        .item(address(KnownFormat::Ipv6))
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .description(Some(
+            "The address the client presented the key from. Without it, a key limited to some addresses is \
+             refused (`ip_not_allowed`): the check cannot be skipped by omitting it.",
+        ))
+        .examples([serde_json::json!("203.0.113.7")])
+        .build()
+        .into()
+}
+
 /// `POST /v1/internal/verify-key`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +62,11 @@ impl std::fmt::Debug for InternalToken {
 pub(crate) struct VerifyKeyBody {
     /// The key a client presented.
     key: String,
+    /// The address the client presented the key from. Without it, a key limited to some
+    /// addresses is refused (`ip_not_allowed`): the check cannot be skipped by omitting it.
+    #[serde(default)]
+    #[schema(schema_with = client_ip_schema)]
+    client_ip: Option<String>,
     /// Scopes the key must hold.
     #[serde(default)]
     #[schema(schema_with = crate::routes::api_keys::optional_scope_list)]
@@ -62,7 +85,7 @@ impl std::fmt::Debug for VerifyKeyBody {
 #[schema(as = Verification)]
 pub(crate) struct VerificationDto {
     valid: bool,
-    /// valid, not_found, revoked, expired, insufficient_scope or org_inactive.
+    /// valid, not_found, revoked, expired, ip_not_allowed, insufficient_scope or org_inactive.
     #[schema(example = "valid")]
     code: &'static str,
     org_id: Option<String>,
@@ -130,6 +153,15 @@ pub(crate) async fn verify_key(
     let body = read_body(&req, payload).await?;
     let request = required_json::<VerifyKeyBody>(&req, &body)?;
     let required = request.scopes.as_deref().map(|s| Scopes::parse(s).map_err(scopes_error)).transpose()?;
-    let verdict = service.into_inner().verify_key(&request.key, required.as_ref(), None).await?;
+    let client_ip = request
+        .client_ip
+        .as_deref()
+        .map(|ip| {
+            ip.trim()
+                .parse::<std::net::IpAddr>()
+                .map_err(|_| ApiError::validation("client_ip", "must be an IPv4 or IPv6 address"))
+        })
+        .transpose()?;
+    let verdict = service.into_inner().verify_key(&request.key, required.as_ref(), client_ip).await?;
     Ok(ok(VerificationDto::from(&verdict)))
 }

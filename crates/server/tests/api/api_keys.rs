@@ -48,7 +48,7 @@ async fn a_key_created_with_every_field_is_shown_once_in_full(app: TestApp) {
     let data = reply.data();
     assert_eq!(
         field_names(data),
-        ["created_at", "environment", "expires_at", "id", "key", "key_prefix", "name", "scopes"]
+        ["allowed_ips", "created_at", "environment", "expires_at", "id", "key", "key_prefix", "name", "scopes"]
     );
     assert_eq!(data["name"], "CI/CD Key");
     assert_eq!(data["environment"], "test");
@@ -88,6 +88,7 @@ async fn keys_are_listed_newest_first_with_the_documented_fields_and_no_secret(a
         assert_eq!(
             field_names(key),
             [
+                "allowed_ips",
                 "created_at",
                 "environment",
                 "expires_at",

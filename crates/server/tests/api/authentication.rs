@@ -107,7 +107,10 @@ async fn keys_of_an_inactive_organization_get_403(app: TestApp) {
     let org = app.signup_org("inactive@acme.test").await;
     let other = app.signup_org("active@acme.test").await;
     app.execute_sql(&format!("UPDATE organizations SET is_active = false WHERE id = '{}'", org.id));
-    app.get_account(&org.key).await.assert_error(403, "organization_inactive");
+    // Its account stays readable, showing why (`is_active: false`); nothing else answers.
+    let account = app.get_account(&org.key).await;
+    assert_eq!(account.data()["is_active"], json!(false), "{}", account.body);
+    app.list_keys(&org.key).await.assert_error(403, "organization_inactive");
     app.create_key(&org.key, None).await.assert_error(403, "organization_inactive");
     assert_eq!(app.get_account(&other.key).await.status, StatusCode::OK);
 }

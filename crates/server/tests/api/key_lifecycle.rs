@@ -37,7 +37,18 @@ async fn a_rolled_key_replaces_the_old_one_which_stops_after_the_grace_period(ap
     let data = rolled.data();
     assert_eq!(
         field_names(data),
-        ["created_at", "environment", "expires_at", "id", "key", "key_prefix", "name", "rolled_from", "scopes"]
+        [
+            "allowed_ips",
+            "created_at",
+            "environment",
+            "expires_at",
+            "id",
+            "key",
+            "key_prefix",
+            "name",
+            "rolled_from",
+            "scopes"
+        ]
     );
     assert_eq!(data["rolled_from"], json!(ci_id));
     assert_eq!(data["name"], "CI");

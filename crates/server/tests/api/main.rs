@@ -5,6 +5,7 @@ mod helpers;
 
 mod abuse;
 mod account;
+mod allowlists;
 mod api_keys;
 mod authentication;
 mod database_faults;
@@ -15,3 +16,4 @@ mod process;
 mod protocol_errors;
 mod revocation;
 mod signup;
+mod verifier;

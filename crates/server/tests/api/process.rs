@@ -314,9 +314,10 @@ async fn deactivation_reaches_a_running_server(db: TestDatabase) {
     let signup = sign_up(&client, &base, "operator@acme.test").await;
     let key = signup["data"]["api_key"]["key"].as_str().expect("key").to_owned();
     let org_id = signup["data"]["account"]["org_id"].as_str().expect("org").to_owned();
+    // Any route but GET /v1/account, which a deactivated organization's key still reads.
     let status = |key: String| {
         let client = client.clone();
-        let url = format!("{base}/v1/account");
+        let url = format!("{base}/v1/account/api-keys");
         async move { client.get(url).bearer_auth(key).send().await.expect("sent").status().as_u16() }
     };
     assert_eq!(status(key.clone()).await, 200, "the key is cached now");
@@ -396,6 +397,156 @@ async fn use_is_written_at_sigterm(db: TestDatabase) {
         }
     };
     assert!(rows[0].last_used_at.is_some(), "the use was lost at shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_gives_a_locked_out_organization_a_key_that_a_running_server_accepts_at_once_on_sqlite() {
+    recovery_by_an_operator(TestDatabase::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_gives_a_locked_out_organization_a_key_that_a_running_server_accepts_at_once_on_postgres() {
+    if let Some(db) = TestDatabase::postgres() {
+        recovery_by_an_operator(db).await;
+    }
+}
+
+/// An organization revokes its only key, an operator issues it one from the command line
+/// (another process on the same database), then the limit and a deactivated organization.
+async fn recovery_by_an_operator(db: TestDatabase) {
+    let (mut child, port, _logs) = start_server(&db.url(), &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let signup = sign_up(&client, &base, "recovery@acme.test").await;
+    let key = signup["data"]["api_key"]["key"].as_str().expect("key").to_owned();
+    let key_id = signup["data"]["api_key"]["id"].as_str().expect("id").to_owned();
+    let org_id = signup["data"]["account"]["org_id"].as_str().expect("org").to_owned();
+    let get = |path: &str, key: &str| {
+        let request = client.get(format!("{base}{path}")).bearer_auth(key);
+        async move {
+            let response = request.send().await.expect("sent");
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.expect("json"))
+        }
+    };
+    let revoked =
+        client.delete(format!("{base}/v1/account/api-keys/{key_id}")).bearer_auth(&key).send().await.expect("sent");
+    assert_eq!(revoked.status().as_u16(), 200);
+    assert_eq!(get("/v1/account", &key).await.0, 401, "locked out: its only key is revoked");
+
+    let issue = |args: &[&str], extra: &[(&str, &str)]| {
+        account_api()
+            .env("DATABASE_URL", db.url())
+            .envs(extra.iter().copied())
+            .args(["keys", "issue", &org_id])
+            .args(args)
+            .output()
+            .expect("runs")
+    };
+    let output = issue(&["--name", "Recovery", "--scopes", "read"], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "the key alone on stdout: {stdout:?}");
+    assert!(stdout.ends_with('\n'));
+    let issued = lines[0].to_owned();
+    assert!(issued.starts_with("mem_live_"), "{issued}");
+    assert!(!stderr.contains(&issued[issued.len() - 32..]), "the key is printed on stdout only: {stderr}");
+
+    let (status, account) = get("/v1/account", &issued).await;
+    assert_eq!(status, 200, "the server never saw the key, and takes it at once: {account}");
+    assert_eq!(account["data"]["org_id"], org_id.as_str());
+    let (_, listed) = get("/v1/account/api-keys", &issued).await;
+    let keys = listed["data"].as_array().expect("keys");
+    assert_eq!(keys.len(), 2, "{listed}");
+    let recovery = keys.iter().find(|k| k["name"] == "Recovery").unwrap_or_else(|| panic!("not listed: {listed}"));
+    let recovery_id = recovery["id"].as_str().expect("id").to_owned();
+    assert_eq!(recovery["scopes"], serde_json::json!(["read"]));
+    assert_eq!(recovery["environment"], "live");
+    assert_eq!(recovery["expires_at"], serde_json::Value::Null);
+    assert_eq!(recovery["is_active"], true);
+    let (_, trail) = get("/v1/account/audit-log", &issued).await;
+    let events = trail["data"]["events"].as_array().expect("events");
+    let created: Vec<_> =
+        events.iter().filter(|e| e["action"] == "key.created" && e["target_id"] == recovery_id.as_str()).collect();
+    assert_eq!(created.len(), 1, "{trail}");
+    assert_eq!(created[0]["actor_key_id"], serde_json::Value::Null);
+    assert_eq!(created[0]["client_ip"], serde_json::Value::Null);
+    assert_eq!(created[0]["user_agent"], "account-api command line");
+
+    // At the limit: refused, naming it, and nothing stored.
+    let refused = issue(&[], &[("MAX_ACTIVE_KEYS_PER_ORG", "1")]);
+    assert!(!refused.status.success());
+    assert!(refused.stdout.is_empty(), "no key printed: {}", String::from_utf8_lossy(&refused.stdout));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("MAX_ACTIVE_KEYS_PER_ORG") && message.contains('1'), "{message}");
+    let (_, listed) = get("/v1/account/api-keys", &issued).await;
+    assert_eq!(listed["data"].as_array().expect("keys").len(), 2, "a key was stored at the limit: {listed}");
+    let (_, trail) = get("/v1/account/audit-log", &issued).await;
+    assert_eq!(trail["data"]["events"].as_array().expect("events").len(), events.len(), "an event was recorded");
+
+    // A deactivated organization gets its key, with a warning; it works once activated.
+    let deactivated =
+        account_api().env("DATABASE_URL", db.url()).args(["orgs", "deactivate", &org_id]).output().expect("runs");
+    assert!(deactivated.status.success(), "{}", String::from_utf8_lossy(&deactivated.stderr));
+    let output = issue(&["--environment", "test", "--expires-in-days", "7"], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("inactive") && stderr.contains(&format!("account-api orgs activate {org_id}")), "{stderr}");
+    let late = String::from_utf8(output.stdout).expect("utf-8").trim_end().to_owned();
+    assert!(late.starts_with("mem_test_"), "{late}");
+    // Any route but GET /v1/account, which a deactivated organization's key still reads.
+    let refused_until = Instant::now();
+    while get("/v1/account/api-keys", &late).await.0 != 403 {
+        assert!(refused_until.elapsed() < Duration::from_secs(1), "the inactive organization's key is served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let activated =
+        account_api().env("DATABASE_URL", db.url()).args(["orgs", "activate", &org_id]).output().expect("runs");
+    assert!(activated.status.success(), "{}", String::from_utf8_lossy(&activated.stderr));
+    let changed = Instant::now();
+    while get("/v1/account/api-keys", &late).await.0 != 200 {
+        assert!(changed.elapsed() < Duration::from_secs(1), "the key does not work once the organization is active");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    send_signal(&child, "TERM");
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
+}
+
+#[test]
+fn keys_issue_refuses_an_unknown_organization() {
+    let db = TestDatabase::sqlite();
+    let output =
+        account_api().env("DATABASE_URL", db.url()).args(["keys", "issue", "org_missing"]).output().expect("runs");
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Error: no organization has the id org_missing"), "{stderr}");
+}
+
+#[test]
+fn keys_issue_refuses_a_bad_value_naming_the_option() {
+    let db = TestDatabase::sqlite();
+    for (option, value) in [
+        ("--name", " "),
+        ("--scopes", "read,admin"),
+        ("--scopes", ""),
+        ("--environment", "prod"),
+        ("--expires-in-days", "0"),
+        ("--expires-in-days", "-3"),
+        ("--expires-in-days", "soon"),
+    ] {
+        let output = account_api()
+            .env("DATABASE_URL", db.url())
+            .args(["keys", "issue", "org_any", option, value])
+            .output()
+            .expect("runs");
+        assert!(!output.status.success(), "{option} {value:?} was accepted");
+        assert!(output.stdout.is_empty());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(option), "{option} {value:?}: {stderr}");
+    }
 }
 
 /// Signs an organization up on a running server and returns the answer.

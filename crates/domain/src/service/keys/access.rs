@@ -3,12 +3,12 @@
 use thiserror::Error;
 use time::OffsetDateTime;
 
-use crate::model::{ApiKey, Environment, KeyId, Scope, Scopes};
+use crate::model::{AllowedIps, ApiKey, Environment, KeyId, Scope, Scopes};
 use crate::service::{AccountService, InsufficientScope, Principal};
 
 /// Why a caller may not act on a key. The refusals come in one order: the scope the
 /// operation needs, then the organization (a key of another one does not exist for the
-/// caller), then the key's scopes, its environment, and its expiry.
+/// caller), then the key's scopes, its environment, its expiry, and its addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum KeyAccessError {
     #[error(transparent)]
@@ -24,6 +24,9 @@ pub enum KeyAccessError {
     EnvironmentEscalation { requested: bool },
     #[error("a key that expires can only create keys that expire no later than it does")]
     ExpiryEscalation,
+    /// The key would work from addresses the caller may not use itself.
+    #[error("a key limited to some addresses can only give keys addresses within its own allowlist")]
+    AddressEscalation,
 }
 
 /// What the access rules look at in the key acted on; `None` where the operation does not
@@ -37,6 +40,9 @@ pub(crate) struct KeyFacts<'a> {
     pub scopes: Option<&'a Scopes>,
     /// The expiry the operation gives a key (create).
     pub expires_at: Option<Option<OffsetDateTime>>,
+    /// The allowlist the operation gives a key (create, roll, a change of allowlist); inner
+    /// `None`: anywhere.
+    pub allowed_ips: Option<Option<&'a AllowedIps>>,
 }
 
 /// What an operation does with a stored key, and so which of its properties the rules see.
@@ -58,6 +64,7 @@ impl<'a> KeyFacts<'a> {
             environment: (using != Use::Read).then_some(key.environment),
             scopes: (using == Use::Copy).then_some(&key.scopes),
             expires_at: None,
+            allowed_ips: (using == Use::Copy).then_some(key.allowed_ips.as_ref()),
         }
     }
 }
@@ -76,6 +83,14 @@ impl Principal {
         };
         if key.expires_at.is_some_and(outlives) {
             return Err(KeyAccessError::ExpiryEscalation);
+        }
+        let reaches_beyond = |allowed: Option<&AllowedIps>| match (self.allowed_ips(), allowed) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(own), Some(given)) => !given.is_within(own),
+        };
+        if key.allowed_ips.is_some_and(reaches_beyond) {
+            return Err(KeyAccessError::AddressEscalation);
         }
         Ok(())
     }
@@ -116,7 +131,13 @@ mod tests {
     use crate::service::test_support::*;
 
     fn requested(environment: Environment, scopes: &Scopes, expires_at: Option<OffsetDateTime>) -> KeyFacts<'_> {
-        KeyFacts { requested: true, environment: Some(environment), scopes: Some(scopes), expires_at: Some(expires_at) }
+        KeyFacts {
+            requested: true,
+            environment: Some(environment),
+            scopes: Some(scopes),
+            expires_at: Some(expires_at),
+            allowed_ips: None,
+        }
     }
 
     #[test]

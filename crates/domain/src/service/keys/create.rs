@@ -1,15 +1,16 @@
 //! Creating a key.
 
 use super::access::KeyFacts;
-use super::{CreateKeyError, CreatedKey};
-use crate::model::{CreateKeyRequest, RequestMeta, Scope};
+use super::{CreateKeyError, CreatedKey, KeySpec};
+use crate::model::{AllowedIpsChange, CreateKeyRequest, RequestMeta, Scope};
 use crate::ports::Actor;
 use crate::service::{AccountService, KeyAccessError, Principal};
 
 impl AccountService {
     /// Creates a key. Needs `write`; a key grants no scope it lacks, a test key creates only
-    /// test keys, and a key that expires creates keys that expire no later (without
-    /// `expires_in`, the new key takes the caller's expiry).
+    /// test keys, a key that expires creates keys that expire no later (without
+    /// `expires_in`, the new key takes the caller's expiry), and a key limited to some
+    /// addresses creates keys limited within them (without an allowlist, the caller's).
     pub async fn create_key(
         &self,
         caller: &Principal,
@@ -19,14 +20,26 @@ impl AccountService {
         caller.require(Scope::Write).map_err(KeyAccessError::from)?;
         let now = self.clock.now();
         let expires_at = request.expires_in.map(|days| days.after(now)).or(caller.expires_at());
+        let allowed_ips = match request.allowed_ips {
+            AllowedIpsChange::Keep => caller.allowed_ips().cloned(),
+            AllowedIpsChange::Anywhere => None,
+            AllowedIpsChange::Only(list) => Some(list),
+        };
         caller.may_act_on(&KeyFacts {
             requested: true,
             environment: Some(request.environment),
             scopes: Some(&request.scopes),
             expires_at: Some(expires_at),
+            allowed_ips: Some(allowed_ips.as_ref()),
         })?;
-        let (new_key, plaintext) =
-            self.mint_key(caller.org_id(), request.name, request.environment, request.scopes, expires_at, now);
+        let spec = KeySpec {
+            name: request.name,
+            environment: request.environment,
+            scopes: request.scopes,
+            expires_at,
+            allowed_ips,
+        };
+        let (new_key, plaintext) = self.mint_key(caller.org_id(), spec, now);
         let audit = self.key_created_record(caller, &new_key, meta, now);
         let actor = Actor::Key(caller.key_id().clone());
         let key = self.keys.insert_key(&new_key, self.max_active_keys, &actor, &audit).await?;

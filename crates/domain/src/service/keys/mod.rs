@@ -1,25 +1,37 @@
 //! An organization's keys: listing and reading them, and the four changes (create, roll,
-//! rename, revoke), each in a file of its own with its tests. Who may act on which key is
+//! update, revoke), each in a file of its own with its tests. Who may act on which key is
 //! decided in one place, [`access`]; every key is made by [`AccountService::mint_key`].
 
 mod access;
 mod create;
-mod rename;
 mod revoke;
 mod roll;
+mod update;
 
 use thiserror::Error;
 use time::OffsetDateTime;
 
 use super::{AccountService, InsufficientScope, Principal};
 use crate::model::{
-    ApiKey, AuditAction, AuditRecord, Environment, KeyName, NewApiKey, OrgId, PlaintextKey, RequestMeta, Scope, Scopes,
+    AllowedIps, ApiKey, AuditAction, AuditRecord, Environment, KeyName, NewApiKey, OrgId, PlaintextKey, RequestMeta,
+    Scope, Scopes,
 };
 use crate::ports::{KeyStoreError, StoreError};
 
 pub use access::KeyAccessError;
 use access::{LookupError, Use};
 pub use roll::RolledKey;
+pub use update::KeyUpdate;
+
+/// What a new key is, whoever makes it: everything but its id, secret and time.
+#[derive(Debug, Clone)]
+pub(crate) struct KeySpec {
+    pub name: KeyName,
+    pub environment: Environment,
+    pub scopes: Scopes,
+    pub expires_at: Option<OffsetDateTime>,
+    pub allowed_ips: Option<AllowedIps>,
+}
 
 /// A key just created: the stored form, and the plaintext shown to its owner this once.
 #[derive(Debug)]
@@ -73,8 +85,8 @@ key_operation_error! {
     CreateKeyError;
     /// Errors of [`AccountService::roll_key`].
     RollKeyError;
-    /// Errors of [`AccountService::rename_key`].
-    RenameKeyError;
+    /// Errors of [`AccountService::update_key`].
+    UpdateKeyError;
     /// Errors of [`AccountService::revoke_key`].
     RevokeKeyError;
 }
@@ -114,27 +126,20 @@ impl AccountService {
     }
 
     /// Draws a fresh secret and builds the key to store and the plaintext to show once: the
-    /// one way a key is made, by signup, creation or roll.
-    pub(super) fn mint_key(
-        &self,
-        org_id: &OrgId,
-        name: KeyName,
-        environment: Environment,
-        scopes: Scopes,
-        expires_at: Option<OffsetDateTime>,
-        now: OffsetDateTime,
-    ) -> (NewApiKey, PlaintextKey) {
-        let plaintext = PlaintextKey::assemble(environment, &self.generator.key_secret());
+    /// one way a key is made, by signup, creation, roll or an operator.
+    pub(crate) fn mint_key(&self, org_id: &OrgId, spec: KeySpec, now: OffsetDateTime) -> (NewApiKey, PlaintextKey) {
+        let plaintext = PlaintextKey::assemble(spec.environment, &self.generator.key_secret());
         let new_key = NewApiKey {
             id: self.generator.key_id(),
             org_id: org_id.clone(),
-            name,
+            name: spec.name,
             hash: plaintext.hash(),
             prefix: plaintext.display_prefix(),
-            environment,
-            scopes,
+            environment: spec.environment,
+            scopes: spec.scopes,
             created_at: now,
-            expires_at,
+            expires_at: spec.expires_at,
+            allowed_ips: spec.allowed_ips,
         };
         (new_key, plaintext)
     }

@@ -1,7 +1,7 @@
 //! Rolling a key: a new key in its place, the old one kept for a grace period.
 
 use super::access::Use;
-use super::{CreatedKey, RollKeyError};
+use super::{CreatedKey, KeySpec, RollKeyError};
 use crate::model::{AuditAction, GracePeriod, KeyId, RequestMeta, Scope};
 use crate::ports::{Actor, KeyStoreError};
 use crate::service::{AccountService, Principal};
@@ -35,8 +35,16 @@ impl AccountService {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let (new_key, plaintext) =
-            self.mint_key(&old.org_id, old.name.clone(), old.environment, old.scopes.clone(), expires_at, now);
+        // The successor keeps the rolled key's allowlist, which the caller may give
+        // (checked with the key's other properties, `Use::Copy`).
+        let spec = KeySpec {
+            name: old.name.clone(),
+            environment: old.environment,
+            scopes: old.scopes.clone(),
+            expires_at,
+            allowed_ips: old.allowed_ips.clone(),
+        };
+        let (new_key, plaintext) = self.mint_key(&old.org_id, spec, now);
         // The trail names both keys: the one created in its place, then (newest, on top of
         // the log) the roll of the old one.
         let audit = [

@@ -2,14 +2,14 @@
 //! values.
 
 use account_domain::{
-    ApiKey, CreateKeyRequest, CreatedKey, Environment, ExpiresInDays, GracePeriod, KeyName, RolledKey, Scopes,
-    ScopesError,
+    AllowedIps, AllowedIpsChange, ApiKey, CreateKeyRequest, CreatedKey, Environment, ExpiresInDays, GracePeriod,
+    KeyName, KeyUpdate, RolledKey, Scopes, ScopesError,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::timestamp::rfc3339;
 
 /// `POST /v1/account/api-keys`; every field is optional.
@@ -40,6 +40,12 @@ pub(crate) struct CreateKeyBody {
     #[serde(default, deserialize_with = "crate::body::whole_number")]
     #[schema(minimum = 1, maximum = 3650, example = 90)]
     expires_in_days: Option<i64>,
+    /// The addresses the key works from (IPv4 or IPv6 addresses or CIDR blocks, at most 32).
+    /// Omitted: the creating key's allowlist; `null` or `[]`: anywhere. A key limited to some
+    /// addresses creates keys limited within them.
+    #[serde(default, deserialize_with = "crate::body::present")]
+    #[schema(schema_with = allowed_ips_list)]
+    allowed_ips: Option<Option<Vec<String>>>,
 }
 
 /// Where a key may be used.
@@ -72,7 +78,9 @@ impl CreateKeyBody {
             .expires_in_days
             .map(|d| ExpiresInDays::new(d).map_err(|e| ApiError::validation("expires_in_days", e)))
             .transpose()?;
-        Ok(CreateKeyRequest::new(name, environment, scopes, expires_in))
+        let mut request = CreateKeyRequest::new(name, environment, scopes, expires_in);
+        request.allowed_ips = allowed_ips_change(self.allowed_ips)?;
+        Ok(request)
     }
 }
 
@@ -113,6 +121,8 @@ pub(crate) struct KeyDto {
     last_used_at: Option<String>,
     #[schema(format = DateTime)]
     expires_at: Option<String>,
+    /// The addresses the key works from; null: anywhere.
+    allowed_ips: Option<Vec<String>>,
 }
 
 impl KeyDto {
@@ -127,6 +137,7 @@ impl KeyDto {
             created_at: rfc3339(key.created_at),
             last_used_at: key.last_used_at.map(rfc3339),
             expires_at: key.expires_at.map(rfc3339),
+            allowed_ips: key.allowed_ips.as_ref().map(AllowedIps::items),
         }
     }
 }
@@ -151,6 +162,8 @@ pub(crate) struct CreatedKeyDto<'a> {
     created_at: String,
     #[schema(format = DateTime)]
     expires_at: Option<String>,
+    /// The addresses the key works from; null: anywhere.
+    allowed_ips: Option<Vec<String>>,
 }
 
 impl<'a> From<&'a CreatedKey> for CreatedKeyDto<'a> {
@@ -165,6 +178,7 @@ impl<'a> From<&'a CreatedKey> for CreatedKeyDto<'a> {
             scopes: scope_words(&key.scopes),
             created_at: rfc3339(key.created_at),
             expires_at: key.expires_at.map(rfc3339),
+            allowed_ips: key.allowed_ips.as_ref().map(AllowedIps::items),
         }
     }
 }
@@ -175,26 +189,66 @@ impl std::fmt::Debug for CreatedKeyDto<'_> {
     }
 }
 
-/// `PATCH /v1/account/api-keys/{key_id}`.
+/// `PATCH /v1/account/api-keys/{key_id}`: `name`, `allowed_ips`, or both.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(as = RenameApiKeyRequest)]
-pub(crate) struct RenameKeyBody {
+#[schema(as = UpdateApiKeyRequest)]
+pub(crate) struct UpdateKeyBody {
     /// The new name: 1 to 200 characters once leading and trailing spaces are trimmed (the
-    /// length is checked after trimming), no control characters.
+    /// length is checked after trimming), no control characters. Omitted: unchanged.
+    #[serde(default)]
     #[schema(
         min_length = 1,
         max_length = 200,
         pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$",
         example = "Production Key"
     )]
-    name: String,
+    name: Option<String>,
+    /// The new allowlist (as in create key); `null` or `[]`: anywhere. Omitted: unchanged. A
+    /// key limited to some addresses sets only allowlists within its own.
+    #[serde(default, deserialize_with = "crate::body::present")]
+    #[schema(schema_with = allowed_ips_list)]
+    allowed_ips: Option<Option<Vec<String>>>,
 }
 
-impl RenameKeyBody {
-    pub(crate) fn into_domain(self) -> Result<KeyName, ApiError> {
-        KeyName::new(&self.name).map_err(|e| ApiError::validation("name", e))
+impl UpdateKeyBody {
+    pub(crate) fn into_domain(self) -> Result<KeyUpdate, ApiError> {
+        if self.name.is_none() && self.allowed_ips.is_none() {
+            return Err(ApiError::new(ErrorCode::ValidationError, "send `name`, `allowed_ips` or both"));
+        }
+        let name = self.name.map(|n| KeyName::new(&n).map_err(|e| ApiError::validation("name", e))).transpose()?;
+        Ok(KeyUpdate { name, allowed_ips: allowed_ips_change(self.allowed_ips)? })
     }
+}
+
+/// A request's allowlist: absent, anywhere (`null`, `[]`) or a valid list.
+fn allowed_ips_change(sent: Option<Option<Vec<String>>>) -> Result<AllowedIpsChange, ApiError> {
+    match sent {
+        None => Ok(AllowedIpsChange::Keep),
+        Some(None) => Ok(AllowedIpsChange::Anywhere),
+        Some(Some(items)) => match AllowedIps::parse(&items).map_err(|e| ApiError::validation("allowed_ips", e))? {
+            Some(list) => Ok(AllowedIpsChange::Only(list)),
+            None => Ok(AllowedIpsChange::Anywhere),
+        },
+    }
+}
+
+/// An allowlist: IPv4 or IPv6 addresses or CIDR blocks, at most 32, or null. Beyond what
+/// the pattern says: no host bits set in a block, no duplicates once normalised.
+pub(crate) fn allowed_ips_list() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    const ADDRESS_OR_BLOCK: &str =
+        r"^(([0-9]{1,3}\.){3}[0-9]{1,3}(/[0-9]{1,2})?|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(/[0-9]{1,3})?)$";
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(ObjectBuilder::new().schema_type(Type::String).pattern(Some(ADDRESS_OR_BLOCK)))
+        .max_items(Some(AllowedIps::MAX))
+        .unique_items(true)
+        .description(Some(
+            "IPv4 or IPv6 addresses or CIDR blocks (at most 32; no host bits set in a block; no duplicates once \
+             an IPv4-mapped IPv6 address is read as its IPv4 address). Null or empty: anywhere.",
+        ))
+        .build()
 }
 
 /// `POST /v1/account/api-keys/{key_id}/roll`; the body is optional.

@@ -1,8 +1,8 @@
 //! What the key operations' refusals answer: each a row of the error table, mapped once.
 
 use account_domain::{
-    CreateKeyError, GetKeyError, KeyAccessError, KeyStoreError, ListKeysError, RenameKeyError, RevokeKeyError,
-    RollKeyError,
+    CreateKeyError, GetKeyError, KeyAccessError, KeyStoreError, ListKeysError, RevokeKeyError, RollKeyError,
+    UpdateKeyError,
 };
 
 use crate::error::{ApiError, ErrorCode};
@@ -23,6 +23,9 @@ impl From<KeyAccessError> for ApiError {
             }
             KeyAccessError::ExpiryEscalation => {
                 Self::new(ErrorCode::ExpiryEscalation, message).with_field("expires_in_days")
+            }
+            KeyAccessError::AddressEscalation => {
+                Self::new(ErrorCode::AddressEscalation, message).with_field("allowed_ips")
             }
         }
     }
@@ -63,7 +66,7 @@ macro_rules! from_key_operation_error {
     )*};
 }
 
-from_key_operation_error!(GetKeyError, CreateKeyError, RollKeyError, RenameKeyError, RevokeKeyError);
+from_key_operation_error!(GetKeyError, CreateKeyError, RollKeyError, UpdateKeyError, RevokeKeyError);
 
 impl From<ListKeysError> for ApiError {
     fn from(e: ListKeysError) -> Self {

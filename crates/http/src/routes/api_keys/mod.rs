@@ -11,7 +11,7 @@ pub(crate) use bodies::{
     optional_scope_list, scope_list, scope_words, scopes_error, CreateKeyBody, CreatedKeyDto, EnvironmentName,
     ScopeName,
 };
-use bodies::{KeyDto, RenameKeyBody, RollKeyBody, RolledKeyDto};
+use bodies::{KeyDto, RollKeyBody, RolledKeyDto, UpdateKeyBody};
 
 use super::shared_responses::{AuthErrors, BodyErrors, Unavailable, WriteAuthErrors};
 use crate::auth::Caller;
@@ -102,11 +102,12 @@ pub(crate) async fn get_key(
     Ok(ok(KeyDto::new(&key, service.now())))
 }
 
-/// Renames a key of the caller's organization. Needs the `write` scope; a test key renames
-/// only test keys.
-#[utoipa::path(tag = "api-keys", operation_id = "rename_api_key", security(("bearer" = [])),
+/// Changes a key of the caller's organization: its name, its allowlist, or both. Needs the
+/// `write` scope; a test key changes only test keys; a key limited to some addresses sets
+/// only allowlists within its own.
+#[utoipa::path(tag = "api-keys", operation_id = "update_api_key", security(("bearer" = [])),
     params(KeyIdPath),
-    request_body = RenameKeyBody,
+    request_body = UpdateKeyBody,
     responses(
     (status = 200, description = "The key as listed", body = ApiKeyResponse),
     (status = 400, description = "Invalid body", body = ErrorBody),
@@ -114,7 +115,7 @@ pub(crate) async fn get_key(
     BodyErrors, WriteAuthErrors, Unavailable,
 ))]
 #[patch("")]
-pub(crate) async fn rename_key(
+pub(crate) async fn update_key(
     Caller { principal: caller, service }: Caller,
     key_id: Path<String>,
     req: HttpRequest,
@@ -122,8 +123,8 @@ pub(crate) async fn rename_key(
 ) -> Result<HttpResponse, ApiError> {
     count_write(&req, &caller)?;
     let body = read_body(&req, payload).await?;
-    let name = required_json::<RenameKeyBody>(&req, &body)?.into_domain()?;
-    let key = service.rename_key(&caller, &key_id, name, &request_meta(&req)).await?;
+    let update = required_json::<UpdateKeyBody>(&req, &body)?.into_domain()?;
+    let key = service.update_key(&caller, &key_id, update, &request_meta(&req)).await?;
     Ok(ok(KeyDto::new(&key, service.now())))
 }
 
