@@ -1,5 +1,4 @@
-//! `GET /v1/account` (registered in the `/v1/account` scope): the caller's organization and
-//! plan.
+//! `GET /v1/account`: the caller's organization and plan.
 
 use account_domain::{GetAccountError, Organization};
 use actix_web::http::header::{HeaderValue, CONTENT_TYPE};
@@ -67,7 +66,7 @@ const JSON_CONTENT_TYPE: (actix_web::http::header::HeaderName, HeaderValue) =
     (status = 200, description = "The account", body = AccountResponse),
     AuthErrors, Unavailable,
 ))]
-#[get("")]
+#[get("/v1/account")]
 pub(crate) async fn get_account(
     AccountReader(Caller { principal: caller, service }): AccountReader,
 ) -> Result<HttpResponse, ApiError> {

@@ -1,4 +1,4 @@
-//! `GET /v1/account/audit-log` (in the `/v1/account` scope): the organization's audit trail.
+//! `GET /v1/account/audit-log`: the organization's audit trail.
 
 use account_domain::{audit_event_id, AuditEvent, AuditLogError, AuditPage};
 use actix_web::web::Query;
@@ -99,7 +99,7 @@ impl From<AuditLogError> for ApiError {
     (status = 400, description = "Invalid limit or cursor", body = ErrorBody),
     AuthErrors, Unavailable,
 ))]
-#[get("/audit-log")]
+#[get("/v1/account/audit-log")]
 pub(crate) async fn audit_log(
     Caller { principal: caller, service }: Caller,
     req: HttpRequest,
