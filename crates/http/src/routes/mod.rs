@@ -48,8 +48,7 @@ pub(crate) fn endpoints() -> Scope<
         .service(api_keys::create_key)
         .service(one_key)
         .default_service(web::to(unmatched));
-    // The hottest route stays a plain resource, matched second: a scope costs a request
-    // more routing (docs/performance.md).
+    // The busiest route is matched second, as a plain resource.
     scope("")
         .service(health::healthz)
         .service(account::get_account)
