@@ -239,3 +239,27 @@ pub fn field_names(value: &Value) -> Vec<&str> {
     fields.sort_unstable();
     fields
 }
+
+/// A key's `last_used_at` read straight from the database with a connection of the test's
+/// own: not through an instance, which would show a use it saw from memory.
+pub fn stored_last_used_at(db: &TestDatabase, key_id: &str) -> Option<i64> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+        last_used_at: Option<i64>,
+    }
+    let sql = format!("SELECT last_used_at FROM api_keys WHERE id = '{key_id}'");
+    let rows: Vec<Row> = match db.target() {
+        account_infra::DatabaseTarget::Sqlite(path) => {
+            let mut conn = <diesel::SqliteConnection as diesel::Connection>::establish(path.to_str().expect("utf-8"))
+                .expect("open");
+            diesel::RunQueryDsl::load(diesel::sql_query(sql), &mut conn).expect("read")
+        }
+        account_infra::DatabaseTarget::Postgres(url) => {
+            let mut conn = <diesel::PgConnection as diesel::Connection>::establish(url).expect("connect");
+            diesel::RunQueryDsl::load(diesel::sql_query(sql), &mut conn).expect("read")
+        }
+    };
+    assert_eq!(rows.len(), 1, "the key is stored");
+    rows[0].last_used_at
+}

@@ -368,7 +368,6 @@ async fn a_use_is_written_to_the_database_at_sigterm_on_postgres() {
 /// Read from the database itself once the server is gone: not through an instance that
 /// saw the use and would show it from memory.
 async fn use_is_written_at_sigterm(db: TestDatabase) {
-    use diesel::prelude::*;
     // No periodic flush can happen during the test: only the final one can write the use.
     let (mut child, port, _logs) = start_server(&db.url(), &[("LAST_USED_FLUSH_SECS", "60")]);
     let base = format!("http://127.0.0.1:{port}");
@@ -380,23 +379,7 @@ async fn use_is_written_at_sigterm(db: TestDatabase) {
     assert_eq!(used.status().as_u16(), 200);
     send_signal(&child, "TERM");
     assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
-    let sql = format!("SELECT last_used_at FROM api_keys WHERE id = '{key_id}'");
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
-        last_used_at: Option<i64>,
-    }
-    let rows: Vec<Row> = match db.target() {
-        account_infra::DatabaseTarget::Sqlite(path) => {
-            let mut conn = diesel::SqliteConnection::establish(path.to_str().expect("utf-8")).expect("open");
-            diesel::sql_query(sql).load(&mut conn).expect("read")
-        }
-        account_infra::DatabaseTarget::Postgres(url) => {
-            let mut conn = diesel::PgConnection::establish(url).expect("connect");
-            diesel::sql_query(sql).load(&mut conn).expect("read")
-        }
-    };
-    assert!(rows[0].last_used_at.is_some(), "the use was lost at shutdown");
+    assert!(crate::helpers::stored_last_used_at(&db, &key_id).is_some(), "the use was lost at shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

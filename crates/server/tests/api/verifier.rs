@@ -91,31 +91,9 @@ async fn a_use_through_the_verifier_is_written_to_the_database_at_shutdown(app: 
     let options = VerifierOptions { usage_flush_interval: Duration::from_secs(3600), ..VerifierOptions::default() };
     let verifier = Verifier::connect_with(&app.db.url(), options).await.expect("the verifier connects");
     assert_eq!(verifier.verify(&key, &[Scope::Write], None).await.expect("a verdict").code, VerificationCode::Valid);
-    assert_eq!(stored_last_used_at(&app.db, &key_id), None, "not written before shutdown");
+    assert_eq!(crate::helpers::stored_last_used_at(&app.db, &key_id), None, "not written before shutdown");
     verifier.shutdown().await.expect("shuts down");
-    assert!(stored_last_used_at(&app.db, &key_id).is_some(), "the use was lost at shutdown");
-}
-
-/// Read from the database itself, not through an instance that would show it from memory.
-fn stored_last_used_at(db: &TestDatabase, key_id: &str) -> Option<i64> {
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
-        last_used_at: Option<i64>,
-    }
-    let sql = format!("SELECT last_used_at FROM api_keys WHERE id = '{key_id}'");
-    let rows: Vec<Row> = match db.target() {
-        account_infra::DatabaseTarget::Sqlite(path) => {
-            let mut conn = diesel::SqliteConnection::establish(path.to_str().expect("utf-8")).expect("open");
-            diesel::sql_query(sql).load(&mut conn).expect("read")
-        }
-        account_infra::DatabaseTarget::Postgres(url) => {
-            let mut conn = diesel::PgConnection::establish(url).expect("connect");
-            diesel::sql_query(sql).load(&mut conn).expect("read")
-        }
-    };
-    assert_eq!(rows.len(), 1, "the key is stored");
-    rows[0].last_used_at
+    assert!(crate::helpers::stored_last_used_at(&app.db, &key_id).is_some(), "the use was lost at shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,7 +168,7 @@ async fn a_verifier_on_postgres_needs_only_the_privileges_the_operations_guide_l
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     verifier.shutdown().await.expect("the use is written with these privileges");
-    assert!(stored_last_used_at(&app.db, &key_id).is_some(), "the use was written");
+    assert!(crate::helpers::stored_last_used_at(&app.db, &key_id).is_some(), "the use was written");
 }
 
 /// Drops the test's role once its test is over, passed or failed.
