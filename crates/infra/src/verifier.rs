@@ -26,9 +26,9 @@ use crate::{
     SqlChangeFeed, SqlKeyRepository, SystemClock,
 };
 
-/// How long the cache is trusted without a sync that caught up: the bound on how long a
-/// verifier can accept a key revoked elsewhere (the server's `CacheOptions::MAX_STALENESS`).
-const MAX_STALENESS: Duration = Duration::from_secs(1);
+/// How long a credential cache is trusted without a sync that caught up: the bound on how
+/// long the server or a verifier can accept a key revoked elsewhere.
+pub const MAX_STALENESS: Duration = Duration::from_secs(1);
 
 /// How a [`Verifier`] is set up. The defaults are the server's.
 #[derive(Debug, Clone)]

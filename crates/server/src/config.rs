@@ -31,8 +31,8 @@ pub struct CacheOptions {
 
 impl CacheOptions {
     /// How long the cache is trusted without a successful sync: the bound on how long any
-    /// instance can serve a key revoked elsewhere.
-    pub const MAX_STALENESS: Duration = Duration::from_secs(1);
+    /// instance can serve a key revoked elsewhere (the same bound as a verifier's).
+    pub const MAX_STALENESS: Duration = account_infra::MAX_STALENESS;
 }
 
 /// How logs are written.

@@ -10,6 +10,7 @@ pub(crate) mod health;
 pub(crate) mod leaks;
 pub(crate) mod plans;
 mod shared_responses;
+mod shared_schemas;
 pub(crate) mod signup;
 pub(crate) mod verify;
 

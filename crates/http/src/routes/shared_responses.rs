@@ -63,3 +63,12 @@ impl IntoResponses for Unavailable {
         responses(&[("503", "The database is unavailable; retry")])
     }
 }
+
+/// What a route about one key (`{key_id}`) may also answer.
+pub(crate) struct KeyNotFound;
+
+impl IntoResponses for KeyNotFound {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        responses(&[("404", "No such key in this organization")])
+    }
+}

@@ -49,12 +49,7 @@ fn email_schema() -> utoipa::openapi::schema::Schema {
 pub(crate) struct SignupBody {
     /// Organization name: 1 to 200 characters once leading and trailing spaces are trimmed
     /// (the length is checked after trimming), no control characters.
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$",
-        example = "My Company"
-    )]
+    #[schema(schema_with = crate::routes::shared_schemas::name)]
     name: String,
     /// Contact email; unique ignoring case.
     #[schema(schema_with = email_schema)]

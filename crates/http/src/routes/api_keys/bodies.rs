@@ -20,12 +20,7 @@ pub(crate) struct CreateKeyBody {
     /// Key name: 1 to 200 characters once leading and trailing spaces are trimmed (the
     /// length is checked after trimming), no control characters. Default "Default Key".
     #[serde(default)]
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$",
-        example = "CI/CD Key"
-    )]
+    #[schema(schema_with = crate::routes::shared_schemas::optional_name)]
     name: Option<String>,
     /// `live` (default) or `test`.
     #[serde(default)]
@@ -197,12 +192,7 @@ pub(crate) struct UpdateKeyBody {
     /// The new name: 1 to 200 characters once leading and trailing spaces are trimmed (the
     /// length is checked after trimming), no control characters. Omitted: unchanged.
     #[serde(default)]
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f][^\\x00-\\x1f\\x7f-\\x9f]*$",
-        example = "Production Key"
-    )]
+    #[schema(schema_with = crate::routes::shared_schemas::optional_name)]
     name: Option<String>,
     /// The new allowlist (as in create key); `null` or `[]`: anywhere. Omitted: unchanged. A
     /// key limited to some addresses sets only allowlists within its own.

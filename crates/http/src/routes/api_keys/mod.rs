@@ -13,7 +13,7 @@ pub(crate) use bodies::{
 };
 use bodies::{KeyDto, RollKeyBody, RolledKeyDto, UpdateKeyBody};
 
-use super::shared_responses::{AuthErrors, BodyErrors, Unavailable, WriteAuthErrors};
+use super::shared_responses::{AuthErrors, BodyErrors, KeyNotFound, Unavailable, WriteAuthErrors};
 use crate::auth::Caller;
 use crate::body::{optional_json, read_body, required_json};
 use crate::client_ip::request_meta;
@@ -90,7 +90,7 @@ pub(crate) async fn create_key(
     params(KeyIdPath),
     responses(
     (status = 200, description = "The key as listed", body = ApiKeyResponse),
-    (status = 404, description = "No such key in this organization", body = ErrorBody),
+    KeyNotFound,
     AuthErrors, Unavailable,
 ))]
 #[get("")]
@@ -111,7 +111,7 @@ pub(crate) async fn get_key(
     responses(
     (status = 200, description = "The key as listed", body = ApiKeyResponse),
     (status = 400, description = "Invalid body", body = ErrorBody),
-    (status = 404, description = "No such key in this organization", body = ErrorBody),
+    KeyNotFound,
     BodyErrors, WriteAuthErrors, Unavailable,
 ))]
 #[patch("")]
@@ -139,7 +139,7 @@ pub(crate) async fn update_key(
     responses(
     (status = 201, description = "The new key, shown this once", body = RolledApiKeyResponse),
     (status = 400, description = "Invalid body", body = ErrorBody),
-    (status = 404, description = "No such key in this organization", body = ErrorBody),
+    KeyNotFound,
     (status = 409, description = "The key is revoked or expired, or a grace period would exceed the active key limit", body = ErrorBody),
     BodyErrors, WriteAuthErrors, Unavailable,
 ))]
@@ -166,7 +166,7 @@ pub(crate) async fn roll_key(
     params(KeyIdPath),
     responses(
     (status = 200, description = "The key as listed, now inactive", body = ApiKeyResponse),
-    (status = 404, description = "No such key in this organization", body = ErrorBody),
+    KeyNotFound,
     AuthErrors, Unavailable,
 ))]
 #[delete("")]
