@@ -6,8 +6,8 @@ use thiserror::Error;
 use time::OffsetDateTime;
 
 use crate::model::{
-    AllowedIps, ApiKey, AuditEvent, AuditRecord, KeyHash, KeyId, KeyName, NewApiKey, NewOrganization, OrgId,
-    Organization, Plan, PlanId, RequestMeta, SecretBody,
+    AllowedIps, ApiKey, AuditEvent, AuditRecord, KeyHash, KeyId, KeyName, KeyUsageRow, NewApiKey, NewOrganization,
+    OrgId, Organization, OrganizationMonth, Plan, PlanId, RequestMeta, SecretBody, UsageCount,
 };
 
 /// A failure of a store, typed by what a caller can do about it: adapters say which, so
@@ -129,6 +129,11 @@ pub trait AccountRepository: Send + Sync + 'static {
         audit: &AuditRecord,
     ) -> StoreResult<Option<Organization>>;
 
+    /// Sets how many requests a month the plan includes. MUST return `Ok(None)` when no plan
+    /// has this id, and MUST publish [`Change::Everything`] in the same transaction, so that
+    /// every instance forgets the credentials that carry the old terms.
+    async fn set_plan_included(&self, id: &PlanId, included_requests_per_month: i64) -> StoreResult<Option<Plan>>;
+
     /// The organization's audit trail, newest first: at most `limit` events with an id
     /// below `before` (all when `None`).
     async fn list_audit_events(&self, org: &OrgId, before: Option<i64>, limit: u32) -> StoreResult<Vec<AuditEvent>>;
@@ -228,8 +233,38 @@ pub trait KeyRepository: Send + Sync + 'static {
     /// MUST return `Ok(None)` only when no key has this hash.
     async fn find_credential(&self, hash: &KeyHash) -> StoreResult<Option<KeyCredential>>;
 
-    /// Records when keys were last used, in one batch. A later time never goes backwards.
-    async fn record_usage(&self, usage: &[(KeyId, OffsetDateTime)]) -> StoreResult<()>;
+    /// Records a batch of uses in one transaction: when keys were last used (a later time
+    /// never goes backwards) and the counts, added to what is stored (never overwriting: other
+    /// instances add theirs). MUST apply each `sequence` of this repository at most once: a
+    /// batch written again after a commit whose outcome was unknown changes nothing.
+    async fn record_usage(&self, batch: &UsageBatch) -> StoreResult<()>;
+
+    /// The stored counts of the organization's keys on the days `from` to `to` (inclusive).
+    async fn usage_of(&self, org: &OrgId, from: time::Date, to: time::Date) -> StoreResult<Vec<KeyUsageRow>>;
+
+    /// Every organization created on or before `to`, with its counts from `from` to `to`
+    /// (zeros included), in id order.
+    async fn monthly_usage(&self, from: time::Date, to: time::Date) -> StoreResult<Vec<OrganizationMonth>>;
+
+    /// Deletes the counts of days before `before`; returns how many rows went.
+    async fn prune_usage(&self, before: time::Date) -> StoreResult<usize>;
+}
+
+/// Uses gathered in memory, written in one transaction by [`KeyRepository::record_usage`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageBatch {
+    /// The process that gathered the uses ([`Generator::usage_writer`]).
+    pub writer: String,
+    /// Increases with every batch the writer writes; a batch retried keeps its own.
+    pub sequence: u64,
+    pub last_used: Vec<(KeyId, OffsetDateTime)>,
+    pub counts: Vec<UsageCount>,
+}
+
+impl UsageBatch {
+    pub fn is_empty(&self) -> bool {
+        self.last_used.is_empty() && self.counts.is_empty()
+    }
 }
 
 /// The current time.
@@ -247,6 +282,9 @@ pub trait Generator: Send + Sync + 'static {
     /// MUST draw [`crate::SECRET_LEN`] characters uniformly from
     /// [`SecretBody::alphabet`] with the operating system's CSPRNG.
     fn key_secret(&self) -> SecretBody;
+    /// Names one process's usage writes ([`UsageBatch::writer`]): MUST differ between
+    /// processes, including one restarted.
+    fn usage_writer(&self) -> String;
 }
 
 /// What a [`CredentialCache`] remembers of a key hash.
@@ -281,6 +319,8 @@ pub enum Change {
     Key(KeyHash),
     /// The organization's status or plan changed.
     Organization(OrgId),
+    /// Something every cached credential may hold changed (a plan's terms): forget them all.
+    Everything,
 }
 
 /// What one poll of a [`ChangeFeed`] read.

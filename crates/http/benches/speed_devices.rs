@@ -15,7 +15,12 @@ fn speed_devices(c: &mut Criterion) {
         id: OrgId::new("org_01a21a32a78e71c8800beb5d0981899c").expect("valid"),
         name: OrgName::new("My Company").expect("valid"),
         email: EmailAddress::new("admin@mycompany.com").expect("valid"),
-        plan: Plan { id: PlanId::new("starter").expect("valid"), name: "Starter".into(), base_price_cents: 4900 },
+        plan: Plan {
+            id: PlanId::new("starter").expect("valid"),
+            name: "Starter".into(),
+            base_price_cents: 4900,
+            included_requests_per_month: 1_000_000,
+        },
         is_active: true,
         created_at: datetime!(2026-11-27 00:35:01 UTC),
     };

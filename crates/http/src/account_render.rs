@@ -61,7 +61,12 @@ mod tests {
             id: OrgId::new(id).expect("valid"),
             name: OrgName::new("Acme").expect("valid"),
             email: EmailAddress::new("a@acme.test").expect("valid"),
-            plan: Plan { id: PlanId::free(), name: "Free".into(), base_price_cents: 0 },
+            plan: Plan {
+                id: PlanId::free(),
+                name: "Free".into(),
+                base_price_cents: 0,
+                included_requests_per_month: 10_000,
+            },
             is_active: true,
             created_at: datetime!(2024-01-01 0:00 UTC),
         }
@@ -87,7 +92,12 @@ mod tests {
         let before = org("org_0123456789abcdef0123456789abcdee");
         let _ = account_body(&before);
         let mut after = before.clone();
-        after.plan = Plan { id: PlanId::new("pro").expect("valid"), name: "Pro".into(), base_price_cents: 4900 };
+        after.plan = Plan {
+            id: PlanId::new("pro").expect("valid"),
+            name: "Pro".into(),
+            base_price_cents: 4900,
+            included_requests_per_month: 1_000_000,
+        };
         after.name = OrgName::new("Acme Two").expect("valid");
         assert_eq!(parsed(&account_body(&after)), fresh(&after));
         let mut inactive = after.clone();

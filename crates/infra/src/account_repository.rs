@@ -105,6 +105,25 @@ impl AccountRepository for SqlAccountRepository {
             .map_err(|e| e.into_store_error("could not list the plans"))
     }
 
+    async fn set_plan_included(&self, id: &PlanId, included: i64) -> account_domain::StoreResult<Option<Plan>> {
+        let id = id.to_string();
+        self.db
+            .write(move |conn| {
+                let changed = diesel::update(plans::table.find(&id))
+                    .set(plans::included_requests_per_month.eq(included))
+                    .execute(conn)?;
+                if changed == 0 {
+                    return Ok(None);
+                }
+                // Every cached credential carries its plan: all of them are forgotten.
+                publish_change(conn, None, None, time::OffsetDateTime::now_utc())?;
+                let row = plans::table.find(&id).select(PlanRow::as_select()).first(conn)?;
+                Ok(Some(Plan::try_from(row)?))
+            })
+            .await
+            .map_err(|e| e.into_store_error("could not change the plan"))
+    }
+
     async fn set_organization_active(
         &self,
         id: &OrgId,

@@ -28,7 +28,8 @@ const SQLITE_PAGE: i64 = 1000;
 /// cleared, which is always safe) instead of holding them all in memory.
 const POSTGRES_MAX_ROWS: i64 = 50_000;
 
-/// Records a change in the caller's transaction.
+/// Records, in the caller's transaction, a change of the key with `key_hash`, or of the organization `org_id`; with
+/// neither, a change every cached credential must forget ([`Change::Everything`]).
 pub(crate) fn publish_change(
     conn: &mut DbConnection,
     key_hash: Option<&str>,
@@ -253,6 +254,10 @@ fn parse_row(row: &FeedRow) -> anyhow::Result<Vec<Change>> {
     }
     if let Some(org) = &row.org_id {
         changes.push(Change::Organization(OrgId::new(org).context("stored organization id")?));
+    }
+    if changes.is_empty() {
+        // Neither a key nor an organization: a change that concerns every credential.
+        changes.push(Change::Everything);
     }
     Ok(changes)
 }

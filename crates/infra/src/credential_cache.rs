@@ -105,7 +105,12 @@ mod tests {
             id: OrgId::new(org).expect("valid"),
             name: OrgName::new("Acme").expect("valid"),
             email: EmailAddress::new("a@acme.test").expect("valid"),
-            plan: Plan { id: PlanId::free(), name: "Free".into(), base_price_cents: 0 },
+            plan: Plan {
+                id: PlanId::free(),
+                name: "Free".into(),
+                base_price_cents: 0,
+                included_requests_per_month: 10_000,
+            },
             is_active: true,
             created_at: at,
         };

@@ -2,11 +2,11 @@
 
 use account_domain::{
     Actor, ActorRefused, ApiKey, AuditAction, AuditRecord, KeyChanges, KeyCredential, KeyHash, KeyId, KeyRepository,
-    KeyStoreError, NewApiKey, OrgId, RequestMeta,
+    KeyStoreError, KeyUsageRow, NewApiKey, OrgId, OrganizationMonth, RequestMeta, UsageBatch,
 };
 use async_trait::async_trait;
 use diesel::prelude::*;
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 
 use crate::audit_trail;
 use crate::change_feed::publish_change;
@@ -15,6 +15,7 @@ use crate::database::Database;
 use crate::repo_error::RepoError;
 use crate::rows::{allowed_ips_text, from_micros, to_micros, ApiKeyRow, OrganizationRow, PlanRow};
 use crate::schema::{api_keys, organizations, plans};
+use crate::usage_store;
 
 #[derive(Debug, Clone)]
 pub struct SqlKeyRepository {
@@ -258,24 +259,34 @@ impl KeyRepository for SqlKeyRepository {
             .map_err(|e| e.into_store_error("could not look the key up"))
     }
 
-    async fn record_usage(&self, usage: &[(KeyId, OffsetDateTime)]) -> account_domain::StoreResult<()> {
-        let usage: Vec<(String, i64)> = usage.iter().map(|(id, at)| (id.to_string(), to_micros(*at))).collect();
+    async fn record_usage(&self, batch: &UsageBatch) -> account_domain::StoreResult<()> {
+        let batch = batch.clone();
         self.db
-            .write(move |conn| {
-                // One prepared statement, its values bound, per key; one transaction for all.
-                for (id, at) in &usage {
-                    diesel::update(
-                        api_keys::table
-                            .filter(api_keys::id.eq(id))
-                            .filter(api_keys::last_used_at.is_null().or(api_keys::last_used_at.lt(at))),
-                    )
-                    .set(api_keys::last_used_at.eq(at))
-                    .execute(conn)?;
-                }
-                Ok(())
-            })
+            .write(move |conn| usage_store::record(conn, &batch, OffsetDateTime::now_utc()).map(|_| ()))
             .await
             .map_err(|e| e.into_store_error("could not record key usage"))
+    }
+
+    async fn usage_of(&self, org: &OrgId, from: Date, to: Date) -> account_domain::StoreResult<Vec<KeyUsageRow>> {
+        let org = org.clone();
+        self.db
+            .read(move |conn| usage_store::of_organization(conn, &org, from, to))
+            .await
+            .map_err(|e| e.into_store_error("could not read key usage"))
+    }
+
+    async fn monthly_usage(&self, from: Date, to: Date) -> account_domain::StoreResult<Vec<OrganizationMonth>> {
+        self.db
+            .read(move |conn| usage_store::by_organization(conn, from, to))
+            .await
+            .map_err(|e| e.into_store_error("could not read the month's usage"))
+    }
+
+    async fn prune_usage(&self, before: Date) -> account_domain::StoreResult<usize> {
+        self.db
+            .write(move |conn| usage_store::prune(conn, before))
+            .await
+            .map_err(|e| e.into_store_error("could not prune key usage"))
     }
 }
 

@@ -26,6 +26,7 @@ pub(crate) struct PlanRow {
     pub id: String,
     pub name: String,
     pub base_price_cents: i64,
+    pub included_requests_per_month: i64,
 }
 
 impl TryFrom<PlanRow> for Plan {
@@ -36,6 +37,7 @@ impl TryFrom<PlanRow> for Plan {
             id: PlanId::new(&row.id).context("stored plan id")?,
             name: row.name,
             base_price_cents: row.base_price_cents,
+            included_requests_per_month: row.included_requests_per_month,
         })
     }
 }

@@ -40,6 +40,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    key_usage (key_id, day, outcome) {
+        key_id -> Text,
+        day -> Text,
+        outcome -> Text,
+        uses -> BigInt,
+    }
+}
+
+diesel::table! {
     organizations (id) {
         id -> Text,
         name -> Text,
@@ -56,10 +65,28 @@ diesel::table! {
         id -> Text,
         name -> Text,
         base_price_cents -> BigInt,
+        included_requests_per_month -> BigInt,
+    }
+}
+
+diesel::table! {
+    usage_writers (writer) {
+        writer -> Text,
+        sequence -> BigInt,
+        written_at -> BigInt,
     }
 }
 
 diesel::joinable!(api_keys -> organizations (org_id));
+diesel::joinable!(key_usage -> api_keys (key_id));
 diesel::joinable!(organizations -> plans (plan_id));
 
-diesel::allow_tables_to_appear_in_same_query!(api_keys, audit_events, cache_events, organizations, plans,);
+diesel::allow_tables_to_appear_in_same_query!(
+    api_keys,
+    audit_events,
+    cache_events,
+    key_usage,
+    organizations,
+    plans,
+    usage_writers,
+);

@@ -35,6 +35,10 @@ impl Generator for OsRandomGenerator {
             (0..SECRET_LEN).map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())])).collect();
         SecretBody::new(secret).unwrap_or_else(|_| unreachable!("drawn from the base62 alphabet"))
     }
+
+    fn usage_writer(&self) -> String {
+        format!("wrt_{}", uuid::Uuid::now_v7().simple())
+    }
 }
 
 fn prefixed_id<T, E: std::fmt::Debug>(prefix: &str, parse: fn(&str) -> Result<T, E>) -> T {

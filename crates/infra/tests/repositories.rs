@@ -78,6 +78,8 @@ contract!(
     an_instance_of_the_previous_release_cannot_poll_the_migrated_feed_and_so_distrusts_its_cache,
     an_unreadable_feed_row_is_reported_missed_and_the_rest_of_its_batch_applied,
     an_allowlist_is_stored_normalised_changed_and_published,
+    counts_from_two_writers_add_up_and_a_batch_written_twice_counts_once,
+    a_plans_included_requests_change_is_stored_and_clears_every_cache,
 );
 
 fn renamed_to(name: &KeyName) -> KeyChanges {
@@ -160,9 +162,14 @@ async fn signed_up(ctx: &Ctx, email: &str) -> (Organization, NewApiKey) {
 }
 
 async fn the_plans_table_holds_the_catalogue(ctx: Ctx) {
-    for (id, name, price) in [("free", "Free", 0), ("starter", "Starter", 4900), ("pro", "Pro", 19900)] {
+    for (id, name, price, included) in
+        [("free", "Free", 0, 10_000), ("starter", "Starter", 4900, 1_000_000), ("pro", "Pro", 19900, 10_000_000)]
+    {
         let plan = ctx.accounts.find_plan(&PlanId::new(id).expect("valid")).await.expect("read").expect("exists");
-        assert_eq!((plan.name.as_str(), plan.base_price_cents), (name, price));
+        assert_eq!(
+            (plan.name.as_str(), plan.base_price_cents, plan.included_requests_per_month),
+            (name, price, included)
+        );
     }
     assert_eq!(ctx.accounts.find_plan(&PlanId::new("platinum").expect("valid")).await.expect("read"), None);
 }
@@ -280,10 +287,67 @@ async fn credentials_are_found_by_hash_with_their_organization(ctx: Ctx) {
 async fn recorded_usage_never_goes_backwards(ctx: Ctx) {
     let (org, key) = signed_up(&ctx, "usage@acme.test").await;
     let later = now() + Duration::minutes(1);
-    ctx.keys.record_usage(&[(key.id.clone(), later)]).await.expect("recorded");
-    ctx.keys.record_usage(&[(key.id.clone(), later - Duration::seconds(30))]).await.expect("recorded");
+    ctx.keys.record_usage(&uses(1, vec![(key.id.clone(), later)])).await.expect("recorded");
+    ctx.keys.record_usage(&uses(2, vec![(key.id.clone(), later - Duration::seconds(30))])).await.expect("recorded");
     let listed = ctx.keys.list_keys(&org.id).await.expect("listed");
     assert_eq!(listed[0].last_used_at, Some(later));
+}
+
+/// A batch of last uses only, from the writer `wrt_test`.
+fn uses(sequence: u64, last_used: Vec<(KeyId, OffsetDateTime)>) -> UsageBatch {
+    UsageBatch { writer: "wrt_test".into(), sequence, last_used, counts: vec![] }
+}
+
+fn counted(writer: &str, sequence: u64, key: &KeyId, day: time::Date, outcome: VerificationCode, n: i64) -> UsageBatch {
+    let counts = vec![UsageCount { key_id: key.clone(), day, outcome, count: n }];
+    UsageBatch { writer: writer.into(), sequence, last_used: vec![], counts }
+}
+
+async fn counts_from_two_writers_add_up_and_a_batch_written_twice_counts_once(ctx: Ctx) {
+    let (org, key) = signed_up(&ctx, "counts@acme.test").await;
+    let day = now().date();
+    let valid = VerificationCode::Valid;
+    ctx.keys.record_usage(&counted("wrt_a", 1, &key.id, day, valid, 5)).await.expect("recorded");
+    ctx.keys.record_usage(&counted("wrt_b", 1, &key.id, day, valid, 7)).await.expect("recorded");
+    // wrt_a's first batch again, as after a commit whose outcome was unknown: applied once.
+    ctx.keys.record_usage(&counted("wrt_a", 1, &key.id, day, valid, 5)).await.expect("recorded");
+    ctx.keys.record_usage(&counted("wrt_a", 2, &key.id, day, VerificationCode::Revoked, 2)).await.expect("recorded");
+    // A use counted valid and then refused for its scope, the -1 in a later batch.
+    ctx.keys.record_usage(&counted("wrt_a", 3, &key.id, day, valid, -1)).await.expect("recorded");
+    let mut rows: Vec<(VerificationCode, i64)> = ctx
+        .keys
+        .usage_of(&org.id, day, day)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|r| (r.count.outcome, r.count.count))
+        .collect();
+    rows.sort();
+    assert_eq!(rows, [(valid, 11), (VerificationCode::Revoked, 2)]);
+    let month = ctx.keys.monthly_usage(day, day).await.expect("read");
+    let ours = month.iter().find(|m| m.org_id == org.id).expect("listed");
+    assert_eq!((ours.valid, ours.refused, ours.valid_test), (11, 2, 0));
+    // Another organization's range holds nothing of this one; pruning drops past days.
+    assert!(ctx
+        .keys
+        .usage_of(&org.id, day + Duration::days(1), day + Duration::days(2))
+        .await
+        .expect("read")
+        .is_empty());
+    assert_eq!(ctx.keys.prune_usage(day + Duration::days(1)).await.expect("pruned"), 2);
+    assert!(ctx.keys.usage_of(&org.id, day, day).await.expect("read").is_empty());
+}
+
+async fn a_plans_included_requests_change_is_stored_and_clears_every_cache(ctx: Ctx) {
+    let feed = SqlChangeFeed::start(ctx.db.clone()).await.expect("feed");
+    assert!(feed.poll().await.expect("polled").changes.is_empty());
+    let starter = PlanId::new("starter").expect("valid");
+    let plan = ctx.accounts.set_plan_included(&starter, 42).await.expect("set").expect("known plan");
+    assert_eq!(plan.included_requests_per_month, 42);
+    assert_eq!(feed.poll().await.expect("polled").changes, vec![Change::Everything]);
+    let gold = PlanId::new("gold").expect("valid");
+    assert_eq!(ctx.accounts.set_plan_included(&gold, 1).await.expect("set"), None);
+    assert!(feed.poll().await.expect("polled").changes.is_empty(), "an unknown plan publishes nothing");
 }
 
 async fn strings_round_trip_verbatim(ctx: Ctx) {
@@ -347,7 +411,7 @@ async fn usage_of_many_keys_is_written_in_one_flush(ctx: Ctx) {
         ctx.keys.insert_key(&key, 10_000, &Actor::Operator, &audit_of(&org.id)).await.expect("inserted");
         usage.push((key.id, now() + Duration::seconds(i)));
     }
-    ctx.keys.record_usage(&usage).await.expect("recorded");
+    ctx.keys.record_usage(&uses(1, usage.clone())).await.expect("recorded");
     let listed = ctx.keys.list_keys(&org.id).await.expect("listed");
     assert_eq!(listed.len(), 601);
     for key in &listed {

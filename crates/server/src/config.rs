@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use account_domain::UsageRetention;
 use account_http::{InternalToken, LimitSettings, TrustedProxies};
 use account_infra::{DatabaseTarget, PoolOptions};
 use thiserror::Error;
@@ -52,8 +53,10 @@ pub struct Config {
     pub pool: PoolOptions,
     /// `DATABASE_CONNECT_TIMEOUT_S`: how long to wait for the database at start.
     pub connect_timeout: Duration,
-    /// `LAST_USED_FLUSH_SECS`: how often last-use times are written (1 to 60).
+    /// `LAST_USED_FLUSH_SECS`: how often last-use times and usage counts are written (1 to 60).
     pub usage_flush_interval: Duration,
+    /// `USAGE_RETENTION_DAYS`: how long daily usage counts are kept (92 to 3650).
+    pub usage_retention: UsageRetention,
     /// `CACHE_MAX_KEYS` and `CACHE_SYNC_INTERVAL_MS`.
     pub cache: CacheOptions,
     /// `RATE_LIMIT_SIGNUPS_PER_HOUR`, `RATE_LIMIT_AUTH_FAILURES_PER_MINUTE`,
@@ -94,6 +97,9 @@ impl Config {
             parse(&get, "DATABASE_CONNECT_TIMEOUT_S", "seconds from 0 to 3600", |n: &u64| *n <= 3600)?.unwrap_or(30);
         let flush_s: u64 =
             parse(&get, "LAST_USED_FLUSH_SECS", "seconds from 1 to 60", |n: &u64| (1..=60).contains(n))?.unwrap_or(10);
+        let retention_days: u32 =
+            parse(&get, "USAGE_RETENTION_DAYS", "days from 92 to 3650", |n: &u32| UsageRetention::new(*n).is_some())?
+                .unwrap_or(UsageRetention::DEFAULT.days());
         let signups_per_hour: u32 =
             parse(&get, "RATE_LIMIT_SIGNUPS_PER_HOUR", "a whole number, 0 for no limit", |_: &u32| true)?.unwrap_or(10);
         let auth_failures_per_minute: u32 =
@@ -161,6 +167,7 @@ impl Config {
             pool: PoolOptions { max_size: pool_size, checkout_timeout: Duration::from_millis(checkout_ms) },
             connect_timeout: Duration::from_secs(connect_s),
             usage_flush_interval: Duration::from_secs(flush_s),
+            usage_retention: UsageRetention::new(retention_days).unwrap_or(UsageRetention::DEFAULT),
             cache: CacheOptions {
                 max_keys: cache_max_keys,
                 sync_interval: Duration::from_millis(sync_ms),
@@ -249,6 +256,8 @@ mod tests {
             ("DATABASE_POOL_SIZE", "0"),
             ("DATABASE_TIMEOUT_MS", "soon"),
             ("LAST_USED_FLUSH_SECS", "600"),
+            ("USAGE_RETENTION_DAYS", "91"),
+            ("USAGE_RETENTION_DAYS", "3651"),
             ("LOG_FORMAT", "xml"),
             ("CACHE_SYNC_INTERVAL_MS", "2000"),
             ("CACHE_MAX_KEYS", "-1"),

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use account_domain::{
-    AccountService, CreateKeyRequest, Environment, ExpiresInDays, IssueKeyError, KeyName, RequestMeta, Scopes,
-    SetOrganizationActiveError,
+    month_is_final, AccountService, BillingMonth, CreateKeyRequest, Environment, ExpiresInDays, IssueKeyError, KeyName,
+    RequestMeta, Scopes, SetOrganizationActiveError, SetPlanIncludedError,
 };
 use account_infra::{Database, OsRandomGenerator, SqlAccountRepository, SqlKeyRepository, SystemClock};
 use account_server::{config::Config, startup, telemetry, Application};
@@ -40,14 +40,36 @@ enum Command {
     /// Operator actions on API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Key usage, for billing.
+    #[command(subcommand)]
+    Usage(UsageCommand),
     /// Print the OpenAPI 3.1 document (what GET /openapi.json serves).
     Openapi,
 }
 
 #[derive(Debug, Subcommand)]
 enum PlansCommand {
-    /// List the plans: id, name, base price in cents.
+    /// List the plans: id, name, base price in cents, requests included a month.
     List,
+    /// Set the requests a month a plan includes; every running instance applies it within a second.
+    SetIncluded {
+        /// The plan's id, such as starter.
+        plan_id: String,
+        /// Valid verifications of live keys a month, 0 or more.
+        #[arg(allow_negative_numbers = true)]
+        requests: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UsageCommand {
+    /// Print a month's usage as CSV (org_id,plan_id,valid,refused,valid_test): one line per
+    /// organization that existed during the month, zeros included. plan_id is the plan now.
+    Export {
+        /// The month, YYYY-MM (default: the previous month, UTC).
+        #[arg(long)]
+        month: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,10 +128,22 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Plans(PlansCommand::List) => {
             for plan in operator_service(&config).await?.list_plans().await? {
-                println!("{}\t{}\t{}", plan.id, plan.name, plan.base_price_cents);
+                println!("{}\t{}\t{}\t{}", plan.id, plan.name, plan.base_price_cents, plan.included_requests_per_month);
             }
             Ok(())
         }
+        Command::Plans(PlansCommand::SetIncluded { plan_id, requests }) => {
+            match operator_service(&config).await?.set_plan_included(&plan_id, requests).await {
+                Ok(plan) => {
+                    println!("{} now includes {} requests a month", plan.id, plan.included_requests_per_month);
+                    Ok(())
+                }
+                Err(SetPlanIncludedError::UnknownPlan) => anyhow::bail!("no plan has the id {plan_id}"),
+                Err(SetPlanIncludedError::Negative) => anyhow::bail!("the requests included must be 0 or more"),
+                Err(SetPlanIncludedError::Unknown(e)) => Err(e.into()),
+            }
+        }
+        Command::Usage(UsageCommand::Export { month }) => export_usage(&config, month.as_deref()).await,
         Command::Openapi => unreachable!("answered before configuration is read"),
         Command::Orgs(command) => {
             let (org_id, active) = match command {
@@ -169,6 +203,27 @@ fn issue_request(
 }
 
 /// The domain service over the configured database, for one-off operator commands.
+/// `usage export`: the month's CSV on stdout; on stderr, whether the figures may still grow.
+async fn export_usage(config: &Config, month: Option<&str>) -> anyhow::Result<()> {
+    let month = month.map(|raw| BillingMonth::parse(raw).with_context(|| format!("--month {raw}"))).transpose()?;
+    let service = operator_service(config).await?;
+    let now = service.now();
+    let month = month.unwrap_or_else(|| BillingMonth::of(now.date()).previous());
+    let rows = service.monthly_usage(month).await.context("could not read the month's usage")?;
+    if !month_is_final(month, now, config.usage_flush_interval) {
+        eprintln!(
+            "Note: the figures for {month} are not final: the month is not over, or running instances may not have \
+             written their last counts yet (LAST_USED_FLUSH_SECS after midnight UTC)"
+        );
+    }
+    let mut out = String::from("org_id,plan_id,valid,refused,valid_test\n");
+    for row in rows {
+        out.push_str(&format!("{},{},{},{},{}\n", row.org_id, row.plan_id, row.valid, row.refused, row.valid_test));
+    }
+    print!("{out}");
+    Ok(())
+}
+
 async fn operator_service(config: &Config) -> anyhow::Result<AccountService> {
     let db = Database::new(config.database.clone(), &config.pool);
     startup::migrate_when_reachable(&db, config.connect_timeout).await?;

@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use account_domain::AccountService;
+use account_domain::{AccountService, UsageRetention};
 use account_http::{AbuseLimits, InternalToken, LimitSettings, Metrics, ReadinessCheck};
 use account_infra::{
     sync_changes_periodically, Database, InMemoryCredentialCache, OsRandomGenerator, SqlAccountRepository,
@@ -24,6 +24,7 @@ pub struct Application {
     feed: Arc<SqlChangeFeed>,
     limits: web::Data<AbuseLimits>,
     usage_flush_interval: Duration,
+    usage_retention: UsageRetention,
     cache_sync_interval: Duration,
 }
 
@@ -78,6 +79,7 @@ impl Application {
             feed,
             limits,
             usage_flush_interval: config.usage_flush_interval,
+            usage_retention: config.usage_retention,
             cache_sync_interval: config.cache.sync_interval,
         })
     }
@@ -92,12 +94,18 @@ impl Application {
         let flusher = tokio::spawn(flush_usage_periodically(self.service.clone(), self.usage_flush_interval));
         let syncer =
             tokio::spawn(sync_changes_periodically(self.service.clone(), self.cache_sync_interval, Some(self.feed)));
-        let limits = self.limits.clone();
+        let (limits, service, retention) = (self.limits.clone(), self.service.clone(), self.usage_retention);
         let janitor = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_secs(60));
-            loop {
+            for minute in 0u64.. {
                 ticker.tick().await;
                 limits.forget_idle_clients();
+                if minute % 60 == 0 {
+                    match service.prune_usage(retention).await {
+                        Ok(rows) => tracing::debug!(rows, "pruned old usage counts"),
+                        Err(e) => tracing::warn!(error = format!("{e:#}"), "could not prune usage counts"),
+                    }
+                }
             }
         });
         let handle = self.server.handle();
@@ -116,7 +124,7 @@ impl Application {
         flusher.abort();
         syncer.abort();
         match self.service.flush_usage().await {
-            Ok(n) => tracing::info!(keys = n, "final flush of key usage"),
+            Ok(n) => tracing::info!(rows = n, "final flush of key usage"),
             Err(e) => tracing::error!(error = format!("{e:#}"), "could not write key usage at shutdown"),
         }
         tracing::info!("stopped");
@@ -174,7 +182,16 @@ impl AppWiring {
 
 fn metrics_of(service: &Arc<AccountService>, db: &Database) -> Metrics {
     let (hits, misses, in_use, idle) = (service.clone(), service.clone(), db.clone(), db.clone());
+    let (flushes, rows) = (service.clone(), service.clone());
     Metrics::new()
+        .counter_from("usage_flushes_total", "Batches of key usage written to the database", move || {
+            flushes.usage_flush_stats().0
+        })
+        .counter_from(
+            "usage_flush_rows_total",
+            "Rows those batches held (last uses and counts); divided by usage_flushes_total, rows per flush",
+            move || rows.usage_flush_stats().1,
+        )
         .counter_from("credential_cache_hits_total", "Authentications answered from memory", move || {
             hits.cache_stats().map_or(0, |(h, _)| h)
         })

@@ -8,6 +8,7 @@ mod key_secret;
 mod organization;
 mod plan;
 mod text;
+mod usage;
 
 pub use allowed_ips::*;
 pub use api_key::*;
@@ -17,3 +18,4 @@ pub use key_secret::*;
 pub use organization::*;
 pub use plan::*;
 pub use text::TextError;
+pub use usage::*;

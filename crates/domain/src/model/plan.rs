@@ -46,4 +46,6 @@ pub struct Plan {
     pub id: PlanId,
     pub name: String,
     pub base_price_cents: i64,
+    /// Valid uses of live keys a month that the base price covers.
+    pub included_requests_per_month: i64,
 }

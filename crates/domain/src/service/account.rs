@@ -17,7 +17,7 @@ impl AccountService {
     /// The caller's organization and plan. Needs `read`. Served from what authentication
     /// loaded (and cached): no further database work.
     pub async fn get_account<'a>(&self, caller: &'a Principal) -> Result<&'a Organization, GetAccountError> {
-        caller.require(Scope::Read)?;
+        self.authorize(caller, Scope::Read)?;
         Ok(caller.organization())
     }
 }

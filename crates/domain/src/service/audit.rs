@@ -61,7 +61,7 @@ impl AccountService {
         before: Option<&str>,
         limit: Option<u32>,
     ) -> Result<AuditPage, AuditLogError> {
-        caller.require(Scope::Read)?;
+        self.authorize(caller, Scope::Read)?;
         let limit = limit.unwrap_or(Self::DEFAULT_AUDIT_PAGE);
         if !(1..=Self::MAX_AUDIT_PAGE).contains(&limit) {
             return Err(AuditLogError::InvalidLimit);

@@ -10,8 +10,9 @@ use std::task::{Context, Poll};
 
 use time::OffsetDateTime;
 
+use super::usage::UseOf;
 use super::{AccountService, Principal};
-use crate::model::{KeyHash, MalformedKey, PlaintextKey};
+use crate::model::{KeyHash, MalformedKey, PlaintextKey, VerificationCode};
 use crate::ports::{CachedLookup, KeyCredential};
 
 #[derive(Debug, Error)]
@@ -114,31 +115,68 @@ impl AccountService {
         self.check_credential(credential, self.clock.now(), client_ip)
     }
 
-    /// The rules a found key must pass, checked on every request, cached or not.
+    /// The rules a found key must pass, checked on every request, cached or not. Each
+    /// verdict is counted for the key.
     fn check_credential(
         &self,
         credential: Arc<KeyCredential>,
         now: OffsetDateTime,
         client_ip: Option<IpAddr>,
     ) -> Result<Principal, AuthenticateError> {
+        let verdict = Self::judge(&credential, now, client_ip);
+        let key = &credential.key;
+        let of = UseOf { key: &key.id, org: &key.org_id, environment: key.environment };
+        self.usage.record(of, now, verdict.map_or_else(|refusal| refusal, |()| VerificationCode::Valid));
+        match verdict {
+            Ok(()) => Ok(Principal::new(credential, Some(now.date()))),
+            Err(VerificationCode::OrgInactive) => {
+                Err(AuthenticateError::OrganizationInactive(Principal::new(credential, None)))
+            }
+            Err(VerificationCode::Revoked) => Err(AuthenticateError::Revoked),
+            Err(VerificationCode::Expired) => Err(AuthenticateError::Expired),
+            Err(_) => Err(AuthenticateError::IpNotAllowed),
+        }
+    }
+
+    /// The refusal a found key earns, in the documented order, if any.
+    fn judge(
+        credential: &KeyCredential,
+        now: OffsetDateTime,
+        client_ip: Option<IpAddr>,
+    ) -> Result<(), VerificationCode> {
         let key = &credential.key;
         if key.is_revoked() {
-            return Err(AuthenticateError::Revoked);
+            return Err(VerificationCode::Revoked);
         }
         if key.is_expired(now) {
-            return Err(AuthenticateError::Expired);
+            return Err(VerificationCode::Expired);
         }
         if let Some(allowed) = &key.allowed_ips {
             // No address known (a verifier that gave none) is no address allowed.
             if !client_ip.is_some_and(|ip| allowed.allows(ip)) {
-                return Err(AuthenticateError::IpNotAllowed);
+                return Err(VerificationCode::IpNotAllowed);
             }
         }
         if !credential.organization.is_active {
-            return Err(AuthenticateError::OrganizationInactive(Principal::new(credential)));
+            return Err(VerificationCode::OrgInactive);
         }
-        self.usage.record(&key.id, now);
-        Ok(Principal::new(credential))
+        Ok(())
+    }
+
+    /// Whether `caller` holds `scope`; a refusal counts the caller's use as
+    /// `insufficient_scope` instead of valid. Every service checks scopes through this.
+    pub(crate) fn authorize(
+        &self,
+        caller: &Principal,
+        scope: crate::model::Scope,
+    ) -> Result<(), super::InsufficientScope> {
+        caller.require(scope).inspect_err(|_| self.count_scope_refusal(caller))
+    }
+
+    pub(super) fn count_scope_refusal(&self, caller: &Principal) {
+        if let Some(day) = caller.valid_use_on() {
+            self.usage.reclassify(caller.use_of(), day, VerificationCode::InsufficientScope);
+        }
     }
 
     /// Applies the changes other writers published (revocations, organization changes) to
@@ -161,22 +199,35 @@ impl AccountService {
         }
     }
 
-    /// Writes the last-use times gathered since the previous flush, in one batch.
-    /// On failure they are kept for the next flush. One flush at a time: a flush called
-    /// while another runs (the final one at shutdown) waits for it, then writes the rest.
+    /// Writes the uses gathered since the previous flush (last-use times and counts), in one
+    /// batch. A batch that fails is kept and written again as it is, before anything newer
+    /// (the store applies each batch once). One flush at a time: a flush called while another
+    /// runs (the final one at shutdown) waits for it, then writes the rest. Returns the rows
+    /// written.
     pub async fn flush_usage(&self) -> crate::ports::StoreResult<usize> {
         let _turn = self.usage_flush.lock().await;
-        let batch = self.usage.drain();
-        if batch.is_empty() {
-            return Ok(0);
-        }
-        match self.keys.record_usage(&batch).await {
-            Ok(()) => Ok(batch.len()),
-            Err(e) => {
-                self.usage.restore(batch);
-                Err(e)
+        let mut written = 0;
+        // At most two batches: an unconfirmed one, then the new one.
+        for _ in 0..2 {
+            let Some(batch) = self.usage.next_batch() else { break };
+            match self.keys.record_usage(&batch).await {
+                Ok(()) => {
+                    written += batch.last_used.len() + batch.counts.len();
+                    self.usage.confirm(&batch);
+                }
+                Err(e) => {
+                    self.usage.keep_unconfirmed(batch);
+                    return Err(e);
+                }
             }
         }
+        Ok(written)
+    }
+
+    /// Usage batches written since start, and the rows they held.
+    pub fn usage_flush_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.usage.flushes.load(Relaxed), self.usage.flushed_rows.load(Relaxed))
     }
 }
 
@@ -217,18 +268,21 @@ mod tests {
         let hash = PlaintextKey::hash_presented(&key).expect("valid");
         ports.keys.expect_find_credential().withf(move |h| *h == hash).returning(|_| Ok(Some(credential())));
         ports.keys.expect_record_usage().times(1).returning(|batch| {
-            assert_eq!(batch, [(credential().key.id, NOW)]);
+            assert_eq!(batch.last_used, [(credential().key.id, NOW)]);
+            let valid =
+                UsageCount { key_id: credential().key.id, day: NOW.date(), outcome: VerificationCode::Valid, count: 1 };
+            assert_eq!(batch.counts, [valid]);
             Ok(())
         });
         let service = ports.service();
         let principal = service.authenticate(&key, None).await.expect("authenticated");
         assert_eq!(principal.org_id(), &credential().key.org_id);
-        assert_eq!(service.flush_usage().await.expect("flushed"), 1);
+        assert_eq!(service.flush_usage().await.expect("flushed"), 2);
         assert_eq!(service.flush_usage().await.expect("nothing left"), 0);
     }
 
     #[tokio::test]
-    async fn unknown_revoked_and_expired_keys_are_refused() {
+    async fn unknown_revoked_and_expired_keys_are_refused_and_each_known_one_counted_as_refused() {
         for (cred, expected) in [
             (None, "unknown"),
             (Some(credential().with(|c| c.key.revoked_at = Some(NOW - Duration::hours(1)))), "revoked"),
@@ -237,8 +291,21 @@ mod tests {
         ] {
             let mut ports = Ports::new();
             let key = presented(&ports);
+            let known = cred.is_some();
             ports.keys.expect_find_credential().returning(move |_| Ok(cred.clone()));
-            ports.keys.expect_record_usage().never();
+            ports.keys.expect_record_usage().times(usize::from(known)).returning(move |batch| {
+                assert!(batch.last_used.is_empty(), "a refused use is no last use");
+                let outcome = match expected {
+                    "revoked" => VerificationCode::Revoked,
+                    "expired" => VerificationCode::Expired,
+                    _ => VerificationCode::OrgInactive,
+                };
+                assert_eq!(
+                    batch.counts,
+                    [UsageCount { key_id: credential().key.id, day: NOW.date(), outcome, count: 1 }]
+                );
+                Ok(())
+            });
             let service = ports.service();
             let err = service.authenticate(&key, None).await.expect_err(expected);
             let got = match err {
@@ -249,7 +316,7 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             };
             assert_eq!(got, expected);
-            assert_eq!(service.flush_usage().await.expect("nothing"), 0);
+            assert_eq!(service.flush_usage().await.expect("flushed"), usize::from(known));
         }
     }
 
@@ -265,25 +332,56 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn usage_that_fails_to_flush_is_kept_for_the_next_flush() {
+    async fn a_batch_that_fails_to_flush_is_written_again_as_it_was_before_newer_uses() {
         let mut ports = Ports::new();
         let key = presented(&ports);
         ports.keys.expect_find_credential().returning(|_| Ok(Some(credential())));
-        let mut seq = mockall::Sequence::new();
-        ports
-            .keys
-            .expect_record_usage()
-            .times(1)
-            .in_sequence(&mut seq)
-            .returning(|_| Err(anyhow::anyhow!("down").into()));
-        ports.keys.expect_record_usage().times(1).in_sequence(&mut seq).returning(|b| {
-            assert_eq!(b.len(), 1);
-            Ok(())
+        let written = Arc::new(std::sync::Mutex::new(Vec::<UsageBatch>::new()));
+        let log = written.clone();
+        let mut calls = 0;
+        ports.keys.expect_record_usage().times(3).returning(move |b| {
+            calls += 1;
+            log.lock().expect("log").push(b.clone());
+            // The first write fails, as a commit whose outcome is unknown does.
+            if calls == 1 {
+                Err(anyhow::anyhow!("connection lost at commit").into())
+            } else {
+                Ok(())
+            }
         });
         let service = ports.service();
         service.authenticate(&key, None).await.expect("authenticated");
         assert!(service.flush_usage().await.is_err());
-        assert_eq!(service.flush_usage().await.expect("second flush"), 1);
+        service.authenticate(&key, None).await.expect("authenticated");
+        service.authenticate(&key, None).await.expect("authenticated");
+        assert_eq!(service.flush_usage().await.expect("second flush"), 4);
+        let written = written.lock().expect("log");
+        let valid = |b: &UsageBatch| b.counts.iter().map(|c| c.count).sum::<i64>();
+        // The retry is the failed batch itself, same sequence, not merged with newer uses.
+        assert_eq!(written[1], written[0]);
+        assert_eq!((valid(&written[1]), valid(&written[2])), (1, 2));
+        assert!(written[2].sequence > written[1].sequence);
+        assert_eq!(service.usage_flush_stats(), (2, 4));
+    }
+
+    #[tokio::test]
+    async fn a_use_lacking_its_scope_counts_as_insufficient_scope_not_valid() {
+        let mut ports = Ports::new();
+        let key = presented(&ports);
+        let read_only = credential().with(|c| c.key.scopes = crate::model::Scopes::parse(&["read"]).expect("valid"));
+        ports.keys.expect_find_credential().returning(move |_| Ok(Some(read_only.clone())));
+        ports.keys.expect_record_usage().times(1).returning(|batch| {
+            let mut counts: Vec<_> = batch.counts.iter().map(|c| (c.outcome, c.count)).collect();
+            counts.sort();
+            assert_eq!(counts, [(VerificationCode::Valid, 1), (VerificationCode::InsufficientScope, 1)]);
+            Ok(())
+        });
+        let service = ports.service();
+        let reader = service.authenticate(&key, None).await.expect("authenticated");
+        assert!(service.authorize(&reader, crate::model::Scope::Read).is_ok());
+        let writer = service.authenticate(&key, None).await.expect("authenticated");
+        assert!(service.authorize(&writer, crate::model::Scope::Write).is_err());
+        service.flush_usage().await.expect("flushed");
     }
 
     #[tokio::test]

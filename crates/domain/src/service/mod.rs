@@ -10,6 +10,7 @@ mod principal;
 mod signup;
 mod trusted_cache;
 mod usage;
+mod usage_report;
 mod verify;
 
 #[cfg(test)]
@@ -31,7 +32,10 @@ pub use principal::{InsufficientScope, Principal};
 pub use signup::{Signup, SignupError, SignupRequest};
 use trusted_cache::TrustedCache;
 use usage::UsageTracker;
-pub use verify::{Verification, VerificationCode};
+pub use usage_report::{
+    month_is_final, DailyUsage, KeyUsage, SetPlanIncludedError, UsageError, UsageReport, UsageRetention, UsageTotals,
+};
+pub use verify::Verification;
 
 use crate::ports::{AccountRepository, ChangeFeed, Clock, CredentialCache, Generator, KeyRepository};
 
@@ -65,8 +69,8 @@ impl AccountService {
             accounts,
             keys,
             clock,
+            usage: UsageTracker::new(generator.usage_writer()),
             generator,
-            usage: UsageTracker::default(),
             usage_flush: futures_util::lock::Mutex::new(()),
             cache: None,
             max_active_keys: Self::DEFAULT_MAX_ACTIVE_KEYS,

@@ -12,6 +12,9 @@ use crate::ports::KeyCredential;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     credential: Arc<KeyCredential>,
+    /// The UTC day this authentication was counted as a valid use, if it was: a scope found
+    /// lacking later turns that use into a refusal of that day.
+    valid_use_on: Option<time::Date>,
 }
 
 /// The caller's key lacks the scope an operation needs.
@@ -20,8 +23,17 @@ pub struct Principal {
 pub struct InsufficientScope(pub Scope);
 
 impl Principal {
-    pub(crate) fn new(credential: Arc<KeyCredential>) -> Self {
-        Self { credential }
+    pub(crate) fn new(credential: Arc<KeyCredential>, valid_use_on: Option<time::Date>) -> Self {
+        Self { credential, valid_use_on }
+    }
+
+    pub(crate) fn valid_use_on(&self) -> Option<time::Date> {
+        self.valid_use_on
+    }
+
+    pub(crate) fn use_of(&self) -> super::usage::UseOf<'_> {
+        let key = &self.credential.key;
+        super::usage::UseOf { key: &key.id, org: &key.org_id, environment: key.environment }
     }
 
     pub fn org_id(&self) -> &OrgId {
@@ -62,6 +74,8 @@ impl Principal {
         self.environment() == Environment::Live || environment == Environment::Test
     }
 
+    /// Whether the key holds `scope`. Services check through `AccountService::authorize`,
+    /// which also counts a refusal.
     pub fn require(&self, scope: Scope) -> Result<(), InsufficientScope> {
         if self.scopes().contains(scope) {
             Ok(())

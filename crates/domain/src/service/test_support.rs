@@ -51,6 +51,7 @@ impl Ports {
             .expect_key_id()
             .returning(move || KeyId::new(&format!("key_{}", counter.fetch_add(1, Ordering::Relaxed))).expect("valid"));
         generator.expect_key_secret().returning(secret_body);
+        generator.expect_usage_writer().return_const("wrt_test".to_owned());
         AccountService::new(Arc::new(self.accounts), Arc::new(self.keys), Arc::new(clock), Arc::new(generator))
     }
 }
@@ -60,7 +61,12 @@ pub(crate) fn secret_body() -> SecretBody {
 }
 
 pub(crate) fn plan(id: &str) -> Plan {
-    Plan { id: PlanId::new(id).expect("valid"), name: id.to_uppercase(), base_price_cents: 0 }
+    Plan {
+        id: PlanId::new(id).expect("valid"),
+        name: id.to_uppercase(),
+        base_price_cents: 0,
+        included_requests_per_month: 10_000,
+    }
 }
 
 pub(crate) fn organization(id: &str) -> Organization {
@@ -89,7 +95,7 @@ pub(crate) fn principal(scopes: &[&str], environment: Environment) -> Principal 
     let mut key = api_key("key_caller", "org_caller");
     key.scopes = Scopes::parse(scopes).expect("valid");
     key.environment = environment;
-    Principal::new(Arc::new(KeyCredential { key, organization: organization("org_caller") }))
+    Principal::new(Arc::new(KeyCredential { key, organization: organization("org_caller") }), None)
 }
 
 pub(crate) fn api_key(id: &str, org: &str) -> ApiKey {
@@ -124,5 +130,5 @@ impl<T> With for T {}
 
 /// The caller authenticated with exactly this credential.
 pub(crate) fn principal_of(credential: KeyCredential) -> Principal {
-    Principal::new(Arc::new(credential))
+    Principal::new(Arc::new(credential), None)
 }

@@ -96,6 +96,7 @@ impl TrustedCache {
                 match change {
                     crate::ports::Change::Key(hash) => self.cache.forget(hash),
                     crate::ports::Change::Organization(org) => self.cache.forget_organization(org),
+                    crate::ports::Change::Everything => self.cache.clear(),
                 }
             }
             applied += poll.changes.len();

@@ -2,33 +2,7 @@
 //! authentication, answered as a verdict rather than an error.
 
 use super::{AccountService, AuthenticateError, Principal};
-use crate::model::{Scope, Scopes};
-
-/// The verdict on a presented key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VerificationCode {
-    Valid,
-    NotFound,
-    Revoked,
-    Expired,
-    InsufficientScope,
-    OrgInactive,
-    IpNotAllowed,
-}
-
-impl VerificationCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Valid => "valid",
-            Self::NotFound => "not_found",
-            Self::Revoked => "revoked",
-            Self::Expired => "expired",
-            Self::InsufficientScope => "insufficient_scope",
-            Self::OrgInactive => "org_inactive",
-            Self::IpNotAllowed => "ip_not_allowed",
-        }
-    }
-}
+use crate::model::{Scope, Scopes, VerificationCode};
 
 /// A verdict, with the key's identity when the key was valid (and lacked only scopes).
 #[derive(Debug, Clone)]
@@ -56,8 +30,12 @@ impl AccountService {
         match self.authenticate(presented.as_bytes(), client_ip).await {
             Ok(principal) => {
                 let lacking = required.and_then(|r| r.iter().find(|s: &Scope| !principal.scopes().contains(*s)));
-                let code =
-                    if lacking.is_some() { VerificationCode::InsufficientScope } else { VerificationCode::Valid };
+                let code = if lacking.is_some() {
+                    self.count_scope_refusal(&principal);
+                    VerificationCode::InsufficientScope
+                } else {
+                    VerificationCode::Valid
+                };
                 Ok(Verification { code, principal: Some(principal) })
             }
             Err(AuthenticateError::Malformed(_) | AuthenticateError::UnknownKey) => verdict(VerificationCode::NotFound),
@@ -72,7 +50,6 @@ impl AccountService {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::model::PlaintextKey;
     use crate::service::test_support::*;
 

@@ -12,6 +12,7 @@ pub(crate) mod plans;
 mod shared_responses;
 mod shared_schemas;
 pub(crate) mod signup;
+pub(crate) mod usage;
 pub(crate) mod verify;
 
 use std::sync::OnceLock;
@@ -55,6 +56,7 @@ pub(crate) fn endpoints() -> Scope<
         .service(account::get_account)
         .service(api_keys)
         .service(audit_log::audit_log)
+        .service(usage::usage)
         .service(signup::signup)
         .service(plans::list_plans)
         .service(leaks::revoke_leaked)

@@ -21,11 +21,19 @@ pub(crate) struct PlanDto<'a> {
     /// The monthly base price, in US cents.
     #[schema(example = 4900, minimum = 0)]
     base_price_cents: i64,
+    /// Valid verifications of live keys a month that the base price covers.
+    #[schema(example = 1_000_000, minimum = 0)]
+    included_requests_per_month: i64,
 }
 
 impl<'a> From<&'a Plan> for PlanDto<'a> {
     fn from(plan: &'a Plan) -> Self {
-        Self { id: plan.id.as_str(), name: &plan.name, base_price_cents: plan.base_price_cents }
+        Self {
+            id: plan.id.as_str(),
+            name: &plan.name,
+            base_price_cents: plan.base_price_cents,
+            included_requests_per_month: plan.included_requests_per_month,
+        }
     }
 }
 

@@ -223,9 +223,9 @@ async fn the_plan_catalogue_is_public(app: TestApp) {
     assert_eq!(
         reply.data(),
         &json!([
-            {"id": "free", "name": "Free", "base_price_cents": 0},
-            {"id": "starter", "name": "Starter", "base_price_cents": 4900},
-            {"id": "pro", "name": "Pro", "base_price_cents": 19900},
+            {"id": "free", "name": "Free", "base_price_cents": 0, "included_requests_per_month": 10_000},
+            {"id": "starter", "name": "Starter", "base_price_cents": 4900, "included_requests_per_month": 1_000_000},
+            {"id": "pro", "name": "Pro", "base_price_cents": 19900, "included_requests_per_month": 10_000_000},
         ])
     );
 }

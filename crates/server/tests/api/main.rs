@@ -16,4 +16,5 @@ mod process;
 mod protocol_errors;
 mod revocation;
 mod signup;
+mod usage;
 mod verifier;

@@ -8,14 +8,17 @@ use std::time::{Duration, Instant};
 
 use account_infra::testing::TestDatabase;
 
-fn account_api() -> Command {
+pub(crate) fn account_api() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_account-api"));
     command.env_clear().env("LOG_FORMAT", "json").env("RUST_LOG", "info");
     command
 }
 
 /// Starts the server and returns it with the port it bound (read from its log).
-fn start_server(database_url: &str, extra: &[(&str, &str)]) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
+pub(crate) fn start_server(
+    database_url: &str,
+    extra: &[(&str, &str)],
+) -> (Child, u16, std::sync::mpsc::Receiver<String>) {
     let mut child = account_api()
         .envs(extra.iter().copied())
         .env("DATABASE_URL", database_url)
@@ -49,13 +52,13 @@ fn start_server(database_url: &str, extra: &[(&str, &str)]) -> (Child, u16, std:
     panic!("the server did not report listening");
 }
 
-fn send_signal(child: &Child, signal: &str) {
+pub(crate) fn send_signal(child: &Child, signal: &str) {
     let status =
         Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().expect("kill runs");
     assert!(status.success());
 }
 
-fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+pub(crate) fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
@@ -282,7 +285,7 @@ fn plans_list_prints_the_catalogue() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines, ["free\tFree\t0", "starter\tStarter\t4900", "pro\tPro\t19900"]);
+    assert_eq!(lines, ["free\tFree\t0\t10000", "starter\tStarter\t4900\t1000000", "pro\tPro\t19900\t10000000"]);
 }
 
 #[test]
@@ -533,7 +536,7 @@ fn keys_issue_refuses_a_bad_value_naming_the_option() {
 }
 
 /// Signs an organization up on a running server and returns the answer.
-async fn sign_up(client: &reqwest::Client, base: &str, email: &str) -> serde_json::Value {
+pub(crate) async fn sign_up(client: &reqwest::Client, base: &str, email: &str) -> serde_json::Value {
     let answer = client
         .post(format!("{base}/v1/signup"))
         .json(&serde_json::json!({"name": "Acme", "email": email}))

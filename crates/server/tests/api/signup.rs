@@ -22,7 +22,10 @@ async fn signup_returns_the_account_and_a_first_key_that_works(app: TestApp) {
     assert!(account["org_id"].as_str().is_some_and(|id| id.starts_with("org_")));
     assert_eq!(account["name"], "My Company");
     assert_eq!(account["email"], "admin@mycompany.com");
-    assert_eq!(account["plan"], json!({"id": "free", "name": "Free", "base_price_cents": 0}));
+    assert_eq!(
+        account["plan"],
+        json!({"id": "free", "name": "Free", "base_price_cents": 0, "included_requests_per_month": 10_000})
+    );
     assert_eq!(account["is_active"], true);
     assert!(is_rfc3339_utc(&account["created_at"]), "{}", account["created_at"]);
 
@@ -44,7 +47,10 @@ async fn signup_returns_the_account_and_a_first_key_that_works(app: TestApp) {
 async fn signup_defaults_to_the_free_plan_and_accepts_a_named_one(app: TestApp) {
     let reply = app.signup(json!({"name": "Big", "email": "big@corp.test", "plan_id": "starter"})).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
-    assert_eq!(reply.data()["account"]["plan"], json!({"id": "starter", "name": "Starter", "base_price_cents": 4900}));
+    assert_eq!(
+        reply.data()["account"]["plan"],
+        json!({"id": "starter", "name": "Starter", "base_price_cents": 4900, "included_requests_per_month": 1_000_000})
+    );
     let pro = app.signup(json!({"name": "Pro", "email": "pro@corp.test", "plan_id": "pro"})).await;
     assert_eq!(pro.data()["account"]["plan"]["base_price_cents"], 19900);
     let null_plan = app.signup(json!({"name": "Null", "email": "null@corp.test", "plan_id": null})).await;

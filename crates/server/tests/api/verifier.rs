@@ -151,7 +151,8 @@ async fn a_verifier_on_postgres_needs_only_the_privileges_the_operations_guide_l
     app.execute_sql(&format!(
         "CREATE ROLE {role} LOGIN PASSWORD '{password}'; \
          GRANT SELECT ON api_keys, organizations, plans, cache_events, __diesel_schema_migrations TO {role}; \
-         GRANT UPDATE (last_used_at) ON api_keys TO {role};"
+         GRANT UPDATE (last_used_at) ON api_keys TO {role}; \
+         GRANT SELECT, INSERT, UPDATE ON key_usage, usage_writers TO {role};"
     ));
     let _dropped_at_the_end = DropRole { app: &app, role: role.clone() };
 
@@ -169,6 +170,13 @@ async fn a_verifier_on_postgres_needs_only_the_privileges_the_operations_guide_l
     }
     verifier.shutdown().await.expect("the use is written with these privileges");
     assert!(crate::helpers::stored_last_used_at(&app.db, &key_id).is_some(), "the use was written");
+    // The instance never saw the key: its report reads the verifier's counts from the database.
+    let usage = app.request(reqwest::Method::GET, "/v1/account/usage?days=1", Some(&org.key), None).await;
+    let counted =
+        usage.data()["keys"].as_array().expect("keys").iter().find(|k| k["key_id"] == key_id.as_str()).cloned();
+    let counted = counted.expect("the verifier's verifications are counted");
+    assert!(counted["valid"].as_i64().is_some_and(|n| n >= 1), "{counted}");
+    assert!(counted["refused_by_reason"]["revoked"].as_i64().is_some_and(|n| n >= 1), "{counted}");
 }
 
 /// Drops the test's role once its test is over, passed or failed.

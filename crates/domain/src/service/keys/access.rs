@@ -115,7 +115,7 @@ impl AccountService {
         key_id: &str,
         using: Use,
     ) -> Result<ApiKey, LookupError> {
-        caller.require(needs).map_err(KeyAccessError::from)?;
+        self.authorize(caller, needs).map_err(KeyAccessError::from)?;
         let Ok(key_id) = KeyId::new(key_id) else {
             return Err(KeyAccessError::NotFound.into());
         };

@@ -17,7 +17,7 @@ impl AccountService {
         request: CreateKeyRequest,
         meta: &RequestMeta,
     ) -> Result<CreatedKey, CreateKeyError> {
-        caller.require(Scope::Write).map_err(KeyAccessError::from)?;
+        self.authorize(caller, Scope::Write).map_err(KeyAccessError::from)?;
         let now = self.clock.now();
         let expires_at = request.expires_in.map(|days| days.after(now)).or(caller.expires_at());
         let allowed_ips = match request.allowed_ips {

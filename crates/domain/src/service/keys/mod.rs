@@ -94,7 +94,7 @@ key_operation_error! {
 impl AccountService {
     /// Every key of the caller's organization, newest first. Needs `read`.
     pub async fn list_keys(&self, caller: &Principal) -> Result<Vec<ApiKey>, ListKeysError> {
-        caller.require(Scope::Read)?;
+        self.authorize(caller, Scope::Read)?;
         let keys = self.keys.list_keys(caller.org_id()).await?;
         Ok(keys.into_iter().map(|key| self.with_pending_use(key)).collect())
     }
@@ -108,7 +108,7 @@ impl AccountService {
 
     /// Uses not yet flushed are already known here: every answer shows them.
     fn with_pending_use(&self, mut key: ApiKey) -> ApiKey {
-        if let Some(pending) = self.usage.pending(&key.id) {
+        if let Some(pending) = self.usage.pending_last_use(&key.id) {
             key.last_used_at = Some(key.last_used_at.map_or(pending, |stored| stored.max(pending)));
         }
         key
@@ -159,7 +159,9 @@ mod tests {
             service.list_keys(&principal(&["write"], Environment::Live)).await,
             Err(ListKeysError::InsufficientScope(_))
         ));
-        service.usage.record(&KeyId::new("key_abc").expect("valid"), NOW);
+        let (key, org) = (KeyId::new("key_abc").expect("valid"), OrgId::new("org_caller").expect("valid"));
+        let of = crate::service::usage::UseOf { key: &key, org: &org, environment: Environment::Live };
+        service.usage.record(of, NOW, VerificationCode::Valid);
         let keys = service.list_keys(&principal(&["read"], Environment::Live)).await.expect("listed");
         assert_eq!(keys[0].last_used_at, Some(NOW));
     }
@@ -171,7 +173,9 @@ mod tests {
             Ok((org.as_str() == "org_caller" && id.as_str() != "key_gone").then(|| api_key(id.as_str(), org.as_str())))
         });
         let service = ports.service();
-        service.usage.record(&KeyId::new("key_live").expect("valid"), NOW);
+        let (key, org) = (KeyId::new("key_live").expect("valid"), OrgId::new("org_caller").expect("valid"));
+        let of = crate::service::usage::UseOf { key: &key, org: &org, environment: Environment::Live };
+        service.usage.record(of, NOW, VerificationCode::Valid);
         let test_reader = principal(&["read"], Environment::Test);
         let read = service.get_key(&test_reader, "key_live").await.expect("a test key reads a live key");
         assert_eq!(read.last_used_at, Some(NOW), "uses not yet flushed included");

@@ -1,0 +1,266 @@
+//! The usage an organization reads, the monthly figures billing exports, and their upkeep.
+
+use std::collections::{BTreeMap, HashMap};
+
+use thiserror::Error;
+use time::{Date, Duration, OffsetDateTime};
+
+use super::{AccountService, InsufficientScope, Principal};
+use crate::model::{
+    BillingMonth, Environment, KeyId, OrganizationMonth, Plan, PlanId, Scope, UsageCount, UsageDays, VerificationCode,
+};
+
+/// Valid and refused verifications.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageTotals {
+    pub valid: i64,
+    pub refused: i64,
+}
+
+impl UsageTotals {
+    fn add(&mut self, outcome: VerificationCode, count: i64) {
+        if outcome == VerificationCode::Valid {
+            self.valid += count;
+        } else {
+            self.refused += count;
+        }
+    }
+}
+
+/// One day of a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyUsage {
+    pub date: Date,
+    pub totals: UsageTotals,
+}
+
+/// One key's verifications over a report's days.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUsage {
+    pub key_id: KeyId,
+    pub name: String,
+    pub totals: UsageTotals,
+    /// The refusals by reason, in [`VerificationCode`] order, zeros left out.
+    pub refused_by_reason: Vec<(VerificationCode, i64)>,
+}
+
+/// What an organization used: `days` days ending today (UTC), and the current month.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageReport {
+    pub from: Date,
+    pub to: Date,
+    pub total: UsageTotals,
+    /// One entry per day, oldest first, zeros included.
+    pub daily: Vec<DailyUsage>,
+    /// Every key with a count in the range, busiest first.
+    pub keys: Vec<KeyUsage>,
+    /// Valid uses of live keys this calendar month (test keys are not billed).
+    pub month_to_date_valid: i64,
+    pub included_per_month: i64,
+}
+
+#[derive(Debug, Error)]
+pub enum UsageError {
+    #[error(transparent)]
+    InsufficientScope(#[from] InsufficientScope),
+    #[error(transparent)]
+    Unknown(#[from] crate::ports::StoreError),
+}
+
+#[derive(Debug, Error)]
+pub enum SetPlanIncludedError {
+    #[error("no plan has this id")]
+    UnknownPlan,
+    #[error("the requests a plan includes are a whole number from 0")]
+    Negative,
+    #[error(transparent)]
+    Unknown(#[from] crate::ports::StoreError),
+}
+
+/// How long counts are kept, in days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageRetention(u32);
+
+impl UsageRetention {
+    pub const MIN: u32 = 92;
+    pub const MAX: u32 = 3650;
+    pub const DEFAULT: Self = Self(400);
+
+    pub fn new(days: u32) -> Option<Self> {
+        (Self::MIN..=Self::MAX).contains(&days).then_some(Self(days))
+    }
+
+    pub fn days(self) -> u32 {
+        self.0
+    }
+}
+
+impl AccountService {
+    /// The caller's organization's usage over `days` days ending today (UTC). Needs `read`.
+    /// Counts this instance has not written yet are included; other instances' are once
+    /// they flush.
+    pub async fn usage(&self, caller: &Principal, days: UsageDays) -> Result<UsageReport, UsageError> {
+        self.authorize(caller, Scope::Read)?;
+        let to = self.clock.now().date();
+        let from = days.first_day(to);
+        let month_start = BillingMonth::of(to).first_day();
+        let read_from = from.min(month_start);
+        let stored = self.keys.usage_of(caller.org_id(), read_from, to).await?;
+        let mut names: HashMap<KeyId, String> = HashMap::new();
+        let mut counts: Vec<(UsageCount, Environment)> = Vec::with_capacity(stored.len());
+        for row in stored {
+            names.entry(row.count.key_id.clone()).or_insert(row.key_name);
+            counts.push((row.count, row.environment));
+        }
+        counts.extend(self.usage.pending_counts(caller.org_id(), read_from));
+
+        let mut report = UsageReport {
+            from,
+            to,
+            total: UsageTotals::default(),
+            daily: Vec::with_capacity(days.get() as usize),
+            keys: Vec::new(),
+            month_to_date_valid: 0,
+            included_per_month: caller.organization().plan.included_requests_per_month,
+        };
+        let mut daily: BTreeMap<Date, UsageTotals> = BTreeMap::new();
+        let mut by_key: HashMap<KeyId, (UsageTotals, BTreeMap<VerificationCode, i64>)> = HashMap::new();
+        for (count, environment) in &counts {
+            if count.day >= month_start && count.outcome == VerificationCode::Valid && *environment == Environment::Live
+            {
+                report.month_to_date_valid += count.count;
+            }
+            if count.day < from {
+                continue;
+            }
+            report.total.add(count.outcome, count.count);
+            daily.entry(count.day).or_default().add(count.outcome, count.count);
+            let (totals, reasons) = by_key.entry(count.key_id.clone()).or_default();
+            totals.add(count.outcome, count.count);
+            if count.outcome != VerificationCode::Valid {
+                *reasons.entry(count.outcome).or_default() += count.count;
+            }
+        }
+        let mut day = from;
+        while day <= to {
+            report.daily.push(DailyUsage { date: day, totals: daily.get(&day).copied().unwrap_or_default() });
+            day += Duration::days(1);
+        }
+        for (key_id, (totals, reasons)) in by_key {
+            if totals == UsageTotals::default() && reasons.values().all(|n| *n == 0) {
+                continue;
+            }
+            let name = match names.remove(&key_id) {
+                Some(name) => name,
+                // Counted here and not written yet: the key's name comes from the store.
+                None => self
+                    .keys
+                    .find_key(caller.org_id(), &key_id)
+                    .await?
+                    .map(|k| k.name.as_str().to_owned())
+                    .unwrap_or_default(),
+            };
+            let refused_by_reason = reasons.into_iter().filter(|(_, n)| *n != 0).collect();
+            report.keys.push(KeyUsage { key_id, name, totals, refused_by_reason });
+        }
+        report.keys.sort_by(|a, b| {
+            let busy = |k: &KeyUsage| k.totals.valid + k.totals.refused;
+            busy(b).cmp(&busy(a)).then_with(|| a.key_id.as_str().cmp(b.key_id.as_str()))
+        });
+        Ok(report)
+    }
+
+    /// Every organization that existed during `month`, with its counts (those written so far).
+    pub async fn monthly_usage(&self, month: BillingMonth) -> crate::ports::StoreResult<Vec<OrganizationMonth>> {
+        self.keys.monthly_usage(month.first_day(), month.last_day()).await
+    }
+
+    /// Deletes the counts older than `retention` days; returns the rows deleted.
+    pub async fn prune_usage(&self, retention: UsageRetention) -> crate::ports::StoreResult<usize> {
+        let before = self.clock.now().date() - Duration::days(i64::from(retention.days()));
+        self.keys.prune_usage(before).await
+    }
+
+    /// Sets the requests a month `plan_id` includes; every instance applies it within a second.
+    pub async fn set_plan_included(&self, plan_id: &str, included: i64) -> Result<Plan, SetPlanIncludedError> {
+        let plan_id = PlanId::new(plan_id).map_err(|_| SetPlanIncludedError::UnknownPlan)?;
+        if included < 0 {
+            return Err(SetPlanIncludedError::Negative);
+        }
+        let plan = self.accounts.set_plan_included(&plan_id, included).await?;
+        plan.ok_or(SetPlanIncludedError::UnknownPlan)
+    }
+}
+
+/// Whether a month's counts are final at `now`: the month is over and every instance has
+/// flushed since (one flush interval after midnight UTC).
+pub fn month_is_final(month: BillingMonth, now: OffsetDateTime, flush_interval: std::time::Duration) -> bool {
+    let over_at = (month.last_day() + Duration::days(1)).midnight().assume_utc();
+    now >= over_at + flush_interval
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::KeyUsageRow;
+    use crate::service::test_support::*;
+    use crate::service::usage::UseOf;
+    use time::macros::date;
+
+    fn row(key: &str, name: &str, day: Date, outcome: VerificationCode, count: i64, env: Environment) -> KeyUsageRow {
+        let count = UsageCount { key_id: KeyId::new(key).expect("valid"), day, outcome, count };
+        KeyUsageRow { count, key_name: name.into(), environment: env }
+    }
+
+    #[tokio::test]
+    async fn a_report_adds_stored_and_unwritten_counts_by_day_and_key_busiest_first() {
+        // NOW is 2024-01-15: a 3-day window is the 13th to the 15th; the month began on the 1st.
+        let mut ports = Ports::new();
+        ports.keys.expect_usage_of().returning(|org, from, to| {
+            assert_eq!((org.as_str(), from, to), ("org_caller", date!(2024 - 01 - 01), date!(2024 - 01 - 15)));
+            Ok(vec![
+                row("key_a", "A", date!(2024 - 01 - 02), VerificationCode::Valid, 100, Environment::Live),
+                row("key_a", "A", date!(2024 - 01 - 13), VerificationCode::Valid, 5, Environment::Live),
+                row("key_b", "B", date!(2024 - 01 - 13), VerificationCode::Revoked, 7, Environment::Live),
+                row("key_b", "B", date!(2024 - 01 - 13), VerificationCode::Expired, 1, Environment::Live),
+                row("key_t", "T", date!(2024 - 01 - 14), VerificationCode::Valid, 50, Environment::Test),
+            ])
+        });
+        ports.keys.expect_find_key().returning(|org, id| Ok(Some(api_key(id.as_str(), org.as_str()))));
+        let service = ports.service();
+        let caller = principal(&["read"], Environment::Live);
+        let (a, org) = (KeyId::new("key_a").expect("valid"), OrgId::new("org_caller").expect("valid"));
+        service.usage.record(
+            UseOf { key: &a, org: &org, environment: Environment::Live },
+            NOW,
+            VerificationCode::Valid,
+        );
+
+        let report = service.usage(&caller, UsageDays::new(3).expect("valid")).await.expect("report");
+        assert_eq!((report.from, report.to), (date!(2024 - 01 - 13), date!(2024 - 01 - 15)));
+        assert_eq!(report.total, UsageTotals { valid: 56, refused: 8 });
+        let daily: Vec<_> = report.daily.iter().map(|d| (d.date.day(), d.totals.valid, d.totals.refused)).collect();
+        assert_eq!(daily, [(13, 5, 8), (14, 50, 0), (15, 1, 0)]);
+        let keys: Vec<_> = report.keys.iter().map(|k| (k.name.as_str(), k.totals.valid, k.totals.refused)).collect();
+        assert_eq!(keys, [("T", 50, 0), ("B", 0, 8), ("A", 6, 0)]);
+        assert_eq!(report.keys[1].refused_by_reason, [(VerificationCode::Revoked, 7), (VerificationCode::Expired, 1)]);
+        // The month counts live keys only: 100 + 5 stored and 1 unwritten.
+        assert_eq!((report.month_to_date_valid, report.included_per_month), (106, 10_000));
+    }
+
+    #[tokio::test]
+    async fn a_report_needs_read() {
+        let service = Ports::new().service();
+        let writer = principal(&["write"], Environment::Live);
+        assert!(matches!(service.usage(&writer, UsageDays::DEFAULT).await, Err(UsageError::InsufficientScope(_))));
+    }
+
+    #[test]
+    fn a_month_is_final_one_flush_interval_after_it_ends() {
+        let nov = BillingMonth::parse("2026-11").expect("valid");
+        let flush = std::time::Duration::from_secs(10);
+        assert!(!month_is_final(nov, time::macros::datetime!(2026-11-30 23:59 UTC), flush));
+        assert!(!month_is_final(nov, time::macros::datetime!(2026-12-01 00:00:09 UTC), flush));
+        assert!(month_is_final(nov, time::macros::datetime!(2026-12-01 00:00:10 UTC), flush));
+    }
+}

@@ -1,0 +1,188 @@
+//! Key usage in SQL: counts added per key, UTC day and outcome, each writer's batch applied once.
+
+use account_domain::{
+    Environment, KeyId, KeyUsageRow, OrgId, OrganizationMonth, PlanId, UsageBatch, UsageCount, VerificationCode,
+};
+use anyhow::Context as _;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+use diesel::upsert::excluded;
+use time::{Date, OffsetDateTime};
+
+use crate::connection::DbConnection;
+use crate::repo_error::RepoError;
+use crate::rows::to_micros;
+use crate::schema::{api_keys, key_usage, organizations, usage_writers};
+
+const DAY_FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day]");
+
+pub(crate) fn day_text(day: Date) -> String {
+    day.format(DAY_FORMAT).unwrap_or_else(|_| unreachable!("every date formats as YYYY-MM-DD"))
+}
+
+fn parse_day(text: &str) -> anyhow::Result<Date> {
+    Date::parse(text, DAY_FORMAT).context("stored usage day")
+}
+
+/// Writes the batch unless its writer already applied this sequence; says whether it did.
+pub(crate) fn record(conn: &mut DbConnection, batch: &UsageBatch, now: OffsetDateTime) -> Result<bool, RepoError> {
+    let sequence = i64::try_from(batch.sequence).context("usage batch sequence")?;
+    let applied: Option<i64> =
+        usage_writers::table.find(&batch.writer).select(usage_writers::sequence).first(conn).optional()?;
+    if applied.is_some_and(|applied| applied >= sequence) {
+        return Ok(false);
+    }
+    let mark = diesel::insert_into(usage_writers::table)
+        .values((
+            usage_writers::writer.eq(&batch.writer),
+            usage_writers::sequence.eq(sequence),
+            usage_writers::written_at.eq(to_micros(now)),
+        ))
+        .on_conflict(usage_writers::writer)
+        .do_update()
+        .set((usage_writers::sequence.eq(sequence), usage_writers::written_at.eq(to_micros(now))));
+    match conn {
+        DbConnection::Postgres(pg) => mark.execute(pg)?,
+        DbConnection::Sqlite(lite) => mark.execute(lite)?,
+    };
+    // One prepared statement, its values bound, per key and per count.
+    for (id, at) in &batch.last_used {
+        let at = to_micros(*at);
+        diesel::update(
+            api_keys::table
+                .filter(api_keys::id.eq(id.as_str()))
+                .filter(api_keys::last_used_at.is_null().or(api_keys::last_used_at.lt(at))),
+        )
+        .set(api_keys::last_used_at.eq(at))
+        .execute(conn)?;
+    }
+    for count in &batch.counts {
+        // Added to what other instances wrote, never overwriting it.
+        let add = diesel::insert_into(key_usage::table)
+            .values((
+                key_usage::key_id.eq(count.key_id.as_str()),
+                key_usage::day.eq(day_text(count.day)),
+                key_usage::outcome.eq(count.outcome.as_str()),
+                key_usage::uses.eq(count.count),
+            ))
+            .on_conflict((key_usage::key_id, key_usage::day, key_usage::outcome))
+            .do_update()
+            .set(key_usage::uses.eq(key_usage::uses + excluded(key_usage::uses)));
+        match conn {
+            DbConnection::Postgres(pg) => add.execute(pg)?,
+            DbConnection::Sqlite(lite) => add.execute(lite)?,
+        };
+    }
+    Ok(true)
+}
+
+/// The stored counts of the organization's keys from `from` to `to`, with each key's name.
+pub(crate) fn of_organization(
+    conn: &mut DbConnection,
+    org: &OrgId,
+    from: Date,
+    to: Date,
+) -> Result<Vec<KeyUsageRow>, RepoError> {
+    let rows: Vec<(String, String, String, i64, String, String)> = key_usage::table
+        .inner_join(api_keys::table)
+        .filter(api_keys::org_id.eq(org.as_str()))
+        .filter(key_usage::day.between(day_text(from), day_text(to)))
+        .select((
+            key_usage::key_id,
+            key_usage::day,
+            key_usage::outcome,
+            key_usage::uses,
+            api_keys::name,
+            api_keys::environment,
+        ))
+        .load(conn)?;
+    rows.into_iter()
+        .map(|(key_id, day, outcome, uses, name, environment)| {
+            let count = UsageCount {
+                key_id: KeyId::new(&key_id).context("stored key id")?,
+                day: parse_day(&day)?,
+                outcome: VerificationCode::parse(&outcome).context("stored usage outcome")?,
+                count: uses,
+            };
+            let environment = Environment::new(&environment).context("stored environment")?;
+            Ok(KeyUsageRow { count, key_name: name, environment })
+        })
+        .collect::<anyhow::Result<_>>()
+        .map_err(RepoError::from)
+}
+
+#[derive(Debug, QueryableByName)]
+struct MonthSum {
+    #[diesel(sql_type = Text)]
+    org_id: String,
+    #[diesel(sql_type = Text)]
+    environment: String,
+    #[diesel(sql_type = Text)]
+    outcome: String,
+    #[diesel(sql_type = BigInt)]
+    uses: i64,
+}
+
+/// Every organization created by the end of `to`, with its sums from `from` to `to`.
+pub(crate) fn by_organization(
+    conn: &mut DbConnection,
+    from: Date,
+    to: Date,
+) -> Result<Vec<OrganizationMonth>, RepoError> {
+    let end = to_micros((to + time::Duration::days(1)).midnight().assume_utc());
+    let orgs: Vec<(String, String)> = organizations::table
+        .filter(organizations::created_at.lt(end))
+        .order(organizations::id.asc())
+        .select((organizations::id, organizations::plan_id))
+        .load(conn)?;
+    // Summed by the database: one row per organization, environment and outcome. The cast
+    // keeps the sum a BIGINT on PostgreSQL (a plain SUM of BIGINT is NUMERIC).
+    const SUMS: &str = "SELECT k.org_id AS org_id, k.environment AS environment, u.outcome AS outcome, \
+                        CAST(SUM(u.uses) AS BIGINT) AS uses \
+                        FROM key_usage u JOIN api_keys k ON k.id = u.key_id \
+                        WHERE u.day >= {from} AND u.day <= {to} GROUP BY k.org_id, k.environment, u.outcome";
+    let (from, to) = (day_text(from), day_text(to));
+    let sums: Vec<MonthSum> = match conn {
+        DbConnection::Postgres(pg) => diesel::sql_query(SUMS.replace("{from}", "$1").replace("{to}", "$2"))
+            .bind::<Text, _>(&from)
+            .bind::<Text, _>(&to)
+            .load(pg)?,
+        DbConnection::Sqlite(lite) => diesel::sql_query(SUMS.replace("{from}", "?").replace("{to}", "?"))
+            .bind::<Text, _>(&from)
+            .bind::<Text, _>(&to)
+            .load(lite)?,
+    };
+    let mut months: Vec<OrganizationMonth> = orgs
+        .into_iter()
+        .map(|(org_id, plan_id)| {
+            Ok(OrganizationMonth {
+                org_id: OrgId::new(&org_id).context("stored organization id")?,
+                plan_id: PlanId::new(&plan_id).context("stored plan id")?,
+                valid: 0,
+                refused: 0,
+                valid_test: 0,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    for sum in sums {
+        let Ok(at) = months.binary_search_by(|m| m.org_id.as_str().cmp(&sum.org_id)) else { continue };
+        let valid = sum.outcome == VerificationCode::Valid.as_str();
+        let month = &mut months[at];
+        match (sum.environment == Environment::Live.as_str(), valid) {
+            (true, true) => month.valid += sum.uses,
+            (true, false) => month.refused += sum.uses,
+            (false, true) => month.valid_test += sum.uses,
+            (false, false) => {}
+        }
+    }
+    Ok(months)
+}
+
+/// Deletes the counts of days before `before`, and the writers not heard of since.
+pub(crate) fn prune(conn: &mut DbConnection, before: Date) -> Result<usize, RepoError> {
+    let deleted = diesel::delete(key_usage::table.filter(key_usage::day.lt(day_text(before)))).execute(conn)?;
+    let cutoff = to_micros(before.midnight().assume_utc());
+    diesel::delete(usage_writers::table.filter(usage_writers::written_at.lt(cutoff))).execute(conn)?;
+    Ok(deleted)
+}

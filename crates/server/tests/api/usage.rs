@@ -1,0 +1,319 @@
+//! Usage: every verification of a known key counted once, by day and outcome, exactly,
+//! across instances and restarts; the usage report, the plans' included requests and the
+//! billing export.
+
+use std::time::{Duration, Instant};
+
+use account_infra::testing::TestDatabase;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{on_both_backends, spawn_app_on, spawn_app_with, Reply, TestApp};
+use crate::process::{account_api, send_signal, sign_up, start_server, wait_with_timeout};
+
+async fn usage(app: &TestApp, key: &str, query: &str) -> Reply {
+    app.request(Method::GET, &format!("/v1/account/usage{query}"), Some(key), None).await
+}
+
+/// The usage entry of `key_id` in a report, or zeros.
+fn key_entry<'a>(report: &'a Value, key_id: &str) -> Option<&'a Value> {
+    report["keys"].as_array().expect("keys").iter().find(|k| k["key_id"] == key_id)
+}
+
+/// Reads the report from an instance that served none of the counted requests, until
+/// `done` holds (flushes are asynchronous) or 5 s pass; with the reads it took (each one a
+/// use of `key`, counted too).
+async fn report_when(app: &TestApp, key: &str, done: impl Fn(&Value) -> bool) -> (Value, i64) {
+    let started = Instant::now();
+    for reads in 1.. {
+        let reply = usage(app, key, "").await;
+        let report = reply.data().clone();
+        if done(&report) || started.elapsed() > Duration::from_secs(5) {
+            return (report, reads);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    unreachable!("the loop returns")
+}
+
+async fn created(app: &TestApp, key: &str, body: Value) -> (String, String) {
+    let reply = app.create_key(key, Some(body)).await;
+    assert_eq!(reply.status.as_u16(), 201, "{}", reply.body);
+    (reply.data()["key"].as_str().expect("key").to_owned(), reply.data()["id"].as_str().expect("id").to_owned())
+}
+
+async fn valid_and_refused_uses_are_counted_exactly_and_read_back_from_the_database(app: TestApp) {
+    let org = app.signup_org("usage@acme.test").await;
+    let (reader, reader_id) = created(&app, &org.key, json!({"name": "reader", "scopes": ["read"]})).await;
+    let (gone, gone_id) = created(&app, &org.key, json!({"name": "gone"})).await;
+    assert_eq!(app.revoke_key(&org.key, &gone_id).await.status.as_u16(), 200);
+    let (n, m, k) = (7, 5, 3);
+    for _ in 0..n {
+        assert_eq!(app.get_account(&reader).await.status.as_u16(), 200);
+    }
+    for _ in 0..m {
+        app.get_account(&gone).await.assert_error(401, "revoked_api_key");
+    }
+    for _ in 0..k {
+        // A read key that asks to write: refused for its scope, not counted valid.
+        app.create_key(&reader, Some(json!({"name": "x"}))).await.assert_error(403, "insufficient_scope");
+    }
+    // Another instance, which saw none of these requests, reads what was flushed.
+    let other = spawn_app_on(app.db.clone()).await;
+    let (report, reads) = report_when(&other, &org.key, |r| {
+        key_entry(r, &gone_id).is_some_and(|g| g["refused"] == m) && key_entry(r, &reader_id).is_some()
+    })
+    .await;
+    let reader_usage = key_entry(&report, &reader_id).expect("the reader's usage");
+    assert_eq!(reader_usage["valid"], n, "{report}");
+    assert_eq!(reader_usage["refused"], k, "{report}");
+    assert_eq!(reader_usage["refused_by_reason"], json!({"insufficient_scope": k}), "{report}");
+    assert_eq!(reader_usage["name"], "reader");
+    let gone_usage = key_entry(&report, &gone_id).expect("the revoked key's usage");
+    assert_eq!((gone_usage["valid"].clone(), gone_usage["refused"].clone()), (json!(0), json!(m)), "{report}");
+    assert_eq!(gone_usage["refused_by_reason"], json!({"revoked": m}), "{report}");
+    // The first key made 3 requests on the first instance (2 creations, 1 revocation), then
+    // the reads of the report, counted by the instance that answered them (not yet flushed).
+    let first = key_entry(&report, &org.key_id).expect("the first key's usage");
+    assert_eq!(first["valid"], 3 + reads, "{report}");
+    assert_eq!(report["total"], json!({"valid": n + 3 + reads, "refused": m + k}), "{report}");
+    // The default range: 30 days ending today, one entry each, oldest first, zeros included.
+    let daily = report["daily"].as_array().expect("daily");
+    assert_eq!(daily.len(), 30);
+    assert_eq!(daily[0]["date"], report["from"]);
+    assert_eq!(daily[29]["date"], report["to"]);
+    assert_eq!(daily[29]["valid"], n + 3 + reads);
+    assert!(daily[..29].iter().all(|d| d["valid"] == 0 && d["refused"] == 0));
+    // Busiest first.
+    let busy: Vec<i64> = report["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["valid"].as_i64().expect("a count") + k["refused"].as_i64().expect("a count"))
+        .collect();
+    assert!(busy.windows(2).all(|w| w[0] >= w[1]), "{report}");
+    assert_eq!(report["month_to_date"], json!({"valid": n + 3 + reads, "included": 10_000}), "{report}");
+}
+
+async fn two_instances_counting_one_key_add_up(app: TestApp) {
+    let org = app.signup_org("twice@acme.test").await;
+    let (key, key_id) = created(&app, &org.key, json!({"name": "shared", "scopes": ["read"]})).await;
+    let second = spawn_app_on(app.db.clone()).await;
+    for _ in 0..6 {
+        assert_eq!(app.get_account(&key).await.status.as_u16(), 200);
+    }
+    for _ in 0..9 {
+        assert_eq!(second.get_account(&key).await.status.as_u16(), 200);
+    }
+    let third = spawn_app_on(app.db.clone()).await;
+    let (report, _) = report_when(&third, &org.key, |r| key_entry(r, &key_id).is_some_and(|k| k["valid"] == 15)).await;
+    assert_eq!(key_entry(&report, &key_id).expect("counted")["valid"], 15, "{report}");
+}
+
+async fn days_outside_one_to_ninety_or_not_whole_are_refused(app: TestApp) {
+    let org = app.signup_org("days@acme.test").await;
+    for query in ["?days=0", "?days=91", "?days=abc", "?days=1.5", "?days=-1", "?days=", "?days=1e1", "?days=%2B5"] {
+        let reply = usage(&app, &org.key, query).await;
+        reply.assert_error(400, "validation_error");
+        assert_eq!(reply.body["error"]["field"], "days", "{query}");
+    }
+    usage(&app, &org.key, "?weeks=2").await.assert_error_status(400);
+    for (query, days) in [("?days=1", 1), ("?days=90", 90), ("", 30)] {
+        let reply = usage(&app, &org.key, query).await;
+        assert_eq!(reply.data()["daily"].as_array().expect("daily").len(), days, "{query}");
+    }
+    let writer = app.new_key(&org.key, json!({"name": "w", "scopes": ["write"]})).await;
+    usage(&app, &writer, "").await.assert_error(403, "insufficient_scope");
+}
+
+async fn plans_state_the_requests_they_include(app: TestApp) {
+    let plans = app.request(Method::GET, "/v1/plans", None, None).await;
+    let included: Vec<(String, i64)> = plans
+        .data()
+        .as_array()
+        .expect("plans")
+        .iter()
+        .map(|p| {
+            (p["id"].as_str().expect("text").to_owned(), p["included_requests_per_month"].as_i64().expect("a count"))
+        })
+        .collect();
+    for (id, n) in [("free", 10_000), ("starter", 1_000_000), ("pro", 10_000_000)] {
+        assert!(included.contains(&(id.to_owned(), n)), "{included:?}");
+    }
+    let org = app.signup_org("plan@acme.test").await;
+    let account = app.get_account(&org.key).await;
+    assert_eq!(account.data()["plan"]["included_requests_per_month"], 10_000);
+}
+
+on_both_backends!(
+    valid_and_refused_uses_are_counted_exactly_and_read_back_from_the_database,
+    two_instances_counting_one_key_add_up,
+    days_outside_one_to_ninety_or_not_whole_are_refused,
+    plans_state_the_requests_they_include,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_answered_429_still_counts_as_why_the_key_was_refused() {
+    let app = spawn_app_with(account_infra::testing::Backend::Sqlite, &[("RATE_LIMIT_AUTH_FAILURES_PER_MINUTE", "2")])
+        .await
+        .expect("sqlite");
+    let org = app.signup_org("limited@acme.test").await;
+    let (gone, gone_id) = created(&app, &org.key, json!({"name": "gone"})).await;
+    assert_eq!(app.revoke_key(&org.key, &gone_id).await.status.as_u16(), 200);
+    let mut limited = 0;
+    for _ in 0..5 {
+        let reply = app.get_account(&gone).await;
+        limited += usize::from(reply.status.as_u16() == 429);
+    }
+    assert!(limited > 0, "the limit answered 429");
+    let report = usage(&app, &org.key, "").await;
+    assert_eq!(key_entry(report.data(), &gone_id).expect("counted")["refused_by_reason"], json!({"revoked": 5}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_survive_a_sigterm_restart_and_the_export_matches_them_on_sqlite() {
+    counts_survive_a_restart_and_are_exported(TestDatabase::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_survive_a_sigterm_restart_and_the_export_matches_them_on_postgres() {
+    if let Some(db) = TestDatabase::postgres() {
+        counts_survive_a_restart_and_are_exported(db).await;
+    }
+}
+
+/// Only the final flush at SIGTERM can write the counts (the periodic one is a minute away).
+async fn counts_survive_a_restart_and_are_exported(db: TestDatabase) {
+    let (mut child, port, _logs) = start_server(&db.url(), &[("LAST_USED_FLUSH_SECS", "60")]);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let signup = sign_up(&client, &base, "restart@acme.test").await;
+    let key = signup["data"]["api_key"]["key"].as_str().expect("key").to_owned();
+    let key_id = signup["data"]["api_key"]["id"].as_str().expect("id").to_owned();
+    let org_id = signup["data"]["account"]["org_id"].as_str().expect("org").to_owned();
+    let send = |method: Method, path: &str, key: &str, body: Option<Value>| {
+        let mut request = client.request(method, format!("{base}{path}")).bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let response = request.send().await.expect("sent");
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.expect("json"))
+        }
+    };
+    let (status, made) =
+        send(Method::POST, "/v1/account/api-keys", &key, Some(json!({"name": "t", "environment": "test"}))).await;
+    assert_eq!(status, 201);
+    let test_key = made["data"]["key"].as_str().expect("key").to_owned();
+    let (status, made) = send(Method::POST, "/v1/account/api-keys", &key, Some(json!({"name": "gone"}))).await;
+    assert_eq!(status, 201);
+    let (gone, gone_id) =
+        (made["data"]["key"].as_str().expect("text").to_owned(), made["data"]["id"].as_str().expect("text").to_owned());
+    assert_eq!(send(Method::DELETE, &format!("/v1/account/api-keys/{gone_id}"), &key, None).await.0, 200);
+    for _ in 0..4 {
+        assert_eq!(send(Method::GET, "/v1/account", &key, None).await.0, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(send(Method::GET, "/v1/account", &test_key, None).await.0, 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(send(Method::GET, "/v1/account", &gone, None).await.0, 401);
+    }
+    send_signal(&child, "TERM");
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
+
+    // The live key: 3 writes and 4 reads; the test key: 3 reads; the revoked key: 2 refusals.
+    let export = account_api()
+        .env("DATABASE_URL", db.url())
+        .args(["usage", "export", "--month", &this_month()])
+        .output()
+        .expect("runs");
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    let csv = String::from_utf8_lossy(&export.stdout).into_owned();
+    assert_eq!(csv, format!("org_id,plan_id,valid,refused,valid_test\n{org_id},free,7,2,3\n"));
+    assert!(String::from_utf8_lossy(&export.stderr).contains("not final"), "the current month is not final");
+
+    let (mut child, port, _logs) = start_server(&db.url(), &[("LAST_USED_FLUSH_SECS", "60")]);
+    let base = format!("http://127.0.0.1:{port}");
+    let report: Value = client
+        .get(format!("{base}/v1/account/usage?days=1"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let first = key_entry(&report["data"], &key_id).expect("counted");
+    // The 7 before the restart, and this request itself.
+    assert_eq!((first["valid"].clone(), first["refused"].clone()), (json!(8), json!(0)), "{report}");
+    let gone_usage = key_entry(&report["data"], &gone_id).expect("counted");
+    assert_eq!(gone_usage["refused_by_reason"], json!({"revoked": 2}), "{report}");
+    assert_eq!(report["data"]["month_to_date"]["valid"], 8, "test keys are not billed: {report}");
+    send_signal(&child, "TERM");
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
+}
+
+/// The current month, UTC, as `YYYY-MM`.
+fn this_month() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!("{:04}-{:02}", now.year(), u8::from(now.month()))
+}
+
+#[test]
+fn the_export_refuses_a_malformed_month_and_lists_every_organization_with_zeros() {
+    let db = TestDatabase::sqlite();
+    let bad = account_api()
+        .env("DATABASE_URL", db.url())
+        .args(["usage", "export", "--month", "2026-13"])
+        .output()
+        .expect("runs");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("YYYY-MM"), "{}", String::from_utf8_lossy(&bad.stderr));
+    let empty = account_api()
+        .env("DATABASE_URL", db.url())
+        .args(["usage", "export", "--month", "2020-01"])
+        .output()
+        .expect("runs");
+    assert!(empty.status.success());
+    assert_eq!(String::from_utf8_lossy(&empty.stdout), "org_id,plan_id,valid,refused,valid_test\n");
+    assert!(!String::from_utf8_lossy(&empty.stderr).contains("not final"), "a month long past is final");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_changes_what_a_plan_includes_and_a_running_server_shows_it_within_a_second() {
+    let db = TestDatabase::sqlite();
+    let (mut child, port, _logs) = start_server(&db.url(), &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let signup = sign_up(&client, &base, "terms@acme.test").await;
+    let key = signup["data"]["api_key"]["key"].as_str().expect("key").to_owned();
+    let included = || {
+        let request = client.get(format!("{base}/v1/account")).bearer_auth(&key);
+        async move {
+            let body: Value = request.send().await.expect("sent").json().await.expect("json");
+            body["data"]["plan"]["included_requests_per_month"].as_i64().expect("included")
+        }
+    };
+    assert_eq!(included().await, 10_000, "the account is cached now");
+    let run = account_api()
+        .env("DATABASE_URL", db.url())
+        .args(["plans", "set-included", "free", "12345"])
+        .output()
+        .expect("runs");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let changed = Instant::now();
+    while included().await != 12_345 {
+        assert!(changed.elapsed() < Duration::from_secs(1), "the server still shows the old terms");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let unknown = account_api()
+        .env("DATABASE_URL", db.url())
+        .args(["plans", "set-included", "gold", "1"])
+        .output()
+        .expect("runs");
+    assert!(!unknown.status.success());
+    send_signal(&child, "TERM");
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
+}
