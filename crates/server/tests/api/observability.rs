@@ -67,4 +67,22 @@ async fn metrics_count_requests_failures_and_cache_use(app: TestApp) {
     assert!(hits >= 1 && misses >= 1, "hits {hits}, misses {misses}");
     assert!(sample(&text, "db_pool_connections_in_use", &[]).is_some());
     assert!(sample(&text, "db_pool_connections_idle", &[]).is_some());
+    usage_flushes_are_counted(&app).await;
+}
+
+/// The flush runs every second in tests: wait for one, then for its rows.
+async fn usage_flushes_are_counted(app: &TestApp) {
+    let started = std::time::Instant::now();
+    loop {
+        let text = app.client.get(app.url("/metrics")).send().await.expect("sent").text().await.expect("text");
+        let read = |name: &str| -> u64 { sample(&text, name, &[]).expect(name).parse().expect("number") };
+        let (flushes, rows) = (read("usage_flushes_total"), read("usage_flush_rows_total"));
+        if flushes >= 1 {
+            // The uses above: one key's last use and its valid count at least.
+            assert!(rows >= 2, "{flushes} flushes, {rows} rows");
+            return;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "no usage flush was counted");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
