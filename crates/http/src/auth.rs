@@ -71,7 +71,8 @@ fn extract<T: From<Caller> + 'static>(req: &HttpRequest, inactive_allowed: bool)
         Err(AuthenticateError::OrganizationInactive(principal)) if inactive_allowed => Ok(principal),
         other => other.map_err(ApiError::from),
     };
-    match service.authenticate(token, client_address(req)).now_or_later() {
+    // The address is worked out only if the key has an allowlist (or the store is read).
+    match service.authenticate(token, || client_address(req)).now_or_later() {
         Ok(outcome) => Either::Left(ready(finish_authentication(req, service, judged(outcome)).map(T::from))),
         Err(lookup) => {
             let (service, req) = (service.clone(), req.clone());

@@ -78,13 +78,33 @@ impl Future for Authentication {
     }
 }
 
+/// Where a request came from, worked out only when a rule needs it (a key with an
+/// allowlist, or a read of the store): an address already known (`Option<IpAddr>`), or a
+/// closure that finds it. Most keys have no allowlist, so a cache hit then never looks.
+pub trait ClientAddress {
+    fn resolve(self) -> Option<IpAddr>;
+}
+
+impl ClientAddress for Option<IpAddr> {
+    fn resolve(self) -> Option<IpAddr> {
+        self
+    }
+}
+
+impl<F: FnOnce() -> Option<IpAddr>> ClientAddress for F {
+    fn resolve(self) -> Option<IpAddr> {
+        self()
+    }
+}
+
 impl AccountService {
     /// Checks a presented key, taken as its bytes came (anything outside the key's alphabet
     /// is malformed), presented from `client_ip`: well formed with a valid checksum (no lookup
     /// otherwise), known, not revoked, not expired (against the clock, cached or not), used
-    /// from an address its allowlist allows, and of an active organization (in that order). A cache hit costs no I/O and no allocation: the returned future is
-    /// complete at once.
-    pub fn authenticate(self: &Arc<Self>, presented: &[u8], client_ip: Option<IpAddr>) -> Authentication {
+    /// from an address its allowlist allows, and of an active organization (in that order).
+    /// Each verdict on a known key is counted for it. A cache hit costs no I/O and no
+    /// allocation: the returned future is complete at once.
+    pub fn authenticate(self: &Arc<Self>, presented: &[u8], client_ip: impl ClientAddress) -> Authentication {
         let hash = match PlaintextKey::hash_presented(presented) {
             Ok(hash) => hash,
             Err(e) => return Authentication(Outcome::Decided(Some(Err(e.into())))),
@@ -94,6 +114,7 @@ impl AccountService {
             Some(CachedLookup::Found(credential)) => self.check_credential(credential, now, client_ip),
             Some(CachedLookup::Missing) => Err(AuthenticateError::UnknownKey),
             None => {
+                let client_ip = client_ip.resolve();
                 let service = Arc::clone(self);
                 return Authentication(Outcome::Lookup(Box::pin(
                     async move { service.look_up(hash, client_ip).await },
@@ -121,7 +142,7 @@ impl AccountService {
         &self,
         credential: Arc<KeyCredential>,
         now: OffsetDateTime,
-        client_ip: Option<IpAddr>,
+        client_ip: impl ClientAddress,
     ) -> Result<Principal, AuthenticateError> {
         let verdict = Self::judge(&credential, now, client_ip);
         let key = &credential.key;
@@ -142,7 +163,7 @@ impl AccountService {
     fn judge(
         credential: &KeyCredential,
         now: OffsetDateTime,
-        client_ip: Option<IpAddr>,
+        client_ip: impl ClientAddress,
     ) -> Result<(), VerificationCode> {
         let key = &credential.key;
         if key.is_revoked() {
@@ -153,7 +174,7 @@ impl AccountService {
         }
         if let Some(allowed) = &key.allowed_ips {
             // No address known (a verifier that gave none) is no address allowed.
-            if !client_ip.is_some_and(|ip| allowed.allows(ip)) {
+            if !client_ip.resolve().is_some_and(|ip| allowed.allows(ip)) {
                 return Err(VerificationCode::IpNotAllowed);
             }
         }

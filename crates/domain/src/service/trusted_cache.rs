@@ -150,6 +150,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cache_hit_asks_for_the_address_only_when_the_key_has_an_allowlist() {
+        let (key, _) = presented();
+        let limited = crate::model::AllowedIps::parse(&["10.0.0.0/8"]).expect("valid");
+        for (allowed_ips, asked) in [(None, false), (limited, true)] {
+            let mut ports = Ports::new();
+            ports.keys.expect_find_credential().never();
+            let cred = credential().with(|c| c.key.allowed_ips = allowed_ips.clone());
+            let mut cache = MockCredentialCache::new();
+            cache.expect_get().returning(move |_, _| Some(CachedLookup::Found(Arc::new(cred.clone()))));
+            let service = ports.service_with_cache(cache, quiet_feed());
+            service.sync_changes().await.expect("synced");
+            let was_asked = std::cell::Cell::new(false);
+            let address = || {
+                was_asked.set(true);
+                "10.1.2.3".parse().ok()
+            };
+            assert!(service.authenticate(key.as_bytes(), address).await.is_ok());
+            assert_eq!(was_asked.get(), asked);
+        }
+    }
+
+    #[tokio::test]
     async fn a_cache_not_synced_recently_is_not_trusted() {
         let (key, _) = presented();
         let mut ports = Ports::new();
