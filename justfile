@@ -32,6 +32,11 @@ schema:
     diesel migration run --database-url target/schema.db --migration-dir migrations/sqlite
     diesel print-schema --database-url target/schema.db > crates/infra/src/schema.rs
 
+# Instructions per request of GET /healthz and an authenticated GET /v1/account (callgrind;
+# repeatable on a busy machine): `just instructions` or `just instructions path/to/account-api`.
+instructions binary="":
+    scripts/instructions.sh {{binary}}
+
 # What CI runs.
 ci:
     bash .ci/run
