@@ -182,8 +182,13 @@ impl AppWiring {
 
 fn metrics_of(service: &Arc<AccountService>, db: &Database) -> Metrics {
     let (hits, misses, in_use, idle) = (service.clone(), service.clone(), db.clone(), db.clone());
-    let (flushes, rows) = (service.clone(), service.clone());
+    let (flushes, rows, reads) = (service.clone(), service.clone(), service.clone());
     Metrics::new()
+        .counter_from(
+            "credential_store_reads_total",
+            "Credential reads from the database (concurrent misses for one key count once)",
+            move || reads.credential_store_reads(),
+        )
         .counter_from("usage_flushes_total", "Batches of key usage written to the database", move || {
             flushes.usage_flush_stats().0
         })

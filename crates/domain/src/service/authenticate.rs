@@ -127,7 +127,15 @@ impl AccountService {
     /// After a cache miss: reads the store and caches what it found, or that it found nothing.
     async fn look_up(&self, hash: KeyHash, client_ip: Option<IpAddr>) -> Result<Principal, AuthenticateError> {
         let generation = self.cache.as_ref().map(|c| c.generation());
-        let found = self.keys.find_credential(&hash).await?.map(Arc::new);
+        let found = match generation {
+            // Requests that missed together share one read.
+            Some(generation) => self.store_reads.find(&self.keys, hash, generation).await?,
+            // No cache, no merging: every request reads the store.
+            None => {
+                self.store_reads.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.keys.find_credential(&hash).await?.map(Arc::new)
+            }
+        };
         if let (Some(cache), Some(generation)) = (&self.cache, generation) {
             let lookup = found.clone().map_or(CachedLookup::Missing, CachedLookup::Found);
             cache.put(hash, lookup, generation);

@@ -5,6 +5,7 @@ mod audit;
 mod authenticate;
 mod keys;
 mod leak;
+mod merged_reads;
 mod operator;
 mod principal;
 mod signup;
@@ -48,6 +49,7 @@ pub struct AccountService {
     usage: UsageTracker,
     usage_flush: futures_util::lock::Mutex<()>,
     cache: Option<TrustedCache>,
+    store_reads: merged_reads::MergedReads,
     max_active_keys: u32,
 }
 
@@ -73,6 +75,7 @@ impl AccountService {
             generator,
             usage_flush: futures_util::lock::Mutex::new(()),
             cache: None,
+            store_reads: merged_reads::MergedReads::default(),
             max_active_keys: Self::DEFAULT_MAX_ACTIVE_KEYS,
         }
     }
@@ -103,6 +106,12 @@ impl AccountService {
     pub fn cache_stats(&self) -> Option<(u64, u64)> {
         use std::sync::atomic::Ordering::Relaxed;
         self.cache.as_ref().map(|c| (c.hits.load(Relaxed), c.misses.load(Relaxed)))
+    }
+
+    /// Reads of credentials from the store since start (concurrent misses for one key,
+    /// merged, count once).
+    pub fn credential_store_reads(&self) -> u64 {
+        self.store_reads.reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The service clock's current time, for views that depend on it (is a key active?).

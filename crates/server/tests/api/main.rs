@@ -8,6 +8,7 @@ mod account;
 mod allowlists;
 mod api_keys;
 mod authentication;
+mod cold_path;
 mod database_faults;
 mod health;
 mod key_lifecycle;
