@@ -1,7 +1,8 @@
 //! Key usage in SQL: counts added per key, UTC day and outcome, each writer's batch applied once.
 
 use account_domain::{
-    Environment, KeyId, KeyUsageRow, OrgId, OrganizationMonth, PlanId, UsageBatch, UsageCount, VerificationCode,
+    day_text, parse_day, Environment, KeyId, KeyUsageRow, OrgId, OrganizationMonth, PlanId, UsageBatch, UsageCount,
+    VerificationCode,
 };
 use anyhow::Context as _;
 use diesel::prelude::*;
@@ -13,17 +14,6 @@ use crate::connection::DbConnection;
 use crate::repo_error::RepoError;
 use crate::rows::to_micros;
 use crate::schema::{api_keys, key_usage, organizations, usage_writers};
-
-const DAY_FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
-    time::macros::format_description!("[year]-[month]-[day]");
-
-pub(crate) fn day_text(day: Date) -> String {
-    day.format(DAY_FORMAT).unwrap_or_else(|_| unreachable!("every date formats as YYYY-MM-DD"))
-}
-
-fn parse_day(text: &str) -> anyhow::Result<Date> {
-    Date::parse(text, DAY_FORMAT).context("stored usage day")
-}
 
 /// Writes the batch unless its writer already applied this sequence; says whether it did.
 pub(crate) fn record(conn: &mut DbConnection, batch: &UsageBatch, now: OffsetDateTime) -> Result<bool, RepoError> {
@@ -101,7 +91,7 @@ pub(crate) fn of_organization(
         .map(|(key_id, day, outcome, uses, name, environment)| {
             let count = UsageCount {
                 key_id: KeyId::new(&key_id).context("stored key id")?,
-                day: parse_day(&day)?,
+                day: parse_day(&day).context("stored usage day")?,
                 outcome: VerificationCode::parse(&outcome).context("stored usage outcome")?,
                 count: uses,
             };

@@ -51,6 +51,19 @@ impl VerificationCode {
     }
 }
 
+const DAY_FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
+    time::macros::format_description!("[year]-[month]-[day]");
+
+/// A usage day as it is written, in the store and in answers: `YYYY-MM-DD`.
+pub fn day_text(day: Date) -> String {
+    day.format(DAY_FORMAT).unwrap_or_else(|_| unreachable!("every date formats as YYYY-MM-DD"))
+}
+
+/// A usage day read back from [`day_text`]'s form.
+pub fn parse_day(text: &str) -> Option<Date> {
+    Date::parse(text, DAY_FORMAT).ok()
+}
+
 /// How many verifications of one key, on one UTC day, ended with one outcome. Deltas
 /// (a use counted valid, then found to lack its scope) may be negative.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +184,13 @@ mod tests {
             assert_eq!(VerificationCode::ALL[code.index()], code);
         }
         assert_eq!(VerificationCode::parse("Valid"), None);
+    }
+
+    #[test]
+    fn usage_days_are_written_and_read_as_iso_dates() {
+        assert_eq!(day_text(date!(2026 - 03 - 01)), "2026-03-01");
+        assert_eq!(parse_day("2026-03-01"), Some(date!(2026 - 03 - 01)));
+        assert_eq!(parse_day("2026-3-1"), None);
     }
 
     #[test]

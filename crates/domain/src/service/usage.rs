@@ -39,6 +39,18 @@ impl KeyTally {
         };
         self.days[slot].1[outcome.index()] += delta;
     }
+
+    /// The non-zero counts, as the store takes them.
+    fn counts<'a>(&'a self, key: &'a KeyId) -> impl Iterator<Item = UsageCount> + 'a {
+        self.days.iter().flat_map(move |(day, counts)| {
+            VerificationCode::ALL.into_iter().filter(|o| counts[o.index()] != 0).map(move |outcome| UsageCount {
+                key_id: key.clone(),
+                day: *day,
+                outcome,
+                count: counts[outcome.index()],
+            })
+        })
+    }
 }
 
 /// Key ids are ours, never chosen by a caller: a fast hash is safe here, and this map is
@@ -107,19 +119,12 @@ impl UsageTracker {
         from_pending.max(from_unconfirmed)
     }
 
-    /// The organization's counts not yet written (or whose write is unconfirmed), from `from` on.
+    /// The organization's counts not yet written, from `from` on (a batch whose write failed
+    /// shows once the retry, within a flush interval, has written it).
     pub(crate) fn pending_counts(&self, org: &OrgId, from: Date) -> Vec<(UsageCount, Environment)> {
         let mut found = Vec::new();
         for (key, tally) in lock(&self.pending).iter().filter(|(_, t)| &t.org == org) {
-            for (day, counts) in tally.days.iter().filter(|(day, _)| *day >= from) {
-                for outcome in VerificationCode::ALL {
-                    let count = counts[outcome.index()];
-                    if count != 0 {
-                        let count = UsageCount { key_id: key.clone(), day: *day, outcome, count };
-                        found.push((count, tally.environment));
-                    }
-                }
-            }
+            found.extend(tally.counts(key).filter(|c| c.day >= from).map(|c| (c, tally.environment)));
         }
         found
     }
@@ -135,14 +140,7 @@ impl UsageTracker {
             if let Some(at) = tally.last_used {
                 batch.last_used.push((key.clone(), at));
             }
-            for (day, counts) in tally.days {
-                for outcome in VerificationCode::ALL {
-                    let count = counts[outcome.index()];
-                    if count != 0 {
-                        batch.counts.push(UsageCount { key_id: key.clone(), day, outcome, count });
-                    }
-                }
-            }
+            batch.counts.extend(tally.counts(&key));
         }
         if batch.is_empty() {
             return None;

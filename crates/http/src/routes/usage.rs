@@ -1,6 +1,6 @@
 //! `GET /v1/account/usage`: how the organization's keys were used, by day and by key.
 
-use account_domain::{DailyUsage, KeyUsage, UsageDays, UsageError, UsageReport, UsageTotals};
+use account_domain::{day_text, DailyUsage, KeyUsage, UsageDays, UsageError, UsageReport, UsageTotals};
 use actix_web::web::Query;
 use actix_web::{get, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize, Serializer};
@@ -10,12 +10,6 @@ use super::shared_responses::{AuthErrors, Unavailable};
 use crate::auth::Caller;
 use crate::envelope::{envelope_schemas, ok};
 use crate::error::{ApiError, ErrorBody};
-
-fn date(day: time::Date) -> String {
-    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
-        time::macros::format_description!("[year]-[month]-[day]");
-    day.format(FORMAT).unwrap_or_else(|_| unreachable!("every date formats as YYYY-MM-DD"))
-}
 
 /// Verifications that passed every check, and those refused.
 #[derive(Debug, Serialize, ToSchema)]
@@ -45,7 +39,7 @@ pub(crate) struct DailyDto {
 
 impl From<&DailyUsage> for DailyDto {
     fn from(d: &DailyUsage) -> Self {
-        Self { date: date(d.date), totals: d.totals.into() }
+        Self { date: day_text(d.date), totals: d.totals.into() }
     }
 }
 
@@ -111,8 +105,8 @@ pub(crate) struct UsageDto {
 impl From<&UsageReport> for UsageDto {
     fn from(r: &UsageReport) -> Self {
         Self {
-            from: date(r.from),
-            to: date(r.to),
+            from: day_text(r.from),
+            to: day_text(r.to),
             total: r.total.into(),
             daily: r.daily.iter().map(DailyDto::from).collect(),
             keys: r.keys.iter().map(KeyUsageDto::from).collect(),
