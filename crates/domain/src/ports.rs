@@ -233,6 +233,16 @@ pub trait KeyRepository: Send + Sync + 'static {
     /// MUST return `Ok(None)` only when no key has this hash.
     async fn find_credential(&self, hash: &KeyHash) -> StoreResult<Option<KeyCredential>>;
 
+    /// The credentials of the keys last used at or after `since` (as recorded by
+    /// [`Self::record_usage`]), most recently used first, at most `limit`, each with its
+    /// hash: what a starting instance loads into its cache. Revoked and expired keys are
+    /// included (they are answered from memory too).
+    async fn recently_used_credentials(
+        &self,
+        since: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<(KeyHash, KeyCredential)>>;
+
     /// Records a batch of uses in one transaction: when keys were last used (a later time
     /// never goes backwards) and the counts, added to what is stored (never overwriting: other
     /// instances add theirs). MUST apply each `sequence` of this repository at most once: a

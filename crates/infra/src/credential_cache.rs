@@ -35,6 +35,16 @@ impl InMemoryCredentialCache {
     }
 }
 
+impl InMemoryCredentialCache {
+    /// A found key's lifetime, shortened by up to a tenth according to its hash: keys loaded
+    /// together (a warm start) do not all reach their end, and the store, at one moment.
+    fn found_lifetime(&self, hash: &KeyHash) -> Duration {
+        let [a, b, ..] = *hash.as_bytes();
+        let thousandths = u32::from(u16::from_le_bytes([a, b]) % 100);
+        self.found_ttl - self.found_ttl / 1000 * thousandths
+    }
+}
+
 impl CredentialCache for InMemoryCredentialCache {
     fn get(&self, hash: &KeyHash, now: Instant) -> Option<CachedLookup> {
         if let Some((found, until)) = self.found.get(hash) {
@@ -57,7 +67,7 @@ impl CredentialCache for InMemoryCredentialCache {
         match lookup {
             CachedLookup::Found(credential) => {
                 self.missing.remove(&hash);
-                self.found.insert(hash, (credential, Instant::now() + self.found_ttl));
+                self.found.insert(hash, (credential, Instant::now() + self.found_lifetime(&hash)));
             }
             CachedLookup::Missing => self.missing.insert(hash, Instant::now() + Self::MISSING_TTL),
         }
@@ -153,6 +163,16 @@ mod tests {
         assert!(cache.get(&hash, now).is_some());
         assert!(cache.get(&hash, now + Duration::from_secs(2)).is_some());
         assert_eq!(cache.get(&hash, now + Duration::from_secs(4)), None, "past its lifetime the store is read again");
+    }
+
+    #[test]
+    fn found_keys_put_together_reach_the_end_of_their_lifetimes_spread_over_a_tenth_of_it() {
+        let ttl = Duration::from_secs(60);
+        let cache = InMemoryCredentialCache::new(100, ttl);
+        let lifetimes: std::collections::BTreeSet<Duration> =
+            ('a'..='z').chain('A'..='Z').map(|c| cache.found_lifetime(&credential("org_a", c).0)).collect();
+        assert!(lifetimes.len() > 20, "{lifetimes:?}");
+        assert!(lifetimes.iter().all(|l| *l <= ttl && *l > ttl * 9 / 10), "{lifetimes:?}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::change_feed::publish_change;
 use crate::connection::DbConnection;
 use crate::database::Database;
 use crate::repo_error::RepoError;
-use crate::rows::{allowed_ips_text, from_micros, to_micros, ApiKeyRow, OrganizationRow, PlanRow};
+use crate::rows::{allowed_ips_text, from_micros, to_micros, ApiKeyRow, CredentialRow};
 use crate::schema::{api_keys, organizations, plans};
 use crate::usage_store;
 
@@ -247,16 +247,33 @@ impl KeyRepository for SqlKeyRepository {
                 let row = api_keys::table
                     .inner_join(organizations::table.inner_join(plans::table))
                     .filter(api_keys::key_hash.eq(hash))
-                    .select((ApiKeyRow::as_select(), OrganizationRow::as_select(), PlanRow::as_select()))
-                    .first::<(ApiKeyRow, OrganizationRow, PlanRow)>(conn)
+                    .select(<CredentialRow as SelectableHelper<_>>::as_select())
+                    .first::<CredentialRow>(conn)
                     .optional()?;
-                let Some((key, org, plan)) = row else {
-                    return Ok(None);
-                };
-                Ok(Some(KeyCredential { key: key.try_into()?, organization: org.into_domain(plan)? }))
+                Ok(row.map(|row| row.into_domain()).transpose()?.map(|(_, credential)| credential))
             })
             .await
             .map_err(|e| e.into_store_error("could not look the key up"))
+    }
+
+    async fn recently_used_credentials(
+        &self,
+        since: OffsetDateTime,
+        limit: u32,
+    ) -> account_domain::StoreResult<Vec<(KeyHash, KeyCredential)>> {
+        self.db
+            .read(move |conn| {
+                let rows = api_keys::table
+                    .inner_join(organizations::table.inner_join(plans::table))
+                    .filter(api_keys::last_used_at.ge(to_micros(since)))
+                    .order(api_keys::last_used_at.desc())
+                    .limit(i64::from(limit))
+                    .select(<CredentialRow as SelectableHelper<_>>::as_select())
+                    .load::<CredentialRow>(conn)?;
+                Ok(rows.into_iter().map(CredentialRow::into_domain).collect::<anyhow::Result<Vec<_>>>()?)
+            })
+            .await
+            .map_err(|e| e.into_store_error("could not read the recently used keys"))
     }
 
     async fn record_usage(&self, batch: &UsageBatch) -> account_domain::StoreResult<()> {

@@ -2,8 +2,8 @@
 //! back that does not make a valid domain value is an error, never silently patched.
 
 use account_domain::{
-    AllowedIps, ApiKey, EmailAddress, Environment, KeyId, KeyName, KeyPrefix, NewApiKey, NewOrganization, OrgId,
-    OrgName, Organization, Plan, PlanId, Scopes,
+    AllowedIps, ApiKey, EmailAddress, Environment, KeyCredential, KeyHash, KeyId, KeyName, KeyPrefix, NewApiKey,
+    NewOrganization, OrgId, OrgName, Organization, Plan, PlanId, Scopes,
 };
 use anyhow::{anyhow, Context as _};
 use diesel::prelude::*;
@@ -96,6 +96,27 @@ pub(crate) struct ApiKeyRow {
     pub revoked_at: Option<i64>,
     pub last_used_at: Option<i64>,
     pub allowed_ips: Option<String>,
+}
+
+/// A key joined to its organization and plan: what authenticating it needs.
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(check_for_backend(diesel::sqlite::Sqlite, diesel::pg::Pg))]
+pub(crate) struct CredentialRow {
+    #[diesel(embed)]
+    pub key: ApiKeyRow,
+    #[diesel(embed)]
+    pub organization: OrganizationRow,
+    #[diesel(embed)]
+    pub plan: PlanRow,
+}
+
+impl CredentialRow {
+    pub(crate) fn into_domain(self) -> anyhow::Result<(KeyHash, KeyCredential)> {
+        let hash = KeyHash::from_hex(&self.key.key_hash).map_err(|e| anyhow!(e)).context("stored key hash")?;
+        let credential =
+            KeyCredential { key: self.key.try_into()?, organization: self.organization.into_domain(self.plan)? };
+        Ok((hash, credential))
+    }
 }
 
 impl From<&NewApiKey> for ApiKeyRow {

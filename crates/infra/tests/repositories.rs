@@ -57,6 +57,7 @@ contract!(
     keys_are_listed_newest_first_with_every_field_intact,
     revoking_is_confined_to_the_organization_and_keeps_the_first_time,
     credentials_are_found_by_hash_with_their_organization,
+    recently_used_credentials_come_most_recent_first_within_the_window_and_the_limit,
     recorded_usage_never_goes_backwards,
     strings_round_trip_verbatim,
     concurrent_key_inserts_are_all_kept,
@@ -282,6 +283,32 @@ async fn credentials_are_found_by_hash_with_their_organization(ctx: Ctx) {
     assert_eq!(credential.organization.id, org.id);
     let stranger = PlaintextKey::assemble(Environment::Live, &OsRandomGenerator.key_secret());
     assert_eq!(ctx.keys.find_credential(&stranger.hash()).await.expect("read"), None);
+}
+
+async fn recently_used_credentials_come_most_recent_first_within_the_window_and_the_limit(ctx: Ctx) {
+    let (org, first) = signed_up(&ctx, "recent@acme.test").await;
+    let mut keys = vec![first];
+    for name in ["B", "C", "Never used"] {
+        let (key, _) = new_key(&org.id, name, now());
+        ctx.keys.insert_key(&key, 10_000, &Actor::Operator, &audit_of(&org.id)).await.expect("inserted");
+        keys.push(key);
+    }
+    let at = now();
+    let used: Vec<_> =
+        keys[..3].iter().zip([120, 5, 30]).map(|(k, ago)| (k.id.clone(), at - Duration::minutes(ago))).collect();
+    ctx.keys.record_usage(&uses(1, used)).await.expect("recorded");
+
+    let recent = ctx.keys.recently_used_credentials(at - Duration::hours(1), 10).await.expect("read");
+    let ids: Vec<_> = recent.iter().map(|(_, c)| c.key.id.clone()).collect();
+    assert_eq!(ids, [keys[1].id.clone(), keys[2].id.clone()], "within the hour, most recent first");
+    for (hash, credential) in &recent {
+        let key = keys.iter().find(|k| k.id == credential.key.id).expect("one of ours");
+        assert_eq!(*hash, key.hash);
+        assert_eq!(credential.organization.id, org.id);
+    }
+    let limited = ctx.keys.recently_used_credentials(at - Duration::hours(3), 1).await.expect("read");
+    assert_eq!(limited.len(), 1);
+    assert_eq!(limited[0].1.key.id, keys[1].id);
 }
 
 async fn recorded_usage_never_goes_backwards(ctx: Ctx) {

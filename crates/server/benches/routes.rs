@@ -20,7 +20,8 @@ fn routes(c: &mut Criterion) {
     let (app, key) = system.block_on(async {
         let db = Database::new(test_db.target().clone(), &PoolOptions::for_machine());
         let (service, key) = cached_service_with_a_key(&db).await;
-        let wiring = AppWiring::new(service, db, LimitSettings::default(), None);
+        let warm = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let wiring = AppWiring::new(service, db, LimitSettings::default(), None, warm);
         let app = test::init_service(App::new().configure(|cfg| wiring.configure(cfg))).await;
         (app, key)
     });

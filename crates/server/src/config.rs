@@ -28,6 +28,9 @@ pub struct CacheOptions {
     /// How long a found key is trusted before it is read from the store again: the bound
     /// for changes made outside the service (by SQL), which the change feed never carries.
     pub ttl: Duration,
+    /// How far back the warm start looks: at start-up, the keys used within it are loaded
+    /// before `/readyz` answers 200 (zero: none).
+    pub warm_start: Duration,
 }
 
 impl CacheOptions {
@@ -57,7 +60,7 @@ pub struct Config {
     pub usage_flush_interval: Duration,
     /// `USAGE_RETENTION_DAYS`: how long daily usage counts are kept (92 to 3650).
     pub usage_retention: UsageRetention,
-    /// `CACHE_MAX_KEYS` and `CACHE_SYNC_INTERVAL_MS`.
+    /// `CACHE_MAX_KEYS`, `CACHE_SYNC_INTERVAL_MS`, `CACHE_TTL_SECS` and `CACHE_WARM_START_SECS`.
     pub cache: CacheOptions,
     /// `RATE_LIMIT_SIGNUPS_PER_HOUR`, `RATE_LIMIT_AUTH_FAILURES_PER_MINUTE`,
     /// `RATE_LIMIT_LEAK_REPORTS_PER_HOUR`, `RATE_LIMIT_WRITES_PER_MINUTE`, `TRUSTED_PROXIES`.
@@ -145,6 +148,11 @@ impl Config {
                 .unwrap_or(200);
         let ttl_s: u64 =
             parse(&get, "CACHE_TTL_SECS", "seconds from 1 to 3600", |n: &u64| (1..=3600).contains(n))?.unwrap_or(60);
+        let warm_start_s: u64 =
+            parse(&get, "CACHE_WARM_START_SECS", "seconds from 0 (no warm start) to 2592000 (30 days)", |n: &u64| {
+                *n <= 2_592_000
+            })?
+            .unwrap_or(3600);
         let bind_addr = match get("BIND_ADDR") {
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
             Some(raw) => resolve(&raw).ok_or(ConfigError {
@@ -172,6 +180,7 @@ impl Config {
                 max_keys: cache_max_keys,
                 sync_interval: Duration::from_millis(sync_ms),
                 ttl: Duration::from_secs(ttl_s),
+                warm_start: Duration::from_secs(warm_start_s),
             },
             limits: LimitSettings {
                 signups_per_hour,
@@ -263,6 +272,8 @@ mod tests {
             ("CACHE_MAX_KEYS", "-1"),
             ("CACHE_TTL_SECS", "0"),
             ("CACHE_TTL_SECS", "3601"),
+            ("CACHE_WARM_START_SECS", "2592001"),
+            ("CACHE_WARM_START_SECS", "-1"),
             ("RATE_LIMIT_SIGNUPS_PER_HOUR", "ten"),
             ("RATE_LIMIT_AUTH_FAILURES_PER_MINUTE", "-3"),
             ("TRUSTED_PROXIES", "10.0.0.0/40"),

@@ -1,6 +1,7 @@
 //! Building and running the application: database, migrations, wiring, HTTP server.
 
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,9 @@ pub struct Application {
     limits: web::Data<AbuseLimits>,
     usage_flush_interval: Duration,
     usage_retention: UsageRetention,
-    cache_sync_interval: Duration,
+    cache: CacheOptions,
+    /// Set once the warm start is over: until then `/readyz` answers 503.
+    warmed: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Application {
@@ -55,7 +58,9 @@ impl Application {
         }
         let service = Arc::new(service);
         service.sync_changes().await.context("could not read the change feed")?;
-        let wiring = AppWiring::new(service.clone(), db, config.limits.clone(), config.internal_token.clone());
+        let warmed = Arc::new(AtomicBool::new(false));
+        let wiring =
+            AppWiring::new(service.clone(), db, config.limits.clone(), config.internal_token.clone(), warmed.clone());
         let limits = wiring.limits.clone();
 
         let listener =
@@ -80,7 +85,8 @@ impl Application {
             limits,
             usage_flush_interval: config.usage_flush_interval,
             usage_retention: config.usage_retention,
-            cache_sync_interval: config.cache.sync_interval,
+            cache: config.cache,
+            warmed,
         })
     }
 
@@ -89,11 +95,12 @@ impl Application {
     }
 
     /// Serves until SIGTERM or Ctrl-C, lets the requests in flight finish, then writes the
-    /// last-use times still in memory.
+    /// last-use times still in memory. Ready (`/readyz`) once the warm start is over.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let flusher = tokio::spawn(flush_usage_periodically(self.service.clone(), self.usage_flush_interval));
         let syncer =
-            tokio::spawn(sync_changes_periodically(self.service.clone(), self.cache_sync_interval, Some(self.feed)));
+            tokio::spawn(sync_changes_periodically(self.service.clone(), self.cache.sync_interval, Some(self.feed)));
+        let warmer = tokio::spawn(warm_start(self.service.clone(), self.cache.clone(), self.warmed.clone()));
         let (limits, service, retention) = (self.limits.clone(), self.service.clone(), self.usage_retention);
         let janitor = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_secs(60));
@@ -120,6 +127,7 @@ impl Application {
         });
         let served = self.server.await.context("the HTTP server failed");
         signals.abort();
+        warmer.abort();
         janitor.abort();
         flusher.abort();
         syncer.abort();
@@ -156,11 +164,21 @@ impl AppWiring {
         db: Database,
         limits: LimitSettings,
         internal_token: Option<InternalToken>,
+        warmed: Arc<AtomicBool>,
     ) -> Self {
         let metrics = web::Data::new(metrics_of(&service, &db));
         let readiness: ReadinessCheck = Arc::new(move || {
-            let db = db.clone();
-            Box::pin(async move { db.ping().await })
+            let (db, warmed) = (db.clone(), warmed.load(Ordering::Acquire));
+            Box::pin(async move {
+                if !warmed {
+                    return Err("still loading the recently used keys (warm start)");
+                }
+                if db.ping().await {
+                    Ok(())
+                } else {
+                    Err("the database is not reachable")
+                }
+            })
         });
         Self {
             service: web::Data::from(service),
@@ -220,6 +238,35 @@ async fn shutdown_signal() -> std::io::Result<&'static str> {
         _ = terminate.recv() => "SIGTERM",
         _ = interrupt.recv() => "SIGINT",
     })
+}
+
+/// Loads the recently used keys into the cache, then says the instance is ready. A warm
+/// start that fails is logged and skipped: it saves the database work, nothing depends on it.
+async fn warm_start(service: Arc<AccountService>, cache: CacheOptions, warmed: Arc<AtomicBool>) {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=3 {
+        match service.warm_cache(cache.warm_start, cache.max_keys).await {
+            Ok(keys) => {
+                let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                tracing::info!(
+                    keys,
+                    ms,
+                    window_s = cache.warm_start.as_secs(),
+                    "warm start: recently used keys loaded"
+                );
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(attempt, error = format!("{e:#}"), "warm start: could not load the recently used keys");
+                if attempt < 3 {
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+            }
+        }
+    }
+    warmed.store(true, Ordering::Release);
 }
 
 async fn flush_usage_periodically(service: Arc<AccountService>, every: Duration) {

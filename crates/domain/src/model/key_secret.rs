@@ -168,6 +168,11 @@ impl KeyHash {
     pub fn to_hex(&self) -> String {
         blake3::Hash::from_bytes(self.0).to_hex().to_string()
     }
+
+    /// The hash's bytes: uniformly spread, so that they can also spread other things.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
 }
 
 impl fmt::Debug for KeyHash {

@@ -13,6 +13,7 @@ mod trusted_cache;
 mod usage;
 mod usage_report;
 mod verify;
+mod warm_start;
 
 #[cfg(test)]
 mod test_support;

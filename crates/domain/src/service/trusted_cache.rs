@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::ports::{CachedLookup, ChangeFeed, CredentialCache};
+use crate::ports::{CachedLookup, ChangeFeed, CredentialCache, KeyCredential};
 use crate::KeyHash;
 
 /// Pages one sync reads at most before it gives the feed back to the next tick; until it
@@ -106,6 +106,30 @@ impl TrustedCache {
             }
         }
         Ok(applied)
+    }
+
+    /// Loads credentials read from the store (the warm start), consistent with the change
+    /// feed: the feed's place is taken first; no change is applied while they load, so none
+    /// can slip between the read and the puts; and the feed is read to its end after, which
+    /// forgets what changed meanwhile. Returns how many were read.
+    pub(crate) async fn warm(
+        &self,
+        credentials: impl std::future::Future<Output = crate::ports::StoreResult<Vec<(KeyHash, KeyCredential)>>>,
+    ) -> crate::ports::StoreResult<usize> {
+        self.sync().await?;
+        let loaded = {
+            let _turn = self.syncing.lock().await;
+            let generation = self.generation();
+            let loaded = credentials.await?;
+            let count = loaded.len();
+            // Least recent first: should the cache fill up, the most recent stay.
+            for (hash, credential) in loaded.into_iter().rev() {
+                self.put(hash, CachedLookup::Found(Arc::new(credential)), generation);
+            }
+            count
+        };
+        self.sync().await?;
+        Ok(loaded)
     }
 
     /// Forgets everything: used when a change could not be confirmed applied.

@@ -11,8 +11,8 @@ use utoipa::ToSchema;
 use crate::envelope::{envelope_schemas, ok};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 
-/// Answers whether the service can do its work now (its database reachable).
-pub type ReadinessCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+/// Answers whether the service can do its work now, or why not (said in the 503's message).
+pub type ReadinessCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), &'static str>> + Send>> + Send + Sync>;
 
 /// The process's state.
 #[derive(Serialize, ToSchema)]
@@ -34,16 +34,16 @@ pub(crate) async fn healthz() -> HttpResponse {
     ok(Status { status: "ok" })
 }
 
-/// 200 while the database answers, 503 while it does not.
+/// 200 once the warm start has loaded the recently used keys and while the database
+/// answers; 503 before and while it does not.
 #[utoipa::path(tag = "operations", operation_id = "check_readiness", responses(
     (status = 200, description = "Ready", body = StatusResponse),
-    (status = 503, description = "The database is not reachable", body = ErrorBody),
+    (status = 503, description = "Still loading the recently used keys, or the database is not reachable", body = ErrorBody),
 ))]
 #[get("/readyz")]
 pub(crate) async fn readyz(check: web::Data<ReadinessCheck>) -> Result<HttpResponse, ApiError> {
-    if (check.get_ref())().await {
-        Ok(ok(Status { status: "ready" }))
-    } else {
-        Err(ApiError::new(ErrorCode::ServiceUnavailable, "the database is not reachable"))
+    match (check.get_ref())().await {
+        Ok(()) => Ok(ok(Status { status: "ready" })),
+        Err(reason) => Err(ApiError::new(ErrorCode::ServiceUnavailable, reason)),
     }
 }

@@ -1,17 +1,80 @@
 //! The cold path: requests for a key no cache holds yet.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use account_infra::testing::Backend;
+use account_infra::testing::{Backend, TestDatabase};
 use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::{spawn_app, TestApp};
+use crate::process::{send_signal, sign_up, start_server, wait_with_timeout};
 
 async fn store_reads(app: &TestApp) -> u64 {
-    let text = app.client.get(app.url("/metrics")).send().await.expect("sent").text().await.expect("text");
+    store_reads_at(&app.client, &app.address).await
+}
+
+async fn store_reads_at(client: &reqwest::Client, base: &str) -> u64 {
+    let text = client.get(format!("{base}/metrics")).send().await.expect("sent").text().await.expect("text");
     let line = text.lines().find(|l| l.starts_with("credential_store_reads_total ")).expect("the metric");
     line.rsplit_once(' ').expect("a value").1.parse().expect("a number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_instance_answers_a_recently_used_key_without_reading_the_store_on_sqlite() {
+    restarted_instance_answers_from_memory(TestDatabase::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_instance_answers_a_recently_used_key_without_reading_the_store_on_postgres() {
+    if let Some(db) = TestDatabase::postgres() {
+        restarted_instance_answers_from_memory(db).await;
+    }
+}
+
+/// The real binary, stopped and started again on its database: once `/readyz` says ready,
+/// the key used before the restart is answered from memory; a key never used is not loaded
+/// (so the counter does count this process's reads).
+async fn restarted_instance_answers_from_memory(db: TestDatabase) {
+    let client = reqwest::Client::new();
+    let (mut first, port, _logs) = start_server(&db.url(), &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    let signup = sign_up(&client, &base, "restart@acme.test").await;
+    let used = signup["data"]["api_key"]["key"].as_str().expect("key").to_owned();
+    let created = client
+        .post(format!("{base}/v1/account/api-keys"))
+        .bearer_auth(&used)
+        .json(&json!({"name": "Never used"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let unused =
+        created.json::<serde_json::Value>().await.expect("json")["data"]["key"].as_str().expect("key").to_owned();
+    send_signal(&first, "TERM");
+    assert!(wait_with_timeout(&mut first, Duration::from_secs(15)).success());
+
+    let (mut second, port, logs) = start_server(&db.url(), &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.get(format!("{base}/readyz")).send().await.expect("sent").status() != StatusCode::OK {
+        assert!(Instant::now() < deadline, "the restarted instance never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let warmed = logs
+        .try_iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
+        .find(|event| event["message"] == "warm start: recently used keys loaded")
+        .expect("the warm start is logged");
+    assert_eq!(warmed["keys"], json!(1), "{warmed}");
+
+    let answer = client.get(format!("{base}/v1/account")).bearer_auth(&used).send().await.expect("sent");
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(store_reads_at(&client, &base).await, 0, "the recently used key came from memory");
+    let answer = client.get(format!("{base}/v1/account")).bearer_auth(&unused).send().await.expect("sent");
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(store_reads_at(&client, &base).await, 1, "a key never used is read from the store");
+    send_signal(&second, "TERM");
+    assert!(wait_with_timeout(&mut second, Duration::from_secs(15)).success());
 }
 
 /// The reads are held back by a lock of our own on the keys' table, so that all 32 requests

@@ -71,7 +71,14 @@ pub async fn spawn_app_on_with(db: std::sync::Arc<TestDatabase>, settings: &[(&s
     let app = Application::build(config).await.expect("the application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
-    TestApp { address, client: reqwest::Client::new(), db }
+    let app = TestApp { address, client: reqwest::Client::new(), db };
+    // As a load balancer does: no request before the instance says it is ready (warm start).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app.client.get(app.url("/readyz")).send().await.map(|r| r.status()).ok() != Some(StatusCode::OK) {
+        assert!(std::time::Instant::now() < deadline, "the instance never became ready");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    app
 }
 
 /// A response read whole: status, headers and JSON body.

@@ -1,0 +1,1 @@
+DROP INDEX api_keys_last_used_at;
