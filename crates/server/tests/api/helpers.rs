@@ -73,8 +73,9 @@ pub async fn spawn_app_on_with(db: std::sync::Arc<TestDatabase>, settings: &[(&s
     tokio::spawn(app.run_until_stopped());
     let app = TestApp { address, client: reqwest::Client::new(), db };
     // As a load balancer does: no request before the instance says it is ready (warm start).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while app.client.get(app.url("/readyz")).send().await.map(|r| r.status()).ok() != Some(StatusCode::OK) {
+    // Asked with a client of its own, so that the test's client starts with no connection.
+    let (deadline, probe) = (std::time::Instant::now() + std::time::Duration::from_secs(10), reqwest::Client::new());
+    while probe.get(app.url("/readyz")).send().await.map(|r| r.status()).ok() != Some(StatusCode::OK) {
         assert!(std::time::Instant::now() < deadline, "the instance never became ready");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
