@@ -5,7 +5,8 @@
 # another, so that the load generator does not hide the server's own cost.
 #
 # Usage: scripts/bench.sh [sqlite|postgres|both]   (env: ROUNDS, SECONDS_PER_RUN, CONNECTIONS, PG_ADMIN_URL,
-# BENCH_BIN: a release binary to measure instead of this tree's, e.g. an earlier commit's for a before/after)
+# BENCH_BIN: a release binary to measure instead of this tree's, e.g. an earlier commit's for a before/after;
+# PARTS: which of hot,cold,rest to run, default all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,7 @@ BACKENDS=${1:-both}
 ROUNDS=${ROUNDS:-15}
 SECS=${SECONDS_PER_RUN:-2}
 CONNS=${CONNECTIONS:-32}
+PARTS=${PARTS:-hot,cold,rest}
 PORT=${BENCH_PORT:-18099}
 PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 SERVER_CPU=0
@@ -103,19 +105,10 @@ signup_key() {
         python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["api_key"]["key"])'
 }
 
-run_backend() {
-    local backend=$1 url db_name=""
-    if [[ $backend == sqlite ]]; then
-        url="sqlite://$LUA/bench.db"
-    else
-        db_name="bench_$(date +%s)_$RANDOM"
-        psql "$PG_ADMIN_URL" -qc "CREATE DATABASE $db_name" >/dev/null
-        url="${PG_ADMIN_URL%/*}/$db_name"
-    fi
-
-    start_server "$url"
-    local key; key=$(signup_key)
-    curl -sf "$BASE/v1/account" -H "Authorization: Bearer $key" >/dev/null
+# paired_rounds BACKEND LABEL KEY: GET /healthz and an authenticated GET /v1/account back to
+# back in each of ROUNDS rounds; prints the table rows (medians, and the ratio's interval).
+paired_rounds() {
+    local backend=$1 label=$2 key=$3
     local ratios=() p99_ratios=() health=() account=() hp99=() ap99=()
     for round in $(seq 1 "$ROUNDS"); do
         # The VM's speed drifts: measure the two back to back, and swap which goes first
@@ -130,16 +123,46 @@ run_backend() {
         health+=("$h_rps"); account+=("$a_rps"); hp99+=("$h_p99"); ap99+=("$a_p99")
         ratios+=("$(awk -v a="$a_rps" -v h="$h_rps" 'BEGIN {printf "%.3f", a/h}')")
         p99_ratios+=("$(awk -v a="$a_p99" -v h="$h_p99" 'BEGIN {printf "%.3f", a/h}')")
-        echo "  $backend round $round: healthz $h_rps rps (p99 $h_p99 ms), account $a_rps rps (p99 $a_p99 ms), ratio ${ratios[-1]}, p99 ratio ${p99_ratios[-1]}" >&2
+        echo "  $backend ($label) round $round: healthz $h_rps rps (p99 $h_p99 ms), account $a_rps rps (p99 $a_p99 ms), ratio ${ratios[-1]}, p99 ratio ${p99_ratios[-1]}" >&2
     done
-    local ratio h_med a_med hp a_p p99_ratio
-    local ratio_ci p99_ci
+    local ratio ratio_ci p99_ratio p99_ci h_med a_med hp a_p
     ratio=$(printf '%s\n' "${ratios[@]}" | median)
     p99_ratio=$(printf '%s\n' "${p99_ratios[@]}" | median)
     ratio_ci=$(printf '%s\n' "${ratios[@]}" | median_interval)
     p99_ci=$(printf '%s\n' "${p99_ratios[@]}" | median_interval)
     h_med=$(printf '%s\n' "${health[@]}" | median); a_med=$(printf '%s\n' "${account[@]}" | median)
     hp=$(printf '%s\n' "${hp99[@]}" | median); a_p=$(printf '%s\n' "${ap99[@]}" | median)
+    cat <<ROWS
+| $backend | GET /healthz (paired with the next row) | $h_med | $hp |
+| $backend | GET /v1/account (authenticated, $label) | $a_med | $a_p |
+| $backend | **ratio account ($label) / healthz (median of $ROUNDS paired rounds; 95% interval $ratio_ci)** | **$ratio** | p99 ratio (median) **$p99_ratio** ($p99_ci) |
+ROWS
+}
+
+run_backend() {
+    local backend=$1 url db_name=""
+    if [[ $backend == sqlite ]]; then
+        url="sqlite://$LUA/bench.db"
+    else
+        db_name="bench_$(date +%s)_$RANDOM"
+        psql "$PG_ADMIN_URL" -qc "CREATE DATABASE $db_name" >/dev/null
+        url="${PG_ADMIN_URL%/*}/$db_name"
+    fi
+
+    start_server "$url"
+    local key hot="" cold=""; key=$(signup_key)
+    curl -sf "$BASE/v1/account" -H "Authorization: Bearer $key" >/dev/null
+    [[ $PARTS == *hot* ]] && hot=$(paired_rounds "$backend" "cached" "$key")
+    # The cold path: no cache, so every request reads the store (the same key, no merging).
+    stop_server
+    start_server "$url" CACHE_MAX_KEYS=0
+    [[ $PARTS == *cold* ]] && cold=$(paired_rounds "$backend" "cache off: every request reads the database" "$key")
+    if [[ $PARTS != *rest* ]]; then
+        stop_server
+        [[ -n $db_name ]] && psql "$PG_ADMIN_URL" -qc "DROP DATABASE $db_name WITH (FORCE)" >/dev/null
+        printf '%s\n' "$hot" "$cold" | grep -v '^$' || true
+        return
+    fi
 
     # Cache-miss path: 2000 distinct keys through a cache of 100, so nearly every request
     # reads the database.
@@ -171,10 +194,8 @@ PY
     stop_server
     [[ -n $db_name ]] && psql "$PG_ADMIN_URL" -qc "DROP DATABASE $db_name WITH (FORCE)" >/dev/null
 
+    printf '%s\n' "$hot" "$cold" | grep -v '^$' || true
     cat <<ROWS
-| $backend | GET /healthz | $h_med | $hp |
-| $backend | GET /v1/account (authenticated, cached) | $a_med | $a_p |
-| $backend | **ratio account / healthz (median of $ROUNDS paired rounds; 95% interval $ratio_ci)** | **$ratio** | p99 ratio (median) **$p99_ratio** ($p99_ci) |
 | $backend | GET /v1/account, 2000 keys through a 100-key cache (miss path) | $m_rps | $m_p99 |
 | $backend | POST /v1/account/api-keys | $c_rps | $c_p99 |
 | $backend | POST /v1/signup | $s_rps | $s_p99 |

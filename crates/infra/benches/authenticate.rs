@@ -1,10 +1,12 @@
-//! The domain's `authenticate` on a cache hit, wired as the server wires it (real SQLite
-//! repositories, in-memory cache, SQL change feed): the hot path of every request.
+//! The domain's `authenticate` wired as the server wires it (real SQLite repositories,
+//! in-memory cache, SQL change feed): on a cache hit, the hot path of every request; with
+//! the cache off, the miss path (a store read), whole and in its parts.
 
 use std::hint::black_box;
 
-use account_infra::testing::{cached_service_with_a_key, TestDatabase};
-use account_infra::{Database, PoolOptions};
+use account_domain::{KeyRepository, PlaintextKey};
+use account_infra::testing::{cached_service_with_a_key, service_with_a_key, TestDatabase};
+use account_infra::{Database, PoolOptions, SqlKeyRepository};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn authenticate(c: &mut Criterion) {
@@ -33,5 +35,24 @@ fn authenticate(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, authenticate);
+/// The miss path on SQLite, on a one-thread runtime as an actix worker runs: authenticate
+/// with no cache (what `CACHE_MAX_KEYS=0` serves), and the repository's read alone.
+fn miss_path(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let test_db = TestDatabase::sqlite();
+    let db = Database::new(test_db.target().clone(), &PoolOptions::for_machine());
+    let (service, key) = runtime.block_on(service_with_a_key(&db, false));
+    let hash = PlaintextKey::hash_presented(key.as_bytes()).expect("valid");
+    let keys = SqlKeyRepository::new(db.clone());
+
+    c.bench_function("authenticate (cache off: a SQLite read)", |b| {
+        b.to_async(&runtime)
+            .iter(|| async { black_box(service.authenticate(black_box(key.as_bytes()), None).await.is_ok()) })
+    });
+    c.bench_function("find_credential (SQLite, repository alone)", |b| {
+        b.to_async(&runtime).iter(|| async { black_box(keys.find_credential(black_box(&hash)).await.is_ok()) })
+    });
+}
+
+criterion_group!(benches, authenticate, miss_path);
 criterion_main!(benches);

@@ -14,6 +14,7 @@ use crate::database::Database;
 use crate::repo_error::{is_foreign_key_violation, is_unique_violation, RepoError};
 use crate::rows::{ApiKeyRow, OrganizationRow, PlanRow};
 use crate::schema::{api_keys, organizations, plans};
+use crate::unique_row::unique_row;
 
 #[derive(Debug, Clone)]
 pub struct SqlAccountRepository {
@@ -85,7 +86,7 @@ impl AccountRepository for SqlAccountRepository {
         let id = id.to_string();
         self.db
             .read(move |conn| {
-                let row = plans::table.find(id).select(PlanRow::as_select()).first(conn).optional()?;
+                let row = unique_row(plans::table.find(id).select(PlanRow::as_select()), conn)?;
                 Ok(row.map(Plan::try_from).transpose()?)
             })
             .await

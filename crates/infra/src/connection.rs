@@ -1,5 +1,7 @@
 //! One connection type for both backends, and the r2d2 manager that opens it.
 
+use std::time::{Duration, Instant};
+
 use diesel::connection::SimpleConnection;
 use diesel::r2d2::R2D2Connection;
 use diesel::{Connection, ConnectionError, MultiConnection, PgConnection, SqliteConnection};
@@ -64,20 +66,39 @@ impl ConnectionManager {
     }
 }
 
+/// A connection of the pool, with what the pool needs to judge it without a round trip:
+/// when it last served, and whether it was found lost (the pool then drops it).
+pub(crate) struct PooledConnection {
+    pub(crate) conn: DbConnection,
+    pub(crate) last_used: Instant,
+    pub(crate) lost: bool,
+}
+
+impl PooledConnection {
+    /// A connection idle longer than this may have died with the server (a restart, a
+    /// failover): it is tested with a round trip before use. A busy one is not.
+    pub(crate) const TEST_WHEN_IDLE: Duration = Duration::from_secs(1);
+
+    /// Whether the connection must be tested before use.
+    pub(crate) fn needs_test(&self) -> bool {
+        matches!(self.conn, DbConnection::Postgres(_)) && self.last_used.elapsed() > Self::TEST_WHEN_IDLE
+    }
+}
+
 impl r2d2::ManageConnection for ConnectionManager {
-    type Connection = DbConnection;
+    type Connection = PooledConnection;
     type Error = ConnectionError;
 
-    fn connect(&self) -> Result<DbConnection, ConnectionError> {
-        self.open()
+    fn connect(&self) -> Result<PooledConnection, ConnectionError> {
+        Ok(PooledConnection { conn: self.open()?, last_used: Instant::now(), lost: false })
     }
 
-    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), ConnectionError> {
-        conn.ping().map(|_| ()).map_err(ConnectionError::CouldntSetupConfiguration)
+    fn is_valid(&self, pooled: &mut PooledConnection) -> Result<(), ConnectionError> {
+        pooled.conn.ping().map(|_| ()).map_err(ConnectionError::CouldntSetupConfiguration)
     }
 
-    fn has_broken(&self, conn: &mut DbConnection) -> bool {
-        conn.is_broken()
+    fn has_broken(&self, pooled: &mut PooledConnection) -> bool {
+        pooled.lost || pooled.conn.is_broken()
     }
 }
 

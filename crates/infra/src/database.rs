@@ -2,7 +2,7 @@
 //! worker threads.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use diesel::connection::SimpleConnection;
@@ -62,8 +62,9 @@ impl Database {
             .max_size(options.max_size)
             .min_idle(Some(0))
             .connection_timeout(options.checkout_timeout)
-            // A PostgreSQL connection may have died with the server: check before use.
-            .test_on_check_out(target.is_postgres())
+            // Not a round trip at every checkout: `checkout` tests only a connection idle for
+            // a while, and one found lost is dropped.
+            .test_on_check_out(false)
             .error_handler(Box::new(LogPoolErrors))
             .build_unchecked(ConnectionManager::new(target.clone()));
         Self { pool, target, write_gate: Arc::new(Mutex::new(())) }
@@ -192,11 +193,28 @@ impl Database {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
             let _turn = gate.as_ref().map(|g| g.lock().unwrap_or_else(PoisonError::into_inner));
-            let mut conn = pool.get()?;
-            f(&mut conn)
+            let mut pooled = checkout(&pool)?;
+            let outcome = f(&mut pooled.conn);
+            pooled.last_used = Instant::now();
+            if let Err(RepoError::Query(e)) = &outcome {
+                pooled.lost = crate::repo_error::connection_closed(e);
+            }
+            outcome
         })
         .await
         .map_err(|e| RepoError::Other(anyhow::Error::new(e).context("database task failed")))?
+    }
+}
+
+/// A connection from the pool that answers: one idle for a while is tested first (a round
+/// trip), and dropped if it has died; a new or busy one is taken as it is.
+fn checkout(pool: &r2d2::Pool<ConnectionManager>) -> Result<r2d2::PooledConnection<ConnectionManager>, RepoError> {
+    loop {
+        let mut pooled = pool.get()?;
+        if !pooled.needs_test() || pooled.conn.batch_execute("SELECT 1").is_ok() {
+            return Ok(pooled);
+        }
+        pooled.lost = true;
     }
 }
 

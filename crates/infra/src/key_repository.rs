@@ -15,6 +15,7 @@ use crate::database::Database;
 use crate::repo_error::RepoError;
 use crate::rows::{allowed_ips_text, from_micros, to_micros, ApiKeyRow, CredentialRow};
 use crate::schema::{api_keys, organizations, plans};
+use crate::unique_row::unique_row;
 use crate::usage_store;
 
 #[derive(Debug, Clone)]
@@ -88,7 +89,7 @@ impl KeyRepository for SqlKeyRepository {
                 let revoked_now = diesel::update(mine.filter(api_keys::revoked_at.is_null()))
                     .set(api_keys::revoked_at.eq(Some(to_micros(at))))
                     .execute(conn)?;
-                let row = mine.select(ApiKeyRow::as_select()).first(conn).optional()?;
+                let row = unique_row(mine.select(ApiKeyRow::as_select()), conn)?;
                 if let (1, Some(row)) = (revoked_now, &row) {
                     publish_change(conn, Some(&row.key_hash), None, at)?;
                     audit_trail::record(conn, &audit)?;
@@ -244,12 +245,21 @@ impl KeyRepository for SqlKeyRepository {
         let hash = hash.to_hex();
         self.db
             .read(move |conn| {
-                let row = api_keys::table
-                    .inner_join(organizations::table.inner_join(plans::table))
-                    .filter(api_keys::key_hash.eq(hash))
-                    .select(<CredentialRow as SelectableHelper<_>>::as_select())
-                    .first::<CredentialRow>(conn)
-                    .optional()?;
+                // One query, typed for each backend's own connection: the MultiConnection's
+                // wrapper builds the SQL text again on every run (docs/performance.md, "The
+                // cold path").
+                macro_rules! by_hash {
+                    () => {
+                        api_keys::table
+                            .inner_join(organizations::table.inner_join(plans::table))
+                            .filter(api_keys::key_hash.eq(&hash))
+                            .select(CredentialRow::as_select())
+                    };
+                }
+                let row: Option<CredentialRow> = match conn {
+                    DbConnection::Sqlite(sqlite) => unique_row(by_hash!(), sqlite)?,
+                    DbConnection::Postgres(pg) => unique_row(by_hash!(), pg)?,
+                };
                 Ok(row.map(|row| row.into_domain()).transpose()?.map(|(_, credential)| credential))
             })
             .await
@@ -331,8 +341,8 @@ fn confirm_actor(conn: &mut DbConnection, actor: &Actor, at: i64) -> Result<(), 
         organizations::is_active,
     ));
     let found: Option<(Option<i64>, Option<i64>, bool)> = match conn {
-        DbConnection::Postgres(pg) => query.for_share().first(pg).optional()?,
-        DbConnection::Sqlite(_) => query.first(conn).optional()?,
+        DbConnection::Postgres(pg) => unique_row(query.for_share(), pg)?,
+        DbConnection::Sqlite(_) => unique_row(query, conn)?,
     };
     match found {
         // A key deleted from under its caller is as good as revoked.
@@ -355,10 +365,6 @@ fn lock_organization(conn: &mut DbConnection, org: &str) -> Result<(), RepoError
 }
 
 fn find_row(conn: &mut DbConnection, org: &str, key: &str) -> Result<Option<ApiKeyRow>, RepoError> {
-    Ok(api_keys::table
-        .filter(api_keys::id.eq(key))
-        .filter(api_keys::org_id.eq(org))
-        .select(ApiKeyRow::as_select())
-        .first(conn)
-        .optional()?)
+    let query = api_keys::table.filter(api_keys::id.eq(key)).filter(api_keys::org_id.eq(org));
+    Ok(unique_row(query.select(ApiKeyRow::as_select()), conn)?)
 }

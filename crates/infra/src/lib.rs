@@ -16,6 +16,7 @@ mod schema;
 mod system;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod unique_row;
 mod usage_store;
 mod verifier;
 

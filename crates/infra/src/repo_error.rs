@@ -54,11 +54,17 @@ impl From<KeyStoreError> for RepoError {
     }
 }
 
+/// Whether the connection itself is gone: it must not serve again.
+pub(crate) fn connection_closed(e: &DieselError) -> bool {
+    matches!(
+        e,
+        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _)
+    )
+}
+
 fn connection_lost(e: &DieselError) -> bool {
     match e {
-        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand, _) => {
-            true
-        }
+        e if connection_closed(e) => true,
         // SQLite answers "database is locked" only after its busy timeout, PostgreSQL cancels a
         // statement past `statement_timeout`: either way the store is overloaded, try later.
         DieselError::DatabaseError(_, info) => {

@@ -108,6 +108,15 @@ pub fn with_database(url: &str, name: &str) -> String {
 pub async fn cached_service_with_a_key(
     db: &crate::Database,
 ) -> (std::sync::Arc<account_domain::AccountService>, String) {
+    service_with_a_key(db, true).await
+}
+
+/// As [`cached_service_with_a_key`]; without a cache (`cached` false) every authentication
+/// reads the store, as the server does with `CACHE_MAX_KEYS=0`.
+pub async fn service_with_a_key(
+    db: &crate::Database,
+    cached: bool,
+) -> (std::sync::Arc<account_domain::AccountService>, String) {
     use std::sync::Arc;
 
     use account_domain::{AccountService, EmailAddress, OrgName, RequestMeta, SignupRequest};
@@ -117,20 +126,21 @@ pub async fn cached_service_with_a_key(
     };
 
     db.migrate().expect("migrated");
-    let feed = Arc::new(SqlChangeFeed::start(db.clone()).await.expect("feed"));
-    let service = Arc::new(
-        AccountService::new(
-            Arc::new(SqlAccountRepository::new(db.clone())),
-            Arc::new(SqlKeyRepository::new(db.clone())),
-            Arc::new(SystemClock),
-            Arc::new(OsRandomGenerator),
-        )
-        .with_cache(
+    let mut service = AccountService::new(
+        Arc::new(SqlAccountRepository::new(db.clone())),
+        Arc::new(SqlKeyRepository::new(db.clone())),
+        Arc::new(SystemClock),
+        Arc::new(OsRandomGenerator),
+    );
+    if cached {
+        let feed = Arc::new(SqlChangeFeed::start(db.clone()).await.expect("feed"));
+        service = service.with_cache(
             Arc::new(InMemoryCredentialCache::new(10_000, InMemoryCredentialCache::DEFAULT_FOUND_TTL)),
             feed,
             std::time::Duration::from_secs(3600),
-        ),
-    );
+        );
+    }
+    let service = Arc::new(service);
     service.sync_changes().await.expect("synced");
     let request = SignupRequest::new(
         OrgName::new("Bench").expect("valid"),

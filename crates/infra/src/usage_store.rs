@@ -14,12 +14,13 @@ use crate::connection::DbConnection;
 use crate::repo_error::RepoError;
 use crate::rows::to_micros;
 use crate::schema::{api_keys, key_usage, organizations, usage_writers};
+use crate::unique_row::unique_row;
 
 /// Writes the batch unless its writer already applied this sequence; says whether it did.
 pub(crate) fn record(conn: &mut DbConnection, batch: &UsageBatch, now: OffsetDateTime) -> Result<bool, RepoError> {
     let sequence = i64::try_from(batch.sequence).context("usage batch sequence")?;
     let applied: Option<i64> =
-        usage_writers::table.find(&batch.writer).select(usage_writers::sequence).first(conn).optional()?;
+        unique_row(usage_writers::table.find(&batch.writer).select(usage_writers::sequence), conn)?;
     if applied.is_some_and(|applied| applied >= sequence) {
         return Ok(false);
     }

@@ -122,3 +122,29 @@ async fn the_server_rides_out_postgres_going_away_and_loses_no_acknowledged_writ
     // The refused signup stored nothing: its email is still free.
     app.signup_org("during@acme.test").await;
 }
+
+/// PostgreSQL closes every connection of the pool while they sit idle (a restart, a
+/// failover, an idle timeout): a connection idle for a while is tested before use and
+/// replaced, so no request fails for it, though no connection is tested on every request.
+/// The background tasks are slowed so that they cannot find the dead connections first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_closed_by_postgres_while_idle_are_replaced_without_a_failed_request() {
+    let quiet = [("CACHE_SYNC_INTERVAL_MS", "500"), ("LAST_USED_FLUSH_SECS", "60")];
+    let Some(app) = crate::helpers::spawn_app_with(account_infra::testing::Backend::Postgres, &quiet).await else {
+        return;
+    };
+    let org = app.signup_org("idle@acme.test").await;
+    let eight = || async {
+        let replies = futures_util::future::join_all((0..8).map(|_| app.list_keys(&org.key))).await;
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    };
+    // Several connections in the pool, each used.
+    assert_eq!(eight().await, [StatusCode::OK; 8]);
+    let DatabaseTarget::Postgres(url) = app.db.target().clone() else { unreachable!("a postgres database") };
+    let name = url.rsplit('/').next().expect("a database name").split('?').next().expect("a name").to_owned();
+    app.execute_sql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+    ));
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(eight().await, [StatusCode::OK; 8], "a closed connection served a request");
+}
