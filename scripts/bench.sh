@@ -69,7 +69,8 @@ load() {
     local rps p99
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$text")
     p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; print v}' <<<"$text")
-    if grep -q "Non-2xx" <<<"$text"; then echo "warning: non-2xx answers during $url: $(grep Non-2xx <<<"$text")" >&2; fi
+    # A refusal is cheaper than the work: a run with any is no measurement.
+    if grep -q "Non-2xx" <<<"$text"; then echo "error: non-2xx answers during $url: $(grep Non-2xx <<<"$text")" >&2; exit 1; fi
     echo "$rps $p99"
 }
 

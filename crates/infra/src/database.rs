@@ -190,19 +190,27 @@ impl Database {
         T: Send + 'static,
         F: FnOnce(&mut DbConnection) -> Result<T, RepoError> + Send + 'static,
     {
-        let pool = self.pool.clone();
+        let db = self.clone();
         tokio::task::spawn_blocking(move || {
             let _turn = gate.as_ref().map(|g| g.lock().unwrap_or_else(PoisonError::into_inner));
-            let mut pooled = checkout(&pool)?;
-            let outcome = f(&mut pooled.conn);
-            pooled.last_used = Instant::now();
-            if let Err(RepoError::Query(e)) = &outcome {
-                pooled.lost = crate::repo_error::connection_closed(e);
-            }
-            outcome
+            db.with_connection(f)
         })
         .await
         .map_err(|e| RepoError::Other(anyhow::Error::new(e).context("database task failed")))?
+    }
+
+    /// Runs `f` with a pooled connection on this thread, which must be one that may block.
+    pub(crate) fn with_connection<T>(
+        &self,
+        f: impl FnOnce(&mut DbConnection) -> Result<T, RepoError>,
+    ) -> Result<T, RepoError> {
+        let mut pooled = checkout(&self.pool)?;
+        let outcome = f(&mut pooled.conn);
+        pooled.last_used = Instant::now();
+        if let Err(RepoError::Query(e)) = &outcome {
+            pooled.lost = crate::repo_error::connection_closed(e);
+        }
+        outcome
     }
 }
 

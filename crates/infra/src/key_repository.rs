@@ -11,6 +11,7 @@ use time::{Date, OffsetDateTime};
 use crate::audit_trail;
 use crate::change_feed::publish_change;
 use crate::connection::DbConnection;
+use crate::credential_reads::CredentialReads;
 use crate::database::Database;
 use crate::repo_error::RepoError;
 use crate::rows::{allowed_ips_text, from_micros, to_micros, ApiKeyRow, CredentialRow};
@@ -21,11 +22,12 @@ use crate::usage_store;
 #[derive(Debug, Clone)]
 pub struct SqlKeyRepository {
     db: Database,
+    credential_reads: std::sync::Arc<CredentialReads>,
 }
 
 impl SqlKeyRepository {
     pub fn new(db: Database) -> Self {
-        Self { db }
+        Self { credential_reads: std::sync::Arc::new(CredentialReads::new(db.clone())), db }
     }
 }
 
@@ -242,28 +244,7 @@ impl KeyRepository for SqlKeyRepository {
     }
 
     async fn find_credential(&self, hash: &KeyHash) -> account_domain::StoreResult<Option<KeyCredential>> {
-        let hash = hash.to_hex();
-        self.db
-            .read(move |conn| {
-                // One query, typed for each backend's own connection: the MultiConnection's
-                // wrapper builds the SQL text again on every run (docs/performance.md, "The
-                // cold path").
-                macro_rules! by_hash {
-                    () => {
-                        api_keys::table
-                            .inner_join(organizations::table.inner_join(plans::table))
-                            .filter(api_keys::key_hash.eq(&hash))
-                            .select(CredentialRow::as_select())
-                    };
-                }
-                let row: Option<CredentialRow> = match conn {
-                    DbConnection::Sqlite(sqlite) => unique_row(by_hash!(), sqlite)?,
-                    DbConnection::Postgres(pg) => unique_row(by_hash!(), pg)?,
-                };
-                Ok(row.map(|row| row.into_domain()).transpose()?.map(|(_, credential)| credential))
-            })
-            .await
-            .map_err(|e| e.into_store_error("could not look the key up"))
+        self.credential_reads.find(hash).await
     }
 
     async fn recently_used_credentials(

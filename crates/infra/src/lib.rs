@@ -7,6 +7,7 @@ mod audit_trail;
 mod change_feed;
 mod connection;
 mod credential_cache;
+mod credential_reads;
 mod database;
 mod database_url;
 mod key_repository;

@@ -57,6 +57,7 @@ contract!(
     keys_are_listed_newest_first_with_every_field_intact,
     revoking_is_confined_to_the_organization_and_keeps_the_first_time,
     credentials_are_found_by_hash_with_their_organization,
+    concurrent_reads_of_the_same_and_of_different_keys_each_get_their_own_answer,
     recently_used_credentials_come_most_recent_first_within_the_window_and_the_limit,
     recorded_usage_never_goes_backwards,
     strings_round_trip_verbatim,
@@ -283,6 +284,34 @@ async fn credentials_are_found_by_hash_with_their_organization(ctx: Ctx) {
     assert_eq!(credential.organization.id, org.id);
     let stranger = PlaintextKey::assemble(Environment::Live, &OsRandomGenerator.key_secret());
     assert_eq!(ctx.keys.find_credential(&stranger.hash()).await.expect("read"), None);
+}
+
+/// Reads are answered in batches: a batch holding one key several times, other keys and
+/// unknown ones must still give every read its own answer.
+async fn concurrent_reads_of_the_same_and_of_different_keys_each_get_their_own_answer(ctx: Ctx) {
+    let org = new_org("Acme", "batch@acme.test", "pro");
+    let (first, first_plain) = new_key(&org.id, "First", org.created_at);
+    ctx.accounts.create_organization(&org, &first, &audit_of(&org.id)).await.expect("created");
+    let (second, second_plain) = new_key(&org.id, "Second", org.created_at);
+    ctx.keys.insert_key(&second, 10_000, &Actor::Operator, &audit_of(&org.id)).await.expect("inserted");
+    let unknown = PlaintextKey::assemble(Environment::Live, &OsRandomGenerator.key_secret());
+    let asked: Vec<(KeyHash, Option<KeyId>)> = (0..96)
+        .map(|i| match i % 4 {
+            0 | 1 => (first_plain.hash(), Some(first.id.clone())),
+            2 => (second_plain.hash(), Some(second.id.clone())),
+            _ => (unknown.hash(), None),
+        })
+        .collect();
+    let keys = Arc::new(ctx.keys.clone());
+    let reads = asked.iter().map(|(hash, _)| {
+        let (keys, hash) = (keys.clone(), *hash);
+        tokio::spawn(async move { keys.find_credential(&hash).await })
+    });
+    let answers = futures_util::future::join_all(reads).await;
+    for ((_, expected), answer) in asked.iter().zip(answers) {
+        let found = answer.expect("joined").expect("read").map(|c| c.key.id);
+        assert_eq!(&found, expected);
+    }
 }
 
 async fn recently_used_credentials_come_most_recent_first_within_the_window_and_the_limit(ctx: Ctx) {
