@@ -5,15 +5,17 @@
 # (so one worker); a keep-alive client sends N requests of each route after a warm-up and
 # the worker thread's count between two dumps is divided by N.
 #
-# Usage: scripts/instructions.sh [BINARY]   (default: this tree's release build; env: REQUESTS, default 10000)
+# Usage: scripts/instructions.sh [BINARY]   (default: this tree's release build; env: REQUESTS, default 10000;
+# KEEP=DIR keeps callgrind's files there, for callgrind_annotate)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { apt-get install -y valgrind >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y valgrind >/dev/null; }; }
 if [[ -n ${1:-} ]]; then BIN=$1; else cargo build --release --quiet; BIN=target/release/account-api; fi
 N=${REQUESTS:-10000}
 PORT=${INSTRUCTIONS_PORT:-18097}
-OUT=$(mktemp -d)
-trap 'kill "$VPID" 2>/dev/null || true; rm -rf "$OUT"' EXIT
+OUT=${KEEP:-$(mktemp -d)}
+mkdir -p "$OUT"
+trap 'kill "$VPID" 2>/dev/null || true; [[ -n ${KEEP:-} ]] || rm -rf "$OUT"' EXIT
 env RATE_LIMIT_SIGNUPS_PER_HOUR=0 RATE_LIMIT_WRITES_PER_MINUTE=0 DATABASE_URL="sqlite://$OUT/bench.db" \
     BIND_ADDR="127.0.0.1:$PORT" RUST_LOG=warn LOG_FORMAT=json \
     taskset -c 0 valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$OUT/cg.out.%p" "$BIN" \
