@@ -1,10 +1,11 @@
-//! Credential reads in batches: one thread takes every read waiting and answers them all
-//! with one connection checkout, one switch of threads and, on PostgreSQL, one round trip,
-//! where each request would otherwise pay its own (docs/performance.md, "The cold path").
+//! Credential reads in batches: a task on the blocking pool takes every read waiting and
+//! answers them all with one connection checkout and, on PostgreSQL, one round trip, where
+//! each request would otherwise pay its own (docs/performance.md, "The cold path"). While
+//! it works, new reads queue for it instead of starting tasks of their own.
 
 use std::collections::HashMap;
-use std::sync::mpsc;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use account_domain::{KeyCredential, KeyHash, StoreError, StoreResult};
 use diesel::prelude::*;
@@ -27,76 +28,94 @@ struct Read {
     reply: oneshot::Sender<Answer>,
 }
 
-/// The reader of one database; its thread starts with the first read and ends with this.
-#[derive(Debug)]
+/// The batched reads of one database.
 pub(crate) struct CredentialReads {
     db: Database,
-    queue: OnceLock<mpsc::Sender<Read>>,
+    waiting: Mutex<Vec<Read>>,
+    /// A task is answering the waiting reads: a new read only joins the queue.
+    draining: AtomicBool,
+}
+
+impl std::fmt::Debug for CredentialReads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialReads").finish_non_exhaustive()
+    }
 }
 
 impl CredentialReads {
     pub(crate) fn new(db: Database) -> Self {
-        Self { db, queue: OnceLock::new() }
+        Self { db, waiting: Mutex::new(Vec::new()), draining: AtomicBool::new(false) }
     }
 
     /// The key with this hash, with its organization and plan; `None` when no key has it.
-    pub(crate) async fn find(&self, hash: &KeyHash) -> StoreResult<Option<KeyCredential>> {
+    pub(crate) async fn find(self: &Arc<Self>, hash: &KeyHash) -> StoreResult<Option<KeyCredential>> {
         let (reply, answer) = oneshot::channel();
-        let stopped = || StoreError::Failed(anyhow::anyhow!("the credential reader stopped"));
-        self.queue().send(Read { hash_hex: hash.to_hex(), reply }).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner).push(Read { hash_hex: hash.to_hex(), reply });
+        if !self.draining.swap(true, Ordering::AcqRel) {
+            let reads = self.clone();
+            tokio::task::spawn_blocking(move || reads.drain());
+        }
+        answer.await.map_err(|_| StoreError::Failed(anyhow::anyhow!("the credential read was dropped")))?
     }
 
-    fn queue(&self) -> &mpsc::Sender<Read> {
-        self.queue.get_or_init(|| {
-            let (queue, reads) = mpsc::channel();
-            let db = self.db.clone();
-            std::thread::Builder::new()
-                .name("credential-reads".into())
-                .spawn(move || serve(&db, &reads))
-                .expect("a thread for credential reads");
-            queue
-        })
+    /// Answers batches until none waits. A read queued just as the queue was found empty
+    /// is not stranded: the queue is looked at again after saying so.
+    fn drain(&self) {
+        loop {
+            let batch: Vec<Read> = {
+                let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+                let take = waiting.len().min(MAX_BATCH);
+                waiting.drain(..take).collect()
+            };
+            if batch.is_empty() {
+                self.draining.store(false, Ordering::Release);
+                let more = !self.waiting.lock().unwrap_or_else(PoisonError::into_inner).is_empty();
+                if more && !self.draining.swap(true, Ordering::AcqRel) {
+                    continue;
+                }
+                return;
+            }
+            // A panic must not leave `draining` set with reads queued: its batch's readers
+            // are told (their replies dropped), and the loop goes on.
+            let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer(&self.db, batch)));
+            if answered.is_err() {
+                tracing::error!("a batch of credential reads panicked");
+            }
+        }
     }
 }
 
-/// Answers reads until every sender is gone: each wake takes all that wait.
-fn serve(db: &Database, reads: &mpsc::Receiver<Read>) {
-    while let Ok(first) = reads.recv() {
-        let mut batch = vec![first];
-        batch.extend(reads.try_iter().take(MAX_BATCH - 1));
-        let hashes: Vec<&str> = batch.iter().map(|r| r.hash_hex.as_str()).collect();
-        match db.with_connection(|conn| read_rows(conn, &hashes)) {
-            Ok(rows) => {
-                // A hash may be asked for more than once in a batch: each read gets its answer.
-                let found: HashMap<String, Result<KeyCredential, String>> = rows
-                    .into_iter()
-                    .map(|row| {
-                        let hash = row.key.key_hash.clone();
-                        (hash, row.into_domain().map(|(_, credential)| credential).map_err(|e| format!("{e:#}")))
-                    })
-                    .collect();
-                for read in batch {
-                    let answer = match found.get(&read.hash_hex) {
-                        None => Ok(None),
-                        Some(Ok(credential)) => Ok(Some(credential.clone())),
-                        Some(Err(cause)) => {
-                            Err(StoreError::Failed(anyhow::anyhow!("could not look the key up: {cause}")))
-                        }
-                    };
-                    // A request that gave up no longer waits: nothing to tell it.
-                    let _ = read.reply.send(answer);
-                }
+/// Reads one batch and gives each read its answer.
+fn answer(db: &Database, batch: Vec<Read>) {
+    let hashes: Vec<&str> = batch.iter().map(|r| r.hash_hex.as_str()).collect();
+    match db.with_connection(|conn| read_rows(conn, &hashes)) {
+        Ok(rows) => {
+            // A hash may be asked for more than once in a batch: each read gets its answer.
+            let found: HashMap<String, Result<KeyCredential, String>> = rows
+                .into_iter()
+                .map(|row| {
+                    let hash = row.key.key_hash.clone();
+                    (hash, row.into_domain().map(|(_, credential)| credential).map_err(|e| format!("{e:#}")))
+                })
+                .collect();
+            for read in batch {
+                let answer = match found.get(&read.hash_hex) {
+                    None => Ok(None),
+                    Some(Ok(credential)) => Ok(Some(credential.clone())),
+                    Some(Err(cause)) => Err(StoreError::Failed(anyhow::anyhow!("could not look the key up: {cause}"))),
+                };
+                // A request that gave up no longer waits: nothing to tell it.
+                let _ = read.reply.send(answer);
             }
-            Err(e) => {
-                let failure = e.into_store_error("could not look the key up");
-                let unavailable = matches!(failure, StoreError::Unavailable(_));
-                let message = format!("{failure:#}");
-                for read in batch {
-                    let cause = anyhow::anyhow!("{message}");
-                    let error = if unavailable { StoreError::Unavailable(cause) } else { StoreError::Failed(cause) };
-                    let _ = read.reply.send(Err(error));
-                }
+        }
+        Err(e) => {
+            let failure = e.into_store_error("could not look the key up");
+            let unavailable = matches!(failure, StoreError::Unavailable(_));
+            let message = format!("{failure:#}");
+            for read in batch {
+                let cause = anyhow::anyhow!("{message}");
+                let error = if unavailable { StoreError::Unavailable(cause) } else { StoreError::Failed(cause) };
+                let _ = read.reply.send(Err(error));
             }
         }
     }

@@ -79,3 +79,73 @@ impl MergedReads {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc, Mutex};
+    use std::time::Duration;
+
+    use crate::service::test_support::*;
+
+    fn presented() -> (String, KeyHash) {
+        let key = PlaintextKey::assemble(Environment::Live, &secret_body());
+        (key.expose().to_owned(), key.hash())
+    }
+
+    /// A feed that reports a change of `hash` on its second poll, and nothing else.
+    fn feed_changing_on_second_poll(hash: KeyHash) -> MockChangeFeed {
+        let polls = AtomicUsize::new(0);
+        let mut feed = MockChangeFeed::new();
+        feed.expect_poll().returning(move || {
+            let changes = if polls.fetch_add(1, Ordering::SeqCst) == 1 { vec![Change::Key(hash)] } else { vec![] };
+            Ok(FeedPoll { changes, caught_up: true, missed: false })
+        });
+        feed
+    }
+
+    fn empty_cache() -> MockCredentialCache {
+        let mut cache = MockCredentialCache::new();
+        cache.expect_get().returning(|_, _| None);
+        cache.expect_put().return_const(());
+        cache.expect_forget().return_const(());
+        cache
+    }
+
+    /// The first read of the store is held open (released after half a second whatever
+    /// happens, so that a wrong join fails instead of hanging); a change is applied
+    /// meanwhile; the request after it must read the store itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_begun_before_a_change_does_not_answer_a_request_after_it() {
+        let (key, hash) = presented();
+        let (started_tx, started) = mpsc::channel::<()>();
+        let (release_tx, release) = mpsc::channel::<()>();
+        let (started_tx, release) = (Mutex::new(started_tx), Mutex::new(release));
+        let reads = Arc::new(AtomicUsize::new(0));
+        let mut ports = Ports::new();
+        let counted = reads.clone();
+        ports.keys.expect_find_credential().returning(move |_| {
+            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                started_tx.lock().expect("sender").send(()).expect("told");
+                let _ = release.lock().expect("receiver").recv_timeout(Duration::from_secs(5));
+            }
+            Ok(Some(credential()))
+        });
+        let service = ports.service_with_cache(empty_cache(), feed_changing_on_second_poll(hash));
+        service.sync_changes().await.expect("synced");
+
+        let first = {
+            let (service, key) = (service.clone(), key.clone());
+            tokio::spawn(async move { service.authenticate(key.as_bytes(), None).await.is_ok() })
+        };
+        tokio::task::spawn_blocking(move || started.recv().expect("the first read began")).await.expect("joined");
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = release_tx.send(());
+        });
+        assert_eq!(service.sync_changes().await.expect("synced"), 1, "the change is applied");
+        assert!(service.authenticate(key.as_bytes(), None).await.is_ok());
+        assert_eq!(reads.load(Ordering::SeqCst), 2, "the request after the change read the store itself");
+        assert!(first.await.expect("joined"));
+    }
+}
