@@ -49,9 +49,15 @@ fuzz seconds="60":
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run key_parsing -- -max_total_time={{seconds}}
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run request_bodies -- -max_total_time={{seconds}}
 
-# The load benchmark (see docs/performance.md): sqlite, postgres or both.
+# The load benchmark (see docs/performance.md): sqlite, postgres or both; the hot path (cached
+# key), the cold path (CACHE_MAX_KEYS=0), the miss path, writes.
 bench backend="both":
     bash scripts/bench.sh {{backend}}
+
+# How the cost grows (docs/performance.md): memory and readiness with 10k to 1M recently
+# used keys, and the change feed's polling load on PostgreSQL.
+growth:
+    bash scripts/growth.sh
 
 # Criterion micro-benchmarks: key parsing, authenticate on a cache hit, the speed devices
 # against what they replace, and the two routes called in process (no sockets).
