@@ -41,6 +41,10 @@ pub struct VerifierOptions {
     pub cache_ttl: Duration,
     /// How often the change feed is read (`CACHE_SYNC_INTERVAL_MS`); above 0 and below 1 s.
     pub sync_interval: Duration,
+    /// The keys used within this long are loaded into the cache before `connect` returns
+    /// (`CACHE_WARM_START_SECS`; zero: none), so that a restarted service does not read
+    /// every key's first verification from the database.
+    pub cache_warm_start: Duration,
     /// How often the keys' last-use times are written (`LAST_USED_FLUSH_SECS`); above 0.
     pub usage_flush_interval: Duration,
     /// Connections at most and how long a verification waits for one (`DATABASE_POOL_SIZE`,
@@ -54,6 +58,7 @@ impl Default for VerifierOptions {
             cache_max_keys: 20_000,
             cache_ttl: InMemoryCredentialCache::DEFAULT_FOUND_TTL,
             sync_interval: Duration::from_millis(200),
+            cache_warm_start: Duration::from_secs(3600),
             usage_flush_interval: Duration::from_secs(10),
             pool: PoolOptions::for_machine(),
         }
@@ -90,7 +95,8 @@ impl Verifier {
 
     /// Connects to the Account API's database at `database_url` (as the server's
     /// `DATABASE_URL`: `sqlite://PATH`, a plain path, `postgres://…`), checks that it holds
-    /// every migration this build expects, reads the change feed once, and starts the sync
+    /// every migration this build expects, reads the change feed once, loads the recently
+    /// used keys into the cache (the warm start), and starts the sync
     /// and usage-flush tasks with `tokio::spawn` (call it within a tokio runtime).
     ///
     /// It never migrates the database and never prunes the change feed (the server does
@@ -126,6 +132,10 @@ impl Verifier {
         }
         let service = Arc::new(service);
         service.sync_changes().await.context("could not read the change feed")?;
+        // It saves the database work; nothing depends on it.
+        if let Err(e) = service.warm_cache(options.cache_warm_start, options.cache_max_keys).await {
+            tracing::warn!(error = format!("{e:#}"), "warm start: could not load the recently used keys");
+        }
 
         // Without a cache there is nothing to keep in step with the feed.
         let syncer =
@@ -271,6 +281,7 @@ mod tests {
         assert_eq!(options.cache_max_keys, 20_000);
         assert_eq!(options.cache_ttl, Duration::from_secs(60));
         assert_eq!(options.sync_interval, Duration::from_millis(200));
+        assert_eq!(options.cache_warm_start, Duration::from_secs(3600));
         assert_eq!(options.usage_flush_interval, Duration::from_secs(10));
         assert_eq!(options.pool.checkout_timeout, Duration::from_millis(2000));
     }

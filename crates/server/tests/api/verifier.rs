@@ -17,6 +17,7 @@ on_both_backends!(
     a_key_created_over_http_is_valid_through_the_verifier_with_its_scopes,
     a_key_revoked_over_http_is_refused_by_the_verifier_within_a_second,
     a_use_through_the_verifier_is_written_to_the_database_at_shutdown,
+    a_verifier_started_after_a_key_was_used_answers_it_from_memory,
 );
 
 /// A key created through the API: its secret and its id.
@@ -54,6 +55,21 @@ async fn a_key_created_over_http_is_valid_through_the_verifier_with_its_scopes(a
         assert_eq!(verdict.code, VerificationCode::NotFound, "{presented:?}");
         assert!(verdict.principal.is_none());
     }
+    verifier.shutdown().await.expect("shuts down");
+}
+
+/// The warm start: the key's use, written by the server, is what the verifier loads.
+async fn a_verifier_started_after_a_key_was_used_answers_it_from_memory(app: TestApp) {
+    let org = app.signup_org("warm-verifier@acme.test").await;
+    assert_eq!(app.get_account(&org.key).await.status, StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while crate::helpers::stored_last_used_at(&app.db, &org.key_id).is_none() {
+        assert!(Instant::now() < deadline, "the use was never written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let verifier = Verifier::connect(&app.db.url()).await.expect("the verifier connects");
+    assert_eq!(verifier.verify(&org.key, &[], None).await.expect("a verdict").code, VerificationCode::Valid);
+    assert_eq!(verifier.cache_stats(), Some((1, 0)), "answered from memory, not read from the database");
     verifier.shutdown().await.expect("shuts down");
 }
 
