@@ -16,6 +16,10 @@ pub const SECRET_LEN: usize = 32;
 pub const CHECKSUM_LEN: usize = 6;
 /// Every key starts with this, then the environment and `_`.
 pub const KEY_PREFIX: &str = "mem_";
+
+/// Longer than any key (`mem_live_` + secret + checksum is 47 bytes): longer input is not
+/// even hashed.
+const MAX_PRESENTED_LEN: usize = 64;
 /// How many characters of the secret the displayed prefix reveals.
 const SHOWN_SECRET_CHARS: usize = 6;
 
@@ -85,6 +89,18 @@ impl PlaintextKey {
     pub fn hash_presented(presented: &[u8]) -> Result<KeyHash, MalformedKey> {
         check(presented)?;
         Ok(KeyHash(*blake3::hash(presented).as_bytes()))
+    }
+
+    /// The hash a presented key is stored under, its form not checked: for a lookup in
+    /// memory only, where a hash can be found only if a key that passed
+    /// [`Self::check_presented`] has it. `None` for input too long to be a key (never hashed).
+    pub fn hash_unchecked(presented: &[u8]) -> Option<KeyHash> {
+        (presented.len() <= MAX_PRESENTED_LEN).then(|| KeyHash(*blake3::hash(presented).as_bytes()))
+    }
+
+    /// The form and checksum of a presented key, as [`Self::hash_presented`] checks them.
+    pub fn check_presented(presented: &[u8]) -> Result<(), MalformedKey> {
+        check(presented).map(|_| ())
     }
 
     pub fn environment(&self) -> Environment {

@@ -105,23 +105,31 @@ impl AccountService {
     /// Each verdict on a known key is counted for it. A cache hit costs no I/O and no
     /// allocation: the returned future is complete at once.
     pub fn authenticate(self: &Arc<Self>, presented: &[u8], client_ip: impl ClientAddress) -> Authentication {
-        let hash = match PlaintextKey::hash_presented(presented) {
-            Ok(hash) => hash,
-            Err(e) => return Authentication(Outcome::Decided(Some(Err(e.into())))),
-        };
-        let now = self.clock.now();
-        let decided = match self.cache.as_ref().and_then(|c| c.get(&hash)) {
-            Some(CachedLookup::Found(credential)) => self.check_credential(credential, now, client_ip),
-            Some(CachedLookup::Missing) => Err(AuthenticateError::UnknownKey),
-            None => {
-                let client_ip = client_ip.resolve();
-                let service = Arc::clone(self);
-                return Authentication(Outcome::Lookup(Box::pin(
-                    async move { service.look_up(hash, client_ip).await },
-                )));
+        let decided = |outcome| Authentication(Outcome::Decided(Some(outcome)));
+        let hash = PlaintextKey::hash_unchecked(presented);
+        // A hash the cache knows is that of a key whose form and checksum were checked when it
+        // was read (or found missing): a hit needs no check of its own (docs/performance.md).
+        if let (Some(cache), Some(hash)) = (&self.cache, &hash) {
+            match cache.get(hash) {
+                Some(CachedLookup::Found(credential)) => {
+                    return decided(self.check_credential(credential, self.clock.now(), client_ip))
+                }
+                Some(CachedLookup::Missing) => return decided(Err(AuthenticateError::UnknownKey)),
+                None => {}
             }
+        }
+        // Before any lookup: a mistyped or malformed key costs none.
+        let hash = match (PlaintextKey::check_presented(presented), hash) {
+            (Ok(()), Some(hash)) => hash,
+            (Err(e), _) => return decided(Err(e.into())),
+            (Ok(()), None) => return decided(Err(MalformedKey::Format.into())),
         };
-        Authentication(Outcome::Decided(Some(decided)))
+        if let Some(cache) = &self.cache {
+            cache.count_miss();
+        }
+        let client_ip = client_ip.resolve();
+        let service = Arc::clone(self);
+        Authentication(Outcome::Lookup(Box::pin(async move { service.look_up(hash, client_ip).await })))
     }
 
     /// After a cache miss: reads the store and caches what it found, or that it found nothing.
@@ -288,6 +296,31 @@ mod tests {
             service.authenticate(typo.as_bytes(), None).await,
             Err(AuthenticateError::Malformed(MalformedKey::Checksum))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_mistyped_key_the_cache_does_not_know_is_refused_without_a_lookup() {
+        let mut ports = Ports::new();
+        ports.keys.expect_find_credential().never();
+        let mut cache = MockCredentialCache::new();
+        cache.expect_get().returning(|_, _| None);
+        let mut feed = MockChangeFeed::new();
+        feed.expect_poll().returning(|| Ok(FeedPoll { caught_up: true, ..FeedPoll::default() }));
+        let service = ports.service_with_cache(cache, feed);
+        service.sync_changes().await.expect("synced");
+        let good = PlaintextKey::assemble(Environment::Live, &secret_body()).expose().to_owned();
+        let mut typo = good.clone();
+        typo.replace_range(12..13, if &good[12..13] == "Z" { "Y" } else { "Z" });
+        assert!(matches!(
+            service.authenticate(typo.as_bytes(), None).await,
+            Err(AuthenticateError::Malformed(MalformedKey::Checksum))
+        ));
+        let long = format!("{good}{}", "x".repeat(100));
+        assert!(matches!(
+            service.authenticate(long.as_bytes(), None).await,
+            Err(AuthenticateError::Malformed(MalformedKey::Format))
+        ));
+        assert_eq!(service.cache_stats(), Some((0, 0)), "no miss counted: nothing was read");
     }
 
     #[tokio::test]

@@ -58,9 +58,16 @@ impl TrustedCache {
         let synced_at = self.synced_at.load(Ordering::Acquire);
         let fresh = synced_at != 0 && self.micros_since_origin(now).saturating_sub(synced_at - 1) <= limit;
         let found = if fresh { self.cache.get(hash, now) } else { None };
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
-        counter.fetch_add(1, Ordering::Relaxed);
+        if found.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
         found
+    }
+
+    /// Counts an authentication that goes on to read the store (a well-formed key that
+    /// [`Self::get`] did not answer).
+    pub(crate) fn count_miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn generation(&self) -> u64 {
