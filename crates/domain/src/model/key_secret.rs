@@ -92,8 +92,9 @@ impl PlaintextKey {
     }
 
     /// The hash a presented key is stored under, its form not checked: for a lookup in
-    /// memory only, where a hash can be found only if a key that passed
-    /// [`Self::check_presented`] has it. `None` for input too long to be a key (never hashed).
+    /// memory only, which holds only hashes of stored keys (issued well formed) and of keys
+    /// that passed [`Self::check_presented`]. `None` for input too long to be a key (never
+    /// hashed).
     pub fn hash_unchecked(presented: &[u8]) -> Option<KeyHash> {
         (presented.len() <= MAX_PRESENTED_LEN).then(|| KeyHash(*blake3::hash(presented).as_bytes()))
     }

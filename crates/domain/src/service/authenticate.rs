@@ -107,8 +107,8 @@ impl AccountService {
     pub fn authenticate(self: &Arc<Self>, presented: &[u8], client_ip: impl ClientAddress) -> Authentication {
         let decided = |outcome| Authentication(Outcome::Decided(Some(outcome)));
         let hash = PlaintextKey::hash_unchecked(presented);
-        // A hash the cache knows is that of a key whose form and checksum were checked when it
-        // was read (or found missing): a hit needs no check of its own (docs/performance.md).
+        // A hash the cache knows is that of a stored key (each issued well formed) or of one
+        // found missing after passing the check: a hit needs no check (docs/performance.md).
         if let (Some(cache), Some(hash)) = (&self.cache, &hash) {
             match cache.get(hash) {
                 Some(CachedLookup::Found(credential)) => {
