@@ -95,6 +95,19 @@ struct FeedRow {
     org_id: Option<String>,
 }
 
+/// A PostgreSQL poll's row: the snapshot, and a change if there is one.
+#[derive(Debug, QueryableByName)]
+struct SnapshotAndRow {
+    #[diesel(sql_type = Text)]
+    snapshot: String,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    id: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    key_hash: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    org_id: Option<String>,
+}
+
 #[derive(Debug)]
 struct FeedState {
     cursor: Cursor,
@@ -190,20 +203,28 @@ fn read_after(conn: &mut DbConnection, cursor: &Cursor) -> Result<Read, RepoErro
             Ok(Read { rows, next, caught_up, overflow: false })
         }
         Cursor::Snapshot(previous) => {
-            // The snapshot is taken first: whatever the read below sees beyond it is read
-            // again next time (harmless), and nothing it misses escapes the next poll.
-            let snapshot = current_snapshot(conn)?;
             let DbConnection::Postgres(conn) = conn else {
                 return Err(anyhow::anyhow!("a PostgreSQL feed cursor on another backend").into());
             };
-            let mut rows: Vec<FeedRow> = diesel::sql_query(
-                "SELECT id, key_hash, org_id FROM cache_events WHERE xid >= $1 OR xid = ANY($2) \
-                 ORDER BY xid, id LIMIT $3",
+            // One statement, one round trip: `pg_current_snapshot()` is the statement's own
+            // snapshot, the one its read sees through, so the rows it could not see are
+            // exactly those the next poll reads. With no row to read, one row carries the
+            // snapshot alone.
+            let read: Vec<SnapshotAndRow> = diesel::sql_query(
+                "SELECT s.snapshot::text AS snapshot, e.id, e.key_hash, e.org_id \
+                 FROM (SELECT pg_current_snapshot() AS snapshot) s \
+                 LEFT JOIN LATERAL (SELECT id, key_hash, org_id FROM cache_events \
+                     WHERE xid >= $1 OR xid = ANY($2) ORDER BY xid, id LIMIT $3) e ON TRUE",
             )
             .bind::<BigInt, _>(previous.xmax)
             .bind::<Array<BigInt>, _>(&previous.running)
             .bind::<BigInt, _>(POSTGRES_MAX_ROWS + 1)
             .load(conn)?;
+            let snapshot = Snapshot::parse(&read.first().context("the poll returned no snapshot")?.snapshot)?;
+            let mut rows: Vec<FeedRow> = read
+                .into_iter()
+                .filter_map(|r| Some(FeedRow { id: r.id?, key_hash: r.key_hash, org_id: r.org_id }))
+                .collect();
             let overflow = rows.len() > POSTGRES_MAX_ROWS as usize;
             if overflow {
                 rows.clear();
