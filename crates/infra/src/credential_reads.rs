@@ -52,8 +52,12 @@ impl CredentialReads {
         let (reply, answer) = oneshot::channel();
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner).push(Read { hash_hex: hash.to_hex(), reply });
         if !self.draining.swap(true, Ordering::AcqRel) {
-            let reads = self.clone();
-            tokio::task::spawn_blocking(move || reads.drain());
+            let task = Drainer { reads: self.clone(), ran: false };
+            tokio::task::spawn_blocking(move || {
+                let mut task = task;
+                task.ran = true;
+                task.reads.drain();
+            });
         }
         answer.await.map_err(|_| StoreError::Failed(anyhow::anyhow!("the credential read was dropped")))?
     }
@@ -81,6 +85,23 @@ impl CredentialReads {
             if answered.is_err() {
                 tracing::error!("a batch of credential reads panicked");
             }
+        }
+    }
+}
+
+/// The blocking task that drains the queue. If it never runs (the runtime is shutting
+/// down), dropping it tells the waiting readers (their replies dropped) and lets the next
+/// read start a task again.
+struct Drainer {
+    reads: Arc<CredentialReads>,
+    ran: bool,
+}
+
+impl Drop for Drainer {
+    fn drop(&mut self) {
+        if !self.ran {
+            self.reads.waiting.lock().unwrap_or_else(PoisonError::into_inner).clear();
+            self.reads.draining.store(false, Ordering::Release);
         }
     }
 }
