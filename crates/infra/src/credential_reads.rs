@@ -1,7 +1,8 @@
 //! Credential reads in batches: a task on the blocking pool takes every read waiting and
 //! answers them all with one connection checkout and, on PostgreSQL, one round trip, where
 //! each request would otherwise pay its own (docs/performance.md, "The cold path"). While
-//! it works, new reads queue for it instead of starting tasks of their own.
+//! it works, new reads queue for it instead of starting tasks of their own. The query of
+//! credentials is written here once, for these reads and for the warm start's.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,15 +143,18 @@ fn answer(db: &Database, batch: Vec<Read>) {
     }
 }
 
+/// Keys joined to their organization and plan: the one query of credentials. A macro, so
+/// that each use is typed for the connection it runs on.
+macro_rules! credentials {
+    () => {
+        api_keys::table.inner_join(organizations::table.inner_join(plans::table)).select(CredentialRow::as_select())
+    };
+}
+
 /// The rows of these hashes: on SQLite one cached statement run for each (no round
 /// trip to save), on PostgreSQL one query for all. The query is typed for each backend's own
 /// connection: the MultiConnection's wrapper builds the SQL text again on every run.
 fn read_rows(conn: &mut DbConnection, hashes: &[&str]) -> Result<Vec<CredentialRow>, RepoError> {
-    macro_rules! credentials {
-        () => {
-            api_keys::table.inner_join(organizations::table.inner_join(plans::table)).select(CredentialRow::as_select())
-        };
-    }
     let rows: Vec<CredentialRow> = match conn {
         DbConnection::Sqlite(sqlite) => {
             let mut rows = Vec::with_capacity(hashes.len());
@@ -162,4 +166,19 @@ fn read_rows(conn: &mut DbConnection, hashes: &[&str]) -> Result<Vec<CredentialR
         DbConnection::Postgres(pg) => credentials!().filter(api_keys::key_hash.eq_any(hashes)).load(pg)?,
     };
     Ok(rows)
+}
+
+/// The credentials of the keys last used at or after `since` (microseconds), most recent
+/// first, at most `limit`, with their hashes: what the warm start loads.
+pub(crate) fn recently_used(
+    conn: &mut DbConnection,
+    since: i64,
+    limit: u32,
+) -> Result<Vec<(KeyHash, KeyCredential)>, RepoError> {
+    let rows: Vec<CredentialRow> = credentials!()
+        .filter(api_keys::last_used_at.ge(since))
+        .order(api_keys::last_used_at.desc())
+        .limit(i64::from(limit))
+        .load(conn)?;
+    Ok(rows.into_iter().map(CredentialRow::into_domain).collect::<anyhow::Result<Vec<_>>>()?)
 }

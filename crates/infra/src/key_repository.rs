@@ -11,11 +11,11 @@ use time::{Date, OffsetDateTime};
 use crate::audit_trail;
 use crate::change_feed::publish_change;
 use crate::connection::DbConnection;
-use crate::credential_reads::CredentialReads;
+use crate::credential_reads::{self, CredentialReads};
 use crate::database::Database;
 use crate::repo_error::RepoError;
-use crate::rows::{allowed_ips_text, from_micros, to_micros, ApiKeyRow, CredentialRow};
-use crate::schema::{api_keys, organizations, plans};
+use crate::rows::{allowed_ips_text, from_micros, to_micros, ApiKeyRow};
+use crate::schema::{api_keys, organizations};
 use crate::unique_row::unique_row;
 use crate::usage_store;
 
@@ -253,16 +253,7 @@ impl KeyRepository for SqlKeyRepository {
         limit: u32,
     ) -> account_domain::StoreResult<Vec<(KeyHash, KeyCredential)>> {
         self.db
-            .read(move |conn| {
-                let rows = api_keys::table
-                    .inner_join(organizations::table.inner_join(plans::table))
-                    .filter(api_keys::last_used_at.ge(to_micros(since)))
-                    .order(api_keys::last_used_at.desc())
-                    .limit(i64::from(limit))
-                    .select(<CredentialRow as SelectableHelper<_>>::as_select())
-                    .load::<CredentialRow>(conn)?;
-                Ok(rows.into_iter().map(CredentialRow::into_domain).collect::<anyhow::Result<Vec<_>>>()?)
-            })
+            .read(move |conn| credential_reads::recently_used(conn, to_micros(since), limit))
             .await
             .map_err(|e| e.into_store_error("could not read the recently used keys"))
     }
