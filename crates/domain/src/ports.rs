@@ -5,10 +5,13 @@ use async_trait::async_trait;
 use thiserror::Error;
 use time::OffsetDateTime;
 
+use std::sync::Arc;
+
 use crate::model::{
     AllowedIps, ApiKey, AuditEvent, AuditRecord, KeyHash, KeyId, KeyName, KeyUsageRow, NewApiKey, NewOrganization,
     OrgId, Organization, OrganizationMonth, Plan, PlanId, RequestMeta, SecretBody, UsageCount,
 };
+use crate::service::KeyAccessError;
 
 /// A failure of a store, typed by what a caller can do about it: adapters say which, so
 /// that nobody searches error messages.
@@ -37,17 +40,33 @@ pub enum CreateOrganizationError {
     Unknown(#[from] StoreError),
 }
 
-/// Why the key that asked for a write may no longer act, as found inside the write's own
-/// transaction: it was revoked, expired or its organization deactivated after it was
-/// authenticated (a client that held its body back while its key was revoked).
+/// Why a stored key may not act now, in the order authentication checks it: revoked,
+/// expired, used from an address its allowlist does not allow, of a deactivated
+/// organization. Authentication refuses a presented key for these; a key write refuses its
+/// caller for them again inside its own transaction, on the key's row as it is there (a
+/// client that held its body back while its key was revoked, narrowed or rolled).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum ActorRefused {
     #[error("this API key has been revoked")]
     Revoked,
     #[error("this API key has expired")]
     Expired,
+    #[error("this API key cannot be used from this address")]
+    IpNotAllowed,
     #[error("this organization is not active")]
     OrganizationInactive,
+}
+
+/// A refused key's use is counted under its reason.
+impl From<ActorRefused> for crate::model::VerificationCode {
+    fn from(refused: ActorRefused) -> Self {
+        match refused {
+            ActorRefused::Revoked => Self::Revoked,
+            ActorRefused::Expired => Self::Expired,
+            ActorRefused::IpNotAllowed => Self::IpNotAllowed,
+            ActorRefused::OrganizationInactive => Self::OrgInactive,
+        }
+    }
 }
 
 /// Who asks for a key write: a key, re-checked inside the write, or an operator.
@@ -72,9 +91,30 @@ pub enum KeyStoreError {
     LimitReached(u32),
     #[error(transparent)]
     Actor(#[from] ActorRefused),
+    /// The write's access decision ([`KeyWriteDecision`]) refused the caller.
+    #[error(transparent)]
+    Access(#[from] KeyAccessError),
     #[error(transparent)]
     Unknown(#[from] StoreError),
 }
+
+/// What a key write found inside its own transaction, for the domain to decide on: the
+/// rows as they are there and then, locked until the write commits.
+#[derive(Debug, Clone, Copy)]
+pub struct FoundInWrite<'a> {
+    /// The calling key, with whether its organization is active; `None` when it no longer
+    /// exists, and always for [`Actor::Operator`].
+    pub actor: Option<(&'a ApiKey, bool)>,
+    /// The key acted on (a change, a roll, a revocation); `None` when the organization has
+    /// no such key, and for a creation.
+    pub target: Option<&'a ApiKey>,
+}
+
+/// The access decision of a key write: the domain's rule, which the store applies to what it
+/// found inside the write's transaction ([`FoundInWrite`]) before it writes anything, and
+/// whose refusal it returns as it is. The store may call it again when it retries the
+/// transaction (a deadlock or serialization failure); it is pure.
+pub type KeyWriteDecision<T> = Arc<dyn Fn(FoundInWrite<'_>) -> Result<T, KeyStoreError> + Send + Sync>;
 
 /// What a change of a key sets; `None` leaves a property as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -141,25 +181,29 @@ pub trait AccountRepository: Send + Sync + 'static {
 
 /// API keys.
 ///
-/// The writes that a key asks for (`insert_key`, `rename_key`, `roll_key`, `revoke_key`)
-/// take that key as `actor` ([`Actor::Operator`] for an operator). For a key, each MUST confirm inside
-/// its own transaction, holding a lock on the actor's row until it commits (so that a
-/// revocation cannot commit between the check and the write), that the actor is still
-/// neither revoked nor expired at the write's time and its organization still active, and
-/// otherwise MUST return the matching [`ActorRefused`], writing nothing.
+/// The writes (`insert_key`, `update_key`, `roll_key`, `revoke_key`) decide inside their own
+/// transaction: each MUST first take the organization's row lock, then read and lock (on
+/// PostgreSQL `FOR UPDATE`, in ascending id order) the actor's row (for [`Actor::Key`]) and
+/// the key acted on, call `decide` with them ([`FoundInWrite`]), and write nothing but return
+/// its refusal when it refuses. So every decision about rights is taken on the rows as they
+/// are when the write commits, and concurrent writes take their locks in one order. A
+/// transaction the database aborts for its own locking (deadlock, serialization failure) is
+/// retried, a few times at most.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait KeyRepository: Send + Sync + 'static {
-    /// Stores a new key. Once this returns `Ok`, the key is durable.
+    /// Stores the key `decide` makes of what it found, in the organization `org`. Once this
+    /// returns `Ok`, the key is durable.
     ///
     /// MUST return `LimitReached(max_active)`, storing nothing, when the organization already
-    /// holds `max_active` keys that are neither revoked nor expired at `key.created_at`; the
-    /// check and the insert are atomic, so concurrent creations cannot exceed the limit.
+    /// holds `max_active` keys that are neither revoked nor expired at the key's `created_at`;
+    /// the check and the insert are atomic, so concurrent creations cannot exceed the limit.
     async fn insert_key(
         &self,
-        key: &NewApiKey,
-        max_active: u32,
+        org: &OrgId,
         actor: &Actor,
+        decide: KeyWriteDecision<NewApiKey>,
+        max_active: u32,
         audit: &AuditRecord,
     ) -> Result<ApiKey, KeyStoreError>;
 
@@ -167,24 +211,24 @@ pub trait KeyRepository: Send + Sync + 'static {
     /// none (a key of another organization included).
     async fn find_key(&self, org: &OrgId, key: &KeyId) -> StoreResult<Option<ApiKey>>;
 
-    /// Changes a key of the organization (its name, its allowlist, or both) and returns it,
-    /// publishing the change so that every instance forgets the key. MUST return `NotFound`
-    /// when the organization has no such key. Records every event of `audit`, in order, in
-    /// the same transaction.
+    /// Changes a key of the organization (its name, its allowlist, or both) once `decide`
+    /// allows it, and returns it, publishing the change so that every instance forgets the
+    /// key. Records every event of `audit`, in order, in the same transaction.
     async fn update_key(
         &self,
         org: &OrgId,
         key: &KeyId,
         changes: &KeyChanges,
         actor: &Actor,
+        decide: KeyWriteDecision<()>,
         audit: &[AuditRecord],
     ) -> Result<ApiKey, KeyStoreError>;
 
-    /// Replaces `old` by `new`, atomically: stores `new` and moves `old`'s expiry to
+    /// Replaces `old` by the successor `decide` makes of what it found (`old` as it is in the
+    /// transaction), atomically: stores the successor and moves `old`'s expiry to
     /// `old_expires_at` unless it already expires earlier, publishing the change of `old`.
-    /// MUST return `NotFound` when the organization has no key `old`, and `NotActive`
-    /// (storing nothing) when `old` is revoked or expired at `new.created_at`, also when a
-    /// revocation of `old` commits while the roll runs (no successor to a revoked key).
+    /// MUST return `NotActive` (storing nothing) when `old` is revoked or expired at the
+    /// successor's `created_at` (no successor to a revoked key).
     ///
     /// MUST return `LimitReached(max_active)`, storing nothing, when `old` stays active after
     /// `new.created_at` (a grace period) and the organization already holds `max_active`
@@ -197,15 +241,15 @@ pub trait KeyRepository: Send + Sync + 'static {
         &self,
         org: &OrgId,
         old: &KeyId,
-        new: &NewApiKey,
+        actor: &Actor,
+        decide: KeyWriteDecision<NewApiKey>,
         old_expires_at: OffsetDateTime,
         max_active: u32,
-        actor: &Actor,
         audit: &[AuditRecord],
     ) -> Result<ApiKey, KeyStoreError>;
 
     /// Revokes, whatever their organization, the keys with these hashes that are not revoked
-    /// yet, recording a `KeyLeakReported` event for each key this call revoked (none for a
+    /// yet (locking them in ascending id order, as the other writes do), recording a `KeyLeakReported` event for each key this call revoked (none for a
     /// key whose revocation by another writer won the race) and publishing their changes.
     /// Returns how many it revoked.
     async fn revoke_leaked(&self, hashes: &[KeyHash], at: OffsetDateTime, meta: &RequestMeta) -> StoreResult<usize>;
@@ -213,12 +257,10 @@ pub trait KeyRepository: Send + Sync + 'static {
     /// Every key of the organization, revoked and expired ones included, newest first.
     async fn list_keys(&self, org: &OrgId) -> StoreResult<Vec<ApiKey>>;
 
-    /// Marks the key revoked at `at` unless it already is (the first revocation time is kept)
-    /// and returns it. MUST publish a [`Change::Key`] to the [`ChangeFeed`] in the same
-    /// transaction, so that every instance forgets the key.
-    ///
-    /// MUST return `NotFound` when no key has this id within this organization, so that a
-    /// key of another organization is indistinguishable from one that does not exist.
+    /// Marks the key revoked at `at`, once `decide` allows it, unless it already is (the
+    /// first revocation time is kept) and returns it. MUST publish a [`Change::Key`] to the
+    /// [`ChangeFeed`] in the same transaction, so that every instance forgets the key.
+    /// A key of another organization is not found: `decide` sees no target.
     /// Records `audit` only when this call revoked the key.
     async fn revoke_key(
         &self,
@@ -226,6 +268,7 @@ pub trait KeyRepository: Send + Sync + 'static {
         key: &KeyId,
         at: OffsetDateTime,
         actor: &Actor,
+        decide: KeyWriteDecision<()>,
         audit: &AuditRecord,
     ) -> Result<ApiKey, KeyStoreError>;
 

@@ -163,6 +163,7 @@ impl From<ActorRefused> for ApiError {
         Self::from(match refused {
             ActorRefused::Revoked => AuthenticateError::Revoked,
             ActorRefused::Expired => AuthenticateError::Expired,
+            ActorRefused::IpNotAllowed => AuthenticateError::IpNotAllowed,
             ActorRefused::OrganizationInactive => {
                 return Self::new(ErrorCode::OrganizationInactive, refused.to_string());
             }

@@ -43,7 +43,7 @@ pub(crate) fn record(conn: &mut DbConnection, record: &AuditRecord) -> Result<()
             action: record.action.as_str(),
             target_id: record.target_id.as_deref(),
             actor_key_id: record.actor_key_id.as_ref().map(KeyId::as_str),
-            client_ip: record.meta.client_ip(),
+            client_ip: record.meta.client_ip().map(|ip| ip.to_string()).as_deref(),
             user_agent: record.meta.user_agent(),
             created_at: to_micros(record.at),
         })
@@ -76,7 +76,10 @@ impl AuditRow {
                 action: AuditAction::new(&self.action).context("stored audit action")?,
                 target_id: self.target_id,
                 actor_key_id: self.actor_key_id.as_deref().map(KeyId::new).transpose().context("stored key id")?,
-                meta: RequestMeta::new(self.client_ip, self.user_agent.as_deref()),
+                meta: RequestMeta::new(
+                    self.client_ip.as_deref().map(str::parse).transpose().context("stored client address")?,
+                    self.user_agent.as_deref(),
+                ),
                 at: from_micros(self.created_at)?,
             },
         })

@@ -159,27 +159,28 @@ impl Database {
         self.on_blocking_thread(None, f).await
     }
 
-    /// Runs `f` in a write transaction: all of it commits, or none of it.
+    /// Runs `f` in a write transaction: all of it commits, or none of it. A transaction the
+    /// database aborted for its own locking (a deadlock, a serialization failure) is run
+    /// again, [`LOCKING_RETRIES`] times at most, so `f` must be safe to run again.
     /// On SQLite the transaction takes the write lock at its start (`BEGIN IMMEDIATE`), so
     /// concurrent writers (other processes too) queue on the busy timeout instead of
     /// failing with "locked".
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, RepoError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut DbConnection) -> Result<T, RepoError> + Send + 'static,
+        F: Fn(&mut DbConnection) -> Result<T, RepoError> + Send + 'static,
     {
         let gate = matches!(self.target, DatabaseTarget::Sqlite(_)).then(|| self.write_gate.clone());
-        self.on_blocking_thread(gate, move |conn| match conn {
-            DbConnection::Postgres(_) => conn.transaction(f),
-            DbConnection::Sqlite(_) => {
-                conn.batch_execute("BEGIN IMMEDIATE")?;
-                let outcome =
-                    f(conn).and_then(|value| conn.batch_execute("COMMIT").map(|()| value).map_err(RepoError::from));
-                if outcome.is_err() {
-                    // Nothing to undo if BEGIN or COMMIT already ended it.
-                    let _ = conn.batch_execute("ROLLBACK");
+        self.on_blocking_thread(gate, move |conn| {
+            let mut retries = 0;
+            loop {
+                match transaction(conn, &f) {
+                    Err(RepoError::Query(e)) if retries < LOCKING_RETRIES && aborted_for_locking(&e) => {
+                        retries += 1;
+                        tracing::info!(error = %e, retries, "write transaction aborted by the database's locking; retrying");
+                    }
+                    outcome => return outcome,
                 }
-                outcome
             }
         })
         .await
@@ -211,6 +212,39 @@ impl Database {
             pooled.lost = crate::repo_error::connection_closed(e);
         }
         outcome
+    }
+}
+
+/// How many times a write aborted for the database's own locking is run again.
+pub(crate) const LOCKING_RETRIES: u32 = 3;
+
+fn transaction<T>(
+    conn: &mut DbConnection,
+    f: &impl Fn(&mut DbConnection) -> Result<T, RepoError>,
+) -> Result<T, RepoError> {
+    match conn {
+        DbConnection::Postgres(_) => conn.transaction(f),
+        DbConnection::Sqlite(_) => {
+            conn.batch_execute("BEGIN IMMEDIATE")?;
+            let outcome =
+                f(conn).and_then(|value| conn.batch_execute("COMMIT").map(|()| value).map_err(RepoError::from));
+            if outcome.is_err() {
+                // Nothing to undo if BEGIN or COMMIT already ended it.
+                let _ = conn.batch_execute("ROLLBACK");
+            }
+            outcome
+        }
+    }
+}
+
+/// Whether PostgreSQL aborted the transaction to resolve a deadlock (SQLSTATE 40P01, which
+/// diesel does not name) or a serialization failure (40001): running it again may succeed.
+fn aborted_for_locking(e: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match e {
+        Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
+        Error::DatabaseError(_, info) => info.message().starts_with("deadlock detected"),
+        _ => false,
     }
 }
 

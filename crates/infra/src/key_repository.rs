@@ -1,8 +1,8 @@
 //! API keys in SQL.
 
 use account_domain::{
-    Actor, ActorRefused, ApiKey, AuditAction, AuditRecord, KeyChanges, KeyCredential, KeyHash, KeyId, KeyRepository,
-    KeyStoreError, KeyUsageRow, NewApiKey, OrgId, OrganizationMonth, RequestMeta, UsageBatch,
+    Actor, ApiKey, AuditAction, AuditRecord, FoundInWrite, KeyChanges, KeyCredential, KeyHash, KeyId, KeyRepository,
+    KeyStoreError, KeyUsageRow, KeyWriteDecision, NewApiKey, OrgId, OrganizationMonth, RequestMeta, UsageBatch,
 };
 use async_trait::async_trait;
 use diesel::prelude::*;
@@ -14,7 +14,7 @@ use crate::connection::DbConnection;
 use crate::credential_reads::{self, CredentialReads};
 use crate::database::Database;
 use crate::repo_error::RepoError;
-use crate::rows::{allowed_ips_text, from_micros, to_micros, ApiKeyRow};
+use crate::rows::{allowed_ips_text, to_micros, ApiKeyRow};
 use crate::schema::{api_keys, organizations};
 use crate::unique_row::unique_row;
 use crate::usage_store;
@@ -35,27 +35,32 @@ impl SqlKeyRepository {
 impl KeyRepository for SqlKeyRepository {
     async fn insert_key(
         &self,
-        key: &NewApiKey,
-        max_active: u32,
+        org: &OrgId,
         actor: &Actor,
+        decide: KeyWriteDecision<NewApiKey>,
+        max_active: u32,
         audit: &AuditRecord,
     ) -> Result<ApiKey, KeyStoreError> {
-        let row = ApiKeyRow::from(key);
-        let (actor, audit) = (actor.clone(), audit.clone());
-        let outcome = self
+        let (org, actor, audit) = (org.to_string(), actor.clone(), audit.clone());
+        let key = self
             .db
             .write(move |conn| {
-                lock_organization(conn, &row.org_id)?;
-                confirm_actor(conn, &actor, row.created_at)?;
-                if active_keys(conn, &row.org_id, row.created_at)? >= i64::from(max_active) {
+                let rows = KeyWriteRows::lock(conn, &org, &actor, None)?;
+                let key = decide(rows.found())?;
+                let row = ApiKeyRow::from(&key);
+                if row.org_id != org {
+                    return Err(anyhow::anyhow!("a key was made for another organization").into());
+                }
+                if active_keys(conn, &org, row.created_at)? >= i64::from(max_active) {
                     return Err(KeyStoreError::LimitReached(max_active).into());
                 }
                 diesel::insert_into(api_keys::table).values(&row).execute(conn)?;
-                audit_trail::record(conn, &audit)
+                audit_trail::record(conn, &audit)?;
+                Ok(key)
             })
-            .await;
-        outcome.map_err(|e| e.into_key_store_error("could not store the key"))?;
-        Ok(key.clone().into_stored())
+            .await
+            .map_err(|e| e.into_key_store_error("could not store the key"))?;
+        Ok(key.into_stored())
     }
 
     async fn list_keys(&self, org: &OrgId) -> account_domain::StoreResult<Vec<ApiKey>> {
@@ -79,24 +84,25 @@ impl KeyRepository for SqlKeyRepository {
         key: &KeyId,
         at: OffsetDateTime,
         actor: &Actor,
+        decide: KeyWriteDecision<()>,
         audit: &AuditRecord,
     ) -> Result<ApiKey, KeyStoreError> {
         let (org, key) = (org.to_string(), key.to_string());
         let (actor, audit) = (actor.clone(), audit.clone());
         self.db
             .write(move |conn| {
-                confirm_actor(conn, &actor, to_micros(at))?;
-                let mine = api_keys::table.filter(api_keys::id.eq(&key)).filter(api_keys::org_id.eq(&org));
+                let rows = KeyWriteRows::lock(conn, &org, &actor, Some(&key))?;
+                decide(rows.found())?;
+                let (row, hash) = rows.target()?;
                 // Only the first revocation sets the time: revoking again changes nothing.
-                let revoked_now = diesel::update(mine.filter(api_keys::revoked_at.is_null()))
-                    .set(api_keys::revoked_at.eq(Some(to_micros(at))))
-                    .execute(conn)?;
-                let row = unique_row(mine.select(ApiKeyRow::as_select()), conn)?;
-                if let (1, Some(row)) = (revoked_now, &row) {
-                    publish_change(conn, Some(&row.key_hash), None, at)?;
+                if !row.is_revoked() {
+                    diesel::update(api_keys::table.find(row.id.as_str()))
+                        .set(api_keys::revoked_at.eq(Some(to_micros(at))))
+                        .execute(conn)?;
+                    publish_change(conn, Some(hash), None, at)?;
                     audit_trail::record(conn, &audit)?;
                 }
-                let row = row.ok_or(KeyStoreError::NotFound)?;
+                let row = find_row(conn, &org, &key)?.ok_or_else(|| anyhow::anyhow!("revoked key vanished"))?;
                 Ok(ApiKey::try_from(row)?)
             })
             .await
@@ -117,25 +123,27 @@ impl KeyRepository for SqlKeyRepository {
         key: &KeyId,
         changes: &KeyChanges,
         actor: &Actor,
+        decide: KeyWriteDecision<()>,
         audit: &[AuditRecord],
     ) -> Result<ApiKey, KeyStoreError> {
         let (org, key) = (org.to_string(), key.to_string());
         let name = changes.name.as_ref().map(|n| n.as_str().to_owned());
         let allowed_ips = changes.allowed_ips.as_ref().map(|a| a.as_ref().map(allowed_ips_text));
         let (actor, audit) = (actor.clone(), audit.to_vec());
-        let at = audit.first().map_or_else(|| to_micros(OffsetDateTime::now_utc()), |a| to_micros(a.at));
+        let at = audit.first().map_or_else(OffsetDateTime::now_utc, |a| a.at);
         self.db
             .write(move |conn| {
-                confirm_actor(conn, &actor, at)?;
-                let row = find_row(conn, &org, &key)?.ok_or(KeyStoreError::NotFound)?;
-                let mine = api_keys::table.find(&row.id);
+                let rows = KeyWriteRows::lock(conn, &org, &actor, Some(&key))?;
+                decide(rows.found())?;
+                let (row, hash) = rows.target()?;
+                let mine = api_keys::table.find(row.id.as_str());
                 if let Some(name) = &name {
                     diesel::update(mine).set(api_keys::name.eq(name)).execute(conn)?;
                 }
                 if let Some(allowed_ips) = &allowed_ips {
                     diesel::update(mine).set(api_keys::allowed_ips.eq(allowed_ips)).execute(conn)?;
                 }
-                publish_change(conn, Some(&row.key_hash), None, from_micros(at)?)?;
+                publish_change(conn, Some(hash), None, at)?;
                 audit.iter().try_for_each(|event| audit_trail::record(conn, event))?;
                 let row = find_row(conn, &org, &key)?.ok_or_else(|| anyhow::anyhow!("changed key vanished"))?;
                 Ok(ApiKey::try_from(row)?)
@@ -148,53 +156,43 @@ impl KeyRepository for SqlKeyRepository {
         &self,
         org: &OrgId,
         old: &KeyId,
-        new: &NewApiKey,
+        actor: &Actor,
+        decide: KeyWriteDecision<NewApiKey>,
         old_expires_at: OffsetDateTime,
         max_active: u32,
-        actor: &Actor,
         audit: &[AuditRecord],
     ) -> Result<ApiKey, KeyStoreError> {
         let (org, old, actor) = (org.to_string(), old.to_string(), actor.clone());
-        let new_row = ApiKeyRow::from(new);
         let old_expires_at = to_micros(old_expires_at);
         let audit = audit.to_vec();
-        let changed_at = new.created_at;
-        let outcome = self
+        let new = self
             .db
             .write(move |conn| {
-                lock_organization(conn, &org)?;
+                let rows = KeyWriteRows::lock(conn, &org, &actor, Some(&old))?;
+                let new = decide(rows.found())?;
+                let (row, hash) = rows.target()?;
+                let new_row = ApiKeyRow::from(&new);
                 let now = new_row.created_at;
-                confirm_actor(conn, &actor, now)?;
-                let row = find_row(conn, &org, &old)?.ok_or(KeyStoreError::NotFound)?;
-                if row.revoked_at.is_some() || row.expires_at.is_some_and(|at| at <= now) {
+                if row.is_revoked() || row.is_expired(new.created_at) || new_row.org_id != org {
                     return Err(KeyStoreError::NotActive.into());
                 }
                 // The grace period never extends an earlier expiry.
-                let expires_at = row.expires_at.map_or(old_expires_at, |at| at.min(old_expires_at));
+                let expires_at = row.expires_at.map_or(old_expires_at, |at| to_micros(at).min(old_expires_at));
                 // During a grace period the old key and the new one are both active.
                 if expires_at > now && active_keys(conn, &org, now)? >= i64::from(max_active) {
                     return Err(KeyStoreError::LimitReached(max_active).into());
                 }
-                // Filtered on the key still being active: a revocation that committed since it
-                // was read (by a leak report, which takes no organization lock) ends the roll.
-                let still_active = diesel::update(
-                    api_keys::table
-                        .find(&row.id)
-                        .filter(api_keys::revoked_at.is_null())
-                        .filter(api_keys::expires_at.is_null().or(api_keys::expires_at.gt(now))),
-                )
-                .set(api_keys::expires_at.eq(Some(expires_at)))
-                .execute(conn)?;
-                if still_active == 0 {
-                    return Err(KeyStoreError::NotActive.into());
-                }
+                diesel::update(api_keys::table.find(row.id.as_str()))
+                    .set(api_keys::expires_at.eq(Some(expires_at)))
+                    .execute(conn)?;
                 diesel::insert_into(api_keys::table).values(&new_row).execute(conn)?;
-                publish_change(conn, Some(&row.key_hash), None, changed_at)?;
-                audit.iter().try_for_each(|event| audit_trail::record(conn, event))
+                publish_change(conn, Some(hash), None, new.created_at)?;
+                audit.iter().try_for_each(|event| audit_trail::record(conn, event))?;
+                Ok(new)
             })
-            .await;
-        outcome.map_err(|e| e.into_key_store_error("could not roll the key"))?;
-        Ok(new.clone().into_stored())
+            .await
+            .map_err(|e| e.into_key_store_error("could not roll the key"))?;
+        Ok(new.into_stored())
     }
 
     async fn revoke_leaked(
@@ -207,11 +205,15 @@ impl KeyRepository for SqlKeyRepository {
         let meta = meta.clone();
         self.db
             .write(move |conn| {
-                let rows: Vec<ApiKeyRow> = api_keys::table
+                // Locked in ascending id order, as every key write locks keys.
+                let query = api_keys::table
                     .filter(api_keys::key_hash.eq_any(&hashes))
                     .filter(api_keys::revoked_at.is_null())
-                    .select(ApiKeyRow::as_select())
-                    .load(conn)?;
+                    .order(api_keys::id.asc());
+                let rows: Vec<ApiKeyRow> = match conn {
+                    DbConnection::Postgres(pg) => query.select(ApiKeyRow::as_select()).for_update().load(pg)?,
+                    DbConnection::Sqlite(lite) => query.select(ApiKeyRow::as_select()).load(lite)?,
+                };
                 let mut revoked = 0;
                 for row in rows {
                     let revoked_now =
@@ -300,40 +302,71 @@ fn active_keys(conn: &mut DbConnection, org: &str, at: i64) -> Result<i64, RepoE
         .get_result(conn)?)
 }
 
-/// Confirms, inside the caller's write transaction, that `actor` may still act at `at`
-/// (microseconds): its key neither revoked nor expired, its organization active. On
-/// PostgreSQL the rows stay share-locked until the transaction ends, so a revocation or a
-/// deactivation cannot commit between this check and the write; SQLite's write transaction
-/// already excludes every other writer.
-fn confirm_actor(conn: &mut DbConnection, actor: &Actor, at: i64) -> Result<(), RepoError> {
-    let Actor::Key(key_id) = actor else { return Ok(()) };
-    let query = api_keys::table.inner_join(organizations::table).filter(api_keys::id.eq(key_id.as_str())).select((
-        api_keys::revoked_at,
-        api_keys::expires_at,
-        organizations::is_active,
-    ));
-    let found: Option<(Option<i64>, Option<i64>, bool)> = match conn {
-        DbConnection::Postgres(pg) => unique_row(query.for_share(), pg)?,
-        DbConnection::Sqlite(_) => unique_row(query, conn)?,
-    };
-    match found {
-        // A key deleted from under its caller is as good as revoked.
-        None | Some((Some(_), _, _)) => Err(KeyStoreError::Actor(ActorRefused::Revoked).into()),
-        Some((None, Some(expires_at), _)) if expires_at <= at => {
-            Err(KeyStoreError::Actor(ActorRefused::Expired).into())
+/// The rows a key write decides on, read inside its transaction: on PostgreSQL the
+/// organization's row is locked first, then the keys in ascending id order, the one order in
+/// which every key write takes its locks (leak reports, which lock no organization, lock keys
+/// in that order too), so that concurrent writes wait for each other instead of deadlocking.
+/// SQLite's write transaction already excludes every other writer.
+struct KeyWriteRows {
+    actor: Option<(ApiKey, bool)>,
+    /// The key acted on, with its hash (to publish its change).
+    target: Option<(ApiKey, String)>,
+}
+
+impl KeyWriteRows {
+    fn lock(conn: &mut DbConnection, org: &str, actor: &Actor, target: Option<&str>) -> Result<Self, RepoError> {
+        let organization_active = lock_organization(conn, org)?;
+        let actor_id = match actor {
+            Actor::Key(id) => Some(id.as_str()),
+            Actor::Operator => None,
+        };
+        let mut ids: Vec<&str> = actor_id.into_iter().chain(target).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let query = api_keys::table
+            .filter(api_keys::id.eq_any(&ids))
+            .filter(api_keys::org_id.eq(org))
+            .order(api_keys::id.asc());
+        let rows: Vec<ApiKeyRow> = match conn {
+            DbConnection::Postgres(pg) => query.select(ApiKeyRow::as_select()).for_update().load(pg)?,
+            DbConnection::Sqlite(lite) => query.select(ApiKeyRow::as_select()).load(lite)?,
+        };
+        let mut found = Self { actor: None, target: None };
+        for row in rows {
+            let hash = row.key_hash.clone();
+            let key = ApiKey::try_from(row)?;
+            if Some(key.id.as_str()) == actor_id {
+                found.actor = Some((key.clone(), organization_active.unwrap_or(false)));
+            }
+            if Some(key.id.as_str()) == target {
+                found.target = Some((key, hash));
+            }
         }
-        Some((None, _, false)) => Err(KeyStoreError::Actor(ActorRefused::OrganizationInactive).into()),
-        Some(_) => Ok(()),
+        Ok(found)
+    }
+
+    fn found(&self) -> FoundInWrite<'_> {
+        FoundInWrite {
+            actor: self.actor.as_ref().map(|(key, active)| (key, *active)),
+            target: self.target.as_ref().map(|(key, _)| key),
+        }
+    }
+
+    /// The key acted on, once the decision let the write go on (it refuses a missing one).
+    fn target(&self) -> Result<(&ApiKey, &str), RepoError> {
+        let (key, hash) = self.target.as_ref().ok_or_else(|| anyhow::anyhow!("a key not found was let through"))?;
+        Ok((key, hash))
     }
 }
 
 /// Takes the organization's row lock: on PostgreSQL it serializes the organization's key
 /// changes, so counts and checks made after it cannot be raced (SQLite has one writer).
-fn lock_organization(conn: &mut DbConnection, org: &str) -> Result<(), RepoError> {
+/// Returns whether the organization is active (`None`: there is no such organization).
+fn lock_organization(conn: &mut DbConnection, org: &str) -> Result<Option<bool>, RepoError> {
     diesel::update(organizations::table.find(org))
         .set(organizations::is_active.eq(organizations::is_active))
         .execute(conn)?;
-    Ok(())
+    Ok(unique_row(organizations::table.find(org).select(organizations::is_active), conn)?)
 }
 
 fn find_row(conn: &mut DbConnection, org: &str, key: &str) -> Result<Option<ApiKeyRow>, RepoError> {

@@ -60,6 +60,12 @@ impl Environment {
             Self::Test => "test",
         }
     }
+
+    /// Whether a key of this environment may create or manage keys of `other`: a test key
+    /// reaches only test keys, a live key reaches both.
+    pub fn may_manage(self, other: Environment) -> bool {
+        self == Self::Live || other == Self::Test
+    }
 }
 
 impl fmt::Display for Environment {

@@ -1,6 +1,7 @@
 //! The audit trail: who did what to which organization, from where.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use thiserror::Error;
 use time::OffsetDateTime;
@@ -67,13 +68,13 @@ impl fmt::Display for AuditAction {
 /// Where a request came from, as the audit trail records it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestMeta {
-    client_ip: Option<String>,
+    client_ip: Option<IpAddr>,
     user_agent: Option<String>,
 }
 
 impl RequestMeta {
     /// The user agent is cut to 256 characters and stripped of control characters.
-    pub fn new(client_ip: Option<String>, user_agent: Option<&str>) -> Self {
+    pub fn new(client_ip: Option<IpAddr>, user_agent: Option<&str>) -> Self {
         let user_agent = user_agent
             .map(|ua| ua.chars().filter(|c| !c.is_control()).take(256).collect::<String>())
             .filter(|ua| !ua.is_empty());
@@ -85,8 +86,10 @@ impl RequestMeta {
         Self::new(None, Some("account-api command line"))
     }
 
-    pub fn client_ip(&self) -> Option<&str> {
-        self.client_ip.as_deref()
+    /// The client's address, when it is known: what the audit trail records and what a key
+    /// write checks its caller's allowlist against.
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.client_ip
     }
 
     pub fn user_agent(&self) -> Option<&str> {

@@ -12,8 +12,8 @@ use time::OffsetDateTime;
 
 use super::usage::UseOf;
 use super::{AccountService, Principal};
-use crate::model::{KeyHash, MalformedKey, PlaintextKey, VerificationCode};
-use crate::ports::{CachedLookup, KeyCredential};
+use crate::model::{ApiKey, KeyHash, MalformedKey, PlaintextKey, VerificationCode};
+use crate::ports::{ActorRefused, CachedLookup, KeyCredential};
 
 #[derive(Debug, Error)]
 pub enum AuthenticateError {
@@ -160,42 +160,43 @@ impl AccountService {
         now: OffsetDateTime,
         client_ip: impl ClientAddress,
     ) -> Result<Principal, AuthenticateError> {
-        let verdict = Self::judge(&credential, now, client_ip);
+        let verdict = Self::judge(&credential.key, credential.organization.is_active, now, client_ip);
         let key = &credential.key;
         let of = UseOf { key: &key.id, org: &key.org_id, environment: key.environment };
-        self.usage.record(of, now, verdict.map_or_else(|refusal| refusal, |()| VerificationCode::Valid));
+        self.usage.record(of, now, verdict.map_or_else(VerificationCode::from, |()| VerificationCode::Valid));
         match verdict {
             Ok(()) => Ok(Principal::new(credential, Some(now.date()))),
-            Err(VerificationCode::OrgInactive) => {
+            Err(ActorRefused::OrganizationInactive) => {
                 Err(AuthenticateError::OrganizationInactive(Principal::new(credential, None)))
             }
-            Err(VerificationCode::Revoked) => Err(AuthenticateError::Revoked),
-            Err(VerificationCode::Expired) => Err(AuthenticateError::Expired),
-            Err(_) => Err(AuthenticateError::IpNotAllowed),
+            Err(ActorRefused::Revoked) => Err(AuthenticateError::Revoked),
+            Err(ActorRefused::Expired) => Err(AuthenticateError::Expired),
+            Err(ActorRefused::IpNotAllowed) => Err(AuthenticateError::IpNotAllowed),
         }
     }
 
-    /// The refusal a found key earns, in the documented order, if any.
-    fn judge(
-        credential: &KeyCredential,
+    /// The refusal a found key earns now, in the documented order, if any: the one rule of
+    /// whether a key may act, applied at authentication and again inside each key write.
+    pub(crate) fn judge(
+        key: &ApiKey,
+        organization_active: bool,
         now: OffsetDateTime,
         client_ip: impl ClientAddress,
-    ) -> Result<(), VerificationCode> {
-        let key = &credential.key;
+    ) -> Result<(), ActorRefused> {
         if key.is_revoked() {
-            return Err(VerificationCode::Revoked);
+            return Err(ActorRefused::Revoked);
         }
         if key.is_expired(now) {
-            return Err(VerificationCode::Expired);
+            return Err(ActorRefused::Expired);
         }
         if let Some(allowed) = &key.allowed_ips {
             // No address known (a verifier that gave none) is no address allowed.
             if !client_ip.resolve().is_some_and(|ip| allowed.allows(ip)) {
-                return Err(VerificationCode::IpNotAllowed);
+                return Err(ActorRefused::IpNotAllowed);
             }
         }
-        if !credential.organization.is_active {
-            return Err(VerificationCode::OrgInactive);
+        if !organization_active {
+            return Err(ActorRefused::OrganizationInactive);
         }
         Ok(())
     }

@@ -1,11 +1,15 @@
 //! Operator actions and the plan catalogue.
 
+use std::sync::Arc;
+
 use thiserror::Error;
 
 use super::keys::KeySpec;
 use super::{AccountService, CreatedKey};
-use crate::model::{AllowedIpsChange, AuditAction, CreateKeyRequest, OrgId, Organization, Plan, RequestMeta};
-use crate::ports::{Actor, KeyStoreError, StoreError};
+use crate::model::{
+    AllowedIpsChange, AuditAction, CreateKeyRequest, NewApiKey, OrgId, Organization, Plan, RequestMeta,
+};
+use crate::ports::{Actor, KeyStoreError, KeyWriteDecision, StoreError};
 
 #[derive(Debug, Error)]
 pub enum SetOrganizationActiveError {
@@ -96,14 +100,15 @@ impl AccountService {
             now,
         );
         let audit = self.audit_record(&org_id, AuditAction::KeyCreated, Some(new_key.id.as_str()), None, meta, now);
-        let key = self.keys.insert_key(&new_key, self.max_active_keys, &Actor::Operator, &audit).await.map_err(
-            |e| match e {
-                KeyStoreError::LimitReached(max) => IssueKeyError::KeyLimitReached(max),
-                KeyStoreError::Unknown(e) => IssueKeyError::Unknown(e),
-                // An operator is never refused as a key is, and the key is new: not expected.
-                other => IssueKeyError::Unknown(StoreError::Failed(anyhow::Error::new(other))),
-            },
-        )?;
+        // An operator is no key: nothing of a caller to decide on.
+        let decide: KeyWriteDecision<NewApiKey> = Arc::new(move |_| Ok(new_key.clone()));
+        let outcome = self.keys.insert_key(&org_id, &Actor::Operator, decide, self.max_active_keys, &audit).await;
+        let key = outcome.map_err(|e| match e {
+            KeyStoreError::LimitReached(max) => IssueKeyError::KeyLimitReached(max),
+            KeyStoreError::Unknown(e) => IssueKeyError::Unknown(e),
+            // An operator is never refused as a key is, and the key is new: not expected.
+            other => IssueKeyError::Unknown(StoreError::Failed(anyhow::Error::new(other))),
+        })?;
         Ok(IssuedKey { created: CreatedKey { key, plaintext }, organization })
     }
 }
@@ -165,7 +170,8 @@ mod tests {
             .keys
             .expect_insert_key()
             .times(1)
-            .withf(|key, max, actor, audit| {
+            .withf(|_, actor, decide, max, audit| {
+                let key = decide(found_for_operator()).expect("an operator's key is made");
                 *max == 7
                     && *actor == Actor::Operator
                     && audit.action == AuditAction::KeyCreated
@@ -175,7 +181,7 @@ mod tests {
                     && audit.meta == RequestMeta::operator()
                     && audit.at == NOW
             })
-            .returning(|k, _, _, _| Ok(k.clone().into_stored()));
+            .returning(|_, _, decide, _, _| decide(found_for_operator()).map(NewApiKey::into_stored));
         let service = ports.service_with(|s| s.with_max_active_keys(7));
         let request = CreateKeyRequest::new(
             Some(KeyName::new("Recovery").expect("valid")),
@@ -198,7 +204,10 @@ mod tests {
     #[tokio::test]
     async fn an_issued_key_takes_the_defaults_of_a_created_key() {
         let mut ports = an_organization(true);
-        ports.keys.expect_insert_key().returning(|k, _, _, _| Ok(k.clone().into_stored()));
+        ports
+            .keys
+            .expect_insert_key()
+            .returning(|_, _, decide, _, _| decide(found_for_operator()).map(NewApiKey::into_stored));
         let issued = ports
             .service()
             .issue_key("org_abc", CreateKeyRequest::default(), &RequestMeta::operator())
@@ -216,7 +225,10 @@ mod tests {
     #[tokio::test]
     async fn an_issued_key_gets_the_allowlist_asked_for() {
         let mut ports = an_organization(true);
-        ports.keys.expect_insert_key().returning(|k, _, _, _| Ok(k.clone().into_stored()));
+        ports
+            .keys
+            .expect_insert_key()
+            .returning(|_, _, decide, _, _| decide(found_for_operator()).map(NewApiKey::into_stored));
         let ips = AllowedIps::parse(&["203.0.113.7"]).expect("valid").expect("not empty");
         let request = CreateKeyRequest { allowed_ips: AllowedIpsChange::Only(ips.clone()), ..Default::default() };
         let issued = ports.service().issue_key("org_abc", request, &RequestMeta::operator()).await.expect("issued");
@@ -240,7 +252,7 @@ mod tests {
     #[tokio::test]
     async fn issuing_at_the_active_key_limit_is_refused_with_the_limit() {
         let mut ports = an_organization(true);
-        ports.keys.expect_insert_key().returning(|_, max, _, _| Err(KeyStoreError::LimitReached(max)));
+        ports.keys.expect_insert_key().returning(|_, _, _, max, _| Err(KeyStoreError::LimitReached(max)));
         let service = ports.service_with(|s| s.with_max_active_keys(3));
         let err = service.issue_key("org_abc", CreateKeyRequest::default(), &RequestMeta::operator()).await;
         assert!(matches!(err, Err(IssueKeyError::KeyLimitReached(3))), "{err:?}");
@@ -249,7 +261,11 @@ mod tests {
     #[tokio::test]
     async fn an_inactive_organization_gets_its_key_and_is_returned_as_inactive() {
         let mut ports = an_organization(false);
-        ports.keys.expect_insert_key().times(1).returning(|k, _, _, _| Ok(k.clone().into_stored()));
+        ports
+            .keys
+            .expect_insert_key()
+            .times(1)
+            .returning(|_, _, decide, _, _| decide(found_for_operator()).map(NewApiKey::into_stored));
         let issued = ports
             .service()
             .issue_key("org_abc", CreateKeyRequest::default(), &RequestMeta::operator())

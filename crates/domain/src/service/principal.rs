@@ -36,6 +36,11 @@ impl Principal {
         super::usage::UseOf { key: &key.id, org: &key.org_id, environment: key.environment }
     }
 
+    /// The caller's key, as authenticated.
+    pub(crate) fn key(&self) -> &crate::model::ApiKey {
+        &self.credential.key
+    }
+
     pub fn org_id(&self) -> &OrgId {
         &self.credential.key.org_id
     }
@@ -71,7 +76,7 @@ impl Principal {
     /// Whether this caller may create or manage keys of `environment`: a test key reaches
     /// only test keys, a live key reaches both.
     pub fn may_manage(&self, environment: Environment) -> bool {
-        self.environment() == Environment::Live || environment == Environment::Test
+        self.environment().may_manage(environment)
     }
 
     /// Whether the key holds `scope`. Services check through `AccountService::authorize`,

@@ -128,6 +128,24 @@ pub(crate) trait With: Sized {
 
 impl<T> With for T {}
 
+/// What a store finds inside a key's write: the calling key (its organization active), as it
+/// now is, and the key acted on.
+pub(crate) fn found<'a>(actor: &'a ApiKey, target: Option<&'a ApiKey>) -> FoundInWrite<'a> {
+    FoundInWrite { actor: Some((actor, true)), target }
+}
+
+/// What a store finds inside an operator's write: no calling key.
+pub(crate) fn found_for_operator() -> FoundInWrite<'static> {
+    FoundInWrite { actor: None, target: None }
+}
+
+/// A store's insert that finds the caller's key as `actor` and stores what the decision makes.
+pub(crate) fn insert_as(
+    actor: ApiKey,
+) -> impl FnMut(&OrgId, &Actor, KeyWriteDecision<NewApiKey>, u32, &AuditRecord) -> Result<ApiKey, KeyStoreError> {
+    move |_, _, decide, _, _| decide(found(&actor, None)).map(NewApiKey::into_stored)
+}
+
 /// The caller authenticated with exactly this credential.
 pub(crate) fn principal_of(credential: KeyCredential) -> Principal {
     Principal::new(Arc::new(credential), None)

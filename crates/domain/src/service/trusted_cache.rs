@@ -286,8 +286,7 @@ mod tests {
     #[tokio::test]
     async fn a_revocation_made_here_is_applied_before_the_answer() {
         let mut ports = Ports::new();
-        ports.keys.expect_find_key().returning(|org, id| Ok(Some(api_key(id.as_str(), org.as_str()))));
-        ports.keys.expect_revoke_key().returning(|org, id, at, _, _| {
+        ports.keys.expect_revoke_key().returning(|org, id, at, _, _, _| {
             let mut key = api_key(id.as_str(), org.as_str());
             key.revoked_at = Some(at);
             Ok(key)
@@ -304,8 +303,7 @@ mod tests {
     #[tokio::test]
     async fn if_a_revocation_cannot_be_applied_the_cache_is_emptied() {
         let mut ports = Ports::new();
-        ports.keys.expect_find_key().returning(|org, id| Ok(Some(api_key(id.as_str(), org.as_str()))));
-        ports.keys.expect_revoke_key().returning(|org, id, _, _, _| Ok(api_key(id.as_str(), org.as_str())));
+        ports.keys.expect_revoke_key().returning(|org, id, _, _, _, _| Ok(api_key(id.as_str(), org.as_str())));
         let mut feed = MockChangeFeed::new();
         feed.expect_poll().returning(|| Err(anyhow::anyhow!("gone").into()));
         let mut cache = MockCredentialCache::new();

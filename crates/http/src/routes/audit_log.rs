@@ -40,7 +40,7 @@ impl From<&AuditEvent> for AuditEventDto {
             action: r.action.as_str(),
             target_id: r.target_id.clone(),
             actor_key_id: r.actor_key_id.as_ref().map(ToString::to_string),
-            client_ip: r.meta.client_ip().map(str::to_owned),
+            client_ip: r.meta.client_ip().map(|ip| ip.to_string()),
             user_agent: r.meta.user_agent().map(str::to_owned),
             created_at: rfc3339(r.at),
         }

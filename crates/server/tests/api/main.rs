@@ -16,6 +16,7 @@ mod observability;
 mod process;
 mod protocol_errors;
 mod revocation;
+mod rights_in_flight;
 mod signup;
 mod usage;
 mod verifier;

@@ -18,14 +18,14 @@ on_both_backends!(
     an_expiring_key_creates_and_rolls_only_keys_that_expire_no_later,
 );
 
-async fn key_id_of(app: &TestApp, owner: &str, name: &str) -> String {
+pub(crate) async fn key_id_of(app: &TestApp, owner: &str, name: &str) -> String {
     let keys = app.list_keys(owner).await;
     let found = keys.data().as_array().expect("array").iter().find(|k| k["name"] == json!(name)).cloned();
     found.expect("listed")["id"].as_str().expect("id").to_owned()
 }
 
 /// Sends a request's head at once and its body only after `meanwhile` has run.
-async fn send_body_after(
+pub(crate) async fn send_body_after(
     app: &TestApp,
     method: &str,
     path: &str,

@@ -1,14 +1,19 @@
-//! Who may act on which key: the one decision every key operation asks for.
+//! Who may act on which key: the one decision every key operation asks for, taken on the
+//! caller's key as the write's own transaction finds it.
+
+use std::net::IpAddr;
 
 use thiserror::Error;
 use time::OffsetDateTime;
 
 use crate::model::{AllowedIps, ApiKey, Environment, KeyId, Scope, Scopes};
+use crate::ports::{FoundInWrite, KeyStoreError};
 use crate::service::{AccountService, InsufficientScope, Principal};
 
 /// Why a caller may not act on a key. The refusals come in one order: the scope the
 /// operation needs, then the organization (a key of another one does not exist for the
-/// caller), then the key's scopes, its environment, its expiry, and its addresses.
+/// caller), then the key's scopes, its environment, the scopes a wider reach needs, its
+/// expiry, and its addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum KeyAccessError {
     #[error(transparent)]
@@ -22,6 +27,12 @@ pub enum KeyAccessError {
     /// A test key and a live key. `requested`: the environment was asked for in the request.
     #[error("a test key can only create or manage test keys")]
     EnvironmentEscalation { requested: bool },
+    /// A change of allowlist would let a key work from more places, and the caller lacks one
+    /// of that key's scopes.
+    #[error(
+        "only a key holding every scope of the key changed can let it work from more addresses; this one lacks `{lacking}`"
+    )]
+    WideningEscalation { lacking: Scope },
     #[error("a key that expires can only create keys that expire no later than it does")]
     ExpiryEscalation,
     /// The key would work from addresses the caller may not use itself.
@@ -43,6 +54,9 @@ pub(crate) struct KeyFacts<'a> {
     /// The allowlist the operation gives a key (create, roll, a change of allowlist); inner
     /// `None`: anywhere.
     pub allowed_ips: Option<Option<&'a AllowedIps>>,
+    /// The scopes of a stored key whose reach the operation widens (an allowlist lifted or
+    /// widened): only a caller that holds them all may.
+    pub widens_reach_of: Option<&'a Scopes>,
 }
 
 /// What an operation does with a stored key, and so which of its properties the rules see.
@@ -65,34 +79,73 @@ impl<'a> KeyFacts<'a> {
             scopes: (using == Use::Copy).then_some(&key.scopes),
             expires_at: None,
             allowed_ips: (using == Use::Copy).then_some(key.allowed_ips.as_ref()),
+            widens_reach_of: None,
+        }
+    }
+
+    /// A change of a stored key's allowlist to `to` (`None`: anywhere).
+    pub(crate) fn allowlist_change(key: &'a ApiKey, to: Option<&'a AllowedIps>) -> Self {
+        Self {
+            requested: true,
+            environment: Some(key.environment),
+            scopes: None,
+            expires_at: None,
+            allowed_ips: Some(to),
+            widens_reach_of: reaches_beyond(key.allowed_ips.as_ref(), to).then_some(&key.scopes),
         }
     }
 }
 
+/// Whether a key allowed `given` (`None`: anywhere) works from an address `own` does not allow.
+fn reaches_beyond(own: Option<&AllowedIps>, given: Option<&AllowedIps>) -> bool {
+    match (own, given) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        (Some(own), Some(given)) => !given.is_within(own),
+    }
+}
+
+/// Whether the key `actor` may act on a key with these facts: the one place the rules live.
+pub(crate) fn may_act_on(actor: &ApiKey, key: &KeyFacts<'_>) -> Result<(), KeyAccessError> {
+    if let Some(lacking) = key.scopes.and_then(|scopes| scopes.first_not_in(&actor.scopes)) {
+        return Err(KeyAccessError::ScopeEscalation { lacking, requested: key.requested });
+    }
+    if key.environment.is_some_and(|environment| !actor.environment.may_manage(environment)) {
+        return Err(KeyAccessError::EnvironmentEscalation { requested: key.requested });
+    }
+    if let Some(lacking) = key.widens_reach_of.and_then(|scopes| scopes.first_not_in(&actor.scopes)) {
+        return Err(KeyAccessError::WideningEscalation { lacking });
+    }
+    let outlives = |expires_at: Option<OffsetDateTime>| {
+        actor.expires_at.is_some_and(|limit| expires_at.is_none_or(|at| at > limit))
+    };
+    if key.expires_at.is_some_and(outlives) {
+        return Err(KeyAccessError::ExpiryEscalation);
+    }
+    if key.allowed_ips.is_some_and(|given| reaches_beyond(actor.allowed_ips.as_ref(), given)) {
+        return Err(KeyAccessError::AddressEscalation);
+    }
+    Ok(())
+}
+
+/// The calling key as a write's own transaction found it, once it is found still able to
+/// act now from `client`: the rules of authentication, applied again to the row as it is
+/// there (a client that held its body back while its key was revoked, narrowed or rolled).
+pub(crate) fn acting_key<'a>(
+    found: &FoundInWrite<'a>,
+    client: Option<IpAddr>,
+    now: OffsetDateTime,
+) -> Result<&'a ApiKey, KeyStoreError> {
+    // A key deleted from under its caller is as good as revoked.
+    let (key, organization_active) = found.actor.ok_or(crate::ports::ActorRefused::Revoked)?;
+    AccountService::judge(key, organization_active, now, client)?;
+    Ok(key)
+}
+
 impl Principal {
-    /// Whether this caller may act on a key with these facts: the one place the rules live.
+    /// Whether this caller, as authenticated, may act on a key with these facts.
     pub(crate) fn may_act_on(&self, key: &KeyFacts<'_>) -> Result<(), KeyAccessError> {
-        if let Some(lacking) = key.scopes.and_then(|scopes| scopes.first_not_in(self.scopes())) {
-            return Err(KeyAccessError::ScopeEscalation { lacking, requested: key.requested });
-        }
-        if key.environment.is_some_and(|environment| !self.may_manage(environment)) {
-            return Err(KeyAccessError::EnvironmentEscalation { requested: key.requested });
-        }
-        let outlives = |expires_at: Option<OffsetDateTime>| {
-            self.expires_at().is_some_and(|limit| expires_at.is_none_or(|at| at > limit))
-        };
-        if key.expires_at.is_some_and(outlives) {
-            return Err(KeyAccessError::ExpiryEscalation);
-        }
-        let reaches_beyond = |allowed: Option<&AllowedIps>| match (self.allowed_ips(), allowed) {
-            (None, _) => false,
-            (Some(_), None) => true,
-            (Some(own), Some(given)) => !given.is_within(own),
-        };
-        if key.allowed_ips.is_some_and(reaches_beyond) {
-            return Err(KeyAccessError::AddressEscalation);
-        }
-        Ok(())
+        may_act_on(self.key(), key)
     }
 }
 
@@ -137,6 +190,7 @@ mod tests {
             scopes: Some(scopes),
             expires_at: Some(expires_at),
             allowed_ips: None,
+            widens_reach_of: None,
         }
     }
 

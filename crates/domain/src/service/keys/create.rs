@@ -1,16 +1,19 @@
 //! Creating a key.
 
-use super::access::KeyFacts;
+use std::sync::Arc;
+
+use super::access::{acting_key, may_act_on, KeyFacts};
 use super::{CreateKeyError, CreatedKey, KeySpec};
-use crate::model::{AllowedIpsChange, CreateKeyRequest, RequestMeta, Scope};
-use crate::ports::Actor;
+use crate::model::{AllowedIpsChange, CreateKeyRequest, NewApiKey, RequestMeta, Scope};
+use crate::ports::{Actor, KeyWriteDecision};
 use crate::service::{AccountService, KeyAccessError, Principal};
 
 impl AccountService {
     /// Creates a key. Needs `write`; a key grants no scope it lacks, a test key creates only
     /// test keys, a key that expires creates keys that expire no later (without
     /// `expires_in`, the new key takes the caller's expiry), and a key limited to some
-    /// addresses creates keys limited within them (without an allowlist, the caller's).
+    /// addresses creates keys limited within them (without an allowlist, the caller's). The
+    /// caller's expiry and allowlist are those its row holds when the key is written.
     pub async fn create_key(
         &self,
         caller: &Principal,
@@ -19,30 +22,39 @@ impl AccountService {
     ) -> Result<CreatedKey, CreateKeyError> {
         self.authorize(caller, Scope::Write).map_err(KeyAccessError::from)?;
         let now = self.clock.now();
-        let expires_at = request.expires_in.map(|days| days.after(now)).or(caller.expires_at());
-        let allowed_ips = match request.allowed_ips {
-            AllowedIpsChange::Keep => caller.allowed_ips().cloned(),
-            AllowedIpsChange::Anywhere => None,
-            AllowedIpsChange::Only(list) => Some(list),
-        };
-        caller.may_act_on(&KeyFacts {
-            requested: true,
-            environment: Some(request.environment),
-            scopes: Some(&request.scopes),
-            expires_at: Some(expires_at),
-            allowed_ips: Some(allowed_ips.as_ref()),
-        })?;
         let spec = KeySpec {
             name: request.name,
             environment: request.environment,
             scopes: request.scopes,
-            expires_at,
-            allowed_ips,
+            expires_at: None,
+            allowed_ips: None,
         };
-        let (new_key, plaintext) = self.mint_key(caller.org_id(), spec, now);
-        let audit = self.key_created_record(caller, &new_key, meta, now);
+        let (drawn, plaintext) = self.mint_key(caller.org_id(), spec, now);
+        let audit = self.key_created_record(caller, &drawn, meta, now);
+        let (expires_in, allowed_ips, client) = (request.expires_in, request.allowed_ips, meta.client_ip());
+        let decide: KeyWriteDecision<NewApiKey> = Arc::new(move |found| {
+            let creator = acting_key(&found, client, now)?;
+            let expires_at = expires_in.map(|days| days.after(now)).or(creator.expires_at);
+            let allowed_ips = match &allowed_ips {
+                AllowedIpsChange::Keep => creator.allowed_ips.clone(),
+                AllowedIpsChange::Anywhere => None,
+                AllowedIpsChange::Only(list) => Some(list.clone()),
+            };
+            may_act_on(
+                creator,
+                &KeyFacts {
+                    requested: true,
+                    environment: Some(drawn.environment),
+                    scopes: Some(&drawn.scopes),
+                    expires_at: Some(expires_at),
+                    allowed_ips: Some(allowed_ips.as_ref()),
+                    widens_reach_of: None,
+                },
+            )?;
+            Ok(NewApiKey { expires_at, allowed_ips, ..drawn.clone() })
+        });
         let actor = Actor::Key(caller.key_id().clone());
-        let key = self.keys.insert_key(&new_key, self.max_active_keys, &actor, &audit).await?;
+        let key = self.keys.insert_key(caller.org_id(), &actor, decide, self.max_active_keys, &audit).await?;
         Ok(CreatedKey { key, plaintext })
     }
 }
@@ -59,14 +71,11 @@ mod tests {
     #[tokio::test]
     async fn a_created_key_is_stored_by_hash_and_shown_once_in_full() {
         let mut ports = Ports::new();
-        ports.keys.expect_insert_key().times(1).returning(|k, _, _, _| Ok(k.clone().into_stored()));
+        let caller = principal(&["read", "write"], Environment::Live);
+        ports.keys.expect_insert_key().times(1).returning(insert_as(caller.key().clone()));
         let request =
             CreateKeyRequest::new(None, None, Some(read_only()), Some(ExpiresInDays::new(90).expect("valid")));
-        let created = ports
-            .service()
-            .create_key(&principal(&["read", "write"], Environment::Live), request, &RequestMeta::default())
-            .await
-            .expect("created");
+        let created = ports.service().create_key(&caller, request, &RequestMeta::default()).await.expect("created");
         assert_eq!(created.key.scopes, read_only());
         assert_eq!(created.key.expires_at, Some(NOW + time::Duration::days(90)));
         assert_eq!(created.key.created_at, NOW);
@@ -79,8 +88,8 @@ mod tests {
         ports
             .keys
             .expect_insert_key()
-            .withf(|_, max, _, _| *max == 3)
-            .returning(|_, max, _, _| Err(KeyStoreError::LimitReached(max)));
+            .withf(|_, _, _, max, _| *max == 3)
+            .returning(|_, _, _, max, _| Err(KeyStoreError::LimitReached(max)));
         let service = ports.service_with(|s| s.with_max_active_keys(3));
         let caller = principal(&["read", "write"], Environment::Live);
         let err = service.create_key(&caller, CreateKeyRequest::default(), &RequestMeta::default()).await;
@@ -90,7 +99,8 @@ mod tests {
     #[tokio::test]
     async fn creating_needs_the_write_scope_and_grants_no_scope_the_caller_lacks() {
         let mut ports = Ports::new();
-        ports.keys.expect_insert_key().never();
+        let writer = principal(&["write"], Environment::Live);
+        ports.keys.expect_insert_key().times(1).returning(insert_as(writer.key().clone()));
         let service = ports.service();
         let meta = RequestMeta::default();
         let err =
@@ -100,23 +110,28 @@ mod tests {
             Err(CreateKeyError::Access(KeyAccessError::InsufficientScope(InsufficientScope(Scope::Write))))
         ));
         let request = CreateKeyRequest::new(None, None, Some(Scopes::all()), None);
-        let err = service.create_key(&principal(&["write"], Environment::Live), request, &meta).await;
+        let err = service.create_key(&writer, request, &meta).await;
         assert!(matches!(
             err,
-            Err(CreateKeyError::Access(KeyAccessError::ScopeEscalation { lacking: Scope::Read, requested: true }))
+            Err(CreateKeyError::Store(KeyStoreError::Access(KeyAccessError::ScopeEscalation {
+                lacking: Scope::Read,
+                requested: true
+            })))
         ));
     }
 
     #[tokio::test]
     async fn a_test_key_creates_only_test_keys() {
         let mut ports = Ports::new();
-        ports.keys.expect_insert_key().times(1).returning(|k, _, _, _| Ok(k.clone().into_stored()));
-        let service = ports.service();
         let caller = principal(&["read", "write"], Environment::Test);
+        ports.keys.expect_insert_key().times(2).returning(insert_as(caller.key().clone()));
+        let service = ports.service();
         let live = CreateKeyRequest::new(None, Some(Environment::Live), None, None);
         assert!(matches!(
             service.create_key(&caller, live, &RequestMeta::default()).await,
-            Err(CreateKeyError::Access(KeyAccessError::EnvironmentEscalation { requested: true }))
+            Err(CreateKeyError::Store(KeyStoreError::Access(KeyAccessError::EnvironmentEscalation {
+                requested: true
+            })))
         ));
         let test = CreateKeyRequest::new(None, Some(Environment::Test), None, None);
         let created = service.create_key(&caller, test, &RequestMeta::default()).await.expect("test key");
@@ -127,14 +142,9 @@ mod tests {
     async fn an_expiring_key_creates_only_keys_that_expire_no_later() {
         let limit = NOW + time::Duration::days(1);
         let mut ports = Ports::new();
-        ports
-            .keys
-            .expect_insert_key()
-            .times(2)
-            .withf(move |k, _, actor, _| k.expires_at.is_some_and(|at| at <= limit) && matches!(actor, Actor::Key(_)))
-            .returning(|k, _, _, _| Ok(k.clone().into_stored()));
-        let service = ports.service();
         let caller = principal_of(credential().with(|c| c.key.expires_at = Some(limit)));
+        ports.keys.expect_insert_key().times(3).returning(insert_as(caller.key().clone()));
+        let service = ports.service();
         let meta = RequestMeta::default();
         let inherited = service.create_key(&caller, CreateKeyRequest::default(), &meta).await.expect("created");
         assert_eq!(inherited.key.expires_at, Some(limit), "omitted: the creator's expiry");
@@ -143,16 +153,58 @@ mod tests {
         let later = CreateKeyRequest::new(None, None, None, Some(ExpiresInDays::new(2).expect("valid")));
         assert!(matches!(
             service.create_key(&caller, later, &meta).await,
-            Err(CreateKeyError::Access(KeyAccessError::ExpiryEscalation))
+            Err(CreateKeyError::Store(KeyStoreError::Access(KeyAccessError::ExpiryEscalation)))
         ));
     }
 
     #[tokio::test]
-    async fn a_write_refused_inside_its_transaction_is_the_callers_refusal() {
-        let mut ports = Ports::new();
-        ports.keys.expect_insert_key().returning(|_, _, _, _| Err(ActorRefused::Revoked.into()));
+    async fn what_a_new_key_inherits_is_its_creators_row_as_the_write_finds_it() {
+        // Authenticated with no expiry and no allowlist; rolled to expire in an hour and
+        // limited to one address while the request's body was held back.
         let caller = principal(&["read", "write"], Environment::Live);
+        let narrowed = AllowedIps::parse(&["192.0.2.1"]).expect("valid");
+        let now_stored = caller
+            .key()
+            .clone()
+            .with(|k| (k.expires_at, k.allowed_ips) = (Some(NOW + time::Duration::hours(1)), narrowed));
+        let mut ports = Ports::new();
+        ports.keys.expect_insert_key().times(3).returning(insert_as(now_stored.clone()));
+        let service = ports.service();
+        let from = |ip: &str| RequestMeta::new(ip.parse().ok(), None);
+        let created =
+            service.create_key(&caller, CreateKeyRequest::default(), &from("192.0.2.1")).await.expect("created");
+        assert_eq!(created.key.expires_at, now_stored.expires_at);
+        assert_eq!(created.key.allowed_ips, now_stored.allowed_ips);
+        for meta in [from("198.51.100.7"), RequestMeta::default()] {
+            assert!(matches!(
+                service.create_key(&caller, CreateKeyRequest::default(), &meta).await,
+                Err(CreateKeyError::Store(KeyStoreError::Actor(ActorRefused::IpNotAllowed)))
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_creator_found_revoked_gone_or_expired_inside_the_write_is_refused() {
+        let caller = principal(&["read", "write"], Environment::Live);
+        let me = caller.key().clone();
+        for (found_as, refused) in [
+            (Some(me.clone().with(|k| k.revoked_at = Some(NOW))), ActorRefused::Revoked),
+            (None, ActorRefused::Revoked),
+            (Some(me.clone().with(|k| k.expires_at = Some(NOW))), ActorRefused::Expired),
+        ] {
+            let mut ports = Ports::new();
+            ports.keys.expect_insert_key().returning(move |_, _, decide, _, _| {
+                let rows = FoundInWrite { actor: found_as.as_ref().map(|k| (k, true)), target: None };
+                decide(rows).map(NewApiKey::into_stored)
+            });
+            let err = ports.service().create_key(&caller, CreateKeyRequest::default(), &RequestMeta::default()).await;
+            assert!(matches!(err, Err(CreateKeyError::Store(KeyStoreError::Actor(r))) if r == refused), "{err:?}");
+        }
+        let mut ports = Ports::new();
+        ports.keys.expect_insert_key().returning(move |_, _, decide, _, _| {
+            decide(FoundInWrite { actor: Some((&me, false)), target: None }).map(NewApiKey::into_stored)
+        });
         let err = ports.service().create_key(&caller, CreateKeyRequest::default(), &RequestMeta::default()).await;
-        assert!(matches!(err, Err(CreateKeyError::Store(KeyStoreError::Actor(ActorRefused::Revoked)))));
+        assert!(matches!(err, Err(CreateKeyError::Store(KeyStoreError::Actor(ActorRefused::OrganizationInactive)))));
     }
 }

@@ -1,10 +1,12 @@
 //! Revoking a key.
 
-use super::access::Use;
+use std::sync::Arc;
+
+use super::access::{acting_key, may_act_on, KeyFacts, Use};
 use super::RevokeKeyError;
-use crate::model::{ApiKey, AuditAction, RequestMeta, Scope};
-use crate::ports::Actor;
-use crate::service::{AccountService, Principal};
+use crate::model::{ApiKey, AuditAction, KeyId, RequestMeta, Scope};
+use crate::ports::{Actor, KeyWriteDecision};
+use crate::service::{AccountService, KeyAccessError, Principal};
 
 impl AccountService {
     /// Revokes a key of the caller's organization; revoking it again answers the same.
@@ -17,12 +19,19 @@ impl AccountService {
         key_id: &str,
         meta: &RequestMeta,
     ) -> Result<ApiKey, RevokeKeyError> {
-        let key = self.key_to_act_on(caller, Scope::Write, key_id, Use::Manage).await?;
+        self.authorize(caller, Scope::Write).map_err(KeyAccessError::from)?;
+        let key_id = KeyId::new(key_id).map_err(|_| KeyAccessError::NotFound)?;
         let now = self.clock.now();
         let audit =
-            self.audit_record(caller.org_id(), AuditAction::KeyRevoked, Some(key.id.as_str()), Some(caller), meta, now);
+            self.audit_record(caller.org_id(), AuditAction::KeyRevoked, Some(key_id.as_str()), Some(caller), meta, now);
+        let client = meta.client_ip();
+        let decide: KeyWriteDecision<()> = Arc::new(move |found| {
+            let revoker = acting_key(&found, client, now)?;
+            let key = found.target.ok_or(KeyAccessError::NotFound)?;
+            Ok(may_act_on(revoker, &KeyFacts::stored(key, Use::Manage))?)
+        });
         let actor = Actor::Key(caller.key_id().clone());
-        let key = self.keys.revoke_key(caller.org_id(), &key.id, now, &actor, &audit).await?;
+        let key = self.keys.revoke_key(caller.org_id(), &key_id, now, &actor, decide, &audit).await?;
         self.apply_own_change().await;
         Ok(self.with_pending_use(key))
     }
@@ -33,72 +42,70 @@ mod tests {
     use crate::service::test_support::*;
     use crate::service::{InsufficientScope, KeyAccessError, RevokeKeyError};
 
-    fn found(ports: &mut Ports) {
-        ports.keys.expect_find_key().returning(|org, id| {
-            let environment = if id.as_str() == "key_test" { Environment::Test } else { Environment::Live };
-            Ok((id.as_str() != "key_gone")
-                .then(|| api_key(id.as_str(), org.as_str()).with(|k| k.environment = environment)))
+    /// A store holding a live key, a test key and the caller's key `actor` (found as given).
+    fn store(ports: &mut Ports, actor: Option<ApiKey>) {
+        let keys = [
+            api_key("key_live", "org_caller"),
+            api_key("key_test", "org_caller").with(|k| k.environment = Environment::Test),
+        ];
+        ports.keys.expect_revoke_key().returning(move |_, id, at, _, decide, _| {
+            let target = keys.iter().find(|k| k.id == *id);
+            decide(FoundInWrite { actor: actor.as_ref().map(|k| (k, true)), target })?;
+            Ok(target.cloned().expect("found").with(|k| k.revoked_at = Some(at)))
         });
     }
 
     #[tokio::test]
     async fn revoking_marks_the_key_at_the_current_time_as_the_caller() {
         let mut ports = Ports::new();
-        found(&mut ports);
+        let caller = principal(&["write"], Environment::Live);
         ports
             .keys
             .expect_revoke_key()
-            .withf(|_, id, at, actor, _| {
+            .withf(|_, id, at, actor, _, _| {
                 id.as_str() == "key_abc" && *at == NOW && *actor == Actor::Key(KeyId::new("key_caller").expect("valid"))
             })
-            .returning(|org, id, at, _, _| Ok(api_key(id.as_str(), org.as_str()).with(|k| k.revoked_at = Some(at))));
-        let key = ports
-            .service()
-            .revoke_key(&principal(&["write"], Environment::Live), "key_abc", &RequestMeta::default())
-            .await
-            .expect("revoked");
+            .returning(|org, id, at, _, _, _| Ok(api_key(id.as_str(), org.as_str()).with(|k| k.revoked_at = Some(at))));
+        let key = ports.service().revoke_key(&caller, "key_abc", &RequestMeta::default()).await.expect("revoked");
         assert!(!key.is_active(NOW));
     }
 
     #[tokio::test]
     async fn revoking_needs_write_and_a_key_of_the_organization_of_the_callers_environment() {
         let mut ports = Ports::new();
-        found(&mut ports);
-        ports
-            .keys
-            .expect_revoke_key()
-            .times(1)
-            .withf(|_, id, _, _, _| id.as_str() == "key_test")
-            .returning(|org, id, at, _, _| Ok(api_key(id.as_str(), org.as_str()).with(|k| k.revoked_at = Some(at))));
+        let test = principal(&["read", "write"], Environment::Test);
+        store(&mut ports, Some(test.key().clone()));
         let service = ports.service();
         let meta = RequestMeta::default();
-        let test = principal(&["read", "write"], Environment::Test);
         assert!(matches!(
-            service.revoke_key(&principal(&["read"], Environment::Live), "key_abc", &meta).await,
+            service.revoke_key(&principal(&["read"], Environment::Live), "key_live", &meta).await,
             Err(RevokeKeyError::Access(KeyAccessError::InsufficientScope(InsufficientScope(Scope::Write))))
         ));
         assert!(matches!(
             service.revoke_key(&test, "key_live", &meta).await,
-            Err(RevokeKeyError::Access(KeyAccessError::EnvironmentEscalation { requested: false }))
+            Err(RevokeKeyError::Store(KeyStoreError::Access(KeyAccessError::EnvironmentEscalation {
+                requested: false
+            })))
         ));
-        for id in ["key_gone", "not-an-id"] {
-            assert!(matches!(
-                service.revoke_key(&test, id, &meta).await,
-                Err(RevokeKeyError::Access(KeyAccessError::NotFound))
-            ));
-        }
+        assert!(matches!(
+            service.revoke_key(&test, "key_gone", &meta).await,
+            Err(RevokeKeyError::Store(KeyStoreError::Access(KeyAccessError::NotFound)))
+        ));
+        assert!(matches!(
+            service.revoke_key(&test, "not-an-id", &meta).await,
+            Err(RevokeKeyError::Access(KeyAccessError::NotFound))
+        ));
         assert!(service.revoke_key(&test, "key_test", &meta).await.is_ok());
     }
 
     #[tokio::test]
-    async fn a_revocation_refused_inside_its_transaction_is_the_callers_refusal() {
-        let mut ports = Ports::new();
-        found(&mut ports);
-        ports.keys.expect_revoke_key().returning(|_, _, _, _, _| Err(ActorRefused::Expired.into()));
-        let err = ports
-            .service()
-            .revoke_key(&principal(&["write"], Environment::Live), "key_abc", &RequestMeta::default())
-            .await;
-        assert!(matches!(err, Err(RevokeKeyError::Store(KeyStoreError::Actor(ActorRefused::Expired)))));
+    async fn a_revoker_found_revoked_or_gone_inside_its_transaction_is_refused() {
+        let caller = principal(&["write"], Environment::Live);
+        for actor in [Some(caller.key().clone().with(|k| k.revoked_at = Some(NOW))), None] {
+            let mut ports = Ports::new();
+            store(&mut ports, actor);
+            let err = ports.service().revoke_key(&caller, "key_live", &RequestMeta::default()).await;
+            assert!(matches!(err, Err(RevokeKeyError::Store(KeyStoreError::Actor(ActorRefused::Revoked)))));
+        }
     }
 }

@@ -21,6 +21,9 @@ impl From<KeyAccessError> for ApiError {
             KeyAccessError::EnvironmentEscalation { requested } => {
                 with_field_if(Self::new(ErrorCode::EnvironmentEscalation, message), requested, "environment")
             }
+            KeyAccessError::WideningEscalation { .. } => {
+                Self::new(ErrorCode::ScopeEscalation, message).with_field("allowed_ips")
+            }
             KeyAccessError::ExpiryEscalation => {
                 Self::new(ErrorCode::ExpiryEscalation, message).with_field("expires_in_days")
             }
@@ -47,6 +50,7 @@ impl From<KeyStoreError> for ApiError {
             KeyStoreError::NotActive => Self::new(ErrorCode::KeyNotActive, message),
             KeyStoreError::LimitReached(_) => Self::new(ErrorCode::KeyLimitReached, message),
             KeyStoreError::Actor(refused) => refused.into(),
+            KeyStoreError::Access(refused) => refused.into(),
             KeyStoreError::Unknown(cause) => cause.into(),
         }
     }
