@@ -102,13 +102,16 @@ fn finish_authentication(
     }
 }
 
-/// A refused authentication, by key or by service token: a 401 counts against the caller's
-/// address (the answer becomes 429 once over the limit), and every client error is counted
-/// in the metrics. Only failures are counted: a correct key is never slowed.
+/// A refused authentication, by key or by service token: a 401, or a 403 `ip_not_allowed`
+/// (a key probed from outside its allowlist), counts against the caller's address (the
+/// answer becomes 429 once over the limit), and every client error is counted in the
+/// metrics. Only failures are counted: a correct key used from where it may be is never
+/// slowed.
 pub(crate) fn failed_authentication(req: &HttpRequest, e: ApiError) -> ApiError {
-    let e = if e.status_code() == StatusCode::UNAUTHORIZED {
+    let counted = e.status_code() == StatusCode::UNAUTHORIZED || e.code() == ErrorCode::IpNotAllowed.as_str();
+    let e = if counted {
         let limits = req.app_data::<web::Data<AbuseLimits>>();
-        match limits.and_then(|l| l.client_ip(req).map(|ip| (l, ip))) {
+        match limits.and_then(|l| l.counted_ip(req).map(|ip| (l, ip))) {
             Some((limits, ip)) => limits.check_auth_failure(ip).err().unwrap_or(e),
             None => e,
         }

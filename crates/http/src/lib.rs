@@ -17,7 +17,7 @@ mod routes;
 pub mod speed_devices;
 mod timestamp;
 
-pub use client_ip::TrustedProxies;
+pub use client_ip::{TrustedProxies, TrustedProxiesError};
 pub use error::{ApiError, ErrorCode};
 pub use limits::{AbuseLimits, LimitSettings};
 pub use metrics::Metrics;

@@ -1,5 +1,6 @@
 //! Abuse limits (governor's GCRA): per client address, signups, leak reports and failed
-//! authentications (a request that authenticates correctly is never counted nor checked);
+//! authentications (401s and 403 `ip_not_allowed`; a request that authenticates correctly
+//! is never counted nor checked);
 //! per organization, writes to its keys (create, rename, roll; never revocation). Each
 //! limiter tracks at most [`MAX_TRACKED_CLIENTS`] clients.
 
@@ -19,7 +20,7 @@ use governor::state::keyed::ShrinkableKeyedStateStore;
 use governor::state::StateStore;
 use governor::{NotUntil, Quota, RateLimiter};
 
-use crate::client_ip::TrustedProxies;
+use crate::client_ip::{Origin, TrustedProxies};
 use crate::error::ApiError;
 
 /// The most clients (addresses, or organizations) each limiter keeps a state for. Past it,
@@ -118,9 +119,15 @@ impl<C: Clock + Clone> AbuseLimits<C> {
         wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
     }
 
-    /// The client address of `req`, as the trusted proxies say.
-    pub(crate) fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
-        self.trusted_proxies.client_ip(req)
+    /// Where `req` came from, as the trusted proxies say.
+    pub(crate) fn origin(&self, req: &HttpRequest) -> Option<Origin> {
+        self.trusted_proxies.origin(req)
+    }
+
+    /// The address the limits count `req` under: the client's, or when a trusted proxy
+    /// forwarded no address, the nearest trusted proxy's.
+    pub(crate) fn counted_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
+        self.origin(req).map(|origin| origin.counted)
     }
 
     /// Forgets clients whose limits have fully replenished (the store's bound holds anyway).

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use account_domain::UsageRetention;
-use account_http::{InternalToken, LimitSettings, TrustedProxies};
+use account_http::{InternalToken, LimitSettings, TrustedProxies, TrustedProxiesError};
 use account_infra::{DatabaseTarget, PoolOptions};
 use thiserror::Error;
 
@@ -127,10 +127,18 @@ impl Config {
         };
         let trusted_proxies = match get("TRUSTED_PROXIES") {
             None => TrustedProxies::default(),
-            Some(raw) => TrustedProxies::parse(&raw).map_err(|_| ConfigError {
+            Some(raw) => TrustedProxies::parse(&raw).map_err(|e| ConfigError {
                 variable: "TRUSTED_PROXIES",
                 value: raw,
-                expected: "a comma-separated list of IP addresses or CIDR blocks such as 10.0.0.0/8",
+                expected: match e {
+                    TrustedProxiesError::NotAnAddress(_) => {
+                        "a comma-separated list of IP addresses or CIDR blocks such as 10.0.0.0/8"
+                    }
+                    TrustedProxiesError::EveryAddress(_) => {
+                        "blocks narrower than /0 (a /0 such as 0.0.0.0/0, ::/0 or ::ffff:0.0.0.0/96 would believe \
+                         any client's X-Forwarded-For): list only your proxies"
+                    }
+                },
             })?,
         };
         let max_active_keys: u32 =
@@ -258,6 +266,17 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_that_would_trust_every_address_stop_the_start() {
+        for every in ["0.0.0.0/0", "::/0", "::ffff:0.0.0.0/96", "10.0.0.0/8, ::/0"] {
+            let err = config(&[("TRUSTED_PROXIES", every)]).expect_err(every);
+            assert_eq!(err.variable, "TRUSTED_PROXIES");
+            assert!(err.to_string().contains("narrower than /0"), "{err}");
+        }
+        let proxies = config(&[("TRUSTED_PROXIES", "10.0.0.0/8, ::ffff:192.0.2.0/120")]).expect("valid");
+        assert!(format!("{:?}", proxies.limits.trusted_proxies).contains("192.0.2.0/24"));
+    }
+
+    #[test]
     fn invalid_values_name_the_variable_and_what_it_accepts() {
         for (variable, value) in [
             ("BIND_ADDR", "localhost"),
@@ -277,6 +296,9 @@ mod tests {
             ("RATE_LIMIT_SIGNUPS_PER_HOUR", "ten"),
             ("RATE_LIMIT_AUTH_FAILURES_PER_MINUTE", "-3"),
             ("TRUSTED_PROXIES", "10.0.0.0/40"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, 0.0.0.0/0"),
+            ("TRUSTED_PROXIES", "::/0"),
+            ("TRUSTED_PROXIES", "::ffff:0.0.0.0/96"),
             ("MAX_ACTIVE_KEYS_PER_ORG", "0"),
             ("INTERNAL_SERVICE_TOKEN", "short"),
             ("RATE_LIMIT_LEAK_REPORTS_PER_HOUR", "x"),

@@ -69,7 +69,7 @@ pub(crate) async fn revoke_leaked(
     req: HttpRequest,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(ip) = limits.client_ip(&req) {
+    if let Some(ip) = limits.counted_ip(&req) {
         limits.check_leak_report(ip)?;
     }
     let body = read_body(&req, payload).await?;

@@ -122,7 +122,7 @@ pub(crate) async fn signup(
     req: HttpRequest,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(ip) = limits.client_ip(&req) {
+    if let Some(ip) = limits.counted_ip(&req) {
         limits.check_signup(ip)?;
     }
     let body = read_body(&req, payload).await?;

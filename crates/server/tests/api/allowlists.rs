@@ -1,6 +1,7 @@
 //! Keys limited to addresses (`allowed_ips`): refused elsewhere, IPv4 and IPv6, behind a
-//! trusted proxy too; never widened by a limited caller; a change seen by every instance;
-//! and a deactivated organization that can still read its account.
+//! trusted proxy too (an unreadable forwarded hop is no address); probed from elsewhere,
+//! counted as failed authentications; never widened by a limited caller; a change seen by
+//! every instance; and a deactivated organization that can still read its account.
 
 use std::time::{Duration, Instant};
 
@@ -172,4 +173,80 @@ async fn verification_applies_the_allowlist_to_the_client_address_given() {
     let bad = verify(json!({"key": limited, "client_ip": "not an address"})).await;
     bad.assert_error(400, "validation_error");
     assert_eq!(bad.body["error"]["field"], json!("client_ip"));
+}
+
+/// Behind a trusted proxy, a forwarded hop with a port is its address, and a hop that is
+/// no address leaves the client unknown: a limited key is refused and the trail records
+/// no address (before, the proxy's own address stood in for the client's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_hop_that_is_not_an_address_is_no_address() {
+    let app = spawn_app_with(Backend::Sqlite, &[("TRUSTED_PROXIES", "127.0.0.1")]).await.expect("sqlite");
+    let org = app.signup_org("unreadable-hop@acme.test").await;
+    let (internal, _) = created(&app, &org.key, json!({"allowed_ips": ["127.0.0.1"]})).await;
+    let (v6, _) = created(&app, &org.key, json!({"allowed_ips": ["::1"]})).await;
+    let forwarded = |key: &str, from: &'static str| {
+        let request = app.client.get(app.url("/v1/account")).bearer_auth(key).header("x-forwarded-for", from);
+        async move { Reply::read(request.send().await.expect("sent")).await }
+    };
+    for outside in ["203.0.113.9", "203.0.113.9:40000", "unknown", "[::1]:80", "127.0.0.1:99999"] {
+        forwarded(&internal, outside).await.assert_error(403, "ip_not_allowed");
+    }
+    assert_eq!(forwarded(&internal, "127.0.0.1:5555").await.status, StatusCode::OK, "an allowed address with a port");
+    assert_eq!(forwarded(&v6, "[::1]:80").await.status, StatusCode::OK, "a bracketed IPv6 address with a port");
+    assert_eq!(app.get_account(&internal).await.status, StatusCode::OK, "no header: the proxy is the client");
+    // A write from an unknown address is audited with none; one with a port, with its address.
+    let create = |from: &'static str| {
+        let request =
+            app.client.post(app.url("/v1/account/api-keys")).bearer_auth(&org.key).header("x-forwarded-for", from);
+        async move { Reply::read(request.json(&json!({})).send().await.expect("sent")).await }
+    };
+    let unknown = create("unknown").await;
+    let with_port = create("203.0.113.9:40000").await;
+    let trail = app.request(Method::GET, "/v1/account/audit-log", Some(&org.key), None).await;
+    let address_of = |reply: &Reply| {
+        let id = reply.data()["id"].clone();
+        let events = trail.data()["events"].as_array().expect("events");
+        let event = events.iter().find(|e| e["action"] == json!("key.created") && e["target_id"] == id);
+        event.expect("audited")["client_ip"].clone()
+    };
+    assert_eq!(address_of(&unknown), Value::Null);
+    assert_eq!(address_of(&with_port), json!("203.0.113.9"));
+}
+
+/// Probing a stolen limited key from elsewhere counts as failed authentications (403s then
+/// 429), while verdicts given to another service never count against it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_by_address_count_as_failed_authentications_but_verdicts_never_do() {
+    const TOKEN: &str = "internal-service-token-for-the-probing-test";
+    let settings = [("INTERNAL_SERVICE_TOKEN", TOKEN), ("RATE_LIMIT_AUTH_FAILURES_PER_MINUTE", "3")];
+    let app = spawn_app_with(Backend::Sqlite, &settings).await.expect("sqlite");
+    let org = app.signup_org("probing@acme.test").await;
+    let (limited, limited_id) = created(&app, &org.key, json!({"allowed_ips": ["192.0.2.1"]})).await;
+    // Verdicts first: had they counted, the key's own refusals below would be 429 at once.
+    for _ in 0..10 {
+        let request = app.client.post(app.url("/v1/internal/verify-key")).bearer_auth(TOKEN);
+        let verdict = Reply::read(request.json(&json!({"key": limited})).send().await.expect("sent")).await;
+        assert_eq!(verdict.status, StatusCode::OK, "{}", verdict.body);
+        assert_eq!(verdict.data()["code"], json!("ip_not_allowed"));
+    }
+    for _ in 0..3 {
+        app.get_account(&limited).await.assert_error(403, "ip_not_allowed");
+    }
+    let refused = app.get_account(&limited).await;
+    refused.assert_error(429, "rate_limited");
+    let retry_after: u64 = refused.headers["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        app.get_account(&org.key).await.status,
+        StatusCode::OK,
+        "a key used from where it may be is never slowed"
+    );
+    let metrics = app.client.get(app.url("/metrics")).send().await.expect("sent").text().await.expect("text");
+    assert!(metrics.contains(r#"auth_failures_total{reason="ip_not_allowed"} 3"#), "{metrics}");
+    assert!(metrics.contains(r#"auth_failures_total{reason="rate_limited"} 1"#), "{metrics}");
+    // The key's usage counts every refusal as ip_not_allowed, the one answered 429 too.
+    let usage = app.request(Method::GET, "/v1/account/usage", Some(&org.key), None).await;
+    let keys = usage.data()["keys"].as_array().expect("keys");
+    let entry = keys.iter().find(|k| k["key_id"] == json!(limited_id)).expect("counted");
+    assert_eq!(entry["refused_by_reason"], json!({"ip_not_allowed": 14}));
 }
