@@ -246,8 +246,11 @@ pub trait KeyRepository: Send + Sync + 'static {
     /// Records a batch of uses in one transaction: when keys were last used (a later time
     /// never goes backwards) and the counts, added to what is stored (never overwriting: other
     /// instances add theirs). MUST apply each `sequence` of this repository at most once: a
-    /// batch written again after a commit whose outcome was unknown changes nothing.
-    async fn record_usage(&self, batch: &UsageBatch) -> StoreResult<()>;
+    /// batch written again after a commit whose outcome was unknown changes nothing, even
+    /// while that first attempt is still open. MUST write nothing of keys that no longer
+    /// exist (deleted with their organization) and write the rest: returns those keys, none
+    /// when the batch had been applied already.
+    async fn record_usage(&self, batch: &UsageBatch) -> StoreResult<Vec<KeyId>>;
 
     /// The stored counts of the organization's keys on the days `from` to `to` (inclusive).
     async fn usage_of(&self, org: &OrgId, from: time::Date, to: time::Date) -> StoreResult<Vec<KeyUsageRow>>;

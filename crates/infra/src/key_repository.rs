@@ -258,10 +258,10 @@ impl KeyRepository for SqlKeyRepository {
             .map_err(|e| e.into_store_error("could not read the recently used keys"))
     }
 
-    async fn record_usage(&self, batch: &UsageBatch) -> account_domain::StoreResult<()> {
+    async fn record_usage(&self, batch: &UsageBatch) -> account_domain::StoreResult<Vec<KeyId>> {
         let batch = batch.clone();
         self.db
-            .write(move |conn| usage_store::record(conn, &batch, OffsetDateTime::now_utc()).map(|_| ()))
+            .write(move |conn| usage_store::record(conn, &batch, OffsetDateTime::now_utc()))
             .await
             .map_err(|e| e.into_store_error("could not record key usage"))
     }
