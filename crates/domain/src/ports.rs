@@ -183,7 +183,7 @@ pub trait AccountRepository: Send + Sync + 'static {
 ///
 /// The writes (`insert_key`, `update_key`, `roll_key`, `revoke_key`) decide inside their own
 /// transaction: each MUST first take the organization's row lock, then read and lock (on
-/// PostgreSQL `FOR UPDATE`, in ascending id order) the actor's row (for [`Actor::Key`]) and
+/// PostgreSQL `FOR NO KEY UPDATE`, in ascending id order) the actor's row (for [`Actor::Key`]) and
 /// the key acted on, call `decide` with them ([`FoundInWrite`]), and write nothing but return
 /// its refusal when it refuses. So every decision about rights is taken on the rows as they
 /// are when the write commits, and concurrent writes take their locks in one order. A
@@ -289,8 +289,11 @@ pub trait KeyRepository: Send + Sync + 'static {
     /// Records a batch of uses in one transaction: when keys were last used (a later time
     /// never goes backwards) and the counts, added to what is stored (never overwriting: other
     /// instances add theirs). MUST apply each `sequence` of this repository at most once: a
-    /// batch written again after a commit whose outcome was unknown changes nothing.
-    async fn record_usage(&self, batch: &UsageBatch) -> StoreResult<()>;
+    /// batch written again after a commit whose outcome was unknown changes nothing, even
+    /// while that first attempt is still open. MUST write nothing of keys that no longer
+    /// exist (deleted with their organization) and write the rest: returns those keys, none
+    /// when the batch had been applied already.
+    async fn record_usage(&self, batch: &UsageBatch) -> StoreResult<Vec<KeyId>>;
 
     /// The stored counts of the organization's keys on the days `from` to `to` (inclusive).
     async fn usage_of(&self, org: &OrgId, from: time::Date, to: time::Date) -> StoreResult<Vec<KeyUsageRow>>;

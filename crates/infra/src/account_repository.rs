@@ -117,7 +117,7 @@ impl AccountRepository for SqlAccountRepository {
                     return Ok(None);
                 }
                 // Every cached credential carries its plan: all of them are forgotten.
-                publish_change(conn, None, None, time::OffsetDateTime::now_utc())?;
+                publish_change(conn, None, None)?;
                 let row = plans::table.find(&id).select(PlanRow::as_select()).first(conn)?;
                 Ok(Some(Plan::try_from(row)?))
             })
@@ -145,7 +145,7 @@ impl AccountRepository for SqlAccountRepository {
                     // Unknown, or already so: nothing to publish, nothing happened to audit.
                     return load_organization(conn, &id);
                 }
-                publish_change(conn, None, Some(&id), audit.at)?;
+                publish_change(conn, None, Some(&id))?;
                 audit_trail::record(conn, &audit)?;
                 load_organization(conn, &id)
             })

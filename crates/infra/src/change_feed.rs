@@ -14,12 +14,10 @@ use async_trait::async_trait;
 use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
-use time::OffsetDateTime;
 
 use crate::connection::DbConnection;
 use crate::database::Database;
 use crate::repo_error::RepoError;
-use crate::rows::to_micros;
 use crate::schema::cache_events;
 
 /// SQLite rows read per poll at most; a full page means "not caught up yet, poll again".
@@ -28,21 +26,31 @@ const SQLITE_PAGE: i64 = 1000;
 /// cleared, which is always safe) instead of holding them all in memory.
 const POSTGRES_MAX_ROWS: i64 = 50_000;
 
-/// Records, in the caller's transaction, a change of the key with `key_hash`, or of the organization `org_id`; with
-/// neither, a change every cached credential must forget ([`Change::Everything`]).
+/// The database's clock in Unix microseconds, as `cache_events.created_at` holds it: rows are
+/// stamped and pruned by it, so no instance's clock (an hour ahead, say) decides when a
+/// change is old enough to go.
+const PG_NOW_MICROS: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)";
+const SQLITE_NOW_MICROS: &str = "CAST((julianday('now') - 2440587.5) * 86400000000.0 AS INTEGER)";
+
+/// Records, in the caller's transaction, a change of the key with `key_hash`, or of the
+/// organization `org_id`; with neither, a change every cached credential must forget
+/// ([`Change::Everything`]). The row is stamped by the database's clock, not the writer's.
 pub(crate) fn publish_change(
     conn: &mut DbConnection,
     key_hash: Option<&str>,
     org_id: Option<&str>,
-    at: OffsetDateTime,
 ) -> Result<(), RepoError> {
-    diesel::insert_into(cache_events::table)
-        .values((
+    let row = |now: &'static str| {
+        diesel::insert_into(cache_events::table).values((
             cache_events::key_hash.eq(key_hash),
             cache_events::org_id.eq(org_id),
-            cache_events::created_at.eq(to_micros(at)),
+            cache_events::created_at.eq(diesel::dsl::sql::<BigInt>(now)),
         ))
-        .execute(conn)?;
+    };
+    match conn {
+        DbConnection::Postgres(pg) => row(PG_NOW_MICROS).execute(pg)?,
+        DbConnection::Sqlite(lite) => row(SQLITE_NOW_MICROS).execute(lite)?,
+    };
     Ok(())
 }
 
@@ -152,16 +160,24 @@ impl SqlChangeFeed {
         Ok(Self { db, retention, state: Mutex::new(FeedState { cursor, last_read: None }) })
     }
 
-    /// Deletes changes older than the retention: every instance has long applied them (one
-    /// that has not says it may have missed some). Not cut by the statement timeout.
-    pub async fn prune(&self, now: OffsetDateTime) -> account_domain::StoreResult<usize> {
-        let cutoff = to_micros(now - self.retention);
+    /// Deletes changes older than the retention by the database's clock (the one that
+    /// stamped them): every instance has long applied them (one that has not says it may
+    /// have missed some). Not cut by the statement timeout.
+    pub async fn prune(&self) -> account_domain::StoreResult<usize> {
+        let retention = i64::try_from(self.retention.as_micros()).unwrap_or(i64::MAX);
         self.db
             .write(move |conn| {
-                if let DbConnection::Postgres(_) = conn {
-                    conn.batch_execute("SET LOCAL statement_timeout = 0")?;
-                }
-                Ok(diesel::delete(cache_events::table.filter(cache_events::created_at.lt(cutoff))).execute(conn)?)
+                let older =
+                    |now: &'static str| cache_events::created_at.le(diesel::dsl::sql::<BigInt>(now) - retention);
+                Ok(match conn {
+                    DbConnection::Postgres(pg) => {
+                        pg.batch_execute("SET LOCAL statement_timeout = 0")?;
+                        diesel::delete(cache_events::table.filter(older(PG_NOW_MICROS))).execute(pg)?
+                    }
+                    DbConnection::Sqlite(lite) => {
+                        diesel::delete(cache_events::table.filter(older(SQLITE_NOW_MICROS))).execute(lite)?
+                    }
+                })
             })
             .await
             .map_err(|e| e.into_store_error("could not prune the change feed"))

@@ -99,7 +99,7 @@ impl KeyRepository for SqlKeyRepository {
                     diesel::update(api_keys::table.find(row.id.as_str()))
                         .set(api_keys::revoked_at.eq(Some(to_micros(at))))
                         .execute(conn)?;
-                    publish_change(conn, Some(hash), None, at)?;
+                    publish_change(conn, Some(hash), None)?;
                     audit_trail::record(conn, &audit)?;
                 }
                 let row = find_row(conn, &org, &key)?.ok_or_else(|| anyhow::anyhow!("revoked key vanished"))?;
@@ -130,7 +130,6 @@ impl KeyRepository for SqlKeyRepository {
         let name = changes.name.as_ref().map(|n| n.as_str().to_owned());
         let allowed_ips = changes.allowed_ips.as_ref().map(|a| a.as_ref().map(allowed_ips_text));
         let (actor, audit) = (actor.clone(), audit.to_vec());
-        let at = audit.first().map_or_else(OffsetDateTime::now_utc, |a| a.at);
         self.db
             .write(move |conn| {
                 let rows = KeyWriteRows::lock(conn, &org, &actor, Some(&key))?;
@@ -143,7 +142,7 @@ impl KeyRepository for SqlKeyRepository {
                 if let Some(allowed_ips) = &allowed_ips {
                     diesel::update(mine).set(api_keys::allowed_ips.eq(allowed_ips)).execute(conn)?;
                 }
-                publish_change(conn, Some(hash), None, at)?;
+                publish_change(conn, Some(hash), None)?;
                 audit.iter().try_for_each(|event| audit_trail::record(conn, event))?;
                 let row = find_row(conn, &org, &key)?.ok_or_else(|| anyhow::anyhow!("changed key vanished"))?;
                 Ok(ApiKey::try_from(row)?)
@@ -186,7 +185,7 @@ impl KeyRepository for SqlKeyRepository {
                     .set(api_keys::expires_at.eq(Some(expires_at)))
                     .execute(conn)?;
                 diesel::insert_into(api_keys::table).values(&new_row).execute(conn)?;
-                publish_change(conn, Some(hash), None, new.created_at)?;
+                publish_change(conn, Some(hash), None)?;
                 audit.iter().try_for_each(|event| audit_trail::record(conn, event))?;
                 Ok(new)
             })
@@ -211,7 +210,7 @@ impl KeyRepository for SqlKeyRepository {
                     .filter(api_keys::revoked_at.is_null())
                     .order(api_keys::id.asc());
                 let rows: Vec<ApiKeyRow> = match conn {
-                    DbConnection::Postgres(pg) => query.select(ApiKeyRow::as_select()).for_update().load(pg)?,
+                    DbConnection::Postgres(pg) => query.select(ApiKeyRow::as_select()).for_no_key_update().load(pg)?,
                     DbConnection::Sqlite(lite) => query.select(ApiKeyRow::as_select()).load(lite)?,
                 };
                 let mut revoked = 0;
@@ -224,7 +223,7 @@ impl KeyRepository for SqlKeyRepository {
                         // Another writer revoked it since it was read: its event is theirs.
                         continue;
                     }
-                    publish_change(conn, Some(&row.key_hash), None, at)?;
+                    publish_change(conn, Some(&row.key_hash), None)?;
                     let key = ApiKey::try_from(row)?;
                     audit_trail::record(
                         conn,
@@ -260,10 +259,10 @@ impl KeyRepository for SqlKeyRepository {
             .map_err(|e| e.into_store_error("could not read the recently used keys"))
     }
 
-    async fn record_usage(&self, batch: &UsageBatch) -> account_domain::StoreResult<()> {
+    async fn record_usage(&self, batch: &UsageBatch) -> account_domain::StoreResult<Vec<KeyId>> {
         let batch = batch.clone();
         self.db
-            .write(move |conn| usage_store::record(conn, &batch, OffsetDateTime::now_utc()).map(|_| ()))
+            .write(move |conn| usage_store::record(conn, &batch, OffsetDateTime::now_utc()))
             .await
             .map_err(|e| e.into_store_error("could not record key usage"))
     }
@@ -303,10 +302,11 @@ fn active_keys(conn: &mut DbConnection, org: &str, at: i64) -> Result<i64, RepoE
 }
 
 /// The rows a key write decides on, read inside its transaction: on PostgreSQL the
-/// organization's row is locked first, then the keys in ascending id order, the one order in
-/// which every key write takes its locks (leak reports, which lock no organization, lock keys
-/// in that order too), so that concurrent writes wait for each other instead of deadlocking.
-/// SQLite's write transaction already excludes every other writer.
+/// organization's row is locked first, then the keys (`FOR NO KEY UPDATE`, which a usage
+/// flush's `FOR KEY SHARE` does not wait for) in ascending id order, the one order in which
+/// every key write takes its locks (leak reports, which lock no organization, and usage
+/// flushes lock keys in that order too), so that concurrent writes wait for each other
+/// instead of deadlocking. SQLite's write transaction already excludes every other writer.
 struct KeyWriteRows {
     actor: Option<(ApiKey, bool)>,
     /// The key acted on, with its hash (to publish its change).
@@ -328,7 +328,7 @@ impl KeyWriteRows {
             .filter(api_keys::org_id.eq(org))
             .order(api_keys::id.asc());
         let rows: Vec<ApiKeyRow> = match conn {
-            DbConnection::Postgres(pg) => query.select(ApiKeyRow::as_select()).for_update().load(pg)?,
+            DbConnection::Postgres(pg) => query.select(ApiKeyRow::as_select()).for_no_key_update().load(pg)?,
             DbConnection::Sqlite(lite) => query.select(ApiKeyRow::as_select()).load(lite)?,
         };
         let mut found = Self { actor: None, target: None };

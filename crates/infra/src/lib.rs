@@ -29,4 +29,4 @@ pub use database::{Database, PoolOptions};
 pub use database_url::{DatabaseTarget, InvalidDatabaseUrl};
 pub use key_repository::SqlKeyRepository;
 pub use system::{OsRandomGenerator, SystemClock};
-pub use verifier::{sync_changes_periodically, Verifier, VerifierOptions, MAX_STALENESS};
+pub use verifier::{flush_usage_logged, sync_changes_periodically, Verifier, VerifierOptions, MAX_STALENESS};

@@ -89,6 +89,16 @@ impl Drop for TestDatabase {
     }
 }
 
+/// Writes a usage batch on the caller's own connection, inside whatever transaction it has
+/// open, as [`crate::SqlKeyRepository::record_usage`] does in its own: for tests that hold
+/// the write's transaction open while another write races it.
+pub fn record_usage_on(
+    conn: &mut crate::DbConnection,
+    batch: &account_domain::UsageBatch,
+) -> anyhow::Result<Vec<account_domain::KeyId>> {
+    crate::usage_store::record(conn, batch, time::OffsetDateTime::now_utc()).map_err(anyhow::Error::new)
+}
+
 /// `url` with its database name replaced by `name`, keeping any query string.
 pub fn with_database(url: &str, name: &str) -> String {
     let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));

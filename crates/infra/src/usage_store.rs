@@ -14,17 +14,22 @@ use crate::connection::DbConnection;
 use crate::repo_error::RepoError;
 use crate::rows::to_micros;
 use crate::schema::{api_keys, key_usage, organizations, usage_writers};
-use crate::unique_row::unique_row;
 
-/// Writes the batch unless its writer already applied this sequence; says whether it did.
-pub(crate) fn record(conn: &mut DbConnection, batch: &UsageBatch, now: OffsetDateTime) -> Result<bool, RepoError> {
+/// Key ids bound per statement when checking which keys exist: under both backends' limits.
+const IDS_PER_QUERY: usize = 500;
+
+/// Writes the batch unless its writer already applied this sequence, leaving out the keys
+/// that no longer exist; returns those keys (none when the batch had been applied).
+pub(crate) fn record(
+    conn: &mut DbConnection,
+    batch: &UsageBatch,
+    now: OffsetDateTime,
+) -> Result<Vec<KeyId>, RepoError> {
     let sequence = i64::try_from(batch.sequence).context("usage batch sequence")?;
-    let applied: Option<i64> =
-        unique_row(usage_writers::table.find(&batch.writer).select(usage_writers::sequence), conn)?;
-    if applied.is_some_and(|applied| applied >= sequence) {
-        return Ok(false);
-    }
-    let mark = diesel::insert_into(usage_writers::table)
+    // Claims the sequence in one statement. On PostgreSQL a first attempt still open holds the
+    // writer's row: this waits for it, then compares with what it committed, so a retry racing
+    // it is applied once (a read-then-write would see the old sequence and apply it twice).
+    let claim = diesel::insert_into(usage_writers::table)
         .values((
             usage_writers::writer.eq(&batch.writer),
             usage_writers::sequence.eq(sequence),
@@ -33,12 +38,26 @@ pub(crate) fn record(conn: &mut DbConnection, batch: &UsageBatch, now: OffsetDat
         .on_conflict(usage_writers::writer)
         .do_update()
         .set((usage_writers::sequence.eq(sequence), usage_writers::written_at.eq(to_micros(now))));
-    match conn {
-        DbConnection::Postgres(pg) => mark.execute(pg)?,
-        DbConnection::Sqlite(lite) => mark.execute(lite)?,
+    let claim = diesel::query_dsl::methods::FilterDsl::filter(claim, usage_writers::sequence.lt(sequence));
+    let claimed = match conn {
+        DbConnection::Postgres(pg) => claim.execute(pg)?,
+        DbConnection::Sqlite(lite) => claim.execute(lite)?,
     };
-    // One prepared statement, its values bound, per key and per count.
-    for (id, at) in &batch.last_used {
+    if claimed == 0 {
+        return Ok(Vec::new());
+    }
+    let existing = existing_keys(conn, batch)?;
+    let exists = |id: &KeyId| existing.binary_search_by(|e| e.as_str().cmp(id.as_str())).is_ok();
+    // In ascending key id order, as every key write locks keys, so that a flush and a key
+    // write (or two instances' flushes) wait for each other instead of deadlocking. One
+    // prepared statement, its values bound, per key and per count.
+    let mut last_used: Vec<_> = batch.last_used.iter().filter(|(id, _)| exists(id)).collect();
+    last_used.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    let mut counts: Vec<_> = batch.counts.iter().filter(|c| exists(&c.key_id)).collect();
+    counts.sort_unstable_by(|a, b| {
+        (a.key_id.as_str(), a.day, a.outcome.as_str()).cmp(&(b.key_id.as_str(), b.day, b.outcome.as_str()))
+    });
+    for (id, at) in last_used {
         let at = to_micros(*at);
         diesel::update(
             api_keys::table
@@ -48,7 +67,7 @@ pub(crate) fn record(conn: &mut DbConnection, batch: &UsageBatch, now: OffsetDat
         .set(api_keys::last_used_at.eq(at))
         .execute(conn)?;
     }
-    for count in &batch.counts {
+    for count in counts {
         // Added to what other instances wrote, never overwriting it.
         let add = diesel::insert_into(key_usage::table)
             .values((
@@ -65,7 +84,44 @@ pub(crate) fn record(conn: &mut DbConnection, batch: &UsageBatch, now: OffsetDat
             DbConnection::Sqlite(lite) => add.execute(lite)?,
         };
     }
-    Ok(true)
+    let mut missing: Vec<KeyId> = batch
+        .last_used
+        .iter()
+        .map(|(id, _)| id)
+        .chain(batch.counts.iter().map(|c| &c.key_id))
+        .filter(|id| !exists(id))
+        .cloned()
+        .collect();
+    missing.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+    missing.dedup();
+    Ok(missing)
+}
+
+/// The batch's keys that exist, sorted. On PostgreSQL each is held `FOR KEY SHARE` until the
+/// write commits, so a key deleted meanwhile waits for it (and takes its counts along)
+/// instead of failing the batch on the foreign key; the lock leaves `last_used_at` updates
+/// free. SQLite's writer holds the whole file already.
+fn existing_keys(conn: &mut DbConnection, batch: &UsageBatch) -> Result<Vec<String>, RepoError> {
+    let mut ids: Vec<&str> = batch
+        .last_used
+        .iter()
+        .map(|(id, _)| id.as_str())
+        .chain(batch.counts.iter().map(|c| c.key_id.as_str()))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut existing = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(IDS_PER_QUERY) {
+        // In id order, so that two writers lock shared keys in the same order.
+        let query = api_keys::table.filter(api_keys::id.eq_any(chunk)).order(api_keys::id.asc()).select(api_keys::id);
+        let found: Vec<String> = match conn {
+            DbConnection::Postgres(pg) => query.for_key_share().load(pg)?,
+            DbConnection::Sqlite(lite) => query.load(lite)?,
+        };
+        existing.extend(found);
+    }
+    existing.sort_unstable();
+    Ok(existing)
 }
 
 /// The stored counts of the organization's keys from `from` to `to`, with each key's name.

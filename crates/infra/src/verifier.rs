@@ -177,7 +177,7 @@ impl Verifier {
                 tracing::warn!(error = %e, "the usage flush task ended abnormally");
             }
         }
-        self.service.flush_usage().await.context("could not write the keys' last use at shutdown")?;
+        flush_usage_logged(&self.service).await.context("could not write the keys' last use at shutdown")?;
         Ok(())
     }
 }
@@ -231,7 +231,7 @@ pub async fn sync_changes_periodically(
         }
         if let Some(feed) = pruner.as_ref().filter(|_| last_prune.elapsed() >= PRUNE_EVERY) {
             last_prune = std::time::Instant::now();
-            if let Err(e) = feed.prune(service.now()).await {
+            if let Err(e) = feed.prune().await {
                 tracing::warn!(error = format!("{e:#}"), "could not prune the change feed");
             }
         }
@@ -249,10 +249,32 @@ async fn flush_usage_periodically(service: Arc<AccountService>, every: Duration,
             // Sent or dropped: either way, stop.
             _ = &mut stop => return,
         }
-        if let Err(e) = service.flush_usage().await {
+        if let Err(e) = flush_usage_logged(&service).await {
             tracing::warn!(error = format!("{e:#}"), "could not write key usage; will retry");
         }
     }
+}
+
+/// Flushes the usage held in memory ([`AccountService::flush_usage`]) and logs the uses it
+/// dropped; returns the rows written, or the failure (its batch is kept for the next flush).
+pub async fn flush_usage_logged(service: &AccountService) -> account_domain::StoreResult<usize> {
+    let flush = service.flush_usage().await?;
+    for dropped in &flush.dropped {
+        match &dropped.refusal {
+            None => tracing::warn!(
+                uses = dropped.uses,
+                keys = dropped.keys,
+                "key usage dropped: its keys no longer exist (deleted with their organization?)"
+            ),
+            Some(e) => tracing::error!(
+                uses = dropped.uses,
+                keys = dropped.keys,
+                error = format!("{e:#}"),
+                "key usage dropped: the database refused it again and again"
+            ),
+        }
+    }
+    Ok(flush.rows)
 }
 
 #[cfg(test)]

@@ -150,6 +150,10 @@ contract!(
     an_unreadable_feed_row_is_reported_missed_and_the_rest_of_its_batch_applied,
     an_allowlist_is_stored_normalised_changed_and_published,
     counts_from_two_writers_add_up_and_a_batch_written_twice_counts_once,
+    usage_of_keys_deleted_with_their_organization_is_left_out_and_the_rest_written,
+    a_key_deleted_while_its_usage_is_being_written_is_left_out_not_failing_the_batch,
+    a_retry_racing_its_first_attempt_still_open_is_applied_once,
+    changes_are_stamped_and_pruned_by_the_databases_clock_not_their_writers,
     a_plans_included_requests_change_is_stored_and_clears_every_cache,
 );
 
@@ -523,7 +527,7 @@ async fn a_revocation_is_published_once_to_every_feed(ctx: Ctx) {
     let late = SqlChangeFeed::start(ctx.db.clone()).await.expect("feed");
     assert!(late.poll().await.expect("polled").changes.is_empty());
     let pruner = SqlChangeFeed::start_with_retention(ctx.db.clone(), std::time::Duration::ZERO).await.expect("feed");
-    assert_eq!(pruner.prune(now() + Duration::seconds(1)).await.expect("pruned"), 1);
+    assert_eq!(pruner.prune().await.expect("pruned"), 1);
 }
 
 async fn usage_of_many_keys_is_written_in_one_flush(ctx: Ctx) {
@@ -953,4 +957,136 @@ async fn an_allowlist_is_stored_normalised_changed_and_published(ctx: Ctx) {
     let anywhere = KeyChanges { name: None, allowed_ips: Some(None) };
     let changed = update(&ctx.keys, &org.id, &key.id, &anywhere, &Actor::Operator, &[]).await.expect("changed");
     assert_eq!(changed.allowed_ips, None);
+}
+
+/// The uses of the organization's keys stored for today, all outcomes, read through the repository.
+async fn stored_uses(ctx: &Ctx, org: &OrgId) -> i64 {
+    let day = now().date();
+    ctx.keys.usage_of(org, day, day).await.expect("read").iter().map(|r| r.count.count).sum()
+}
+
+/// Waits until some session of the test database waits for a lock another holds.
+async fn until_a_session_waits_for_a_lock(ctx: &Ctx) {
+    use diesel::RunQueryDsl as _;
+    #[derive(diesel::QueryableByName)]
+    struct Waiting {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut watcher = raw_session(ctx);
+    for _ in 0..500 {
+        let waiting: Waiting = diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .get_result(&mut watcher)
+        .expect("pg_stat_activity");
+        if waiting.n > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no session ever waited for a lock");
+}
+
+fn is_sqlite(ctx: &Ctx) -> bool {
+    matches!(ctx.db.target(), account_infra::DatabaseTarget::Sqlite(_))
+}
+
+async fn usage_of_keys_deleted_with_their_organization_is_left_out_and_the_rest_written(ctx: Ctx) {
+    use diesel::connection::SimpleConnection as _;
+    let (gone, gone_key) = signed_up(&ctx, "erased@acme.test").await;
+    let (kept, kept_key) = signed_up(&ctx, "kept@acme.test").await;
+    // An erasure request, carried out by hand: the keys and their counts go with it.
+    raw_session(&ctx).batch_execute(&format!("DELETE FROM organizations WHERE id = '{}'", gone.id)).expect("erased");
+    let day = now().date();
+    let used = now();
+    let counts = [&gone_key, &kept_key]
+        .iter()
+        .map(|k| UsageCount { key_id: k.id.clone(), day, outcome: VerificationCode::Valid, count: 4 })
+        .collect();
+    let last_used = vec![(gone_key.id.clone(), used), (kept_key.id.clone(), used)];
+    let batch = UsageBatch { writer: "wrt_erase".into(), sequence: 1, last_used, counts };
+    let missing = ctx.keys.record_usage(&batch).await.expect("written, not refused on the foreign key");
+    assert_eq!(missing, vec![gone_key.id]);
+    assert_eq!(stored_uses(&ctx, &kept.id).await, 4);
+    assert_eq!(ctx.keys.list_keys(&kept.id).await.expect("listed")[0].last_used_at, Some(used));
+    // Written once: the same batch again changes nothing and reports nothing.
+    assert!(ctx.keys.record_usage(&batch).await.expect("applied already").is_empty());
+    assert_eq!(stored_uses(&ctx, &kept.id).await, 4);
+}
+
+async fn a_key_deleted_while_its_usage_is_being_written_is_left_out_not_failing_the_batch(ctx: Ctx) {
+    use diesel::connection::SimpleConnection as _;
+    if is_sqlite(&ctx) {
+        return; // one writer at a time: the deletion commits wholly before or after the write
+    }
+    let (gone, gone_key) = signed_up(&ctx, "erased-late@acme.test").await;
+    let (kept, kept_key) = signed_up(&ctx, "kept-late@acme.test").await;
+    let mut session = raw_session(&ctx);
+    session.batch_execute(&format!("BEGIN; DELETE FROM organizations WHERE id = '{}';", gone.id)).expect("in flight");
+    let keys = ctx.keys.clone();
+    let counts = [&gone_key, &kept_key]
+        .iter()
+        .map(|k| UsageCount { key_id: k.id.clone(), day: now().date(), outcome: VerificationCode::Valid, count: 2 })
+        .collect();
+    let batch = UsageBatch { writer: "wrt_race".into(), sequence: 1, last_used: vec![], counts };
+    let write = tokio::spawn(async move { keys.record_usage(&batch).await });
+    until_a_session_waits_for_a_lock(&ctx).await;
+    session.batch_execute("COMMIT").expect("erased");
+    let missing = write.await.expect("joined").expect("written, not refused on the foreign key");
+    assert_eq!(missing, vec![gone_key.id]);
+    assert_eq!(stored_uses(&ctx, &kept.id).await, 2);
+}
+
+async fn a_retry_racing_its_first_attempt_still_open_is_applied_once(ctx: Ctx) {
+    use diesel::connection::SimpleConnection as _;
+    if is_sqlite(&ctx) {
+        return; // one writer at a time: the first attempt has committed or rolled back
+    }
+    let (org, key) = signed_up(&ctx, "retry-race@acme.test").await;
+    let batch = counted("wrt_race", 1, &key.id, now().date(), VerificationCode::Valid, 5);
+    // The first attempt, its transaction still open (its commit's answer lost, say).
+    let mut first = raw_session(&ctx);
+    first.batch_execute("BEGIN").expect("begun");
+    account_infra::testing::record_usage_on(&mut first, &batch).expect("first attempt written");
+    let keys = ctx.keys.clone();
+    let retried = batch.clone();
+    let retry = tokio::spawn(async move { keys.record_usage(&retried).await });
+    until_a_session_waits_for_a_lock(&ctx).await;
+    first.batch_execute("COMMIT").expect("first attempt committed");
+    retry.await.expect("joined").expect("the retry ran");
+    assert_eq!(stored_uses(&ctx, &org.id).await, 5, "counted once");
+}
+
+async fn changes_are_stamped_and_pruned_by_the_databases_clock_not_their_writers(ctx: Ctx) {
+    let (org, behind) = signed_up(&ctx, "clocks@acme.test").await;
+    let (ahead, _) = new_key(&org.id, "Ahead", now());
+    insert(&ctx.keys, &ahead, 100, &Actor::Operator, &audit_of(&org.id)).await.expect("inserted");
+    // An instance that has not polled for a while: it must still read both changes.
+    let lagging = SqlChangeFeed::start(ctx.db.clone()).await.expect("feed");
+    // Revoked by writers whose clocks are two hours behind and two hours ahead, beyond the
+    // hour the feed keeps changes.
+    let skew = Duration::hours(2);
+    revoke(&ctx.keys, &org.id, &behind.id, now() - skew, &Actor::Operator, &audit_of(&org.id)).await.expect("revoked");
+    revoke(&ctx.keys, &org.id, &ahead.id, now() + skew, &Actor::Operator, &audit_of(&org.id)).await.expect("revoked");
+    // Stamped in Unix microseconds, as every time in the schema (this host is the database's).
+    #[derive(diesel::QueryableByName)]
+    struct Stamp {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        at: i64,
+    }
+    let stamp: Stamp = diesel::RunQueryDsl::get_result(
+        diesel::sql_query("SELECT MIN(created_at) AS at FROM cache_events"),
+        &mut raw_session(&ctx),
+    )
+    .expect("read");
+    let here = now().unix_timestamp_nanos() as i64 / 1000;
+    assert!((stamp.at - here).abs() < 60_000_000, "{} vs {here}", stamp.at);
+    let pruner = SqlChangeFeed::start(ctx.db.clone()).await.expect("feed");
+    assert_eq!(pruner.prune().await.expect("pruned"), 0, "nothing is an hour old by the database's clock");
+    let mut read: Vec<Change> = lagging.poll().await.expect("polled").changes;
+    read.sort_by_key(|c| format!("{c:?}"));
+    let mut expected = vec![Change::Key(behind.hash), Change::Key(ahead.hash)];
+    expected.sort_by_key(|c| format!("{c:?}"));
+    assert_eq!(read, expected);
 }

@@ -131,7 +131,7 @@ impl Application {
         janitor.abort();
         flusher.abort();
         syncer.abort();
-        match self.service.flush_usage().await {
+        match account_infra::flush_usage_logged(&self.service).await {
             Ok(n) => tracing::info!(rows = n, "final flush of key usage"),
             Err(e) => tracing::error!(error = format!("{e:#}"), "could not write key usage at shutdown"),
         }
@@ -201,6 +201,7 @@ impl AppWiring {
 fn metrics_of(service: &Arc<AccountService>, db: &Database) -> Metrics {
     let (hits, misses, in_use, idle) = (service.clone(), service.clone(), db.clone(), db.clone());
     let (flushes, rows, reads) = (service.clone(), service.clone(), service.clone());
+    let (dropped, unwritten) = (service.clone(), service.clone());
     Metrics::new()
         .counter_from(
             "credential_store_reads_total",
@@ -214,6 +215,16 @@ fn metrics_of(service: &Arc<AccountService>, db: &Database) -> Metrics {
             "usage_flush_rows_total",
             "Rows those batches held (last uses and counts); divided by usage_flushes_total, rows per flush",
             move || rows.usage_flush_stats().1,
+        )
+        .counter_from(
+            "usage_counts_dropped_total",
+            "Uses counted in memory and never written: their key was deleted first, or the database refused them again and again",
+            move || dropped.usage_dropped(),
+        )
+        .gauge_from(
+            "usage_unwritten_oldest_seconds",
+            "Age of the oldest use held in memory, not yet written: what a crash (kill -9) would lose",
+            move || unwritten.usage_unwritten_for().map_or(0, |age| age.as_secs()),
         )
         .counter_from("credential_cache_hits_total", "Authentications answered from memory", move || {
             hits.cache_stats().map_or(0, |(h, _)| h)
@@ -274,7 +285,7 @@ async fn flush_usage_periodically(service: Arc<AccountService>, every: Duration)
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        if let Err(e) = service.flush_usage().await {
+        if let Err(e) = account_infra::flush_usage_logged(&service).await {
             tracing::warn!(error = format!("{e:#}"), "could not write key usage; will retry");
         }
     }

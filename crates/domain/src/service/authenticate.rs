@@ -10,10 +10,10 @@ use std::task::{Context, Poll};
 
 use time::OffsetDateTime;
 
-use super::usage::UseOf;
+use super::usage::{AfterRefusal, UseOf};
 use super::{AccountService, Principal};
 use crate::model::{ApiKey, KeyHash, MalformedKey, PlaintextKey, VerificationCode};
-use crate::ports::{ActorRefused, CachedLookup, KeyCredential};
+use crate::ports::{ActorRefused, CachedLookup, KeyCredential, StoreError, StoreResult};
 
 #[derive(Debug, Error)]
 pub enum AuthenticateError {
@@ -33,6 +33,38 @@ pub enum AuthenticateError {
     OrganizationInactive(Principal),
     #[error(transparent)]
     Unknown(#[from] crate::ports::StoreError),
+}
+
+/// What one [`AccountService::flush_usage`] wrote, and what it gave up.
+#[derive(Debug, Default)]
+pub struct UsageFlush {
+    /// Rows written: last uses and counts.
+    pub rows: usize,
+    pub dropped: Vec<DroppedUses>,
+}
+
+/// Uses counted in memory that will never be written.
+#[derive(Debug)]
+pub struct DroppedUses {
+    /// Verifications lost (the sum of their counts).
+    pub uses: u64,
+    /// Of how many keys.
+    pub keys: usize,
+    /// `None`: the keys no longer exist (deleted with their organization, say). Otherwise
+    /// the store refused the key's batch as many times as it takes to give
+    /// up (`usage::MAX_REFUSALS`), the last time with this.
+    pub refusal: Option<StoreError>,
+}
+
+impl UsageFlush {
+    /// A failure, unless something was dropped: that is reported first.
+    fn or_failure(self, e: StoreError) -> StoreResult<Self> {
+        if self.dropped.is_empty() {
+            Err(e)
+        } else {
+            Ok(self)
+        }
+    }
 }
 
 /// The outcome of [`AccountService::authenticate`], as a future. When no I/O is needed
@@ -213,7 +245,7 @@ impl AccountService {
 
     pub(super) fn count_scope_refusal(&self, caller: &Principal) {
         if let Some(day) = caller.valid_use_on() {
-            self.usage.reclassify(caller.use_of(), day, VerificationCode::InsufficientScope);
+            self.usage.reclassify(caller.use_of(), day, VerificationCode::InsufficientScope, self.now());
         }
     }
 
@@ -238,28 +270,65 @@ impl AccountService {
     }
 
     /// Writes the uses gathered since the previous flush (last-use times and counts), in one
-    /// batch. A batch that fails is kept and written again as it is, before anything newer
-    /// (the store applies each batch once). One flush at a time: a flush called while another
-    /// runs (the final one at shutdown) waits for it, then writes the rest. Returns the rows
-    /// written.
-    pub async fn flush_usage(&self) -> crate::ports::StoreResult<usize> {
+    /// batch. The uses of keys deleted meanwhile are dropped, the rest written. A batch that
+    /// fails is kept and written again as it is, before anything newer (the store applies
+    /// each batch once); one the store refuses for a reason other than being unavailable is
+    /// split by key after a few refusals, and a key's batch refused as often is dropped
+    /// (`UsageTracker::refused`). One flush at a time: a flush called while another
+    /// runs (the final one at shutdown) waits for it, then writes the rest. A flush that
+    /// dropped uses reports them even when a later batch then failed (that one is reported
+    /// by the next flush).
+    pub async fn flush_usage(&self) -> StoreResult<UsageFlush> {
         let _turn = self.usage_flush.lock().await;
-        let mut written = 0;
-        // At most two batches: an unconfirmed one, then the new one.
-        for _ in 0..2 {
-            let Some(batch) = self.usage.next_batch() else { break };
-            match self.keys.record_usage(&batch).await {
-                Ok(()) => {
-                    written += batch.last_used.len() + batch.counts.len();
-                    self.usage.confirm(&batch);
+        let mut flush = UsageFlush::default();
+        // The uses gathered are taken once: under a steady load there is always more.
+        let mut gathered = false;
+        loop {
+            let held = match self.usage.take_unconfirmed() {
+                Some(held) => held,
+                None if !gathered => {
+                    gathered = true;
+                    match self.usage.gather() {
+                        Some(held) => held,
+                        None => break,
+                    }
                 }
-                Err(e) => {
-                    self.usage.keep_unconfirmed(batch);
-                    return Err(e);
+                None => break,
+            };
+            match self.keys.record_usage(&held.batch).await {
+                Ok(missing) => {
+                    let (rows, dropped) = self.usage.confirm(&held, &missing);
+                    flush.rows += rows;
+                    if !missing.is_empty() {
+                        flush.dropped.push(DroppedUses { uses: dropped, keys: missing.len(), refusal: None });
+                    }
                 }
+                Err(e @ StoreError::Unavailable(_)) => {
+                    self.usage.keep_unconfirmed(held);
+                    return flush.or_failure(e);
+                }
+                Err(e) => match self.usage.refused(held) {
+                    AfterRefusal::Kept => return flush.or_failure(e),
+                    AfterRefusal::Split => {}
+                    AfterRefusal::Dropped(uses) => {
+                        flush.dropped.push(DroppedUses { uses, keys: 1, refusal: Some(e) });
+                    }
+                },
             }
         }
-        Ok(written)
+        Ok(flush)
+    }
+
+    /// How long ago the oldest use held in memory, not yet written, was counted: what a
+    /// crash would lose.
+    pub fn usage_unwritten_for(&self) -> Option<std::time::Duration> {
+        let oldest = self.usage.oldest_unwritten()?;
+        Some((self.now() - oldest).try_into().unwrap_or_default())
+    }
+
+    /// Uses counted and never written (their key deleted first, or refused for good).
+    pub fn usage_dropped(&self) -> u64 {
+        self.usage.dropped_uses.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Usage batches written since start, and the rows they held.
@@ -335,13 +404,13 @@ mod tests {
             let valid =
                 UsageCount { key_id: credential().key.id, day: NOW.date(), outcome: VerificationCode::Valid, count: 1 };
             assert_eq!(batch.counts, [valid]);
-            Ok(())
+            Ok(vec![])
         });
         let service = ports.service();
         let principal = service.authenticate(&key, None).await.expect("authenticated");
         assert_eq!(principal.org_id(), &credential().key.org_id);
-        assert_eq!(service.flush_usage().await.expect("flushed"), 2);
-        assert_eq!(service.flush_usage().await.expect("nothing left"), 0);
+        assert_eq!(service.flush_usage().await.expect("flushed").rows, 2);
+        assert_eq!(service.flush_usage().await.expect("nothing left").rows, 0);
     }
 
     #[tokio::test]
@@ -367,7 +436,7 @@ mod tests {
                     batch.counts,
                     [UsageCount { key_id: credential().key.id, day: NOW.date(), outcome, count: 1 }]
                 );
-                Ok(())
+                Ok(vec![])
             });
             let service = ports.service();
             let err = service.authenticate(&key, None).await.expect_err(expected);
@@ -379,7 +448,7 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             };
             assert_eq!(got, expected);
-            assert_eq!(service.flush_usage().await.expect("flushed"), usize::from(known));
+            assert_eq!(service.flush_usage().await.expect("flushed").rows, usize::from(known));
         }
     }
 
@@ -407,9 +476,9 @@ mod tests {
             log.lock().expect("log").push(b.clone());
             // The first write fails, as a commit whose outcome is unknown does.
             if calls == 1 {
-                Err(anyhow::anyhow!("connection lost at commit").into())
+                Err(StoreError::Unavailable(anyhow::anyhow!("connection lost at commit")))
             } else {
-                Ok(())
+                Ok(vec![])
             }
         });
         let service = ports.service();
@@ -417,7 +486,7 @@ mod tests {
         assert!(service.flush_usage().await.is_err());
         service.authenticate(&key, None).await.expect("authenticated");
         service.authenticate(&key, None).await.expect("authenticated");
-        assert_eq!(service.flush_usage().await.expect("second flush"), 4);
+        assert_eq!(service.flush_usage().await.expect("second flush").rows, 4);
         let written = written.lock().expect("log");
         let valid = |b: &UsageBatch| b.counts.iter().map(|c| c.count).sum::<i64>();
         // The retry is the failed batch itself, same sequence, not merged with newer uses.
@@ -425,6 +494,81 @@ mod tests {
         assert_eq!((valid(&written[1]), valid(&written[2])), (1, 2));
         assert!(written[2].sequence > written[1].sequence);
         assert_eq!(service.usage_flush_stats(), (2, 4));
+    }
+
+    #[tokio::test]
+    async fn uses_of_a_key_deleted_before_the_flush_are_dropped_and_counted_not_retried() {
+        let mut ports = Ports::new();
+        let key = presented(&ports);
+        ports.keys.expect_find_credential().returning(|_| Ok(Some(credential())));
+        // The store wrote nothing of the key: it was deleted with its organization.
+        ports.keys.expect_record_usage().times(1).returning(|_| Ok(vec![credential().key.id]));
+        let service = ports.service();
+        for _ in 0..3 {
+            service.authenticate(&key, None).await.expect("authenticated");
+        }
+        let flush = service.flush_usage().await.expect("flushed");
+        assert_eq!(flush.rows, 0);
+        assert!(matches!(flush.dropped[..], [DroppedUses { uses: 3, keys: 1, refusal: None }]), "{flush:?}");
+        assert_eq!(service.usage_dropped(), 3);
+        assert!(service.usage_unwritten_for().is_none(), "nothing held any more");
+        assert_eq!(service.flush_usage().await.expect("nothing left").rows, 0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_refused_for_good_holds_newer_uses_back_only_until_it_is_dropped() {
+        let mut ports = Ports::new();
+        let key = presented(&ports);
+        ports.keys.expect_find_credential().returning(|_| Ok(Some(credential())));
+        let written = Arc::new(std::sync::Mutex::new(Vec::<UsageBatch>::new()));
+        let log = written.clone();
+        let mut calls = 0;
+        ports.keys.expect_record_usage().times(4).returning(move |b| {
+            calls += 1;
+            if calls <= 3 {
+                Err(anyhow::anyhow!("violates check constraint").into())
+            } else {
+                log.lock().expect("log").push(b.clone());
+                Ok(vec![])
+            }
+        });
+        let service = ports.service();
+        service.authenticate(&key, None).await.expect("authenticated");
+        assert!(service.flush_usage().await.is_err());
+        assert!(service.flush_usage().await.is_err());
+        service.authenticate(&key, None).await.expect("authenticated");
+        service.authenticate(&key, None).await.expect("authenticated");
+        // The third refusal gives the one-key batch up; the newer uses are written at once.
+        let flush = service.flush_usage().await.expect("flushed");
+        assert!(matches!(flush.dropped[..], [DroppedUses { uses: 1, keys: 1, refusal: Some(_) }]), "{flush:?}");
+        assert_eq!(flush.rows, 2);
+        assert_eq!(written.lock().expect("log")[0].counts[0].count, 2);
+        assert_eq!(service.usage_dropped(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_store_unavailable_however_long_loses_no_use() {
+        let mut ports = Ports::new();
+        let key = presented(&ports);
+        ports.keys.expect_find_credential().returning(|_| Ok(Some(credential())));
+        let mut calls = 0;
+        ports.keys.expect_record_usage().times(11).returning(move |b| {
+            calls += 1;
+            if calls <= 10 {
+                Err(StoreError::Unavailable(anyhow::anyhow!("pool timed out")))
+            } else {
+                assert_eq!(b.counts[0].count, 1);
+                Ok(vec![])
+            }
+        });
+        let service = ports.service();
+        service.authenticate(&key, None).await.expect("authenticated");
+        for _ in 0..10 {
+            assert!(service.flush_usage().await.is_err());
+        }
+        assert_eq!(service.usage_unwritten_for(), Some(std::time::Duration::ZERO), "held, by a clock stopped");
+        assert_eq!(service.flush_usage().await.expect("flushed").rows, 2);
+        assert_eq!(service.usage_dropped(), 0);
     }
 
     #[tokio::test]
@@ -437,7 +581,7 @@ mod tests {
             let mut counts: Vec<_> = batch.counts.iter().map(|c| (c.outcome, c.count)).collect();
             counts.sort();
             assert_eq!(counts, [(VerificationCode::Valid, 1), (VerificationCode::InsufficientScope, 1)]);
-            Ok(())
+            Ok(vec![])
         });
         let service = ports.service();
         let reader = service.authenticate(&key, None).await.expect("authenticated");

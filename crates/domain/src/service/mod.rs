@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use account::GetAccountError;
 pub use audit::{audit_event_id, AuditLogError, AuditPage};
-pub use authenticate::{AuthenticateError, Authentication, ClientAddress};
+pub use authenticate::{AuthenticateError, Authentication, ClientAddress, DroppedUses, UsageFlush};
 pub use keys::{
     CreateKeyError, CreatedKey, GetKeyError, KeyAccessError, KeyUpdate, ListKeysError, RevokeKeyError, RollKeyError,
     RolledKey, UpdateKeyError,

@@ -2,7 +2,7 @@
 //! costs no database write: when each key was last used, and how many verifications of it
 //! ended with each outcome, by UTC day.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -57,6 +57,14 @@ impl KeyTally {
 /// touched on every authenticated request.
 type Pending = HashMap<KeyId, KeyTally, RandomState>;
 
+/// The uses gathered since the last batch was taken.
+#[derive(Debug, Default)]
+struct Gathered {
+    keys: Pending,
+    /// When the first of them was counted.
+    since: Option<OffsetDateTime>,
+}
+
 /// Who a counted use belongs to.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct UseOf<'a> {
@@ -65,21 +73,54 @@ pub(crate) struct UseOf<'a> {
     pub environment: Environment,
 }
 
+/// Refusals (failures other than [`crate::ports::StoreError::Unavailable`]) after which a
+/// batch is split into one batch per key, and a one-key batch dropped.
+pub(crate) const MAX_REFUSALS: u32 = 3;
+
+/// A batch taken from memory and not yet written.
+#[derive(Debug, Clone)]
+pub(crate) struct Held {
+    pub batch: UsageBatch,
+    /// When its oldest use was counted.
+    oldest: OffsetDateTime,
+    refusals: u32,
+}
+
+/// What became of a batch the store refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AfterRefusal {
+    /// Kept, to be written again first.
+    Kept,
+    /// Split into one batch per key, kept in its place.
+    Split,
+    /// Given up: these uses of its one key are lost.
+    Dropped(u64),
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct UsageTracker {
     writer: String,
-    pending: Mutex<Pending>,
-    /// A batch whose write failed: retried as it is, with its own sequence, before anything
-    /// newer, so that a write that did commit is never applied twice.
-    unconfirmed: Mutex<Option<UsageBatch>>,
+    pending: Mutex<Gathered>,
+    /// Batches whose write failed: retried as they are, with their own sequence, before
+    /// anything newer, so that a write that did commit is never applied twice.
+    unconfirmed: Mutex<VecDeque<Held>>,
     next_sequence: AtomicU64,
     pub(crate) flushes: AtomicU64,
     pub(crate) flushed_rows: AtomicU64,
+    /// Uses never written: their key was deleted first, or the store refused them for good.
+    pub(crate) dropped_uses: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The data stays consistent whatever a panicking holder did: keep using it.
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The uses a batch holds for `key` (or for all keys): the sum of its counts, which a
+/// reclassification (-1 valid, +1 refused) leaves as it was.
+fn uses_of(batch: &UsageBatch, key: Option<&KeyId>) -> u64 {
+    let sum: i64 = batch.counts.iter().filter(|c| key.is_none_or(|k| &c.key_id == k)).map(|c| c.count).sum();
+    u64::try_from(sum).unwrap_or(0)
 }
 
 impl UsageTracker {
@@ -90,10 +131,11 @@ impl UsageTracker {
     /// Counts one verification with `outcome` at `at`; a valid one also moves the key's last use.
     pub(crate) fn record(&self, of: UseOf<'_>, at: OffsetDateTime, outcome: VerificationCode) {
         let mut pending = lock(&self.pending);
+        pending.since.get_or_insert(at);
         // One lookup when the key was seen already (nearly always); its id is copied only once.
-        let tally = match pending.get_mut(of.key) {
+        let tally = match pending.keys.get_mut(of.key) {
             Some(tally) => tally,
-            None => pending.entry(of.key.clone()).or_insert_with(|| KeyTally::new(of)),
+            None => pending.keys.entry(of.key.clone()).or_insert_with(|| KeyTally::new(of)),
         };
         tally.add(at.date(), outcome, 1);
         if outcome == VerificationCode::Valid && tally.last_used.is_none_or(|seen| seen < at) {
@@ -101,10 +143,11 @@ impl UsageTracker {
         }
     }
 
-    /// A use counted valid on `day` turned out to lack a scope: it counts as refused.
-    pub(crate) fn reclassify(&self, of: UseOf<'_>, day: Date, to: VerificationCode) {
+    /// A use counted valid on `day` turned out to lack a scope (found `now`): it counts as refused.
+    pub(crate) fn reclassify(&self, of: UseOf<'_>, day: Date, to: VerificationCode, now: OffsetDateTime) {
         let mut pending = lock(&self.pending);
-        let tally = pending.entry(of.key.clone()).or_insert_with(|| KeyTally::new(of));
+        pending.since.get_or_insert(now);
+        let tally = pending.keys.entry(of.key.clone()).or_insert_with(|| KeyTally::new(of));
         // If the valid use was flushed already, the -1 lands with the next flush: the sum holds.
         tally.add(day, VerificationCode::Valid, -1);
         tally.add(day, to, 1);
@@ -112,10 +155,11 @@ impl UsageTracker {
 
     /// The key's last use not yet written, if any.
     pub(crate) fn pending_last_use(&self, key: &KeyId) -> Option<OffsetDateTime> {
-        let from_pending = lock(&self.pending).get(key).and_then(|t| t.last_used);
+        let from_pending = lock(&self.pending).keys.get(key).and_then(|t| t.last_used);
         let from_unconfirmed = lock(&self.unconfirmed)
-            .as_ref()
-            .and_then(|b| b.last_used.iter().find(|(k, _)| k == key).map(|(_, at)| *at));
+            .iter()
+            .filter_map(|h| h.batch.last_used.iter().find(|(k, _)| k == key).map(|(_, at)| *at))
+            .max();
         from_pending.max(from_unconfirmed)
     }
 
@@ -123,18 +167,33 @@ impl UsageTracker {
     /// shows once the retry, within a flush interval, has written it).
     pub(crate) fn pending_counts(&self, org: &OrgId, from: Date) -> Vec<(UsageCount, Environment)> {
         let mut found = Vec::new();
-        for (key, tally) in lock(&self.pending).iter().filter(|(_, t)| &t.org == org) {
+        for (key, tally) in lock(&self.pending).keys.iter().filter(|(_, t)| &t.org == org) {
             found.extend(tally.counts(key).filter(|c| c.day >= from).map(|c| (c, tally.environment)));
         }
         found
     }
 
-    /// The batch to write next: the unconfirmed one if any, else what gathered since.
-    pub(crate) fn next_batch(&self) -> Option<UsageBatch> {
-        if let Some(batch) = lock(&self.unconfirmed).take() {
-            return Some(batch);
+    /// When the oldest use held in memory and not yet written was counted.
+    pub(crate) fn oldest_unwritten(&self) -> Option<OffsetDateTime> {
+        let held = lock(&self.unconfirmed).iter().map(|h| h.oldest).min();
+        let gathered = lock(&self.pending).since;
+        match (held, gathered) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        let drained: Vec<(KeyId, KeyTally)> = lock(&self.pending).drain().collect();
+    }
+
+    /// The first batch whose write failed, to write again before anything newer.
+    pub(crate) fn take_unconfirmed(&self) -> Option<Held> {
+        lock(&self.unconfirmed).pop_front()
+    }
+
+    /// What gathered since the last batch, as a new batch.
+    pub(crate) fn gather(&self) -> Option<Held> {
+        let (drained, since): (Vec<(KeyId, KeyTally)>, _) = {
+            let mut pending = lock(&self.pending);
+            (pending.keys.drain().collect(), pending.since.take())
+        };
         let mut batch = UsageBatch { writer: self.writer.clone(), ..UsageBatch::default() };
         for (key, tally) in drained {
             if let Some(at) = tally.last_used {
@@ -145,19 +204,133 @@ impl UsageTracker {
         if batch.is_empty() {
             return None;
         }
-        batch.sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed) + 1;
-        Some(batch)
+        // Always set when a use was counted.
+        let oldest = since.unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        batch.sequence = self.next_sequence();
+        Some(Held { batch, oldest, refusals: 0 })
     }
 
-    /// The batch was written: count it.
-    pub(crate) fn confirm(&self, batch: &UsageBatch) {
+    fn next_sequence(&self) -> u64 {
+        self.next_sequence.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The batch was written, except the keys `missing` (deleted): count it, and the uses
+    /// dropped with them. Returns the rows written and the uses dropped.
+    pub(crate) fn confirm(&self, held: &Held, missing: &[KeyId]) -> (usize, u64) {
+        let batch = &held.batch;
+        let rows = batch.last_used.iter().filter(|(k, _)| !missing.contains(k)).count()
+            + batch.counts.iter().filter(|c| !missing.contains(&c.key_id)).count();
+        let dropped: u64 = missing.iter().map(|k| uses_of(batch, Some(k))).sum();
         self.flushes.fetch_add(1, Ordering::Relaxed);
-        let rows = batch.last_used.len() + batch.counts.len();
         self.flushed_rows.fetch_add(rows as u64, Ordering::Relaxed);
+        self.dropped_uses.fetch_add(dropped, Ordering::Relaxed);
+        (rows, dropped)
     }
 
-    /// The batch's write failed (perhaps after committing): keep it to write again as it is.
-    pub(crate) fn keep_unconfirmed(&self, batch: UsageBatch) {
-        *lock(&self.unconfirmed) = Some(batch);
+    /// The batch's write failed, perhaps after committing: keep it to write again as it is.
+    pub(crate) fn keep_unconfirmed(&self, held: Held) {
+        lock(&self.unconfirmed).push_front(held);
+    }
+
+    /// The store refused the batch for a reason a retry may not cure (its transaction rolled
+    /// back: nothing of it was applied). Kept, up to [`MAX_REFUSALS`]; then a batch of many
+    /// keys is split into one batch per key with new sequences (so that one key the store
+    /// refuses holds back no other), and a batch of one key is dropped.
+    pub(crate) fn refused(&self, mut held: Held) -> AfterRefusal {
+        held.refusals += 1;
+        if held.refusals < MAX_REFUSALS {
+            self.keep_unconfirmed(held);
+            return AfterRefusal::Kept;
+        }
+        let mut keys: Vec<&KeyId> =
+            held.batch.last_used.iter().map(|(k, _)| k).chain(held.batch.counts.iter().map(|c| &c.key_id)).collect();
+        keys.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        keys.dedup();
+        if keys.len() <= 1 {
+            let dropped = uses_of(&held.batch, None);
+            self.dropped_uses.fetch_add(dropped, Ordering::Relaxed);
+            return AfterRefusal::Dropped(dropped);
+        }
+        let parts: Vec<Held> = keys
+            .into_iter()
+            .map(|key| Held {
+                batch: UsageBatch {
+                    writer: held.batch.writer.clone(),
+                    sequence: self.next_sequence(),
+                    last_used: held.batch.last_used.iter().filter(|(k, _)| k == key).cloned().collect(),
+                    counts: held.batch.counts.iter().filter(|c| &c.key_id == key).cloned().collect(),
+                },
+                oldest: held.oldest,
+                refusals: 0,
+            })
+            .collect();
+        let mut unconfirmed = lock(&self.unconfirmed);
+        for part in parts.into_iter().rev() {
+            unconfirmed.push_front(part);
+        }
+        AfterRefusal::Split
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::test_support::*;
+
+    fn key(id: &str) -> KeyId {
+        KeyId::new(id).expect("valid id")
+    }
+
+    fn count(tracker: &UsageTracker, key: &KeyId, at: OffsetDateTime) {
+        let org = OrgId::new("org_1").expect("valid id");
+        tracker.record(UseOf { key, org: &org, environment: Environment::Live }, at, VerificationCode::Valid);
+    }
+
+    #[test]
+    fn the_oldest_unwritten_use_is_held_until_its_batch_is_written() {
+        let tracker = UsageTracker::new("w".into());
+        let a = key("key_a");
+        assert_eq!(tracker.oldest_unwritten(), None);
+        count(&tracker, &a, NOW);
+        count(&tracker, &a, NOW + time::Duration::seconds(5));
+        let held = tracker.gather().expect("a batch");
+        count(&tracker, &a, NOW + time::Duration::seconds(9));
+        tracker.keep_unconfirmed(held);
+        assert_eq!(tracker.oldest_unwritten(), Some(NOW), "the failed batch's oldest use");
+        let retried = tracker.take_unconfirmed().expect("the failed batch");
+        tracker.confirm(&retried, &[]);
+        assert_eq!(tracker.oldest_unwritten(), Some(NOW + time::Duration::seconds(9)));
+        tracker.confirm(&tracker.gather().expect("the rest"), &[]);
+        assert_eq!(tracker.oldest_unwritten(), None);
+    }
+
+    #[test]
+    fn a_batch_refused_again_and_again_is_split_by_key_and_only_a_refused_keys_uses_are_dropped() {
+        let tracker = UsageTracker::new("w".into());
+        let (a, b) = (key("key_a"), key("key_b"));
+        count(&tracker, &a, NOW);
+        count(&tracker, &a, NOW);
+        count(&tracker, &b, NOW);
+        let mut held = tracker.gather().expect("a batch");
+        let first = held.batch.sequence;
+        for _ in 1..MAX_REFUSALS {
+            assert_eq!(tracker.refused(held), AfterRefusal::Kept);
+            held = tracker.take_unconfirmed().expect("kept");
+            assert_eq!(held.batch.sequence, first, "retried as it was");
+        }
+        assert_eq!(tracker.refused(held), AfterRefusal::Split);
+        let mut part_a = tracker.take_unconfirmed().expect("a's batch");
+        let part_b = tracker.take_unconfirmed().expect("b's batch");
+        assert_eq!((part_a.batch.last_used[0].0.clone(), part_b.batch.last_used[0].0.clone()), (a, b));
+        assert!(part_a.batch.sequence > first && part_b.batch.sequence > part_a.batch.sequence);
+        tracker.keep_unconfirmed(part_b);
+        for _ in 1..MAX_REFUSALS {
+            assert_eq!(tracker.refused(part_a), AfterRefusal::Kept);
+            part_a = tracker.take_unconfirmed().expect("kept");
+        }
+        assert_eq!(tracker.refused(part_a), AfterRefusal::Dropped(2));
+        assert_eq!(tracker.dropped_uses.load(Ordering::Relaxed), 2);
+        let part_b = tracker.take_unconfirmed().expect("b's batch, still held");
+        assert_eq!(part_b.batch.counts[0].count, 1);
     }
 }

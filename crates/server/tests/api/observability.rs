@@ -34,7 +34,7 @@ async fn a_valid_request_id_is_echoed_and_a_missing_or_bad_one_replaced(app: Tes
     }
 }
 
-fn sample<'a>(text: &'a str, name: &str, labels: &[(&str, &str)]) -> Option<&'a str> {
+pub(crate) fn sample<'a>(text: &'a str, name: &str, labels: &[(&str, &str)]) -> Option<&'a str> {
     text.lines().find_map(|line| {
         let rest = line.strip_prefix(name)?;
         let (label_part, value) = rest.rsplit_once(' ')?;

@@ -8,7 +8,7 @@ use account_infra::testing::TestDatabase;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{on_both_backends, spawn_app_on, spawn_app_with, Reply, TestApp};
+use crate::helpers::{on_both_backends, spawn_app_on, spawn_app_with, stored_last_used_at, Reply, TestApp};
 use crate::process::{account_api, send_signal, sign_up, start_server, wait_with_timeout};
 
 async fn usage(app: &TestApp, key: &str, query: &str) -> Reply {
@@ -150,6 +150,7 @@ on_both_backends!(
     two_instances_counting_one_key_add_up,
     days_outside_one_to_ninety_or_not_whole_are_refused,
     plans_state_the_requests_they_include,
+    an_organization_erased_while_its_uses_wait_to_be_written_holds_back_no_other_organizations_usage,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,4 +317,58 @@ async fn an_operator_changes_what_a_plan_includes_and_a_running_server_shows_it_
     assert!(!unknown.status.success());
     send_signal(&child, "TERM");
     assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
+}
+
+/// The uses of a key stored in the database (all days and outcomes), read with the test's
+/// own SQL session: not through an instance, which would add what it holds in memory.
+fn stored_uses(app: &TestApp, key_id: &str) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        uses: i64,
+    }
+    let sql = format!("SELECT CAST(COALESCE(SUM(uses), 0) AS BIGINT) AS uses FROM key_usage WHERE key_id = '{key_id}'");
+    let row: Row = diesel::RunQueryDsl::get_result(diesel::sql_query(sql), &mut app.db_session()).expect("read");
+    row.uses
+}
+
+async fn metric(app: &TestApp, name: &str) -> u64 {
+    let text = app.client.get(app.url("/metrics")).send().await.expect("sent").text().await.expect("text");
+    crate::observability::sample(&text, name, &[]).expect(name).parse().expect("a number")
+}
+
+async fn an_organization_erased_while_its_uses_wait_to_be_written_holds_back_no_other_organizations_usage(
+    app: TestApp,
+) {
+    let erased = app.signup_org("erased@acme.test").await;
+    let other = app.signup_org("other@acme.test").await;
+    // The erased key is read once, so this instance holds it in its cache; that use written.
+    assert_eq!(app.get_account(&erased.key).await.status.as_u16(), 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stored_last_used_at(&app.db, &erased.key_id).is_none() {
+        assert!(Instant::now() < deadline, "the first use was never written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // An erasure carried out by hand: the organization goes, its keys and counts with it,
+    // and nothing tells the instances. Its cached key is still answered for a while: those
+    // uses wait to be written for a key that no longer exists.
+    app.execute_sql(&format!("DELETE FROM organizations WHERE id = '{}'", erased.id));
+    let n = 4;
+    for _ in 0..n {
+        assert_eq!(app.get_account(&erased.key).await.status.as_u16(), 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(app.get_account(&other.key).await.status.as_u16(), 200);
+    }
+    // The other organization's uses are written all the same (read from the database).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stored_uses(&app, &other.key_id) < 3 || metric(&app, "usage_counts_dropped_total").await < n {
+        assert!(Instant::now() < deadline, "the other organization's uses were never written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored_uses(&app, &other.key_id), 3);
+    assert_eq!(metric(&app, "usage_counts_dropped_total").await, n, "the erased key's uses, dropped");
+    assert_eq!(stored_uses(&app, &erased.key_id), 0);
+    // Nothing held back: what a crash would lose now is under a flush interval old.
+    assert!(metric(&app, "usage_unwritten_oldest_seconds").await < 60);
 }
