@@ -3,7 +3,8 @@
 //!
 //! PostgreSQL tests run when `TEST_POSTGRES_URL` names a server (an admin database URL such
 //! as `postgres://postgres@127.0.0.1:5432/postgres`); with `REQUIRE_POSTGRES=1` a missing
-//! URL fails the test instead of skipping it, so a green CI means both backends passed.
+//! URL fails the test instead of skipping it, so a green CI means both backends passed; a
+//! skipped test says `SKIPPED <test name>` on stderr.
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
@@ -53,6 +54,7 @@ impl TestDatabase {
                 std::env::var("REQUIRE_POSTGRES").map_or(true, |v| v.is_empty() || v == "0"),
                 "REQUIRE_POSTGRES is set but TEST_POSTGRES_URL is not: PostgreSQL tests may not be skipped"
             );
+            say_skipped();
             return None;
         };
         let name = format!("account_test_{}", uuid::Uuid::now_v7().simple());
@@ -87,6 +89,16 @@ impl Drop for TestDatabase {
             }
         }
     }
+}
+
+/// Says on stderr that the running test skipped PostgreSQL, so that a run without a server
+/// is not read as a pass. Written to the stream itself: the test harness captures `eprintln!`
+/// and shows it only for failures. libtest names each test's thread after the test.
+fn say_skipped() {
+    use std::io::Write as _;
+    let thread = std::thread::current();
+    let test = thread.name().filter(|name| *name != "main").unwrap_or("a test (unnamed thread)");
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: PostgreSQL not tested (TEST_POSTGRES_URL is not set)");
 }
 
 /// `url` with its database name replaced by `name`, keeping any query string.
