@@ -68,6 +68,48 @@ impl TestDatabase {
         &self.target
     }
 
+    /// Applies only the migrations older than `version` (a migration folder's date, such as
+    /// `2024-01-04-000000`): the database as an older release left it, for a test of the
+    /// migrations after it with rows already present. Returns how many ran.
+    pub fn migrate_before(&self, version: &str) -> anyhow::Result<usize> {
+        use anyhow::Context as _;
+        use diesel::migration::MigrationSource;
+        use diesel_migrations::MigrationHarness;
+
+        fn run_before<C: MigrationHarness<C::Backend> + Connection>(
+            conn: &mut C,
+            source: &impl MigrationSource<C::Backend>,
+            before: &str,
+        ) -> anyhow::Result<usize> {
+            let digits = |v: &str| v.chars().filter(char::is_ascii_digit).collect::<String>();
+            // Also creates diesel's table of applied migrations.
+            let applied = conn.applied_migrations().map_err(|e| anyhow::anyhow!(e))?;
+            let applied: Vec<String> = applied.iter().map(|v| digits(&v.to_string())).collect();
+            let mut ran = 0;
+            let migrations = source.migrations().map_err(|e| anyhow::anyhow!(e))?;
+            for migration in &migrations {
+                let version = digits(&migration.name().version().to_string());
+                if version < digits(before) && !applied.contains(&version) {
+                    conn.run_migration(&**migration).map_err(|e| anyhow::anyhow!(e))?;
+                    ran += 1;
+                }
+            }
+            Ok(ran)
+        }
+
+        match &self.target {
+            DatabaseTarget::Sqlite(path) => {
+                let mut conn = diesel::SqliteConnection::establish(&path.to_string_lossy())
+                    .with_context(|| format!("could not open {}", path.display()))?;
+                run_before(&mut conn, &crate::database::SQLITE_MIGRATIONS, version)
+            }
+            DatabaseTarget::Postgres(url) => {
+                let mut conn = PgConnection::establish(url).context("could not connect to the test database")?;
+                run_before(&mut conn, &crate::database::POSTGRES_MIGRATIONS, version)
+            }
+        }
+    }
+
     /// The URL to hand to the server as `DATABASE_URL`.
     pub fn url(&self) -> String {
         match &self.target {
