@@ -35,6 +35,9 @@ pub(crate) struct CredentialReads {
     waiting: Mutex<Vec<Read>>,
     /// A task is answering the waiting reads: a new read only joins the queue.
     draining: AtomicBool,
+    /// Reads one batch and answers it: [`answer`]. A field so that a test can count the
+    /// batches or make one panic.
+    answer_batch: fn(&Database, Vec<Read>),
 }
 
 impl std::fmt::Debug for CredentialReads {
@@ -45,7 +48,7 @@ impl std::fmt::Debug for CredentialReads {
 
 impl CredentialReads {
     pub(crate) fn new(db: Database) -> Self {
-        Self { db, waiting: Mutex::new(Vec::new()), draining: AtomicBool::new(false) }
+        Self { db, waiting: Mutex::new(Vec::new()), draining: AtomicBool::new(false), answer_batch: answer }
     }
 
     /// The key with this hash, with its organization and plan; `None` when no key has it.
@@ -82,7 +85,8 @@ impl CredentialReads {
             }
             // A panic must not leave `draining` set with reads queued: its batch's readers
             // are told (their replies dropped), and the loop goes on.
-            let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer(&self.db, batch)));
+            let answered =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.answer_batch)(&self.db, batch)));
             if answered.is_err() {
                 tracing::error!("a batch of credential reads panicked");
             }
@@ -181,4 +185,112 @@ pub(crate) fn recently_used(
         .limit(i64::from(limit))
         .load(conn)?;
     Ok(rows.into_iter().map(CredentialRow::into_domain).collect::<anyhow::Result<Vec<_>>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Barrier;
+    use std::time::Duration;
+
+    use futures_util::future::{join, join_all};
+    use futures_util::FutureExt as _;
+
+    use super::*;
+    use crate::testing::TestDatabase;
+    use crate::PoolOptions;
+
+    /// Batched reads on a migrated SQLite file, answered by `answer_batch`.
+    fn reads_with(answer_batch: fn(&Database, Vec<Read>)) -> (TestDatabase, Arc<CredentialReads>) {
+        let test_db = TestDatabase::sqlite();
+        let db = Database::new(test_db.target().clone(), &PoolOptions::for_machine());
+        db.migrate().expect("migrated");
+        (test_db, Arc::new(CredentialReads { answer_batch, ..CredentialReads::new(db) }))
+    }
+
+    /// A hash no key has.
+    fn hash(n: u32) -> KeyHash {
+        KeyHash::from_hex(&format!("{n:064x}")).expect("64 hex digits")
+    }
+
+    static BATCH_SIZES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+    fn counting(db: &Database, batch: Vec<Read>) {
+        BATCH_SIZES.lock().unwrap_or_else(PoisonError::into_inner).push(batch.len());
+        answer(db, batch);
+    }
+
+    /// The runtime's one blocking thread is busy until every read has been asked: the drain
+    /// task the first read starts then finds all 32 waiting and answers them together.
+    #[test]
+    fn reads_waiting_together_are_answered_in_one_batch() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let (_test_db, reads) = reads_with(counting);
+        let answers = runtime.block_on(async {
+            let (release_tx, release) = std::sync::mpsc::channel::<()>();
+            let busy = tokio::task::spawn_blocking(move || release.recv());
+            let hashes: Vec<KeyHash> = (0..32).map(hash).collect();
+            // Polled after every read was asked.
+            let release = async move { release_tx.send(()).expect("the busy task waits") };
+            let (answers, ()) = join(join_all(hashes.iter().map(|h| reads.find(h))), release).await;
+            busy.await.expect("joined").expect("released");
+            answers
+        });
+        assert!(answers.iter().all(|a| matches!(a, Ok(None))), "each read gets its answer");
+        assert_eq!(*BATCH_SIZES.lock().unwrap_or_else(PoisonError::into_inner), [32], "one batch for 32 reads");
+    }
+
+    /// Met twice by the first batch: once it is running, and once the test has queued
+    /// another read behind it; then it panics.
+    static IN_BATCH: Barrier = Barrier::new(2);
+    static PANICKED: AtomicBool = AtomicBool::new(false);
+
+    fn panicking_once(db: &Database, batch: Vec<Read>) {
+        if !PANICKED.swap(true, Ordering::SeqCst) {
+            IN_BATCH.wait();
+            IN_BATCH.wait();
+            panic!("a batch of credential reads that panics (the test's)");
+        }
+        answer(db, batch);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_that_panics_tells_its_readers_and_the_reads_queued_behind_it_are_answered() {
+        let (_test_db, reads) = reads_with(panicking_once);
+        let first = tokio::spawn({
+            let reads = reads.clone();
+            async move { reads.find(&hash(1)).await }
+        });
+        tokio::task::spawn_blocking(|| IN_BATCH.wait()).await.expect("the first batch runs");
+        let second = hash(2);
+        let mut queued = Box::pin(reads.find(&second));
+        assert!((&mut queued).now_or_never().is_none(), "queued behind the running batch");
+        tokio::task::spawn_blocking(|| IN_BATCH.wait()).await.expect("the first batch panics");
+        let told = tokio::time::timeout(Duration::from_secs(10), first).await.expect("not left waiting");
+        assert!(told.expect("joined").is_err(), "the panicked batch's reader is told it failed");
+        let answered = tokio::time::timeout(Duration::from_secs(10), queued).await.expect("the queue is still served");
+        assert!(matches!(answered, Ok(None)), "{answered:?}");
+        let later = tokio::time::timeout(Duration::from_secs(10), reads.find(&hash(3))).await.expect("served");
+        assert!(matches!(later, Ok(None)), "{later:?}");
+    }
+
+    /// A read asked on a runtime that is shutting down: its drain task is dropped unrun.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_drain_task_that_never_runs_tells_its_reader_and_the_next_read_starts_one_again() {
+        let (_test_db, reads) = reads_with(answer);
+        let stopping = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().expect("a runtime");
+        let handle = stopping.handle().clone();
+        stopping.shutdown_background();
+        let told = {
+            let _on_the_stopped_runtime = handle.enter();
+            reads.find(&hash(1)).now_or_never()
+        };
+        assert!(matches!(told, Some(Err(_))), "the reader is told at once: {told:?}");
+        let next = tokio::time::timeout(Duration::from_secs(10), reads.find(&hash(2))).await.expect("not stranded");
+        assert!(matches!(next, Ok(None)), "{next:?}");
+    }
 }

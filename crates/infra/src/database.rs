@@ -15,8 +15,8 @@ use crate::connection::{ConnectionManager, DbConnection};
 use crate::database_url::DatabaseTarget;
 use crate::repo_error::RepoError;
 
-const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
-const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+pub(crate) const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+pub(crate) const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 /// Serializes migrations of instances starting together on one PostgreSQL database.
 const MIGRATION_LOCK_ID: i64 = 0x6163_636f_756e_7431;
 

@@ -3,7 +3,8 @@
 //!
 //! PostgreSQL tests run when `TEST_POSTGRES_URL` names a server (an admin database URL such
 //! as `postgres://postgres@127.0.0.1:5432/postgres`); with `REQUIRE_POSTGRES=1` a missing
-//! URL fails the test instead of skipping it, so a green CI means both backends passed.
+//! URL fails the test instead of skipping it, so a green CI means both backends passed; a
+//! skipped test says `SKIPPED <test name>` on stderr.
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
@@ -53,6 +54,7 @@ impl TestDatabase {
                 std::env::var("REQUIRE_POSTGRES").map_or(true, |v| v.is_empty() || v == "0"),
                 "REQUIRE_POSTGRES is set but TEST_POSTGRES_URL is not: PostgreSQL tests may not be skipped"
             );
+            say_skipped();
             return None;
         };
         let name = format!("account_test_{}", uuid::Uuid::now_v7().simple());
@@ -64,6 +66,48 @@ impl TestDatabase {
 
     pub fn target(&self) -> &DatabaseTarget {
         &self.target
+    }
+
+    /// Applies only the migrations older than `version` (a migration folder's date, such as
+    /// `2024-01-04-000000`): the database as an older release left it, for a test of the
+    /// migrations after it with rows already present. Returns how many ran.
+    pub fn migrate_before(&self, version: &str) -> anyhow::Result<usize> {
+        use anyhow::Context as _;
+        use diesel::migration::MigrationSource;
+        use diesel_migrations::MigrationHarness;
+
+        fn run_before<C: MigrationHarness<C::Backend> + Connection>(
+            conn: &mut C,
+            source: &impl MigrationSource<C::Backend>,
+            before: &str,
+        ) -> anyhow::Result<usize> {
+            let digits = |v: &str| v.chars().filter(char::is_ascii_digit).collect::<String>();
+            // Also creates diesel's table of applied migrations.
+            let applied = conn.applied_migrations().map_err(|e| anyhow::anyhow!(e))?;
+            let applied: Vec<String> = applied.iter().map(|v| digits(&v.to_string())).collect();
+            let mut ran = 0;
+            let migrations = source.migrations().map_err(|e| anyhow::anyhow!(e))?;
+            for migration in &migrations {
+                let version = digits(&migration.name().version().to_string());
+                if version < digits(before) && !applied.contains(&version) {
+                    conn.run_migration(&**migration).map_err(|e| anyhow::anyhow!(e))?;
+                    ran += 1;
+                }
+            }
+            Ok(ran)
+        }
+
+        match &self.target {
+            DatabaseTarget::Sqlite(path) => {
+                let mut conn = diesel::SqliteConnection::establish(&path.to_string_lossy())
+                    .with_context(|| format!("could not open {}", path.display()))?;
+                run_before(&mut conn, &crate::database::SQLITE_MIGRATIONS, version)
+            }
+            DatabaseTarget::Postgres(url) => {
+                let mut conn = PgConnection::establish(url).context("could not connect to the test database")?;
+                run_before(&mut conn, &crate::database::POSTGRES_MIGRATIONS, version)
+            }
+        }
     }
 
     /// The URL to hand to the server as `DATABASE_URL`.
@@ -97,6 +141,16 @@ pub fn record_usage_on(
     batch: &account_domain::UsageBatch,
 ) -> anyhow::Result<Vec<account_domain::KeyId>> {
     crate::usage_store::record(conn, batch, time::OffsetDateTime::now_utc()).map_err(anyhow::Error::new)
+}
+
+/// Says on stderr that the running test skipped PostgreSQL, so that a run without a server
+/// is not read as a pass. Written to the stream itself: the test harness captures `eprintln!`
+/// and shows it only for failures. libtest names each test's thread after the test.
+fn say_skipped() {
+    use std::io::Write as _;
+    let thread = std::thread::current();
+    let test = thread.name().filter(|name| *name != "main").unwrap_or("a test (unnamed thread)");
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: PostgreSQL not tested (TEST_POSTGRES_URL is not set)");
 }
 
 /// `url` with its database name replaced by `name`, keeping any query string.

@@ -148,6 +148,7 @@ contract!(
     a_roll_whose_key_is_revoked_meanwhile_writes_nothing,
     an_instance_of_the_previous_release_cannot_poll_the_migrated_feed_and_so_distrusts_its_cache,
     an_unreadable_feed_row_is_reported_missed_and_the_rest_of_its_batch_applied,
+    a_postgres_poll_of_over_50000_rows_reports_them_missed_instead_of_holding_them,
     an_allowlist_is_stored_normalised_changed_and_published,
     counts_from_two_writers_add_up_and_a_batch_written_twice_counts_once,
     usage_of_keys_deleted_with_their_organization_is_left_out_and_the_rest_written,
@@ -226,6 +227,26 @@ async fn the_schema_check_refuses_an_unmigrated_database_and_applies_nothing() {
         assert!(db.check_schema().is_err(), "the check applied nothing");
         assert!(db.migrate().expect("migrates") > 0, "every migration was still pending");
         db.check_schema().expect("passes once migrated");
+    }
+}
+
+/// A run without PostgreSQL must not read as a pass: this binary, run again on one
+/// PostgreSQL test with no server configured, passes it and says on stderr, by name, that it
+/// was skipped.
+#[test]
+fn a_postgres_test_run_without_a_server_says_it_was_skipped_by_name() {
+    let test = "postgres::the_plans_table_holds_the_catalogue";
+    for threads in ["--test-threads=1", "--test-threads=2"] {
+        let output = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+            .args([test, "--exact", threads])
+            .env_remove("TEST_POSTGRES_URL")
+            .env_remove("REQUIRE_POSTGRES")
+            .output()
+            .expect("the test binary runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        assert!(String::from_utf8_lossy(&output.stdout).contains("1 passed"), "the test was run");
+        assert!(stderr.contains(&format!("SKIPPED {test}")), "{threads}: {stderr}");
     }
 }
 
@@ -939,6 +960,35 @@ async fn an_unreadable_feed_row_is_reported_missed_and_the_rest_of_its_batch_app
     assert_eq!(poll.changes, vec![Change::Key(key.hash)], "the good row is applied");
     assert!(poll.missed, "the bad row makes the cache be cleared");
     assert!(!feed.poll().await.expect("polled").missed, "and only once");
+}
+
+/// On PostgreSQL one poll reads every row its previous snapshot could not see, up to
+/// 50,000: beyond, it holds none of them and reports them missed (the cache is cleared, which
+/// is always safe), once.
+async fn a_postgres_poll_of_over_50000_rows_reports_them_missed_instead_of_holding_them(ctx: Ctx) {
+    use diesel::connection::SimpleConnection as _;
+    if matches!(ctx.db.target(), account_infra::DatabaseTarget::Sqlite(_)) {
+        return; // a SQLite poll reads a page of 1,000 rows and says it has not caught up
+    }
+    let feed = SqlChangeFeed::start(ctx.db.clone()).await.expect("feed");
+    assert!(feed.poll().await.expect("polled").missed, "a first poll cannot vouch for what came before");
+    // One statement each: distinct 64-digit hex hashes (two md5s side by side).
+    let rows = |from: u32, to: u32| {
+        format!(
+            "INSERT INTO cache_events (key_hash, created_at) \
+             SELECT md5(i::text) || md5(i::text), 1 FROM generate_series({from}, {to}) AS i;"
+        )
+    };
+    raw_session(&ctx).batch_execute(&rows(1, 50_000)).expect("written by hand");
+    let poll = feed.poll().await.expect("polled");
+    assert_eq!((poll.changes.len(), poll.missed, poll.caught_up), (50_000, false, true), "50,000 rows are read");
+    raw_session(&ctx).batch_execute(&rows(50_001, 100_001)).expect("written by hand");
+    let poll = feed.poll().await.expect("polled");
+    assert!(poll.missed, "over 50,000 rows: reported missed");
+    assert!(poll.changes.is_empty(), "and none held");
+    assert!(poll.caught_up);
+    let next = feed.poll().await.expect("polled");
+    assert_eq!((next.changes.len(), next.missed), (0, false), "the next poll starts past them");
 }
 
 async fn an_allowlist_is_stored_normalised_changed_and_published(ctx: Ctx) {

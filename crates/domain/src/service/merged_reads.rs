@@ -112,6 +112,113 @@ mod tests {
         cache
     }
 
+    /// A store whose credential reads all wait at a gate the test opens, counted as they
+    /// begin. Only `find_credential` is used by these tests.
+    struct GatedStore {
+        gate: tokio::sync::Semaphore,
+        reads: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl KeyRepository for GatedStore {
+        async fn find_credential(&self, _: &KeyHash) -> StoreResult<Option<KeyCredential>> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            drop(self.gate.acquire().await.expect("the gate is never closed"));
+            Ok(Some(credential()))
+        }
+        async fn insert_key(
+            &self,
+            _: &OrgId,
+            _: &Actor,
+            _: KeyWriteDecision<NewApiKey>,
+            _: u32,
+            _: &AuditRecord,
+        ) -> Result<ApiKey, KeyStoreError> {
+            unreachable!("not used by these tests")
+        }
+        async fn find_key(&self, _: &OrgId, _: &KeyId) -> StoreResult<Option<ApiKey>> {
+            unreachable!("not used by these tests")
+        }
+        async fn update_key(
+            &self,
+            _: &OrgId,
+            _: &KeyId,
+            _: &KeyChanges,
+            _: &Actor,
+            _: KeyWriteDecision<()>,
+            _: &[AuditRecord],
+        ) -> Result<ApiKey, KeyStoreError> {
+            unreachable!("not used by these tests")
+        }
+        async fn roll_key(
+            &self,
+            _: &OrgId,
+            _: &KeyId,
+            _: &Actor,
+            _: KeyWriteDecision<NewApiKey>,
+            _: time::OffsetDateTime,
+            _: u32,
+            _: &[AuditRecord],
+        ) -> Result<ApiKey, KeyStoreError> {
+            unreachable!("not used by these tests")
+        }
+        async fn revoke_leaked(&self, _: &[KeyHash], _: time::OffsetDateTime, _: &RequestMeta) -> StoreResult<usize> {
+            unreachable!("not used by these tests")
+        }
+        async fn list_keys(&self, _: &OrgId) -> StoreResult<Vec<ApiKey>> {
+            unreachable!("not used by these tests")
+        }
+        async fn revoke_key(
+            &self,
+            _: &OrgId,
+            _: &KeyId,
+            _: time::OffsetDateTime,
+            _: &Actor,
+            _: KeyWriteDecision<()>,
+            _: &AuditRecord,
+        ) -> Result<ApiKey, KeyStoreError> {
+            unreachable!("not used by these tests")
+        }
+        async fn recently_used_credentials(
+            &self,
+            _: time::OffsetDateTime,
+            _: u32,
+        ) -> StoreResult<Vec<(KeyHash, KeyCredential)>> {
+            unreachable!("not used by these tests")
+        }
+        async fn record_usage(&self, _: &UsageBatch) -> StoreResult<Vec<KeyId>> {
+            unreachable!("not used by these tests")
+        }
+        async fn usage_of(&self, _: &OrgId, _: time::Date, _: time::Date) -> StoreResult<Vec<KeyUsageRow>> {
+            unreachable!("not used by these tests")
+        }
+        async fn monthly_usage(&self, _: time::Date, _: time::Date) -> StoreResult<Vec<OrganizationMonth>> {
+            unreachable!("not used by these tests")
+        }
+        async fn prune_usage(&self, _: time::Date) -> StoreResult<usize> {
+            unreachable!("not used by these tests")
+        }
+    }
+
+    /// 32 requests for one key the cache does not hold, each polled once (in one task, in
+    /// turn) before the store's read may finish: they share one read. No database: the
+    /// black-box test of the same needs PostgreSQL to hold the read back.
+    #[tokio::test]
+    async fn thirty_two_concurrent_misses_for_one_key_read_the_store_once() {
+        let (key, hash) = presented();
+        let store = Arc::new(GatedStore { gate: tokio::sync::Semaphore::new(0), reads: AtomicUsize::new(0) });
+        let service = Ports::new().service_over(store.clone(), empty_cache(), feed_changing_on_second_poll(hash));
+        service.sync_changes().await.expect("synced");
+
+        let requests = futures_util::future::join_all((0..32).map(|_| service.authenticate(key.as_bytes(), None)));
+        // Polled after every request was: all of them are waiting by then.
+        let open = async { store.gate.add_permits(32) };
+        let (answers, ()) = futures_util::future::join(requests, open).await;
+        assert!(answers.iter().all(Result::is_ok), "every request is answered");
+        assert_eq!(store.reads.load(Ordering::SeqCst), 1, "32 concurrent misses for one key read the store once");
+        assert_eq!(service.credential_store_reads(), 1);
+    }
+
     /// The first read of the store is held open (released after half a second whatever
     /// happens, so that a wrong join fails instead of hanging); a change is applied
     /// meanwhile; the request after it must read the store itself.

@@ -38,7 +38,23 @@ impl Ports {
         self.service_with(|s| s.with_cache(Arc::new(cache), Arc::new(feed), std::time::Duration::from_secs(1)))
     }
 
+    /// As [`Self::service_with_cache`], over `keys` instead of the mock key repository: for
+    /// a store that behaves in ways a mock's synchronous answer cannot (a read that waits).
+    pub fn service_over(
+        self,
+        keys: Arc<dyn KeyRepository>,
+        cache: MockCredentialCache,
+        feed: MockChangeFeed,
+    ) -> Arc<AccountService> {
+        let service = Self::build_over(self.accounts, keys);
+        Arc::new(service.with_cache(Arc::new(cache), Arc::new(feed), std::time::Duration::from_secs(1)))
+    }
+
     fn build(self) -> AccountService {
+        Self::build_over(self.accounts, Arc::new(self.keys))
+    }
+
+    fn build_over(accounts: MockAccountRepository, keys: Arc<dyn KeyRepository>) -> AccountService {
         let mut clock = MockClock::new();
         clock.expect_now().return_const(NOW);
         let mut generator = MockGenerator::new();
@@ -52,7 +68,7 @@ impl Ports {
             .returning(move || KeyId::new(&format!("key_{}", counter.fetch_add(1, Ordering::Relaxed))).expect("valid"));
         generator.expect_key_secret().returning(secret_body);
         generator.expect_usage_writer().return_const("wrt_test".to_owned());
-        AccountService::new(Arc::new(self.accounts), Arc::new(self.keys), Arc::new(clock), Arc::new(generator))
+        AccountService::new(Arc::new(accounts), keys, Arc::new(clock), Arc::new(generator))
     }
 }
 

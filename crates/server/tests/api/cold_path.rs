@@ -6,8 +6,10 @@ use account_infra::testing::{Backend, TestDatabase};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{on_both_backends, spawn_app, spawn_app_on_with, TestApp};
 use crate::process::{send_signal, sign_up, start_server, wait_with_timeout};
+
+on_both_backends!(the_warm_start_window_decides_which_keys_a_starting_instance_loads);
 
 async fn store_reads(app: &TestApp) -> u64 {
     store_reads_at(&app.client, &app.address).await
@@ -106,4 +108,22 @@ async fn thirty_two_concurrent_first_requests_for_one_key_read_the_store_once() 
     }
     held.await.expect("the lock was held and released");
     assert_eq!(store_reads(&app).await - before, 1, "32 concurrent misses for one key read the store once");
+}
+
+/// `CACHE_WARM_START_SECS` is how far back a starting instance looks: a key last used two
+/// hours ago is read from the store by an instance that looks back one hour, and answered
+/// from memory by one that looks back three.
+async fn the_warm_start_window_decides_which_keys_a_starting_instance_loads(app: TestApp) {
+    let org = app.signup_org("window@acme.test").await;
+    let created = app.create_key(&org.key, Some(json!({"name": "Used two hours ago"}))).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let (key, key_id) = (created.data()["key"].as_str().expect("key"), created.data()["id"].as_str().expect("id"));
+    let two_hours_ago = (time::OffsetDateTime::now_utc() - time::Duration::hours(2)).unix_timestamp() * 1_000_000;
+    app.execute_sql(&format!("UPDATE api_keys SET last_used_at = {two_hours_ago} WHERE id = '{key_id}'"));
+    for (window, expected_reads) in [("3600", 1), ("10800", 0)] {
+        let starting = spawn_app_on_with(app.db.clone(), &[("CACHE_WARM_START_SECS", window)]).await;
+        let before = store_reads(&starting).await;
+        assert_eq!(starting.get_account(key).await.status, StatusCode::OK);
+        assert_eq!(store_reads(&starting).await - before, expected_reads, "CACHE_WARM_START_SECS={window}");
+    }
 }

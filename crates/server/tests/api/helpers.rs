@@ -212,15 +212,20 @@ impl TestApp {
     /// Runs SQL directly on the test database: for states the API cannot reach quickly
     /// (a key past its expiry, an organization deactivated by an operator).
     pub fn execute_sql(&self, sql: &str) {
-        match self.db.target() {
-            account_infra::DatabaseTarget::Sqlite(path) => {
-                let mut conn = diesel::SqliteConnection::establish(path.to_str().expect("utf-8")).expect("open sqlite");
-                conn.batch_execute(&format!("PRAGMA busy_timeout = 5000; {sql}")).expect("sql runs");
-            }
-            account_infra::DatabaseTarget::Postgres(url) => {
-                let mut conn = diesel::PgConnection::establish(url).expect("connect");
-                conn.batch_execute(sql).expect("sql runs");
-            }
+        execute_sql_on(&self.db, sql);
+    }
+}
+
+/// Runs SQL directly on a test database, with or without an instance on it.
+pub fn execute_sql_on(db: &TestDatabase, sql: &str) {
+    match db.target() {
+        account_infra::DatabaseTarget::Sqlite(path) => {
+            let mut conn = diesel::SqliteConnection::establish(path.to_str().expect("utf-8")).expect("open sqlite");
+            conn.batch_execute(&format!("PRAGMA busy_timeout = 5000; {sql}")).expect("sql runs");
+        }
+        account_infra::DatabaseTarget::Postgres(url) => {
+            let mut conn = diesel::PgConnection::establish(url).expect("connect");
+            conn.batch_execute(sql).expect("sql runs");
         }
     }
 }

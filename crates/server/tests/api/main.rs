@@ -12,6 +12,7 @@ mod cold_path;
 mod database_faults;
 mod health;
 mod key_lifecycle;
+mod migrations;
 mod observability;
 mod process;
 mod protocol_errors;

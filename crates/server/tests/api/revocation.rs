@@ -114,9 +114,22 @@ async fn a_revocation_committed_late_by_hand_is_applied_everywhere(app: TestApp)
     let org = app.signup_org("late@acme.test").await;
     let doomed = app.new_key(&org.key, json!({"name": "Doomed"})).await;
     let doomed_id = key_id_of(&app, &org.key, "Doomed").await;
+    let mut bystanders = Vec::new();
+    for i in 0..4 {
+        let name = format!("Bystander {i}");
+        let key = app.new_key(&org.key, json!({ "name": name })).await;
+        bystanders.push((key_id_of(&app, &org.key, &name).await, key));
+    }
     for instance in [&app, &other] {
         assert_eq!(instance.get_account(&doomed).await.status, StatusCode::OK, "cached");
     }
+    for (_, key) in &bystanders {
+        assert_eq!(other.get_account(key).await.status, StatusCode::OK, "cached");
+    }
+    // Past both instances' usage flushes (every second here): a flush still holding the
+    // doomed key's use would wait on the held row with the owner's key row locked, and the
+    // writes below would time out behind it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     // The operator's procedure (docs/operations.md), in a transaction held open for 11 s.
     let sql = format!(
         "UPDATE api_keys SET revoked_at = 1 WHERE id = '{doomed_id}'; \
@@ -124,18 +137,34 @@ async fn a_revocation_committed_late_by_hand_is_applied_everywhere(app: TestApp)
     );
     let postgres = matches!(app.db.target(), account_infra::DatabaseTarget::Postgres(_));
     let mut session = app.db_session();
+    let (opened_tx, opened) = std::sync::mpsc::channel();
     let held = tokio::task::spawn_blocking(move || {
         use diesel::connection::SimpleConnection as _;
         session
             .batch_execute(&format!("{} {sql}", if postgres { "BEGIN;" } else { "BEGIN IMMEDIATE;" }))
             .expect("open");
+        opened_tx.send(()).expect("told");
         std::thread::sleep(Duration::from_secs(11));
         session.batch_execute("COMMIT").expect("committed late");
     });
     if postgres {
-        // Later changes commit meanwhile, past the revocation's id.
-        for i in 0..5 {
-            app.new_key(&org.key, json!({ "name": format!("Meanwhile {i}") })).await;
+        // Later changes that publish feed rows (ids past the held one's) commit meanwhile, and
+        // the other instance applies them: a feed read past the last id seen would now have
+        // passed the held row for good.
+        tokio::task::spawn_blocking(move || opened.recv().expect("the change is in flight")).await.expect("joined");
+        for (i, (id, key)) in bystanders.iter().enumerate() {
+            let path = format!("/v1/account/api-keys/{id}");
+            let renamed =
+                app.request(Method::PATCH, &path, Some(&org.key), Some(json!({"name": format!("Renamed {i}")})));
+            let renamed = renamed.await;
+            assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.body);
+            let revoked = app.revoke_key(&org.key, id).await;
+            assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+            let revoked = Instant::now();
+            while other.get_account(key).await.status == StatusCode::OK {
+                assert!(revoked.elapsed() < Duration::from_secs(1), "a later revocation was not applied");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
     }
