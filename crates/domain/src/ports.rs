@@ -37,7 +37,7 @@ pub enum CreateOrganizationError {
     #[error("no plan has this id")]
     UnknownPlan,
     #[error(transparent)]
-    Unknown(#[from] StoreError),
+    Store(#[from] StoreError),
 }
 
 /// Why a stored key may not act now, in the order authentication checks it: revoked,
@@ -76,12 +76,12 @@ pub enum Actor {
     Operator,
 }
 
-/// Errors of the key writes of [`KeyRepository`]: one set for all of them, each write
-/// documenting which it may return.
+/// The error of every key operation, from the service's use cases and from the key writes of
+/// [`KeyRepository`] alike (the writes take the access decision): the caller may not act
+/// (`Access`, `Actor`), the key's state or the organization's limit refuses the change, or
+/// the store failed. A new key operation needs no error type of its own.
 #[derive(Debug, Error)]
-pub enum KeyStoreError {
-    #[error("no such API key")]
-    NotFound,
+pub enum KeyOpError {
     #[error("the key is revoked or expired: only an active key can be rolled")]
     NotActive,
     #[error(
@@ -91,11 +91,18 @@ pub enum KeyStoreError {
     LimitReached(u32),
     #[error(transparent)]
     Actor(#[from] ActorRefused),
-    /// The write's access decision ([`KeyWriteDecision`]) refused the caller.
+    /// The caller may not act on the key: as checked before any store is read (the scope
+    /// the operation needs, a malformed id), or by a write's decision ([`KeyWriteDecision`]).
     #[error(transparent)]
     Access(#[from] KeyAccessError),
     #[error(transparent)]
-    Unknown(#[from] StoreError),
+    Store(#[from] StoreError),
+}
+
+impl From<crate::service::InsufficientScope> for KeyOpError {
+    fn from(e: crate::service::InsufficientScope) -> Self {
+        Self::Access(e.into())
+    }
 }
 
 /// What a key write found inside its own transaction, for the domain to decide on: the
@@ -114,7 +121,7 @@ pub struct FoundInWrite<'a> {
 /// found inside the write's transaction ([`FoundInWrite`]) before it writes anything, and
 /// whose refusal it returns as it is. The store may call it again when it retries the
 /// transaction (a deadlock or serialization failure); it is pure.
-pub type KeyWriteDecision<T> = Arc<dyn Fn(FoundInWrite<'_>) -> Result<T, KeyStoreError> + Send + Sync>;
+pub type KeyWriteDecision<T> = Arc<dyn Fn(FoundInWrite<'_>) -> Result<T, KeyOpError> + Send + Sync>;
 
 /// What a change of a key sets; `None` leaves a property as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -205,7 +212,7 @@ pub trait KeyRepository: Send + Sync + 'static {
         decide: KeyWriteDecision<NewApiKey>,
         max_active: u32,
         audit: &AuditRecord,
-    ) -> Result<ApiKey, KeyStoreError>;
+    ) -> Result<ApiKey, KeyOpError>;
 
     /// The key with this id within this organization. MUST return `Ok(None)` when there is
     /// none (a key of another organization included).
@@ -222,7 +229,7 @@ pub trait KeyRepository: Send + Sync + 'static {
         actor: &Actor,
         decide: KeyWriteDecision<()>,
         audit: &[AuditRecord],
-    ) -> Result<ApiKey, KeyStoreError>;
+    ) -> Result<ApiKey, KeyOpError>;
 
     /// Replaces `old` by the successor `decide` makes of what it found (`old` as it is in the
     /// transaction), atomically: stores the successor and moves `old`'s expiry to
@@ -246,7 +253,7 @@ pub trait KeyRepository: Send + Sync + 'static {
         old_expires_at: OffsetDateTime,
         max_active: u32,
         audit: &[AuditRecord],
-    ) -> Result<ApiKey, KeyStoreError>;
+    ) -> Result<ApiKey, KeyOpError>;
 
     /// Revokes, whatever their organization, the keys with these hashes that are not revoked
     /// yet (locking them in ascending id order, as the other writes do), recording a `KeyLeakReported` event for each key this call revoked (none for a
@@ -270,7 +277,7 @@ pub trait KeyRepository: Send + Sync + 'static {
         actor: &Actor,
         decide: KeyWriteDecision<()>,
         audit: &AuditRecord,
-    ) -> Result<ApiKey, KeyStoreError>;
+    ) -> Result<ApiKey, KeyOpError>;
 
     /// Looks a key up by its hash, with its organization and plan.
     /// MUST return `Ok(None)` only when no key has this hash.

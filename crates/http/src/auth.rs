@@ -155,7 +155,7 @@ impl From<AuthenticateError> for ApiError {
             AuthenticateError::Expired => Self::new(ErrorCode::ExpiredApiKey, message),
             AuthenticateError::IpNotAllowed => Self::new(ErrorCode::IpNotAllowed, message),
             AuthenticateError::OrganizationInactive(_) => Self::new(ErrorCode::OrganizationInactive, message),
-            AuthenticateError::Unknown(cause) => cause.into(),
+            AuthenticateError::Store(cause) => cause.into(),
         }
     }
 }

@@ -70,7 +70,7 @@ impl AccountRepository for SqlAccountRepository {
         outcome.map_err(|e| match e {
             RepoError::EmailTaken => CreateOrganizationError::EmailTaken,
             RepoError::UnknownPlan => CreateOrganizationError::UnknownPlan,
-            other => CreateOrganizationError::Unknown(other.into_store_error("could not create the organization")),
+            other => CreateOrganizationError::Store(other.into_store_error("could not create the organization")),
         })
     }
 

@@ -1,8 +1,8 @@
 //! API keys in SQL.
 
 use account_domain::{
-    Actor, ApiKey, AuditAction, AuditRecord, FoundInWrite, KeyChanges, KeyCredential, KeyHash, KeyId, KeyRepository,
-    KeyStoreError, KeyUsageRow, KeyWriteDecision, NewApiKey, OrgId, OrganizationMonth, RequestMeta, UsageBatch,
+    Actor, ApiKey, AuditAction, AuditRecord, FoundInWrite, KeyChanges, KeyCredential, KeyHash, KeyId, KeyOpError,
+    KeyRepository, KeyUsageRow, KeyWriteDecision, NewApiKey, OrgId, OrganizationMonth, RequestMeta, UsageBatch,
 };
 use async_trait::async_trait;
 use diesel::prelude::*;
@@ -40,7 +40,7 @@ impl KeyRepository for SqlKeyRepository {
         decide: KeyWriteDecision<NewApiKey>,
         max_active: u32,
         audit: &AuditRecord,
-    ) -> Result<ApiKey, KeyStoreError> {
+    ) -> Result<ApiKey, KeyOpError> {
         let (org, actor, audit) = (org.to_string(), actor.clone(), audit.clone());
         let key = self
             .db
@@ -52,7 +52,7 @@ impl KeyRepository for SqlKeyRepository {
                     return Err(anyhow::anyhow!("a key was made for another organization").into());
                 }
                 if active_keys(conn, &org, row.created_at)? >= i64::from(max_active) {
-                    return Err(KeyStoreError::LimitReached(max_active).into());
+                    return Err(KeyOpError::LimitReached(max_active).into());
                 }
                 diesel::insert_into(api_keys::table).values(&row).execute(conn)?;
                 audit_trail::record(conn, &audit)?;
@@ -86,7 +86,7 @@ impl KeyRepository for SqlKeyRepository {
         actor: &Actor,
         decide: KeyWriteDecision<()>,
         audit: &AuditRecord,
-    ) -> Result<ApiKey, KeyStoreError> {
+    ) -> Result<ApiKey, KeyOpError> {
         let (org, key) = (org.to_string(), key.to_string());
         let (actor, audit) = (actor.clone(), audit.clone());
         self.db
@@ -125,7 +125,7 @@ impl KeyRepository for SqlKeyRepository {
         actor: &Actor,
         decide: KeyWriteDecision<()>,
         audit: &[AuditRecord],
-    ) -> Result<ApiKey, KeyStoreError> {
+    ) -> Result<ApiKey, KeyOpError> {
         let (org, key) = (org.to_string(), key.to_string());
         let name = changes.name.as_ref().map(|n| n.as_str().to_owned());
         let allowed_ips = changes.allowed_ips.as_ref().map(|a| a.as_ref().map(allowed_ips_text));
@@ -160,7 +160,7 @@ impl KeyRepository for SqlKeyRepository {
         old_expires_at: OffsetDateTime,
         max_active: u32,
         audit: &[AuditRecord],
-    ) -> Result<ApiKey, KeyStoreError> {
+    ) -> Result<ApiKey, KeyOpError> {
         let (org, old, actor) = (org.to_string(), old.to_string(), actor.clone());
         let old_expires_at = to_micros(old_expires_at);
         let audit = audit.to_vec();
@@ -173,13 +173,13 @@ impl KeyRepository for SqlKeyRepository {
                 let new_row = ApiKeyRow::from(&new);
                 let now = new_row.created_at;
                 if row.is_revoked() || row.is_expired(new.created_at) || new_row.org_id != org {
-                    return Err(KeyStoreError::NotActive.into());
+                    return Err(KeyOpError::NotActive.into());
                 }
                 // The grace period never extends an earlier expiry.
                 let expires_at = row.expires_at.map_or(old_expires_at, |at| to_micros(at).min(old_expires_at));
                 // During a grace period the old key and the new one are both active.
                 if expires_at > now && active_keys(conn, &org, now)? >= i64::from(max_active) {
-                    return Err(KeyStoreError::LimitReached(max_active).into());
+                    return Err(KeyOpError::LimitReached(max_active).into());
                 }
                 diesel::update(api_keys::table.find(row.id.as_str()))
                     .set(api_keys::expires_at.eq(Some(expires_at)))

@@ -1,6 +1,6 @@
 //! Errors inside the adapters, and their translation into what the domain understands.
 
-use account_domain::{KeyStoreError, StoreError};
+use account_domain::{KeyOpError, StoreError};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use thiserror::Error;
 
@@ -16,7 +16,7 @@ pub(crate) enum RepoError {
     UnknownPlan,
     /// A key write's own refusal, typed as the domain knows it.
     #[error(transparent)]
-    Key(KeyStoreError),
+    Key(KeyOpError),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -31,7 +31,7 @@ impl RepoError {
             Self::Query(e) => StoreError::Failed(anyhow::Error::new(e).context(doing)),
             Self::EmailTaken => StoreError::Failed(anyhow::anyhow!("email taken").context(doing)),
             Self::UnknownPlan => StoreError::Failed(anyhow::anyhow!("unknown plan").context(doing)),
-            Self::Key(KeyStoreError::Unknown(e)) => e,
+            Self::Key(KeyOpError::Store(e)) => e,
             Self::Key(refused) => StoreError::Failed(anyhow::Error::new(refused).context(doing)),
             Self::Other(e) => StoreError::Failed(e.context(doing)),
         }
@@ -40,16 +40,16 @@ impl RepoError {
 
 impl RepoError {
     /// For the key writes: their refusals stay typed, anything else is unknown.
-    pub(crate) fn into_key_store_error(self, doing: &'static str) -> KeyStoreError {
+    pub(crate) fn into_key_store_error(self, doing: &'static str) -> KeyOpError {
         match self {
             Self::Key(refused) => refused,
-            other => KeyStoreError::Unknown(other.into_store_error(doing)),
+            other => KeyOpError::Store(other.into_store_error(doing)),
         }
     }
 }
 
-impl From<KeyStoreError> for RepoError {
-    fn from(e: KeyStoreError) -> Self {
+impl From<KeyOpError> for RepoError {
+    fn from(e: KeyOpError) -> Self {
         Self::Key(e)
     }
 }

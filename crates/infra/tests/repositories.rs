@@ -45,7 +45,7 @@ fn decision<T: Clone + Send + Sync + 'static>(actor: &Actor, target: bool, made:
             }
         }
         if target && found.target.is_none() {
-            return Err(KeyStoreError::NotFound);
+            return Err(KeyOpError::Access(KeyAccessError::NotFound));
         }
         Ok(made.clone())
     })
@@ -57,7 +57,7 @@ async fn insert(
     max_active: u32,
     actor: &Actor,
     audit: &AuditRecord,
-) -> Result<ApiKey, KeyStoreError> {
+) -> Result<ApiKey, KeyOpError> {
     keys.insert_key(&key.org_id, actor, decision(actor, false, key.clone()), max_active, audit).await
 }
 
@@ -68,7 +68,7 @@ async fn update(
     changes: &KeyChanges,
     actor: &Actor,
     audit: &[AuditRecord],
-) -> Result<ApiKey, KeyStoreError> {
+) -> Result<ApiKey, KeyOpError> {
     keys.update_key(org, key, changes, actor, decision(actor, true, ()), audit).await
 }
 
@@ -82,7 +82,7 @@ async fn roll(
     max_active: u32,
     actor: &Actor,
     audit: &[AuditRecord],
-) -> Result<ApiKey, KeyStoreError> {
+) -> Result<ApiKey, KeyOpError> {
     keys.roll_key(org, old, actor, decision(actor, true, new.clone()), old_expires_at, max_active, audit).await
 }
 
@@ -93,7 +93,7 @@ async fn revoke(
     at: OffsetDateTime,
     actor: &Actor,
     audit: &AuditRecord,
-) -> Result<ApiKey, KeyStoreError> {
+) -> Result<ApiKey, KeyOpError> {
     keys.revoke_key(org, key, at, actor, decision(actor, true, ()), audit).await
 }
 
@@ -351,10 +351,10 @@ async fn revoking_is_confined_to_the_organization_and_keeps_the_first_time(ctx: 
     let (org, key) = signed_up(&ctx, "revoke@acme.test").await;
     let (other, _) = signed_up(&ctx, "intruder@acme.test").await;
     let foreign = revoke(&ctx.keys, &other.id, &key.id, now(), &Actor::Operator, &audit_of(&org.id)).await;
-    assert!(matches!(foreign, Err(KeyStoreError::NotFound)), "{foreign:?}");
+    assert!(matches!(foreign, Err(KeyOpError::Access(KeyAccessError::NotFound))), "{foreign:?}");
     let missing = KeyId::new("key_missing").expect("valid");
     let missing = revoke(&ctx.keys, &org.id, &missing, now(), &Actor::Operator, &audit_of(&org.id)).await;
-    assert!(matches!(missing, Err(KeyStoreError::NotFound)), "{missing:?}");
+    assert!(matches!(missing, Err(KeyOpError::Access(KeyAccessError::NotFound))), "{missing:?}");
     let first = now();
     let revoked =
         revoke(&ctx.keys, &org.id, &key.id, first, &Actor::Operator, &audit_of(&org.id)).await.expect("found");
@@ -574,7 +574,7 @@ async fn the_active_key_limit_counts_only_active_keys(ctx: Ctx) {
     insert(&ctx.keys, &second, 2, &Actor::Operator, &audit_of(&org.id)).await.expect("2 of 2");
     let (third, _) = new_key(&org.id, "Third", now());
     let err = insert(&ctx.keys, &third, 2, &Actor::Operator, &audit_of(&org.id)).await.expect_err("3 of 2");
-    assert!(matches!(err, KeyStoreError::LimitReached(_)), "{err:?}");
+    assert!(matches!(err, KeyOpError::LimitReached(_)), "{err:?}");
     // A revoked key and an expired key free their places.
     revoke(&ctx.keys, &org.id, &first.id, now(), &Actor::Operator, &audit_of(&org.id)).await.expect("revoked");
     insert(&ctx.keys, &third, 2, &Actor::Operator, &audit_of(&org.id)).await.expect("a place was freed");
@@ -582,7 +582,7 @@ async fn the_active_key_limit_counts_only_active_keys(ctx: Ctx) {
     expired.expires_at = Some(expired.created_at - Duration::seconds(1));
     assert!(matches!(
         insert(&ctx.keys, &expired, 2, &Actor::Operator, &audit_of(&org.id)).await,
-        Err(KeyStoreError::LimitReached(_))
+        Err(KeyOpError::LimitReached(_))
     ));
     assert_eq!(ctx.keys.list_keys(&org.id).await.expect("listed").len(), 3, "the refused keys were not stored");
 }
@@ -603,7 +603,7 @@ async fn concurrent_creations_cannot_exceed_the_active_key_limit(ctx: Ctx) {
     for task in tasks {
         match task.await.expect("joined") {
             Ok(_) => created += 1,
-            Err(KeyStoreError::LimitReached(_)) => {}
+            Err(KeyOpError::LimitReached(_)) => {}
             Err(e) => panic!("{e:?}"),
         }
     }
@@ -682,12 +682,12 @@ async fn rolling_replaces_a_key_atomically_and_never_extends_its_expiry(ctx: Ctx
     let err = roll(&ctx.keys, &org.id, &newer.id, &again, now(), 10_000, &Actor::Operator, &[audit_of(&org.id)])
         .await
         .expect_err("revoked");
-    assert!(matches!(err, KeyStoreError::NotActive), "{err:?}");
+    assert!(matches!(err, KeyOpError::NotActive), "{err:?}");
     let (other, _) = signed_up(&ctx, "roll-other@acme.test").await;
     let err = roll(&ctx.keys, &other.id, &old.id, &again, now(), 10_000, &Actor::Operator, &[audit_of(&other.id)])
         .await
         .expect_err("foreign");
-    assert!(matches!(err, KeyStoreError::NotFound), "{err:?}");
+    assert!(matches!(err, KeyOpError::Access(KeyAccessError::NotFound)), "{err:?}");
     assert_eq!(ctx.keys.list_keys(&org.id).await.expect("listed").len(), 3, "refused rolls stored nothing");
 }
 
@@ -709,7 +709,7 @@ async fn a_roll_with_a_grace_period_counts_against_the_active_key_limit(ctx: Ctx
     )
     .await
     .expect_err("over the limit");
-    assert!(matches!(err, KeyStoreError::LimitReached(_)), "{err:?}");
+    assert!(matches!(err, KeyOpError::LimitReached(_)), "{err:?}");
     assert_eq!(ctx.keys.list_keys(&org.id).await.expect("listed").len(), 2, "the refused roll stored nothing");
     let untouched = ctx.keys.find_key(&org.id, &first.id).await.expect("read").expect("found");
     assert_eq!(untouched.expires_at, first.expires_at, "the refused roll moved no expiry");
@@ -721,7 +721,7 @@ async fn a_roll_with_a_grace_period_counts_against_the_active_key_limit(ctx: Ctx
     let (another, _) = new_key(&org.id, "Third", now());
     assert!(matches!(
         insert(&ctx.keys, &another, 2, &Actor::Operator, &audit_of(&org.id)).await,
-        Err(KeyStoreError::LimitReached(_))
+        Err(KeyOpError::LimitReached(_))
     ));
     // Below the limit, a grace period is fine.
     let (next, _) = new_key(&org.id, "Second", now());
@@ -737,7 +737,7 @@ async fn renaming_is_confined_to_the_organization_and_published(ctx: Ctx) {
     let name = KeyName::new("Renamed").expect("valid");
     let foreign =
         update(&ctx.keys, &other.id, &key.id, &renamed_to(&name), &Actor::Operator, &[audit_of(&other.id)]).await;
-    assert!(matches!(foreign, Err(KeyStoreError::NotFound)), "{foreign:?}");
+    assert!(matches!(foreign, Err(KeyOpError::Access(KeyAccessError::NotFound))), "{foreign:?}");
     let renamed = update(&ctx.keys, &org.id, &key.id, &renamed_to(&name), &Actor::Operator, &[audit_of(&org.id)])
         .await
         .expect("found");
@@ -795,19 +795,19 @@ async fn every_key_write_rechecks_its_actor_and_writes_nothing_for_a_refused_one
             let name = KeyName::new("Renamed").expect("valid");
             [
                 match insert(&keys, &fresh, 100, &who, &audit_of(&org_id)).await {
-                    Err(KeyStoreError::Actor(refused)) => Some(refused),
+                    Err(KeyOpError::Actor(refused)) => Some(refused),
                     other => panic!("{other:?}"),
                 },
                 match update(&keys, &org_id, &target_id, &renamed_to(&name), &who, &[audit_of(&org_id)]).await {
-                    Err(KeyStoreError::Actor(refused)) => Some(refused),
+                    Err(KeyOpError::Actor(refused)) => Some(refused),
                     other => panic!("{other:?}"),
                 },
                 match roll(&keys, &org_id, &target_id, &fresh, now(), 100, &who, &[audit_of(&org_id)]).await {
-                    Err(KeyStoreError::Actor(refused)) => Some(refused),
+                    Err(KeyOpError::Actor(refused)) => Some(refused),
                     other => panic!("{other:?}"),
                 },
                 match revoke(&keys, &org_id, &target_id, now(), &who, &audit_of(&org_id)).await {
-                    Err(KeyStoreError::Actor(refused)) => Some(refused),
+                    Err(KeyOpError::Actor(refused)) => Some(refused),
                     other => panic!("{other:?}"),
                 },
             ]
@@ -858,7 +858,7 @@ async fn a_revocation_committing_during_a_write_is_waited_for_and_refuses_it(ctx
         session.batch_execute("COMMIT").expect("revocation committed");
     }
     let outcome = write.await.expect("joined");
-    assert!(matches!(outcome, Err(KeyStoreError::Actor(ActorRefused::Revoked))), "{outcome:?}");
+    assert!(matches!(outcome, Err(KeyOpError::Actor(ActorRefused::Revoked))), "{outcome:?}");
     assert_eq!(ctx.keys.list_keys(&org.id).await.expect("listed").len(), 1, "nothing written");
 }
 
@@ -912,7 +912,7 @@ async fn a_roll_whose_key_is_revoked_meanwhile_writes_nothing(ctx: Ctx) {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     session.batch_execute("COMMIT").expect("revoked");
     let outcome = roll.await.expect("joined");
-    assert!(matches!(outcome, Err(KeyStoreError::NotActive)), "{outcome:?}");
+    assert!(matches!(outcome, Err(KeyOpError::NotActive)), "{outcome:?}");
     assert_eq!(ctx.keys.list_keys(&org.id).await.expect("listed").len(), 2, "no successor to a revoked key");
 }
 

@@ -140,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
                 }
                 Err(SetPlanIncludedError::UnknownPlan) => anyhow::bail!("no plan has the id {plan_id}"),
                 Err(SetPlanIncludedError::Negative) => anyhow::bail!("the requests included must be 0 or more"),
-                Err(SetPlanIncludedError::Unknown(e)) => Err(e.into()),
+                Err(SetPlanIncludedError::Store(e)) => Err(e.into()),
             }
         }
         Command::Usage(UsageCommand::Export { month }) => export_usage(&config, month.as_deref()).await,
@@ -157,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
                     Ok(())
                 }
                 Err(SetOrganizationActiveError::NotFound) => anyhow::bail!("no organization has the id {org_id}"),
-                Err(SetOrganizationActiveError::Unknown(e)) => Err(e.into()),
+                Err(SetOrganizationActiveError::Store(e)) => Err(e.into()),
             }
         }
         Command::Keys(KeysCommand::Issue { org_id, name, scopes, environment, expires_in_days }) => {
@@ -170,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
                     "{org_id} already has the most active keys allowed, {max} (MAX_ACTIVE_KEYS_PER_ORG): no key was \
                      issued; revoke one of them first or raise the limit"
                 ),
-                Err(IssueKeyError::Unknown(e)) => return Err(e.into()),
+                Err(IssueKeyError::Store(e)) => return Err(e.into()),
             };
             let key = &issued.created.key;
             eprintln!("issued key {} ({}) to {}", key.id, key.name.as_str(), key.org_id);

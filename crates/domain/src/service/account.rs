@@ -10,7 +10,7 @@ pub enum GetAccountError {
     #[error(transparent)]
     InsufficientScope(#[from] InsufficientScope),
     #[error(transparent)]
-    Unknown(#[from] crate::ports::StoreError),
+    Store(#[from] crate::ports::StoreError),
 }
 
 impl AccountService {

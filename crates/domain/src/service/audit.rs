@@ -23,7 +23,7 @@ pub enum AuditLogError {
     #[error("`before` must be an event id such as evt_42")]
     InvalidCursor,
     #[error(transparent)]
-    Unknown(#[from] crate::ports::StoreError),
+    Store(#[from] crate::ports::StoreError),
 }
 
 /// How an event id is shown: `evt_<n>`.

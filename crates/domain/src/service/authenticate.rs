@@ -32,7 +32,7 @@ pub enum AuthenticateError {
     #[error("this organization is not active")]
     OrganizationInactive(Principal),
     #[error(transparent)]
-    Unknown(#[from] crate::ports::StoreError),
+    Store(#[from] crate::ports::StoreError),
 }
 
 /// What one [`AccountService::flush_usage`] wrote, and what it gave up.
@@ -103,7 +103,7 @@ impl Future for Authentication {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.0 {
             Outcome::Decided(outcome) => Poll::Ready(outcome.take().unwrap_or_else(|| {
-                Err(AuthenticateError::Unknown(anyhow::anyhow!("an authentication was awaited twice").into()))
+                Err(AuthenticateError::Store(anyhow::anyhow!("an authentication was awaited twice").into()))
             })),
             Outcome::Lookup(lookup) => lookup.as_mut().poll(cx),
         }

@@ -10,7 +10,7 @@ pub enum ReportLeakError {
     #[error("`keys` must hold 1 to 100 keys")]
     InvalidCount,
     #[error(transparent)]
-    Unknown(#[from] crate::ports::StoreError),
+    Store(#[from] crate::ports::StoreError),
 }
 
 impl AccountService {

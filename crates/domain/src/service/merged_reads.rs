@@ -133,7 +133,7 @@ mod tests {
             _: KeyWriteDecision<NewApiKey>,
             _: u32,
             _: &AuditRecord,
-        ) -> Result<ApiKey, KeyStoreError> {
+        ) -> Result<ApiKey, KeyOpError> {
             unreachable!("not used by these tests")
         }
         async fn find_key(&self, _: &OrgId, _: &KeyId) -> StoreResult<Option<ApiKey>> {
@@ -147,7 +147,7 @@ mod tests {
             _: &Actor,
             _: KeyWriteDecision<()>,
             _: &[AuditRecord],
-        ) -> Result<ApiKey, KeyStoreError> {
+        ) -> Result<ApiKey, KeyOpError> {
             unreachable!("not used by these tests")
         }
         async fn roll_key(
@@ -159,7 +159,7 @@ mod tests {
             _: time::OffsetDateTime,
             _: u32,
             _: &[AuditRecord],
-        ) -> Result<ApiKey, KeyStoreError> {
+        ) -> Result<ApiKey, KeyOpError> {
             unreachable!("not used by these tests")
         }
         async fn revoke_leaked(&self, _: &[KeyHash], _: time::OffsetDateTime, _: &RequestMeta) -> StoreResult<usize> {
@@ -176,7 +176,7 @@ mod tests {
             _: &Actor,
             _: KeyWriteDecision<()>,
             _: &AuditRecord,
-        ) -> Result<ApiKey, KeyStoreError> {
+        ) -> Result<ApiKey, KeyOpError> {
             unreachable!("not used by these tests")
         }
         async fn recently_used_credentials(

@@ -24,10 +24,7 @@ use std::time::Duration;
 pub use account::GetAccountError;
 pub use audit::{audit_event_id, AuditLogError, AuditPage};
 pub use authenticate::{AuthenticateError, Authentication, ClientAddress, DroppedUses, UsageFlush};
-pub use keys::{
-    CreateKeyError, CreatedKey, GetKeyError, KeyAccessError, KeyUpdate, ListKeysError, RevokeKeyError, RollKeyError,
-    RolledKey, UpdateKeyError,
-};
+pub use keys::{CreatedKey, KeyAccessError, KeyUpdate, RolledKey};
 pub use leak::ReportLeakError;
 pub use operator::{IssueKeyError, IssuedKey, SetOrganizationActiveError};
 pub use principal::{InsufficientScope, Principal};

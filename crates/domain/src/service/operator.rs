@@ -9,14 +9,14 @@ use super::{AccountService, CreatedKey};
 use crate::model::{
     AllowedIpsChange, AuditAction, CreateKeyRequest, NewApiKey, OrgId, Organization, Plan, RequestMeta,
 };
-use crate::ports::{Actor, KeyStoreError, KeyWriteDecision, StoreError};
+use crate::ports::{Actor, KeyOpError, KeyWriteDecision, StoreError};
 
 #[derive(Debug, Error)]
 pub enum SetOrganizationActiveError {
     #[error("no such organization")]
     NotFound,
     #[error(transparent)]
-    Unknown(#[from] crate::ports::StoreError),
+    Store(#[from] crate::ports::StoreError),
 }
 
 /// Errors of [`AccountService::issue_key`].
@@ -27,7 +27,7 @@ pub enum IssueKeyError {
     #[error("the organization already has {0} active keys, the most allowed")]
     KeyLimitReached(u32),
     #[error(transparent)]
-    Unknown(#[from] StoreError),
+    Store(#[from] StoreError),
 }
 
 /// A key an operator issued, with its organization as it was found (inactive, the key is
@@ -104,10 +104,10 @@ impl AccountService {
         let decide: KeyWriteDecision<NewApiKey> = Arc::new(move |_| Ok(new_key.clone()));
         let outcome = self.keys.insert_key(&org_id, &Actor::Operator, decide, self.max_active_keys, &audit).await;
         let key = outcome.map_err(|e| match e {
-            KeyStoreError::LimitReached(max) => IssueKeyError::KeyLimitReached(max),
-            KeyStoreError::Unknown(e) => IssueKeyError::Unknown(e),
+            KeyOpError::LimitReached(max) => IssueKeyError::KeyLimitReached(max),
+            KeyOpError::Store(e) => IssueKeyError::Store(e),
             // An operator is never refused as a key is, and the key is new: not expected.
-            other => IssueKeyError::Unknown(StoreError::Failed(anyhow::Error::new(other))),
+            other => IssueKeyError::Store(StoreError::Failed(anyhow::Error::new(other))),
         })?;
         Ok(IssuedKey { created: CreatedKey { key, plaintext }, organization })
     }
@@ -252,7 +252,7 @@ mod tests {
     #[tokio::test]
     async fn issuing_at_the_active_key_limit_is_refused_with_the_limit() {
         let mut ports = an_organization(true);
-        ports.keys.expect_insert_key().returning(|_, _, _, max, _| Err(KeyStoreError::LimitReached(max)));
+        ports.keys.expect_insert_key().returning(|_, _, _, max, _| Err(KeyOpError::LimitReached(max)));
         let service = ports.service_with(|s| s.with_max_active_keys(3));
         let err = service.issue_key("org_abc", CreateKeyRequest::default(), &RequestMeta::operator()).await;
         assert!(matches!(err, Err(IssueKeyError::KeyLimitReached(3))), "{err:?}");
@@ -280,6 +280,6 @@ mod tests {
         ports.accounts.expect_find_organization().returning(|_| Err(StoreError::Unavailable(anyhow::anyhow!("down"))));
         ports.keys.expect_insert_key().never();
         let err = ports.service().issue_key("org_abc", CreateKeyRequest::default(), &RequestMeta::operator()).await;
-        assert!(matches!(err, Err(IssueKeyError::Unknown(StoreError::Unavailable(_)))), "{err:?}");
+        assert!(matches!(err, Err(IssueKeyError::Store(StoreError::Unavailable(_)))), "{err:?}");
     }
 }

@@ -38,7 +38,7 @@ pub enum SignupError {
     #[error("an organization with this email already exists")]
     EmailTaken,
     #[error(transparent)]
-    Unknown(#[from] crate::ports::StoreError),
+    Store(#[from] crate::ports::StoreError),
 }
 
 impl AccountService {
@@ -70,7 +70,7 @@ impl AccountService {
             CreateOrganizationError::EmailTaken => SignupError::EmailTaken,
             // The plan existed a moment ago; it vanished in between.
             CreateOrganizationError::UnknownPlan => SignupError::UnknownPlan(request.plan_id),
-            CreateOrganizationError::Unknown(e) => SignupError::Unknown(e),
+            CreateOrganizationError::Store(e) => SignupError::Store(e),
         })?;
         Ok(Signup { organization, key: CreatedKey { key: new_key.into_stored(), plaintext } })
     }
@@ -135,6 +135,6 @@ mod tests {
         let mut ports = Ports::new();
         ports.accounts.expect_find_plan().returning(|_| Err(anyhow::anyhow!("disk on fire").into()));
         let err = ports.service().signup(request(None), &RequestMeta::default()).await.expect_err("failure");
-        assert!(matches!(err, SignupError::Unknown(_)));
+        assert!(matches!(err, SignupError::Store(_)));
     }
 }

@@ -158,7 +158,7 @@ pub(crate) fn found_for_operator() -> FoundInWrite<'static> {
 /// A store's insert that finds the caller's key as `actor` and stores what the decision makes.
 pub(crate) fn insert_as(
     actor: ApiKey,
-) -> impl FnMut(&OrgId, &Actor, KeyWriteDecision<NewApiKey>, u32, &AuditRecord) -> Result<ApiKey, KeyStoreError> {
+) -> impl FnMut(&OrgId, &Actor, KeyWriteDecision<NewApiKey>, u32, &AuditRecord) -> Result<ApiKey, KeyOpError> {
     move |_, _, decide, _, _| decide(found(&actor, None)).map(NewApiKey::into_stored)
 }
 

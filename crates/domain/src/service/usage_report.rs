@@ -64,7 +64,7 @@ pub enum UsageError {
     #[error(transparent)]
     InsufficientScope(#[from] InsufficientScope),
     #[error(transparent)]
-    Unknown(#[from] crate::ports::StoreError),
+    Store(#[from] crate::ports::StoreError),
 }
 
 #[derive(Debug, Error)]
@@ -74,7 +74,7 @@ pub enum SetPlanIncludedError {
     #[error("the requests a plan includes are a whole number from 0")]
     Negative,
     #[error(transparent)]
-    Unknown(#[from] crate::ports::StoreError),
+    Store(#[from] crate::ports::StoreError),
 }
 
 /// How long counts are kept, in days.

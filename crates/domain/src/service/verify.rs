@@ -43,7 +43,7 @@ impl AccountService {
             Err(AuthenticateError::Expired) => verdict(VerificationCode::Expired),
             Err(AuthenticateError::OrganizationInactive(_)) => verdict(VerificationCode::OrgInactive),
             Err(AuthenticateError::IpNotAllowed) => verdict(VerificationCode::IpNotAllowed),
-            Err(AuthenticateError::Unknown(e)) => Err(e),
+            Err(AuthenticateError::Store(e)) => Err(e),
         }
     }
 }

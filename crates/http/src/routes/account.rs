@@ -51,7 +51,7 @@ impl From<GetAccountError> for ApiError {
     fn from(e: GetAccountError) -> Self {
         match e {
             GetAccountError::InsufficientScope(e) => e.into(),
-            GetAccountError::Unknown(cause) => cause.into(),
+            GetAccountError::Store(cause) => cause.into(),
         }
     }
 }

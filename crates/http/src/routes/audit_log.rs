@@ -86,7 +86,7 @@ impl From<AuditLogError> for ApiError {
             AuditLogError::InsufficientScope(e) => e.into(),
             AuditLogError::InvalidLimit => Self::validation("limit", "must be a whole number from 1 to 100"),
             AuditLogError::InvalidCursor => Self::validation("before", "must be an event id such as evt_42"),
-            AuditLogError::Unknown(cause) => cause.into(),
+            AuditLogError::Store(cause) => cause.into(),
         }
     }
 }

@@ -47,7 +47,7 @@ impl From<ReportLeakError> for ApiError {
     fn from(e: ReportLeakError) -> Self {
         match e {
             ReportLeakError::InvalidCount => Self::validation("keys", "must hold 1 to 100 keys"),
-            ReportLeakError::Unknown(cause) => cause.into(),
+            ReportLeakError::Store(cause) => cause.into(),
         }
     }
 }

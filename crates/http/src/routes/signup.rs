@@ -102,7 +102,7 @@ impl From<SignupError> for ApiError {
             // Answered without the id sent, as for a malformed one.
             SignupError::UnknownPlan(_) => Self::unknown_plan(),
             SignupError::EmailTaken => Self::new(ErrorCode::EmailTaken, e.to_string()).with_field("email"),
-            SignupError::Unknown(cause) => cause.into(),
+            SignupError::Store(cause) => cause.into(),
         }
     }
 }

@@ -145,7 +145,7 @@ impl From<UsageError> for ApiError {
     fn from(e: UsageError) -> Self {
         match e {
             UsageError::InsufficientScope(e) => e.into(),
-            UsageError::Unknown(cause) => cause.into(),
+            UsageError::Store(cause) => cause.into(),
         }
     }
 }

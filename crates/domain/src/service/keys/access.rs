@@ -7,7 +7,7 @@ use thiserror::Error;
 use time::OffsetDateTime;
 
 use crate::model::{AllowedIps, ApiKey, Environment, KeyId, Scope, Scopes};
-use crate::ports::{FoundInWrite, KeyStoreError};
+use crate::ports::{FoundInWrite, KeyOpError};
 use crate::service::{AccountService, InsufficientScope, Principal};
 
 /// Why a caller may not act on a key. The refusals come in one order: the scope the
@@ -135,7 +135,7 @@ pub(crate) fn acting_key<'a>(
     found: &FoundInWrite<'a>,
     client: Option<IpAddr>,
     now: OffsetDateTime,
-) -> Result<&'a ApiKey, KeyStoreError> {
+) -> Result<&'a ApiKey, KeyOpError> {
     // A key deleted from under its caller is as good as revoked.
     let (key, organization_active) = found.actor.ok_or(crate::ports::ActorRefused::Revoked)?;
     AccountService::judge(key, organization_active, now, client)?;
@@ -149,15 +149,6 @@ impl Principal {
     }
 }
 
-/// What looking up a key for an operation may end in.
-#[derive(Debug, Error)]
-pub(crate) enum LookupError {
-    #[error(transparent)]
-    Access(#[from] KeyAccessError),
-    #[error(transparent)]
-    Unknown(#[from] crate::ports::StoreError),
-}
-
 impl AccountService {
     /// The caller's key `key_id`, once the caller is found to hold `needs` and to be allowed
     /// the `using` of it. A malformed id, or a key of another organization, is `NotFound`.
@@ -167,7 +158,7 @@ impl AccountService {
         needs: Scope,
         key_id: &str,
         using: Use,
-    ) -> Result<ApiKey, LookupError> {
+    ) -> Result<ApiKey, KeyOpError> {
         self.authorize(caller, needs).map_err(KeyAccessError::from)?;
         let Ok(key_id) = KeyId::new(key_id) else {
             return Err(KeyAccessError::NotFound.into());
@@ -260,7 +251,7 @@ mod tests {
             (&writer, "not an id", KeyAccessError::NotFound),
         ] {
             match service.key_to_act_on(caller, Scope::Write, id, Use::Manage).await {
-                Err(LookupError::Access(e)) => assert_eq!(e, expected),
+                Err(KeyOpError::Access(e)) => assert_eq!(e, expected),
                 other => panic!("{other:?}"),
             }
         }

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use super::access::{acting_key, may_act_on, KeyFacts};
-use super::{CreateKeyError, CreatedKey, KeySpec};
+use super::{CreatedKey, KeySpec};
 use crate::model::{AllowedIpsChange, CreateKeyRequest, NewApiKey, RequestMeta, Scope};
-use crate::ports::{Actor, KeyWriteDecision};
+use crate::ports::{Actor, KeyOpError, KeyWriteDecision};
 use crate::service::{AccountService, KeyAccessError, Principal};
 
 impl AccountService {
@@ -19,7 +19,7 @@ impl AccountService {
         caller: &Principal,
         request: CreateKeyRequest,
         meta: &RequestMeta,
-    ) -> Result<CreatedKey, CreateKeyError> {
+    ) -> Result<CreatedKey, KeyOpError> {
         self.authorize(caller, Scope::Write).map_err(KeyAccessError::from)?;
         let now = self.clock.now();
         let spec = KeySpec {
@@ -62,7 +62,7 @@ impl AccountService {
 #[cfg(test)]
 mod tests {
     use crate::service::test_support::*;
-    use crate::service::{CreateKeyError, InsufficientScope, KeyAccessError};
+    use crate::service::{InsufficientScope, KeyAccessError};
 
     fn read_only() -> Scopes {
         Scopes::parse(&["read"]).expect("valid")
@@ -89,11 +89,11 @@ mod tests {
             .keys
             .expect_insert_key()
             .withf(|_, _, _, max, _| *max == 3)
-            .returning(|_, _, _, max, _| Err(KeyStoreError::LimitReached(max)));
+            .returning(|_, _, _, max, _| Err(KeyOpError::LimitReached(max)));
         let service = ports.service_with(|s| s.with_max_active_keys(3));
         let caller = principal(&["read", "write"], Environment::Live);
         let err = service.create_key(&caller, CreateKeyRequest::default(), &RequestMeta::default()).await;
-        assert!(matches!(err, Err(CreateKeyError::Store(KeyStoreError::LimitReached(3)))), "{err:?}");
+        assert!(matches!(err, Err(KeyOpError::LimitReached(3))), "{err:?}");
     }
 
     #[tokio::test]
@@ -107,16 +107,13 @@ mod tests {
             service.create_key(&principal(&["read"], Environment::Live), CreateKeyRequest::default(), &meta).await;
         assert!(matches!(
             err,
-            Err(CreateKeyError::Access(KeyAccessError::InsufficientScope(InsufficientScope(Scope::Write))))
+            Err(KeyOpError::Access(KeyAccessError::InsufficientScope(InsufficientScope(Scope::Write))))
         ));
         let request = CreateKeyRequest::new(None, None, Some(Scopes::all()), None);
         let err = service.create_key(&writer, request, &meta).await;
         assert!(matches!(
             err,
-            Err(CreateKeyError::Store(KeyStoreError::Access(KeyAccessError::ScopeEscalation {
-                lacking: Scope::Read,
-                requested: true
-            })))
+            Err(KeyOpError::Access(KeyAccessError::ScopeEscalation { lacking: Scope::Read, requested: true }))
         ));
     }
 
@@ -129,9 +126,7 @@ mod tests {
         let live = CreateKeyRequest::new(None, Some(Environment::Live), None, None);
         assert!(matches!(
             service.create_key(&caller, live, &RequestMeta::default()).await,
-            Err(CreateKeyError::Store(KeyStoreError::Access(KeyAccessError::EnvironmentEscalation {
-                requested: true
-            })))
+            Err(KeyOpError::Access(KeyAccessError::EnvironmentEscalation { requested: true }))
         ));
         let test = CreateKeyRequest::new(None, Some(Environment::Test), None, None);
         let created = service.create_key(&caller, test, &RequestMeta::default()).await.expect("test key");
@@ -153,7 +148,7 @@ mod tests {
         let later = CreateKeyRequest::new(None, None, None, Some(ExpiresInDays::new(2).expect("valid")));
         assert!(matches!(
             service.create_key(&caller, later, &meta).await,
-            Err(CreateKeyError::Store(KeyStoreError::Access(KeyAccessError::ExpiryEscalation)))
+            Err(KeyOpError::Access(KeyAccessError::ExpiryEscalation))
         ));
     }
 
@@ -178,7 +173,7 @@ mod tests {
         for meta in [from("198.51.100.7"), RequestMeta::default()] {
             assert!(matches!(
                 service.create_key(&caller, CreateKeyRequest::default(), &meta).await,
-                Err(CreateKeyError::Store(KeyStoreError::Actor(ActorRefused::IpNotAllowed)))
+                Err(KeyOpError::Actor(ActorRefused::IpNotAllowed))
             ));
         }
     }
@@ -198,13 +193,13 @@ mod tests {
                 decide(rows).map(NewApiKey::into_stored)
             });
             let err = ports.service().create_key(&caller, CreateKeyRequest::default(), &RequestMeta::default()).await;
-            assert!(matches!(err, Err(CreateKeyError::Store(KeyStoreError::Actor(r))) if r == refused), "{err:?}");
+            assert!(matches!(err, Err(KeyOpError::Actor(r)) if r == refused), "{err:?}");
         }
         let mut ports = Ports::new();
         ports.keys.expect_insert_key().returning(move |_, _, decide, _, _| {
             decide(FoundInWrite { actor: Some((&me, false)), target: None }).map(NewApiKey::into_stored)
         });
         let err = ports.service().create_key(&caller, CreateKeyRequest::default(), &RequestMeta::default()).await;
-        assert!(matches!(err, Err(CreateKeyError::Store(KeyStoreError::Actor(ActorRefused::OrganizationInactive)))));
+        assert!(matches!(err, Err(KeyOpError::Actor(ActorRefused::OrganizationInactive))));
     }
 }

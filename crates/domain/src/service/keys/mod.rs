@@ -8,18 +8,17 @@ mod revoke;
 mod roll;
 mod update;
 
-use thiserror::Error;
 use time::OffsetDateTime;
 
-use super::{AccountService, InsufficientScope, Principal};
+use super::{AccountService, Principal};
 use crate::model::{
     AllowedIps, ApiKey, AuditAction, AuditRecord, Environment, KeyName, NewApiKey, OrgId, PlaintextKey, RequestMeta,
     Scope, Scopes,
 };
-use crate::ports::{KeyStoreError, StoreError};
+use crate::ports::KeyOpError;
 
 pub use access::KeyAccessError;
-use access::{LookupError, Use};
+use access::Use;
 pub use roll::RolledKey;
 pub use update::KeyUpdate;
 
@@ -40,60 +39,9 @@ pub struct CreatedKey {
     pub plaintext: PlaintextKey,
 }
 
-#[derive(Debug, Error)]
-pub enum ListKeysError {
-    #[error(transparent)]
-    InsufficientScope(#[from] InsufficientScope),
-    #[error(transparent)]
-    Unknown(#[from] StoreError),
-}
-
-/// The error of an operation on one key: the caller may not act on it, or the store
-/// refused or failed. Both are passed on as they are, so each outcome is mapped once.
-macro_rules! key_operation_error {
-    ($($(#[$doc:meta])* $name:ident;)*) => {$(
-        $(#[$doc])*
-        #[derive(Debug, Error)]
-        pub enum $name {
-            #[error(transparent)]
-            Access(#[from] KeyAccessError),
-            #[error(transparent)]
-            Store(#[from] KeyStoreError),
-        }
-
-        impl From<StoreError> for $name {
-            fn from(e: StoreError) -> Self {
-                Self::Store(KeyStoreError::Unknown(e))
-            }
-        }
-
-        impl From<LookupError> for $name {
-            fn from(e: LookupError) -> Self {
-                match e {
-                    LookupError::Access(e) => Self::Access(e),
-                    LookupError::Unknown(e) => e.into(),
-                }
-            }
-        }
-    )*};
-}
-
-key_operation_error! {
-    /// Errors of [`AccountService::get_key`].
-    GetKeyError;
-    /// Errors of [`AccountService::create_key`].
-    CreateKeyError;
-    /// Errors of [`AccountService::roll_key`].
-    RollKeyError;
-    /// Errors of [`AccountService::update_key`].
-    UpdateKeyError;
-    /// Errors of [`AccountService::revoke_key`].
-    RevokeKeyError;
-}
-
 impl AccountService {
     /// Every key of the caller's organization, newest first. Needs `read`.
-    pub async fn list_keys(&self, caller: &Principal) -> Result<Vec<ApiKey>, ListKeysError> {
+    pub async fn list_keys(&self, caller: &Principal) -> Result<Vec<ApiKey>, KeyOpError> {
         self.authorize(caller, Scope::Read)?;
         let keys = self.keys.list_keys(caller.org_id()).await?;
         Ok(keys.into_iter().map(|key| self.with_pending_use(key)).collect())
@@ -101,7 +49,7 @@ impl AccountService {
 
     /// One key of the caller's organization, as listed. Needs `read`; any key of the
     /// organization may be read, as the list shows them all.
-    pub async fn get_key(&self, caller: &Principal, key_id: &str) -> Result<ApiKey, GetKeyError> {
+    pub async fn get_key(&self, caller: &Principal, key_id: &str) -> Result<ApiKey, KeyOpError> {
         let key = self.key_to_act_on(caller, Scope::Read, key_id, Use::Read).await?;
         Ok(self.with_pending_use(key))
     }
@@ -157,7 +105,7 @@ mod tests {
         let service = ports.service();
         assert!(matches!(
             service.list_keys(&principal(&["write"], Environment::Live)).await,
-            Err(ListKeysError::InsufficientScope(_))
+            Err(KeyOpError::Access(KeyAccessError::InsufficientScope(_)))
         ));
         let (key, org) = (KeyId::new("key_abc").expect("valid"), OrgId::new("org_caller").expect("valid"));
         let of = crate::service::usage::UseOf { key: &key, org: &org, environment: Environment::Live };
@@ -182,12 +130,12 @@ mod tests {
         for id in ["key_gone", "bad id"] {
             assert!(matches!(
                 service.get_key(&test_reader, id).await,
-                Err(GetKeyError::Access(KeyAccessError::NotFound))
+                Err(KeyOpError::Access(KeyAccessError::NotFound))
             ));
         }
         assert!(matches!(
             service.get_key(&principal(&["write"], Environment::Live), "key_live").await,
-            Err(GetKeyError::Access(KeyAccessError::InsufficientScope(_)))
+            Err(KeyOpError::Access(KeyAccessError::InsufficientScope(_)))
         ));
     }
 }

@@ -3,9 +3,8 @@
 use std::sync::Arc;
 
 use super::access::{acting_key, may_act_on, KeyFacts, Use};
-use super::RevokeKeyError;
 use crate::model::{ApiKey, AuditAction, KeyId, RequestMeta, Scope};
-use crate::ports::{Actor, KeyWriteDecision};
+use crate::ports::{Actor, KeyOpError, KeyWriteDecision};
 use crate::service::{AccountService, KeyAccessError, Principal};
 
 impl AccountService {
@@ -13,12 +12,7 @@ impl AccountService {
     /// Needs `write`; a test key revokes only test keys. A key of another organization is
     /// `NotFound`, as is a malformed id. The revocation holds from the very next request on,
     /// on this instance too.
-    pub async fn revoke_key(
-        &self,
-        caller: &Principal,
-        key_id: &str,
-        meta: &RequestMeta,
-    ) -> Result<ApiKey, RevokeKeyError> {
+    pub async fn revoke_key(&self, caller: &Principal, key_id: &str, meta: &RequestMeta) -> Result<ApiKey, KeyOpError> {
         self.authorize(caller, Scope::Write).map_err(KeyAccessError::from)?;
         let key_id = KeyId::new(key_id).map_err(|_| KeyAccessError::NotFound)?;
         let now = self.clock.now();
@@ -40,7 +34,7 @@ impl AccountService {
 #[cfg(test)]
 mod tests {
     use crate::service::test_support::*;
-    use crate::service::{InsufficientScope, KeyAccessError, RevokeKeyError};
+    use crate::service::{InsufficientScope, KeyAccessError};
 
     /// A store holding a live key, a test key and the caller's key `actor` (found as given).
     fn store(ports: &mut Ports, actor: Option<ApiKey>) {
@@ -79,21 +73,19 @@ mod tests {
         let meta = RequestMeta::default();
         assert!(matches!(
             service.revoke_key(&principal(&["read"], Environment::Live), "key_live", &meta).await,
-            Err(RevokeKeyError::Access(KeyAccessError::InsufficientScope(InsufficientScope(Scope::Write))))
+            Err(KeyOpError::Access(KeyAccessError::InsufficientScope(InsufficientScope(Scope::Write))))
         ));
         assert!(matches!(
             service.revoke_key(&test, "key_live", &meta).await,
-            Err(RevokeKeyError::Store(KeyStoreError::Access(KeyAccessError::EnvironmentEscalation {
-                requested: false
-            })))
+            Err(KeyOpError::Access(KeyAccessError::EnvironmentEscalation { requested: false }))
         ));
         assert!(matches!(
             service.revoke_key(&test, "key_gone", &meta).await,
-            Err(RevokeKeyError::Store(KeyStoreError::Access(KeyAccessError::NotFound)))
+            Err(KeyOpError::Access(KeyAccessError::NotFound))
         ));
         assert!(matches!(
             service.revoke_key(&test, "not-an-id", &meta).await,
-            Err(RevokeKeyError::Access(KeyAccessError::NotFound))
+            Err(KeyOpError::Access(KeyAccessError::NotFound))
         ));
         assert!(service.revoke_key(&test, "key_test", &meta).await.is_ok());
     }
@@ -105,7 +97,7 @@ mod tests {
             let mut ports = Ports::new();
             store(&mut ports, actor);
             let err = ports.service().revoke_key(&caller, "key_live", &RequestMeta::default()).await;
-            assert!(matches!(err, Err(RevokeKeyError::Store(KeyStoreError::Actor(ActorRefused::Revoked)))));
+            assert!(matches!(err, Err(KeyOpError::Actor(ActorRefused::Revoked))));
         }
     }
 }

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use super::access::{acting_key, may_act_on, KeyFacts, Use};
-use super::{CreatedKey, KeySpec, RollKeyError};
+use super::{CreatedKey, KeySpec};
 use crate::model::{AuditAction, GracePeriod, KeyId, NewApiKey, RequestMeta, Scope};
-use crate::ports::{Actor, KeyStoreError, KeyWriteDecision, StoreError};
+use crate::ports::{Actor, KeyOpError, KeyWriteDecision, StoreError};
 use crate::service::{AccountService, KeyAccessError, Principal};
 
 /// A rolled key: the new key, shown once, and the one it replaces.
@@ -28,7 +28,7 @@ impl AccountService {
         key_id: &str,
         grace: GracePeriod,
         meta: &RequestMeta,
-    ) -> Result<RolledKey, RollKeyError> {
+    ) -> Result<RolledKey, KeyOpError> {
         self.authorize(caller, Scope::Write).map_err(KeyAccessError::from)?;
         let key_id = KeyId::new(key_id).map_err(|_| KeyAccessError::NotFound)?;
         // Read first only for the environment the new secret is drawn for, which never
@@ -56,7 +56,7 @@ impl AccountService {
             // The successor keeps the old key's scopes and allowlist, which the roller may give.
             may_act_on(roller, &KeyFacts::stored(old, Use::Copy))?;
             if !old.is_active(now) {
-                return Err(KeyStoreError::NotActive);
+                return Err(KeyOpError::NotActive);
             }
             if old.environment != drawn.environment {
                 let changed = anyhow::anyhow!("the environment of key {} changed", old.id);
@@ -87,7 +87,7 @@ impl AccountService {
 #[cfg(test)]
 mod tests {
     use crate::service::test_support::*;
-    use crate::service::{KeyAccessError, RollKeyError};
+    use crate::service::KeyAccessError;
 
     /// A store that holds `old` (found by the first read and inside the roll alike, unless
     /// `in_write` says how the roll's own transaction finds it) and the caller's key `actor`.
@@ -177,10 +177,10 @@ mod tests {
             .keys
             .expect_roll_key()
             .withf(|_, _, _, _, _, max_active, _| *max_active == 100)
-            .returning(|_, _, _, _, _, max, _| Err(KeyStoreError::LimitReached(max)));
+            .returning(|_, _, _, _, _, max, _| Err(KeyOpError::LimitReached(max)));
         let caller = principal(&["read", "write"], Environment::Live);
         let err = ports.service().roll_key(&caller, "key_old", GracePeriod::default(), &RequestMeta::default()).await;
-        assert!(matches!(err, Err(RollKeyError::Store(KeyStoreError::LimitReached(100)))), "{err:?}");
+        assert!(matches!(err, Err(KeyOpError::LimitReached(100))), "{err:?}");
     }
 
     #[tokio::test]
@@ -199,14 +199,9 @@ mod tests {
             store(&mut ports, caller.key().clone(), key.clone(), None);
             let err = ports.service().roll_key(caller, key.id.as_str(), grace, &meta).await;
             let got = match err {
-                Err(RollKeyError::Store(KeyStoreError::NotActive)) => "not active",
-                Err(RollKeyError::Store(KeyStoreError::Access(KeyAccessError::ScopeEscalation {
-                    requested: false,
-                    ..
-                }))) => "scope",
-                Err(RollKeyError::Store(KeyStoreError::Access(KeyAccessError::EnvironmentEscalation {
-                    requested: false,
-                }))) => "environment",
+                Err(KeyOpError::NotActive) => "not active",
+                Err(KeyOpError::Access(KeyAccessError::ScopeEscalation { requested: false, .. })) => "scope",
+                Err(KeyOpError::Access(KeyAccessError::EnvironmentEscalation { requested: false })) => "environment",
                 other => panic!("{other:?}"),
             };
             assert_eq!(got, expected);
@@ -217,7 +212,7 @@ mod tests {
         for id in ["bad id", "key_gone"] {
             assert!(matches!(
                 service.roll_key(&both, id, grace, &meta).await,
-                Err(RollKeyError::Access(KeyAccessError::NotFound))
+                Err(KeyOpError::Access(KeyAccessError::NotFound))
             ));
         }
     }

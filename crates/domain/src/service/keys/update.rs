@@ -3,9 +3,8 @@
 use std::sync::Arc;
 
 use super::access::{acting_key, may_act_on, KeyFacts, Use};
-use super::UpdateKeyError;
 use crate::model::{AllowedIps, AllowedIpsChange, ApiKey, AuditAction, KeyId, KeyName, RequestMeta, Scope};
-use crate::ports::{Actor, KeyChanges, KeyWriteDecision};
+use crate::ports::{Actor, KeyChanges, KeyOpError, KeyWriteDecision};
 use crate::service::{AccountService, KeyAccessError, Principal};
 
 /// What a change of a key asks for; at least one of the two.
@@ -26,7 +25,7 @@ impl AccountService {
         key_id: &str,
         update: KeyUpdate,
         meta: &RequestMeta,
-    ) -> Result<ApiKey, UpdateKeyError> {
+    ) -> Result<ApiKey, KeyOpError> {
         self.authorize(caller, Scope::Write).map_err(KeyAccessError::from)?;
         let key_id = KeyId::new(key_id).map_err(|_| KeyAccessError::NotFound)?;
         let allowed_ips: Option<Option<AllowedIps>> = match update.allowed_ips {
@@ -67,7 +66,7 @@ impl AccountService {
 mod tests {
     use super::KeyUpdate;
     use crate::service::test_support::*;
-    use crate::service::{KeyAccessError, UpdateKeyError};
+    use crate::service::KeyAccessError;
 
     fn rename() -> KeyUpdate {
         KeyUpdate { name: Some(KeyName::new("New").expect("valid")), ..KeyUpdate::default() }
@@ -132,17 +131,15 @@ mod tests {
         let meta = RequestMeta::default();
         assert!(matches!(
             service.update_key(&test, "key_live", rename(), &meta).await,
-            Err(UpdateKeyError::Store(KeyStoreError::Access(KeyAccessError::EnvironmentEscalation {
-                requested: false
-            })))
+            Err(KeyOpError::Access(KeyAccessError::EnvironmentEscalation { requested: false }))
         ));
         assert!(matches!(
             service.update_key(&test, "key_gone", rename(), &meta).await,
-            Err(UpdateKeyError::Store(KeyStoreError::Access(KeyAccessError::NotFound)))
+            Err(KeyOpError::Access(KeyAccessError::NotFound))
         ));
         assert!(matches!(
             service.update_key(&test, "not an id", rename(), &meta).await,
-            Err(UpdateKeyError::Access(KeyAccessError::NotFound))
+            Err(KeyOpError::Access(KeyAccessError::NotFound))
         ));
         assert!(service.update_key(&test, "key_test", rename(), &meta).await.is_ok());
     }
@@ -160,7 +157,7 @@ mod tests {
         for wider in [allowlist(&[]), allowlist(&["10.0.0.0/7"]), allowlist(&["192.0.2.1"])] {
             assert!(matches!(
                 service.update_key(&caller, "key_a", wider, &meta).await,
-                Err(UpdateKeyError::Store(KeyStoreError::Access(KeyAccessError::AddressEscalation)))
+                Err(KeyOpError::Access(KeyAccessError::AddressEscalation))
             ));
         }
         assert!(service.update_key(&caller, "key_a", allowlist(&["10.1.0.0/16"]), &meta).await.is_ok());
@@ -181,12 +178,7 @@ mod tests {
         for wider in [allowlist(&[]), allowlist(&["192.0.0.0/16"]), allowlist(&["198.51.100.1"])] {
             let err = service.update_key(&write_only, "key_limited", wider, &meta).await;
             assert!(
-                matches!(
-                    err,
-                    Err(UpdateKeyError::Store(KeyStoreError::Access(KeyAccessError::WideningEscalation {
-                        lacking: Scope::Read
-                    })))
-                ),
+                matches!(err, Err(KeyOpError::Access(KeyAccessError::WideningEscalation { lacking: Scope::Read }))),
                 "{err:?}"
             );
         }
@@ -209,6 +201,6 @@ mod tests {
             .service()
             .update_key(&caller, "key_caller", allowlist(&[]), &RequestMeta::new("127.0.0.1".parse().ok(), None))
             .await;
-        assert!(matches!(err, Err(UpdateKeyError::Store(KeyStoreError::Actor(ActorRefused::IpNotAllowed)))));
+        assert!(matches!(err, Err(KeyOpError::Actor(ActorRefused::IpNotAllowed))));
     }
 }

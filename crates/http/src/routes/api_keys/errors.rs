@@ -1,9 +1,6 @@
 //! What the key operations' refusals answer: each a row of the error table, mapped once.
 
-use account_domain::{
-    CreateKeyError, GetKeyError, KeyAccessError, KeyStoreError, ListKeysError, RevokeKeyError, RollKeyError,
-    UpdateKeyError,
-};
+use account_domain::{KeyAccessError, KeyOpError};
 
 use crate::error::{ApiError, ErrorCode};
 
@@ -42,41 +39,15 @@ fn with_field_if(error: ApiError, named: bool, field: &str) -> ApiError {
     }
 }
 
-impl From<KeyStoreError> for ApiError {
-    fn from(e: KeyStoreError) -> Self {
+impl From<KeyOpError> for ApiError {
+    fn from(e: KeyOpError) -> Self {
         let message = e.to_string();
         match e {
-            KeyStoreError::NotFound => Self::new(ErrorCode::KeyNotFound, message),
-            KeyStoreError::NotActive => Self::new(ErrorCode::KeyNotActive, message),
-            KeyStoreError::LimitReached(_) => Self::new(ErrorCode::KeyLimitReached, message),
-            KeyStoreError::Actor(refused) => refused.into(),
-            KeyStoreError::Access(refused) => refused.into(),
-            KeyStoreError::Unknown(cause) => cause.into(),
-        }
-    }
-}
-
-/// Every operation on one key passes on its access refusal or its store's.
-macro_rules! from_key_operation_error {
-    ($($error:ident),*) => {$(
-        impl From<$error> for ApiError {
-            fn from(e: $error) -> Self {
-                match e {
-                    $error::Access(e) => e.into(),
-                    $error::Store(e) => e.into(),
-                }
-            }
-        }
-    )*};
-}
-
-from_key_operation_error!(GetKeyError, CreateKeyError, RollKeyError, UpdateKeyError, RevokeKeyError);
-
-impl From<ListKeysError> for ApiError {
-    fn from(e: ListKeysError) -> Self {
-        match e {
-            ListKeysError::InsufficientScope(e) => e.into(),
-            ListKeysError::Unknown(cause) => cause.into(),
+            KeyOpError::NotActive => Self::new(ErrorCode::KeyNotActive, message),
+            KeyOpError::LimitReached(_) => Self::new(ErrorCode::KeyLimitReached, message),
+            KeyOpError::Actor(refused) => refused.into(),
+            KeyOpError::Access(refused) => refused.into(),
+            KeyOpError::Store(cause) => cause.into(),
         }
     }
 }
