@@ -31,7 +31,7 @@ impl AccountService {
         }
         let revoked = self.keys.revoke_leaked(&hashes, self.clock.now(), meta).await?;
         if revoked > 0 {
-            self.apply_own_change().await;
+            self.runtime.after_change().await;
         }
         Ok(revoked)
     }

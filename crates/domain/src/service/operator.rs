@@ -62,7 +62,7 @@ impl AccountService {
             .set_organization_active(&org_id, active, &audit)
             .await?
             .ok_or(SetOrganizationActiveError::NotFound)?;
-        self.apply_own_change().await;
+        self.runtime.after_change().await;
         Ok(org)
     }
 

@@ -31,9 +31,9 @@ impl Principal {
         self.valid_use_on
     }
 
-    pub(crate) fn use_of(&self) -> super::usage::UseOf<'_> {
+    pub(crate) fn use_of(&self) -> crate::runtime::UseOf<'_> {
         let key = &self.credential.key;
-        super::usage::UseOf { key: &key.id, org: &key.org_id, environment: key.environment }
+        crate::runtime::UseOf { key: &key.id, org: &key.org_id, environment: key.environment }
     }
 
     /// The caller's key, as authenticated.

@@ -112,7 +112,7 @@ impl AccountService {
             names.entry(row.count.key_id.clone()).or_insert(row.key_name);
             counts.push((row.count, row.environment));
         }
-        counts.extend(self.usage.pending_counts(caller.org_id(), read_from));
+        counts.extend(self.runtime.pending_counts(caller.org_id(), read_from));
 
         let mut report = UsageReport {
             from,
@@ -203,8 +203,8 @@ pub fn month_is_final(month: BillingMonth, now: OffsetDateTime, flush_interval: 
 mod tests {
     use super::*;
     use crate::model::KeyUsageRow;
+    use crate::runtime::UseOf;
     use crate::service::test_support::*;
-    use crate::service::usage::UseOf;
     use time::macros::date;
 
     fn row(key: &str, name: &str, day: Date, outcome: VerificationCode, count: i64, env: Environment) -> KeyUsageRow {
@@ -230,7 +230,7 @@ mod tests {
         let service = ports.service();
         let caller = principal(&["read"], Environment::Live);
         let (a, org) = (KeyId::new("key_a").expect("valid"), OrgId::new("org_caller").expect("valid"));
-        service.usage.record(
+        service.runtime.record_use(
             UseOf { key: &a, org: &org, environment: Environment::Live },
             NOW,
             VerificationCode::Valid,

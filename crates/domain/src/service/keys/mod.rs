@@ -56,7 +56,7 @@ impl AccountService {
 
     /// Uses not yet flushed are already known here: every answer shows them.
     fn with_pending_use(&self, mut key: ApiKey) -> ApiKey {
-        if let Some(pending) = self.usage.pending_last_use(&key.id) {
+        if let Some(pending) = self.runtime.pending_last_use(&key.id) {
             key.last_used_at = Some(key.last_used_at.map_or(pending, |stored| stored.max(pending)));
         }
         key
@@ -108,8 +108,8 @@ mod tests {
             Err(KeyOpError::Access(KeyAccessError::InsufficientScope(_)))
         ));
         let (key, org) = (KeyId::new("key_abc").expect("valid"), OrgId::new("org_caller").expect("valid"));
-        let of = crate::service::usage::UseOf { key: &key, org: &org, environment: Environment::Live };
-        service.usage.record(of, NOW, VerificationCode::Valid);
+        let of = crate::runtime::UseOf { key: &key, org: &org, environment: Environment::Live };
+        service.runtime.record_use(of, NOW, VerificationCode::Valid);
         let keys = service.list_keys(&principal(&["read"], Environment::Live)).await.expect("listed");
         assert_eq!(keys[0].last_used_at, Some(NOW));
     }
@@ -122,8 +122,8 @@ mod tests {
         });
         let service = ports.service();
         let (key, org) = (KeyId::new("key_live").expect("valid"), OrgId::new("org_caller").expect("valid"));
-        let of = crate::service::usage::UseOf { key: &key, org: &org, environment: Environment::Live };
-        service.usage.record(of, NOW, VerificationCode::Valid);
+        let of = crate::runtime::UseOf { key: &key, org: &org, environment: Environment::Live };
+        service.runtime.record_use(of, NOW, VerificationCode::Valid);
         let test_reader = principal(&["read"], Environment::Test);
         let read = service.get_key(&test_reader, "key_live").await.expect("a test key reads a live key");
         assert_eq!(read.last_used_at, Some(NOW), "uses not yet flushed included");

@@ -26,7 +26,7 @@ impl AccountService {
         });
         let actor = Actor::Key(caller.key_id().clone());
         let key = self.keys.revoke_key(caller.org_id(), &key_id, now, &actor, decide, &audit).await?;
-        self.apply_own_change().await;
+        self.runtime.after_change().await;
         Ok(self.with_pending_use(key))
     }
 }

@@ -79,7 +79,7 @@ impl AccountService {
             .keys
             .roll_key(caller.org_id(), &key_id, &actor, decide, grace.after(now), self.max_active_keys, &audit)
             .await?;
-        self.apply_own_change().await;
+        self.runtime.after_change().await;
         Ok(RolledKey { created: CreatedKey { key, plaintext }, rolled_from: key_id })
     }
 }

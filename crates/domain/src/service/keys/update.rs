@@ -57,7 +57,7 @@ impl AccountService {
         let changes = KeyChanges { name: update.name, allowed_ips };
         let actor = Actor::Key(caller.key_id().clone());
         let key = self.keys.update_key(caller.org_id(), &key_id, &changes, &actor, decide, &audit).await?;
-        self.apply_own_change().await;
+        self.runtime.after_change().await;
         Ok(self.with_pending_use(key))
     }
 }

@@ -14,7 +14,7 @@ impl AccountService {
     /// committed while it loads is applied. Returns how many it loaded: none without a
     /// cache or with an empty window.
     pub async fn warm_cache(&self, window: Duration, max_keys: u64) -> StoreResult<usize> {
-        let Some(cache) = &self.cache else { return Ok(0) };
+        let Some(cache) = &self.runtime.cache else { return Ok(0) };
         if window.is_zero() || max_keys == 0 {
             return Ok(0);
         }

@@ -1,0 +1,210 @@
+//! Writing the usage buffer to the store: one batch at a time, each applied once, a batch
+//! refused for good split by key, and what had to be dropped reported.
+
+use super::usage_buffer::AfterRefusal;
+use super::Runtime;
+use crate::ports::{KeyRepository, StoreError, StoreResult};
+
+/// What one [`AccountService::flush_usage`] wrote, and what it gave up.
+#[derive(Debug, Default)]
+pub struct UsageFlush {
+    /// Rows written: last uses and counts.
+    pub rows: usize,
+    pub dropped: Vec<DroppedUses>,
+}
+
+/// Uses counted in memory that will never be written.
+#[derive(Debug)]
+pub struct DroppedUses {
+    /// Verifications lost (the sum of their counts).
+    pub uses: u64,
+    /// Of how many keys.
+    pub keys: usize,
+    /// `None`: the keys no longer exist (deleted with their organization, say). Otherwise
+    /// the store refused the key's batch as many times as it takes to give
+    /// up (`usage_buffer::MAX_REFUSALS`), the last time with this.
+    pub refusal: Option<StoreError>,
+}
+
+impl UsageFlush {
+    /// A failure, unless something was dropped: that is reported first.
+    fn or_failure(self, e: StoreError) -> StoreResult<Self> {
+        if self.dropped.is_empty() {
+            Err(e)
+        } else {
+            Ok(self)
+        }
+    }
+}
+
+impl Runtime {
+    /// Writes the uses gathered since the previous flush (last-use times and counts), in one
+    /// batch. The uses of keys deleted meanwhile are dropped, the rest written. A batch that
+    /// fails is kept and written again as it is, before anything newer (the store applies
+    /// each batch once); one the store refuses for a reason other than being unavailable is
+    /// split by key after a few refusals, and a key's batch refused as often is dropped
+    /// (`UsageTracker::refused`). One flush at a time: a flush called while another
+    /// runs (the final one at shutdown) waits for it, then writes the rest. A flush that
+    /// dropped uses reports them even when a later batch then failed (that one is reported
+    /// by the next flush).
+    pub(crate) async fn flush_usage(&self, keys: &dyn KeyRepository) -> StoreResult<UsageFlush> {
+        let _turn = self.usage_flush.lock().await;
+        let mut flush = UsageFlush::default();
+        // The uses gathered are taken once: under a steady load there is always more.
+        let mut gathered = false;
+        loop {
+            let held = match self.usage.take_unconfirmed() {
+                Some(held) => held,
+                None if !gathered => {
+                    gathered = true;
+                    match self.usage.gather() {
+                        Some(held) => held,
+                        None => break,
+                    }
+                }
+                None => break,
+            };
+            match keys.record_usage(&held.batch).await {
+                Ok(missing) => {
+                    let (rows, dropped) = self.usage.confirm(&held, &missing);
+                    flush.rows += rows;
+                    if !missing.is_empty() {
+                        flush.dropped.push(DroppedUses { uses: dropped, keys: missing.len(), refusal: None });
+                    }
+                }
+                Err(e @ StoreError::Unavailable(_)) => {
+                    self.usage.keep_unconfirmed(held);
+                    return flush.or_failure(e);
+                }
+                Err(e) => match self.usage.refused(held) {
+                    AfterRefusal::Kept => return flush.or_failure(e),
+                    AfterRefusal::Split => {}
+                    AfterRefusal::Dropped(uses) => {
+                        flush.dropped.push(DroppedUses { uses, keys: 1, refusal: Some(e) });
+                    }
+                },
+            }
+        }
+        Ok(flush)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::DroppedUses;
+    use crate::service::test_support::*;
+
+    fn presented() -> Vec<u8> {
+        PlaintextKey::assemble(Environment::Live, &secret_body()).expose().as_bytes().to_vec()
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_fails_to_flush_is_written_again_as_it_was_before_newer_uses() {
+        let mut ports = Ports::new();
+        let key = presented();
+        ports.keys.expect_find_credential().returning(|_| Ok(Some(credential())));
+        let written = Arc::new(std::sync::Mutex::new(Vec::<UsageBatch>::new()));
+        let log = written.clone();
+        let mut calls = 0;
+        ports.keys.expect_record_usage().times(3).returning(move |b| {
+            calls += 1;
+            log.lock().expect("log").push(b.clone());
+            // The first write fails, as a commit whose outcome is unknown does.
+            if calls == 1 {
+                Err(StoreError::Unavailable(anyhow::anyhow!("connection lost at commit")))
+            } else {
+                Ok(vec![])
+            }
+        });
+        let service = ports.service();
+        service.authenticate(&key, None).await.expect("authenticated");
+        assert!(service.flush_usage().await.is_err());
+        service.authenticate(&key, None).await.expect("authenticated");
+        service.authenticate(&key, None).await.expect("authenticated");
+        assert_eq!(service.flush_usage().await.expect("second flush").rows, 4);
+        let written = written.lock().expect("log");
+        let valid = |b: &UsageBatch| b.counts.iter().map(|c| c.count).sum::<i64>();
+        // The retry is the failed batch itself, same sequence, not merged with newer uses.
+        assert_eq!(written[1], written[0]);
+        assert_eq!((valid(&written[1]), valid(&written[2])), (1, 2));
+        assert!(written[2].sequence > written[1].sequence);
+        assert_eq!(service.usage_flush_stats(), (2, 4));
+    }
+
+    #[tokio::test]
+    async fn uses_of_a_key_deleted_before_the_flush_are_dropped_and_counted_not_retried() {
+        let mut ports = Ports::new();
+        let key = presented();
+        ports.keys.expect_find_credential().returning(|_| Ok(Some(credential())));
+        // The store wrote nothing of the key: it was deleted with its organization.
+        ports.keys.expect_record_usage().times(1).returning(|_| Ok(vec![credential().key.id]));
+        let service = ports.service();
+        for _ in 0..3 {
+            service.authenticate(&key, None).await.expect("authenticated");
+        }
+        let flush = service.flush_usage().await.expect("flushed");
+        assert_eq!(flush.rows, 0);
+        assert!(matches!(flush.dropped[..], [DroppedUses { uses: 3, keys: 1, refusal: None }]), "{flush:?}");
+        assert_eq!(service.usage_dropped(), 3);
+        assert!(service.usage_unwritten_for().is_none(), "nothing held any more");
+        assert_eq!(service.flush_usage().await.expect("nothing left").rows, 0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_refused_for_good_holds_newer_uses_back_only_until_it_is_dropped() {
+        let mut ports = Ports::new();
+        let key = presented();
+        ports.keys.expect_find_credential().returning(|_| Ok(Some(credential())));
+        let written = Arc::new(std::sync::Mutex::new(Vec::<UsageBatch>::new()));
+        let log = written.clone();
+        let mut calls = 0;
+        ports.keys.expect_record_usage().times(4).returning(move |b| {
+            calls += 1;
+            if calls <= 3 {
+                Err(anyhow::anyhow!("violates check constraint").into())
+            } else {
+                log.lock().expect("log").push(b.clone());
+                Ok(vec![])
+            }
+        });
+        let service = ports.service();
+        service.authenticate(&key, None).await.expect("authenticated");
+        assert!(service.flush_usage().await.is_err());
+        assert!(service.flush_usage().await.is_err());
+        service.authenticate(&key, None).await.expect("authenticated");
+        service.authenticate(&key, None).await.expect("authenticated");
+        // The third refusal gives the one-key batch up; the newer uses are written at once.
+        let flush = service.flush_usage().await.expect("flushed");
+        assert!(matches!(flush.dropped[..], [DroppedUses { uses: 1, keys: 1, refusal: Some(_) }]), "{flush:?}");
+        assert_eq!(flush.rows, 2);
+        assert_eq!(written.lock().expect("log")[0].counts[0].count, 2);
+        assert_eq!(service.usage_dropped(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_store_unavailable_however_long_loses_no_use() {
+        let mut ports = Ports::new();
+        let key = presented();
+        ports.keys.expect_find_credential().returning(|_| Ok(Some(credential())));
+        let mut calls = 0;
+        ports.keys.expect_record_usage().times(11).returning(move |b| {
+            calls += 1;
+            if calls <= 10 {
+                Err(StoreError::Unavailable(anyhow::anyhow!("pool timed out")))
+            } else {
+                assert_eq!(b.counts[0].count, 1);
+                Ok(vec![])
+            }
+        });
+        let service = ports.service();
+        service.authenticate(&key, None).await.expect("authenticated");
+        for _ in 0..10 {
+            assert!(service.flush_usage().await.is_err());
+        }
+        assert_eq!(service.usage_unwritten_for(), Some(std::time::Duration::ZERO), "held, by a clock stopped");
+        assert_eq!(service.flush_usage().await.expect("flushed").rows, 2);
+        assert_eq!(service.usage_dropped(), 0);
+    }
+}
