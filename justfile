@@ -74,3 +74,7 @@ openapi:
 # Schemathesis against a running server with the OpenAPI document (EXAMPLES per operation).
 fuzz-api examples="50":
     bash scripts/fuzz-api.sh {{examples}}
+
+# A client generated from docs/openapi.json (openapi-python-client) drives every operation.
+generated-client:
+    bash scripts/generated-client.sh

@@ -192,6 +192,16 @@ where
     <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
 }
 
+/// Reads a field that may be absent but is never `null`: with `#[serde(default)]`, absent is
+/// `None`; `null` is refused as the wrong type, as the document (which does not allow it) says.
+pub(crate) fn not_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
+}
+
 /// Reads an optional whole number as JSON Schema counts one: `26` or `26.0` (a number whose
 /// fraction is zero), so that every value the document calls an integer is taken.
 pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {

@@ -22,7 +22,7 @@ use crate::routes;
         (name = "accounts", description = "Signup and the caller's account"),
         (name = "api-keys", description = "The caller's organization's API keys"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
-        (name = "internal", description = "For other services of ours; answers only when INTERNAL_SERVICE_TOKEN is set"),
+        (name = "internal", description = "For other services of ours; every request is refused (401) until INTERNAL_SERVICE_TOKEN is set"),
     )
 )]
 struct ApiDoc;
@@ -53,6 +53,10 @@ pub(crate) fn document() -> &'static utoipa::openapi::OpenApi {
         endpoints.schemas(&mut schemas);
         let components = doc.components.get_or_insert_with(Default::default);
         components.schemas.extend(schemas);
+        components.schemas.insert(
+            routes::api_keys::allowlist_schema::NAME.to_owned(),
+            routes::api_keys::allowlist_schema::entry().into(),
+        );
         // A change sends `name`, `allowed_ips` or both: what the derive cannot say.
         if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(update))) =
             components.schemas.get_mut("UpdateApiKeyRequest")

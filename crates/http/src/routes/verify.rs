@@ -1,6 +1,6 @@
 //! `POST /v1/internal/verify-key`: other services check keys with the same rules and cache
-//! as this API's own authentication. Answers only when `INTERNAL_SERVICE_TOKEN` is set;
-//! without it, 404 as an unknown route would.
+//! as this API's own authentication. The route always exists; until `INTERNAL_SERVICE_TOKEN`
+//! is set no token is admitted, so every request is refused as one with a wrong token.
 
 use account_domain::{AccountService, Scopes, Verification};
 use actix_web::http::header::AUTHORIZATION;
@@ -117,15 +117,14 @@ envelope_schemas! {
     VerificationResponse => VerificationDto;
 }
 
-/// Verifies a key for another service. Authenticated by the internal service token; 404
-/// when the service has none (`INTERNAL_SERVICE_TOKEN` unset).
+/// Verifies a key for another service. Authenticated by the internal service token; while
+/// the service has none (`INTERNAL_SERVICE_TOKEN` unset), every request is refused with 401.
 #[utoipa::path(tag = "internal", operation_id = "verify_api_key", security(("service_token" = [])),
     request_body = VerifyKeyBody,
     responses(
     (status = 200, description = "The verdict (`valid` false says why in `code`)", body = VerificationResponse),
     (status = 400, description = "Invalid body", body = ErrorBody),
-    (status = 401, description = "Missing or wrong service token", body = ErrorBody),
-    (status = 404, description = "Verification is not enabled on this service (no INTERNAL_SERVICE_TOKEN)", body = ErrorBody),
+    (status = 401, description = "Missing or wrong service token; every token is wrong while verification is off (INTERNAL_SERVICE_TOKEN unset)", body = ErrorBody),
     (status = 429, description = "Too many failed authentications from this address", body = ErrorBody),
     BodyErrors, Unavailable,
 ))]
@@ -135,9 +134,7 @@ pub(crate) async fn verify_key(
     req: HttpRequest,
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let Some(token) = req.app_data::<Data<InternalToken>>() else {
-        return Err(ApiError::not_found());
-    };
+    let token = req.app_data::<Data<InternalToken>>();
     let presented = req
         .headers()
         .get(AUTHORIZATION)
@@ -145,7 +142,7 @@ pub(crate) async fn verify_key(
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
-    if !presented.is_some_and(|t| token.admits(t)) {
+    if !presented.is_some_and(|t| token.is_some_and(|token| token.admits(t))) {
         let refused =
             ApiError::new(ErrorCode::InvalidServiceToken, "send the internal service token as a Bearer token");
         return Err(failed_authentication(&req, refused));

@@ -296,3 +296,19 @@ async fn one_key_is_read_as_listed_by_any_key_of_its_organization_and_by_no_othe
     let writer = app.new_key(&org.key, json!({"scopes": ["write"]})).await;
     app.request(Method::GET, &path, Some(&writer), None).await.assert_error(403, "insufficient_scope");
 }
+
+/// The document gives `name` of a change as a string or absent: `null` is refused whatever
+/// else the change holds, as the document says, and changes nothing.
+#[tokio::test]
+async fn a_change_with_a_null_name_is_refused_and_changes_nothing() {
+    let app = crate::helpers::spawn_app(account_infra::testing::Backend::Sqlite).await.expect("sqlite");
+    let org = app.signup_org("null-name@acme.test").await;
+    let path = format!("/v1/account/api-keys/{}", org.key_id);
+    for body in [json!({"name": null}), json!({"name": null, "allowed_ips": ["127.0.0.0/8"]})] {
+        let reply = app.request(Method::PATCH, &path, Some(&org.key), Some(body)).await;
+        reply.assert_error(400, "invalid_request");
+        assert_eq!(reply.body["error"]["field"], json!("name"), "{}", reply.body);
+    }
+    let key = app.request(Method::GET, &path, Some(&org.key), None).await;
+    assert_eq!(key.data()["allowed_ips"], json!(null), "the allowlist was not changed");
+}

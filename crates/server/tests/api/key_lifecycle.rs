@@ -271,10 +271,18 @@ async fn other_services_verify_keys_with_the_same_rules() {
     }
 }
 
+/// The route is in the document whatever the configuration, so it exists in every one: off,
+/// it admits no token.
 #[tokio::test]
-async fn without_a_service_token_the_verification_route_does_not_exist() {
-    let app = spawn_app_with(Backend::Sqlite, &[]).await.expect("sqlite");
-    verify(&app, SERVICE_TOKEN, json!({"key": "x"})).await.assert_error(404, "not_found");
+async fn without_a_service_token_every_verification_is_refused_as_unauthenticated() {
+    let app = spawn_app_with(Backend::Sqlite, &[("RATE_LIMIT_AUTH_FAILURES_PER_MINUTE", "3")]).await.expect("sqlite");
+    let org = app.signup_org("verify-off@acme.test").await;
+    verify(&app, SERVICE_TOKEN, json!({"key": org.key})).await.assert_error(401, "invalid_service_token");
+    verify(&app, "", json!({"key": org.key})).await.assert_error(401, "invalid_service_token");
+    let bare = app.client.post(app.url("/v1/internal/verify-key")).json(&json!({"key": org.key}));
+    crate::helpers::Reply::read(bare.send().await.expect("sent")).await.assert_error(401, "invalid_service_token");
+    // Each refusal counted as a failed authentication, as with a wrong token.
+    verify(&app, SERVICE_TOKEN, json!({"key": org.key})).await.assert_error(429, "rate_limited");
 }
 
 /// Rolling with a grace period leaves two keys active for a while: at the limit, that would

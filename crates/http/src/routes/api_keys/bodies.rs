@@ -190,9 +190,10 @@ impl std::fmt::Debug for CreatedKeyDto<'_> {
 #[schema(as = UpdateApiKeyRequest)]
 pub(crate) struct UpdateKeyBody {
     /// The new name: 1 to 200 characters once leading and trailing spaces are trimmed (the
-    /// length is checked after trimming), no control characters. Omitted: unchanged.
-    #[serde(default)]
-    #[schema(schema_with = crate::routes::shared_schemas::optional_name)]
+    /// length is checked after trimming), no control characters. Omitted: unchanged; never
+    /// null (a key always has a name).
+    #[serde(default, deserialize_with = "crate::body::not_null")]
+    #[schema(schema_with = crate::routes::shared_schemas::name)]
     name: Option<String>,
     /// The new allowlist (as in create key); `null` or `[]`: anywhere. Omitted: unchanged. A
     /// key limited to some addresses sets only allowlists within its own.
@@ -223,20 +224,20 @@ fn allowed_ips_change(sent: Option<Option<Vec<String>>>) -> Result<AllowedIpsCha
     }
 }
 
-/// An allowlist: IPv4 or IPv6 addresses or CIDR blocks, at most 32, or null. Beyond what
-/// the pattern says: no host bits set in a block, no duplicates once normalised.
+/// An allowlist: at most 32 entries (`AllowedIpEntry`), or null. Beyond what the schema says:
+/// no two entries the same block once normalised.
 pub(crate) fn allowed_ips_list() -> utoipa::openapi::schema::Array {
-    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
-    const ADDRESS_OR_BLOCK: &str =
-        r"^(([0-9]{1,3}\.){3}[0-9]{1,3}(/[0-9]{1,2})?|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(/[0-9]{1,3})?)$";
+    use utoipa::openapi::schema::{ArrayBuilder, SchemaType, Type};
+    use utoipa::openapi::Ref;
     ArrayBuilder::new()
         .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
-        .items(ObjectBuilder::new().schema_type(Type::String).pattern(Some(ADDRESS_OR_BLOCK)))
+        .items(Ref::from_schema_name(super::allowlist_schema::NAME))
         .max_items(Some(AllowedIps::MAX))
         .unique_items(true)
         .description(Some(
-            "IPv4 or IPv6 addresses or CIDR blocks (at most 32; no host bits set in a block; no duplicates once \
-             an IPv4-mapped IPv6 address is read as its IPv4 address). Null or empty: anywhere.",
+            "IPv4 or IPv6 addresses or CIDR blocks, at most 32, no two the same block once an IPv4-mapped IPv6 \
+             address is read as its IPv4 address and a single address as its /32 or /128 block (`192.0.2.1`, \
+             `192.0.2.1/32` and `::ffff:192.0.2.1` are one). Null or empty: anywhere.",
         ))
         .build()
 }

@@ -1,6 +1,7 @@
 //! The caller's organization's API keys: list and create (the `/v1/account/api-keys` scope),
 //! read, rename, revoke and roll one (its `/{key_id}` scope).
 
+pub(crate) mod allowlist_schema;
 mod bodies;
 mod errors;
 
