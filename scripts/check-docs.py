@@ -7,7 +7,8 @@ Fails (exit 1, one line per finding) when a doc names, in backticks (inline or f
   - a snake_case name of five words or more (a test's or a function's) that appears nowhere in the
     code (crates/, scripts/, fuzz/, .ci/, and migrations/ for index names); FOREIGN_NAMES lists
     the few that belong to other programs.
-It also follows the docs' relative links: the file must exist, and an anchor must be one of its
+It also checks that docs/operations.md documents every environment variable the server reads
+(`VARIABLES` in crates/server/src/config.rs, the list `--help` prints), and follows the docs' relative links: the file must exist, and an anchor must be one of its
 headings (as GitHub makes them). Needs only python3; reads the tree once, so it takes well under a second.
 """
 
@@ -25,6 +26,8 @@ ALLOWED_MISSING = {"fuzz/artifacts/"}
 # Long snake_case names the docs quote from other programs.
 FOREIGN_NAMES = {"proxy_add_x_forwarded_for"}  # nginx's variable, in the proxy setup
 
+CONFIG = "crates/server/src/config.rs"
+OPERATIONS = "docs/operations.md"
 PATH_RE = re.compile(r"(?<![\w./-])(?:\./)?((?:crates|docs|scripts|migrations|fuzz|\.ci)/[\w./<>*-]*)")
 # Five lowercase words or more joined by underscores, not part of a longer word or path.
 SNAKE_RE = re.compile(r"(?<![\w])[a-z][a-z0-9]*(?:_[a-z0-9]+){4,}(?![\w])")
@@ -92,6 +95,20 @@ def link_finding(doc, target):
     return None
 
 
+def undocumented_variables():
+    with open(os.path.join(ROOT, CONFIG), encoding="utf-8") as f:
+        table = re.search(r"pub const VARIABLES: &\[\(&str, &str\)\] = &\[(.*?)\n\];", f.read(), re.S)
+    if not table:
+        return [f"{CONFIG}: no VARIABLES table found"]
+    with open(os.path.join(ROOT, OPERATIONS), encoding="utf-8") as f:
+        documented = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", f.read(), re.M))
+    return [
+        f"{OPERATIONS}: the configuration table lacks `{name}` (read by the server: {CONFIG})"
+        for name in re.findall(r'\(\s*"([A-Z0-9_]+)"\s*,', table.group(1))
+        if name not in documented
+    ]
+
+
 def code_words():
     words = set()
     for top in CODE_DIRS:
@@ -125,6 +142,7 @@ def main():
             for m in SNAKE_RE.finditer(span):
                 if m.group(0) not in words and m.group(0) not in FOREIGN_NAMES:
                     findings.append(f"{doc}:{line}: named nowhere in the code: {m.group(0)}")
+    findings += undocumented_variables()
     for finding in findings:
         print(finding)
     if findings:
