@@ -19,6 +19,11 @@ lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
 
+# Fail when README.md or docs/ name (in backticks) a path or a long snake_case name (a test)
+# that no longer exists, or link to a missing file or heading.
+check-docs:
+    python3 scripts/check-docs.py
+
 fmt:
     cargo fmt --all
 

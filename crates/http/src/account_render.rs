@@ -17,7 +17,7 @@ thread_local! {
     static MEMO: RefCell<Vec<Option<(Organization, Bytes)>>> = RefCell::new(vec![None; SLOTS]);
 }
 
-/// The enveloped JSON of `org`, as `respond` would render it. An entry is reused only for an
+/// The enveloped JSON of `org`, as [`crate::envelope::ok`] would render it. An entry is reused only for an
 /// organization equal in every field, so a renamed organization or a changed plan is never
 /// answered from an old rendering.
 pub(crate) fn account_body(org: &Organization) -> Bytes {

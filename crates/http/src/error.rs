@@ -1,6 +1,8 @@
 //! The error envelope, and the one table of what the API answers when it refuses: every
 //! error code with its status. Each resource module maps its domain errors by picking a
-//! row of [`ErrorCode`]; no status or code is written anywhere else.
+//! row of [`ErrorCode`]; no handler writes an error status or code of its own. The OpenAPI
+//! annotations (`responses(...)` on each route, `routes/shared_responses.rs`) restate the
+//! statuses for the document; `scripts/fuzz-api.sh` checks the answers against it.
 
 use std::fmt;
 

@@ -18,6 +18,42 @@ pub struct ConfigError {
     pub expected: &'static str,
 }
 
+/// Every environment variable the server reads, with a line on what it sets: the list
+/// `account-api --help` prints, held by the tests to what [`Config::from_lookup`] and the
+/// log filter read. docs/operations.md details each.
+pub const VARIABLES: &[(&str, &str)] = &[
+    ("DATABASE_URL", "sqlite://PATH, a file path or postgres://... (default sqlite://account-api.db)"),
+    ("BIND_ADDR", "host:port to listen on (default 127.0.0.1:8080)"),
+    ("DATABASE_POOL_SIZE", "database connections per instance, at most"),
+    ("DATABASE_TIMEOUT_MS", "how long a request waits for a connection"),
+    ("DATABASE_CONNECT_TIMEOUT_S", "how long the start waits for the database"),
+    ("LAST_USED_FLUSH_SECS", "how often last uses and usage counts are written"),
+    ("USAGE_RETENTION_DAYS", "how long daily usage counts are kept"),
+    ("CACHE_MAX_KEYS", "credentials cached per instance (0: no cache)"),
+    ("CACHE_SYNC_INTERVAL_MS", "how often the change feed is read"),
+    ("CACHE_TTL_SECS", "how long a cached key is trusted (changes made by SQL by hand)"),
+    ("CACHE_WARM_START_SECS", "keys used within this long are loaded at start"),
+    ("RATE_LIMIT_SIGNUPS_PER_HOUR", "signups per address (0: no limit)"),
+    ("RATE_LIMIT_AUTH_FAILURES_PER_MINUTE", "failed authentications per address (0: no limit)"),
+    ("RATE_LIMIT_LEAK_REPORTS_PER_HOUR", "leak reports per address (0: no limit)"),
+    ("RATE_LIMIT_WRITES_PER_MINUTE", "key writes per organization (0: no limit)"),
+    ("TRUSTED_PROXIES", "proxies whose X-Forwarded-For is believed"),
+    ("MAX_ACTIVE_KEYS_PER_ORG", "active keys an organization may hold"),
+    ("INTERNAL_SERVICE_TOKEN", "enables POST /v1/internal/verify-key"),
+    ("LOG_FORMAT", "json or pretty"),
+    ("RUST_LOG", "log filter (default info)"),
+];
+
+/// The configuration part of `--help`, from [`VARIABLES`].
+pub fn variables_help() -> String {
+    let width = VARIABLES.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+    let mut text = String::from("Environment (an empty value counts as unset; docs/operations.md details each):\n");
+    for (name, what) in VARIABLES {
+        text.push_str(&format!("  {name:width$}  {what}\n"));
+    }
+    text
+}
+
 /// The credential cache.
 #[derive(Debug, Clone)]
 pub struct CacheOptions {
@@ -244,6 +280,23 @@ mod tests {
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn every_variable_read_is_listed_for_help_and_no_other() {
+        let asked = std::cell::RefCell::new(std::collections::BTreeSet::new());
+        Config::from_lookup(|name| {
+            asked.borrow_mut().insert(name.to_owned());
+            None
+        })
+        .expect("defaults");
+        // The log filter reads its own variable (telemetry.rs).
+        asked.borrow_mut().insert(tracing_subscriber::EnvFilter::DEFAULT_ENV.to_owned());
+        let listed: std::collections::BTreeSet<String> = VARIABLES.iter().map(|(name, _)| (*name).to_owned()).collect();
+        assert_eq!(asked.into_inner(), listed);
+        assert_eq!(listed.len(), VARIABLES.len(), "each variable once");
+        let help = variables_help();
+        assert!(VARIABLES.iter().all(|(name, _)| help.contains(name)), "{help}");
     }
 
     #[test]

@@ -7,19 +7,15 @@ use account_domain::{
     RequestMeta, Scopes, SetOrganizationActiveError, SetPlanIncludedError,
 };
 use account_infra::{Database, OsRandomGenerator, SqlAccountRepository, SqlKeyRepository, SystemClock};
-use account_server::{config::Config, startup, telemetry, Application};
+use account_server::config::{self, Config};
+use account_server::{startup, telemetry, Application};
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// The Account API: organizations, plans and API keys over HTTP.
-///
-/// Configuration comes from the environment (see docs/operations.md): DATABASE_URL,
-/// BIND_ADDR, DATABASE_POOL_SIZE, DATABASE_TIMEOUT_MS, DATABASE_CONNECT_TIMEOUT_S,
-/// LAST_USED_FLUSH_SECS, CACHE_MAX_KEYS, CACHE_SYNC_INTERVAL_MS, RATE_LIMIT_SIGNUPS_PER_HOUR,
-/// RATE_LIMIT_AUTH_FAILURES_PER_MINUTE, RATE_LIMIT_LEAK_REPORTS_PER_HOUR, TRUSTED_PROXIES,
-/// MAX_ACTIVE_KEYS_PER_ORG, INTERNAL_SERVICE_TOKEN, LOG_FORMAT, RUST_LOG.
+// `--help` ends with every environment variable read (`config::VARIABLES`), added in `main`.
 #[derive(Debug, Parser)]
-#[command(name = "account-api", version, about)]
+#[command(name = "account-api", version)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -110,7 +106,8 @@ enum KeysCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().after_help(config::variables_help()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if matches!(cli.command, Some(Command::Openapi)) {
         print!("{}", account_http::openapi_json());
         return Ok(());
@@ -202,7 +199,6 @@ fn issue_request(
     Ok(CreateKeyRequest::new(Some(name), Some(environment), Some(scopes), expires_in))
 }
 
-/// The domain service over the configured database, for one-off operator commands.
 /// `usage export`: the month's CSV on stdout; on stderr, whether the figures may still grow.
 async fn export_usage(config: &Config, month: Option<&str>) -> anyhow::Result<()> {
     let month = month.map(|raw| BillingMonth::parse(raw).with_context(|| format!("--month {raw}"))).transpose()?;
@@ -224,6 +220,7 @@ async fn export_usage(config: &Config, month: Option<&str>) -> anyhow::Result<()
     Ok(())
 }
 
+/// The domain service over the configured database, for one-off operator commands.
 async fn operator_service(config: &Config) -> anyhow::Result<AccountService> {
     let db = Database::new(config.database.clone(), &config.pool);
     startup::migrate_when_reachable(&db, config.connect_timeout).await?;

@@ -140,7 +140,6 @@ impl Application {
     }
 }
 
-/// The HTTP layer's metrics plus what the service and the pool report.
 /// What every worker's `App` is made of: the shared state and the routes. Also used by the
 /// in-process route benchmark, so that it measures exactly what the server serves.
 #[derive(Clone)]
@@ -198,6 +197,7 @@ impl AppWiring {
     }
 }
 
+/// The HTTP layer's metrics plus what the service and the pool report.
 fn metrics_of(service: &Arc<AccountService>, db: &Database) -> Metrics {
     let (hits, misses, in_use, idle) = (service.clone(), service.clone(), db.clone(), db.clone());
     let (flushes, rows, reads) = (service.clone(), service.clone(), service.clone());

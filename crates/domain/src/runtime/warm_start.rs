@@ -37,7 +37,7 @@ mod tests {
         (key.expose().to_owned(), key.hash())
     }
 
-    /// A feed that reports `during_load` on the poll after the first one, and nothing else.
+    /// A feed that reports `change` on the poll after the first one, and nothing else.
     fn feed_with_change_after_first_poll(change: Option<Change>) -> MockChangeFeed {
         let polls = AtomicUsize::new(0);
         let mut feed = MockChangeFeed::new();

@@ -88,6 +88,9 @@ fn help_and_version_are_answered() {
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(text.contains("serve") && text.contains("migrate"), "{text}");
+    for (variable, _) in account_server::config::VARIABLES {
+        assert!(text.contains(variable), "--help does not list {variable}: {text}");
+    }
     let version = account_api().arg("--version").output().expect("runs");
     assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
