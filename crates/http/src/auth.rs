@@ -124,23 +124,32 @@ pub(crate) fn failed_authentication(req: &HttpRequest, e: ApiError) -> ApiError 
     e
 }
 
-/// The key of an `Authorization: Bearer <key>` header; the scheme word is case-insensitive.
-/// Stays in bytes: the key's own check rejects anything but its alphabet, so the header's
-/// text need not be validated twice (this runs on every request).
+/// The key of an `Authorization: Bearer <key>` header, or why there is none.
+#[inline]
 fn bearer_token(header: Option<&HeaderValue>) -> Result<&[u8], ApiError> {
+    let Some(header) = header else {
+        return Err(ApiError::new(ErrorCode::MissingApiKey, "send your API key as `Authorization: Bearer <key>`"));
+    };
+    match bearer(header) {
+        Some(token) => Ok(token),
+        None => Err(ApiError::new(ErrorCode::InvalidApiKey, "the Authorization header must be `Bearer <key>`")),
+    }
+}
+
+/// The token of a `Bearer <token>` header value, the one reading of it for API keys and the
+/// internal service token alike: the scheme word is case-insensitive and followed by a space,
+/// spaces around the token are trimmed, an empty token is none. Stays in bytes: the key's own
+/// check rejects anything but its alphabet, so the header's text need not be validated twice
+/// (this runs on every request).
+#[inline]
+pub(crate) fn bearer(header: &HeaderValue) -> Option<&[u8]> {
     const SCHEME: &[u8] = b"bearer ";
-    let header = header
-        .ok_or_else(|| ApiError::new(ErrorCode::MissingApiKey, "send your API key as `Authorization: Bearer <key>`"))?;
-    let malformed = || ApiError::new(ErrorCode::InvalidApiKey, "the Authorization header must be `Bearer <key>`");
     let value = header.as_bytes().trim_ascii();
     let token = match value.split_at_checked(SCHEME.len()) {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case(SCHEME) => token.trim_ascii(),
-        _ => return Err(malformed()),
+        _ => return None,
     };
-    if token.is_empty() {
-        return Err(malformed());
-    }
-    Ok(token)
+    (!token.is_empty()).then_some(token)
 }
 
 impl From<AuthenticateError> for ApiError {

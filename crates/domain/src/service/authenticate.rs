@@ -130,7 +130,7 @@ impl AccountService {
         caller.require(scope).inspect_err(|_| self.count_scope_refusal(caller))
     }
 
-    pub(super) fn count_scope_refusal(&self, caller: &Principal) {
+    fn count_scope_refusal(&self, caller: &Principal) {
         if let Some(day) = caller.valid_use_on() {
             self.runtime.reclassify_use(caller.use_of(), day, VerificationCode::InsufficientScope, self.now());
         }

@@ -2,7 +2,7 @@
 //! authentication, answered as a verdict rather than an error.
 
 use super::{AccountService, AuthenticateError, Principal};
-use crate::model::{Scope, Scopes, VerificationCode};
+use crate::model::{Scopes, VerificationCode};
 
 /// A verdict, with the key's identity when the key was valid (and lacked only scopes).
 #[derive(Debug, Clone)]
@@ -29,12 +29,11 @@ impl AccountService {
         let verdict = |code| Ok(Verification { code, principal: None });
         match self.authenticate(presented.as_bytes(), client_ip).await {
             Ok(principal) => {
-                let lacking = required.and_then(|r| r.iter().find(|s: &Scope| !principal.scopes().contains(*s)));
-                let code = if lacking.is_some() {
-                    self.count_scope_refusal(&principal);
-                    VerificationCode::InsufficientScope
-                } else {
-                    VerificationCode::Valid
+                // The one scope check, which counts a refusal as `insufficient_scope`.
+                let lacking = required.and_then(|r| r.first_not_in(principal.scopes()));
+                let code = match lacking.map(|scope| self.authorize(&principal, scope)) {
+                    Some(Err(_)) => VerificationCode::InsufficientScope,
+                    _ => VerificationCode::Valid,
                 };
                 Ok(Verification { code, principal: Some(principal) })
             }

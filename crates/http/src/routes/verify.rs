@@ -26,8 +26,8 @@ impl InternalToken {
         Self(blake3::hash(token.as_bytes()))
     }
 
-    fn admits(&self, presented: &str) -> bool {
-        blake3::hash(presented.as_bytes()) == self.0
+    fn admits(&self, presented: &[u8]) -> bool {
+        blake3::hash(presented) == self.0
     }
 }
 
@@ -135,13 +135,7 @@ pub(crate) async fn verify_key(
     payload: Payload,
 ) -> Result<HttpResponse, ApiError> {
     let token = req.app_data::<Data<InternalToken>>();
-    let presented = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim());
+    let presented = req.headers().get(AUTHORIZATION).and_then(crate::auth::bearer);
     if !presented.is_some_and(|t| token.is_some_and(|token| token.admits(t))) {
         let refused =
             ApiError::new(ErrorCode::InvalidServiceToken, "send the internal service token as a Bearer token");
