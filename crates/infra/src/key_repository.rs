@@ -172,7 +172,7 @@ impl KeyRepository for SqlKeyRepository {
                 let (row, hash) = rows.target()?;
                 let new_row = ApiKeyRow::from(&new);
                 let now = new_row.created_at;
-                if row.is_revoked() || row.is_expired(new.created_at) || new_row.org_id != org {
+                if !row.is_active(new.created_at) || new_row.org_id != org {
                     return Err(KeyOpError::NotActive.into());
                 }
                 // The grace period never extends an earlier expiry.

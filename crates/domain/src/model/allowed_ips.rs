@@ -24,12 +24,24 @@ pub enum AllowedIpsError {
     Duplicate,
 }
 
-/// What a request asks of a key's allowlist.
+/// The allowlist a request gives a new key.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum AllowedIpsChange {
-    /// Not mentioned: unchanged (or, for a new key, its creator's).
+pub enum NewKeyAllowlist {
+    /// Not mentioned: the creating key's own allowlist (an operator, who has none, gives
+    /// none: anywhere).
     #[default]
-    Keep,
+    Creators,
+    /// `null` or `[]`: the key works from anywhere.
+    Anywhere,
+    Only(AllowedIps),
+}
+
+/// What a change of a key asks of its allowlist.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AllowlistChange {
+    /// Not mentioned: as it is.
+    #[default]
+    Unchanged,
     /// `null` or `[]`: the key works from anywhere.
     Anywhere,
     Only(AllowedIps),

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use super::allowed_ips::{AllowedIps, AllowedIpsChange};
+use super::allowed_ips::{AllowedIps, NewKeyAllowlist};
 use thiserror::Error;
 use time::{Duration, OffsetDateTime};
 
@@ -215,8 +215,7 @@ pub struct CreateKeyRequest {
     pub environment: Environment,
     pub scopes: Scopes,
     pub expires_in: Option<ExpiresInDays>,
-    /// `Keep`: the creator's allowlist.
-    pub allowed_ips: AllowedIpsChange,
+    pub allowed_ips: NewKeyAllowlist,
 }
 
 impl CreateKeyRequest {
@@ -231,7 +230,7 @@ impl CreateKeyRequest {
             environment: environment.unwrap_or(Environment::Live),
             scopes: scopes.unwrap_or_else(Scopes::all),
             expires_in,
-            allowed_ips: AllowedIpsChange::Keep,
+            allowed_ips: NewKeyAllowlist::Creators,
         }
     }
 }

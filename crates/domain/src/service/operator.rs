@@ -6,9 +6,7 @@ use thiserror::Error;
 
 use super::keys::KeySpec;
 use super::{AccountService, CreatedKey};
-use crate::model::{
-    AllowedIpsChange, AuditAction, CreateKeyRequest, NewApiKey, OrgId, Organization, Plan, RequestMeta,
-};
+use crate::model::{AuditAction, CreateKeyRequest, NewApiKey, NewKeyAllowlist, OrgId, Organization, Plan, RequestMeta};
 use crate::ports::{Actor, KeyOpError, KeyWriteDecision, StoreError};
 
 #[derive(Debug, Error)]
@@ -93,8 +91,8 @@ impl AccountService {
                 expires_at,
                 // No key asks, so there is no creator's allowlist to keep.
                 allowed_ips: match request.allowed_ips {
-                    AllowedIpsChange::Only(ips) => Some(ips),
-                    AllowedIpsChange::Keep | AllowedIpsChange::Anywhere => None,
+                    NewKeyAllowlist::Only(ips) => Some(ips),
+                    NewKeyAllowlist::Creators | NewKeyAllowlist::Anywhere => None,
                 },
             },
             now,
@@ -230,7 +228,7 @@ mod tests {
             .expect_insert_key()
             .returning(|_, _, decide, _, _| decide(found_for_operator()).map(NewApiKey::into_stored));
         let ips = AllowedIps::parse(&["203.0.113.7"]).expect("valid").expect("not empty");
-        let request = CreateKeyRequest { allowed_ips: AllowedIpsChange::Only(ips.clone()), ..Default::default() };
+        let request = CreateKeyRequest { allowed_ips: NewKeyAllowlist::Only(ips.clone()), ..Default::default() };
         let issued = ports.service().issue_key("org_abc", request, &RequestMeta::operator()).await.expect("issued");
         assert_eq!(issued.created.key.allowed_ips, Some(ips));
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::access::{acting_key, may_act_on, KeyFacts};
 use super::{CreatedKey, KeySpec};
-use crate::model::{AllowedIpsChange, CreateKeyRequest, NewApiKey, RequestMeta, Scope};
+use crate::model::{CreateKeyRequest, NewApiKey, NewKeyAllowlist, RequestMeta, Scope};
 use crate::ports::{Actor, KeyOpError, KeyWriteDecision};
 use crate::service::{AccountService, KeyAccessError, Principal};
 
@@ -36,9 +36,9 @@ impl AccountService {
             let creator = acting_key(&found, client, now)?;
             let expires_at = expires_in.map(|days| days.after(now)).or(creator.expires_at);
             let allowed_ips = match &allowed_ips {
-                AllowedIpsChange::Keep => creator.allowed_ips.clone(),
-                AllowedIpsChange::Anywhere => None,
-                AllowedIpsChange::Only(list) => Some(list.clone()),
+                NewKeyAllowlist::Creators => creator.allowed_ips.clone(),
+                NewKeyAllowlist::Anywhere => None,
+                NewKeyAllowlist::Only(list) => Some(list.clone()),
             };
             may_act_on(
                 creator,

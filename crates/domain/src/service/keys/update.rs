@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::access::{acting_key, may_act_on, KeyFacts, Use};
-use crate::model::{AllowedIps, AllowedIpsChange, ApiKey, AuditAction, KeyId, KeyName, RequestMeta, Scope};
+use crate::model::{AllowedIps, AllowlistChange, ApiKey, AuditAction, KeyId, KeyName, RequestMeta, Scope};
 use crate::ports::{Actor, KeyChanges, KeyOpError, KeyWriteDecision};
 use crate::service::{AccountService, KeyAccessError, Principal};
 
@@ -11,7 +11,7 @@ use crate::service::{AccountService, KeyAccessError, Principal};
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct KeyUpdate {
     pub name: Option<KeyName>,
-    pub allowed_ips: AllowedIpsChange,
+    pub allowed_ips: AllowlistChange,
 }
 
 impl AccountService {
@@ -29,9 +29,9 @@ impl AccountService {
         self.authorize(caller, Scope::Write).map_err(KeyAccessError::from)?;
         let key_id = KeyId::new(key_id).map_err(|_| KeyAccessError::NotFound)?;
         let allowed_ips: Option<Option<AllowedIps>> = match update.allowed_ips {
-            AllowedIpsChange::Keep => None,
-            AllowedIpsChange::Anywhere => Some(None),
-            AllowedIpsChange::Only(list) => Some(Some(list)),
+            AllowlistChange::Unchanged => None,
+            AllowlistChange::Anywhere => Some(None),
+            AllowlistChange::Only(list) => Some(Some(list)),
         };
         let now = self.clock.now();
         let record =
@@ -76,8 +76,8 @@ mod tests {
         KeyUpdate {
             name: None,
             allowed_ips: match AllowedIps::parse(items).expect("valid") {
-                Some(list) => AllowedIpsChange::Only(list),
-                None => AllowedIpsChange::Anywhere,
+                Some(list) => AllowlistChange::Only(list),
+                None => AllowlistChange::Anywhere,
             },
         }
     }

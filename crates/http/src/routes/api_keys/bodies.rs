@@ -2,8 +2,8 @@
 //! values.
 
 use account_domain::{
-    AllowedIps, AllowedIpsChange, ApiKey, CreateKeyRequest, CreatedKey, Environment, ExpiresInDays, GracePeriod,
-    KeyName, KeyUpdate, RolledKey, Scopes, ScopesError,
+    AllowedIps, AllowlistChange, ApiKey, CreateKeyRequest, CreatedKey, Environment, ExpiresInDays, GracePeriod,
+    KeyName, KeyUpdate, NewKeyAllowlist, RolledKey, Scopes, ScopesError,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -74,7 +74,11 @@ impl CreateKeyBody {
             .map(|d| ExpiresInDays::new(d).map_err(|e| ApiError::validation("expires_in_days", e)))
             .transpose()?;
         let mut request = CreateKeyRequest::new(name, environment, scopes, expires_in);
-        request.allowed_ips = allowed_ips_change(self.allowed_ips)?;
+        request.allowed_ips = match allowlist_sent(self.allowed_ips)? {
+            None => NewKeyAllowlist::Creators,
+            Some(None) => NewKeyAllowlist::Anywhere,
+            Some(Some(list)) => NewKeyAllowlist::Only(list),
+        };
         Ok(request)
     }
 }
@@ -208,19 +212,21 @@ impl UpdateKeyBody {
             return Err(ApiError::new(ErrorCode::ValidationError, "send `name`, `allowed_ips` or both"));
         }
         let name = self.name.map(|n| KeyName::new(&n).map_err(|e| ApiError::validation("name", e))).transpose()?;
-        Ok(KeyUpdate { name, allowed_ips: allowed_ips_change(self.allowed_ips)? })
+        let allowed_ips = match allowlist_sent(self.allowed_ips)? {
+            None => AllowlistChange::Unchanged,
+            Some(None) => AllowlistChange::Anywhere,
+            Some(Some(list)) => AllowlistChange::Only(list),
+        };
+        Ok(KeyUpdate { name, allowed_ips })
     }
 }
 
-/// A request's allowlist: absent, anywhere (`null`, `[]`) or a valid list.
-fn allowed_ips_change(sent: Option<Option<Vec<String>>>) -> Result<AllowedIpsChange, ApiError> {
+/// A request's allowlist: absent (`None`), anywhere (`null`, `[]`: `Some(None)`) or a valid list.
+fn allowlist_sent(sent: Option<Option<Vec<String>>>) -> Result<Option<Option<AllowedIps>>, ApiError> {
     match sent {
-        None => Ok(AllowedIpsChange::Keep),
-        Some(None) => Ok(AllowedIpsChange::Anywhere),
-        Some(Some(items)) => match AllowedIps::parse(&items).map_err(|e| ApiError::validation("allowed_ips", e))? {
-            Some(list) => Ok(AllowedIpsChange::Only(list)),
-            None => Ok(AllowedIpsChange::Anywhere),
-        },
+        None => Ok(None),
+        Some(None) => Ok(Some(None)),
+        Some(Some(items)) => Ok(Some(AllowedIps::parse(&items).map_err(|e| ApiError::validation("allowed_ips", e))?)),
     }
 }
 
