@@ -154,32 +154,29 @@ pub(crate) fn bearer(header: &HeaderValue) -> Option<&[u8]> {
 
 impl From<AuthenticateError> for ApiError {
     fn from(e: AuthenticateError) -> Self {
-        let message = e.to_string();
         match e {
             // Malformed, wrong checksum or unknown: not told apart.
             AuthenticateError::Malformed(_) | AuthenticateError::UnknownKey => {
                 Self::new(ErrorCode::InvalidApiKey, "the API key is not valid")
             }
-            AuthenticateError::Revoked => Self::new(ErrorCode::RevokedApiKey, message),
-            AuthenticateError::Expired => Self::new(ErrorCode::ExpiredApiKey, message),
-            AuthenticateError::IpNotAllowed => Self::new(ErrorCode::IpNotAllowed, message),
-            AuthenticateError::OrganizationInactive(_) => Self::new(ErrorCode::OrganizationInactive, message),
+            AuthenticateError::Refused(refused) => refused.into(),
+            AuthenticateError::OrganizationInactive(_) => ActorRefused::OrganizationInactive.into(),
             AuthenticateError::Store(cause) => cause.into(),
         }
     }
 }
 
-/// A key refused inside its write's transaction answers as it would have at the door.
+/// The one mapping of the refusals of a key that may not act, at the door or inside its
+/// write's transaction alike.
 impl From<ActorRefused> for ApiError {
     fn from(refused: ActorRefused) -> Self {
-        Self::from(match refused {
-            ActorRefused::Revoked => AuthenticateError::Revoked,
-            ActorRefused::Expired => AuthenticateError::Expired,
-            ActorRefused::IpNotAllowed => AuthenticateError::IpNotAllowed,
-            ActorRefused::OrganizationInactive => {
-                return Self::new(ErrorCode::OrganizationInactive, refused.to_string());
-            }
-        })
+        let code = match refused {
+            ActorRefused::Revoked => ErrorCode::RevokedApiKey,
+            ActorRefused::Expired => ErrorCode::ExpiredApiKey,
+            ActorRefused::IpNotAllowed => ErrorCode::IpNotAllowed,
+            ActorRefused::OrganizationInactive => ErrorCode::OrganizationInactive,
+        };
+        Self::new(code, refused.to_string())
     }
 }
 

@@ -249,7 +249,10 @@ mod tests {
             .returning(|_, _| Some(CachedLookup::Found(Arc::new(credential().with(|c| c.key.expires_at = Some(NOW))))));
         let service = Ports::new().service_with_cache(cache, quiet_feed());
         service.sync_changes().await.expect("synced");
-        assert!(matches!(service.authenticate(key.as_bytes(), None).await, Err(AuthenticateError::Expired)));
+        assert!(matches!(
+            service.authenticate(key.as_bytes(), None).await,
+            Err(AuthenticateError::Refused(ActorRefused::Expired))
+        ));
     }
 
     #[tokio::test]

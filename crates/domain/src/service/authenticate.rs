@@ -18,12 +18,11 @@ pub enum AuthenticateError {
     Malformed(#[from] MalformedKey),
     #[error("no such API key")]
     UnknownKey,
-    #[error("this API key has been revoked")]
-    Revoked,
-    #[error("this API key has expired")]
-    Expired,
-    #[error("this API key cannot be used from this address")]
-    IpNotAllowed,
+    /// The key may not act now: revoked, expired or used from an address its allowlist does
+    /// not allow (the one vocabulary of refusals, [`ActorRefused`]; never its
+    /// `OrganizationInactive`, which is the next variant).
+    #[error(transparent)]
+    Refused(ActorRefused),
     /// The key is valid, but its organization is deactivated: only reading the account is
     /// allowed, which is why the caller is handed back.
     #[error("this organization is not active")]
@@ -88,9 +87,7 @@ impl AccountService {
             Err(ActorRefused::OrganizationInactive) => {
                 Err(AuthenticateError::OrganizationInactive(Principal::new(credential, None)))
             }
-            Err(ActorRefused::Revoked) => Err(AuthenticateError::Revoked),
-            Err(ActorRefused::Expired) => Err(AuthenticateError::Expired),
-            Err(ActorRefused::IpNotAllowed) => Err(AuthenticateError::IpNotAllowed),
+            Err(refused) => Err(AuthenticateError::Refused(refused)),
         }
     }
 
@@ -241,8 +238,8 @@ mod tests {
             let err = service.authenticate(&key, None).await.expect_err(expected);
             let got = match err {
                 AuthenticateError::UnknownKey => "unknown",
-                AuthenticateError::Revoked => "revoked",
-                AuthenticateError::Expired => "expired",
+                AuthenticateError::Refused(ActorRefused::Revoked) => "revoked",
+                AuthenticateError::Refused(ActorRefused::Expired) => "expired",
                 AuthenticateError::OrganizationInactive(_) => "inactive",
                 other => panic!("unexpected {other:?}"),
             };
@@ -295,7 +292,10 @@ mod tests {
             assert!(service.authenticate(&key, ip(allowed)).await.is_ok(), "{allowed}");
         }
         for refused in [ip("11.0.0.1"), ip("2001:db9::1"), None] {
-            assert!(matches!(service.authenticate(&key, refused).await, Err(AuthenticateError::IpNotAllowed)));
+            assert!(matches!(
+                service.authenticate(&key, refused).await,
+                Err(AuthenticateError::Refused(ActorRefused::IpNotAllowed))
+            ));
         }
     }
 

@@ -3,6 +3,7 @@
 
 use super::{AccountService, AuthenticateError, Principal};
 use crate::model::{Scopes, VerificationCode};
+use crate::ports::ActorRefused;
 
 /// A verdict, with the key's identity when the key was valid (and lacked only scopes).
 #[derive(Debug, Clone)]
@@ -38,10 +39,8 @@ impl AccountService {
                 Ok(Verification { code, principal: Some(principal) })
             }
             Err(AuthenticateError::Malformed(_) | AuthenticateError::UnknownKey) => verdict(VerificationCode::NotFound),
-            Err(AuthenticateError::Revoked) => verdict(VerificationCode::Revoked),
-            Err(AuthenticateError::Expired) => verdict(VerificationCode::Expired),
-            Err(AuthenticateError::OrganizationInactive(_)) => verdict(VerificationCode::OrgInactive),
-            Err(AuthenticateError::IpNotAllowed) => verdict(VerificationCode::IpNotAllowed),
+            Err(AuthenticateError::Refused(refused)) => verdict(refused.into()),
+            Err(AuthenticateError::OrganizationInactive(_)) => verdict(ActorRefused::OrganizationInactive.into()),
             Err(AuthenticateError::Store(e)) => Err(e),
         }
     }
