@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use super::keys::KeySpec;
+use super::keys::{inherited, KeySpec};
 use super::{AccountService, CreatedKey};
-use crate::model::{AuditAction, CreateKeyRequest, NewApiKey, NewKeyAllowlist, OrgId, Organization, Plan, RequestMeta};
+use crate::model::{AuditAction, CreateKeyRequest, NewApiKey, OrgId, Organization, Plan, RequestMeta};
 use crate::ports::{Actor, KeyOpError, KeyWriteDecision, StoreError};
 
 #[derive(Debug, Error)]
@@ -81,7 +81,9 @@ impl AccountService {
         };
         let organization = self.accounts.find_organization(&org_id).await?.ok_or(IssueKeyError::UnknownOrganization)?;
         let now = self.clock.now();
-        let expires_at = request.expires_in.map(|days| days.after(now));
+        // No key makes it: nothing inherited.
+        let asked = request.expires_in.map(|days| days.after(now));
+        let (expires_at, allowed_ips) = inherited(asked, &request.allowed_ips, None, false);
         let (new_key, plaintext) = self.mint_key(
             &org_id,
             KeySpec {
@@ -89,11 +91,7 @@ impl AccountService {
                 environment: request.environment,
                 scopes: request.scopes,
                 expires_at,
-                // No key asks, so there is no creator's allowlist to keep.
-                allowed_ips: match request.allowed_ips {
-                    NewKeyAllowlist::Only(ips) => Some(ips),
-                    NewKeyAllowlist::Creators | NewKeyAllowlist::Anywhere => None,
-                },
+                allowed_ips,
             },
             now,
         );

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use super::access::{acting_key, may_act_on, KeyFacts};
-use super::{CreatedKey, KeySpec};
-use crate::model::{CreateKeyRequest, NewApiKey, NewKeyAllowlist, RequestMeta, Scope};
+use super::{inherited, CreatedKey, KeySpec};
+use crate::model::{CreateKeyRequest, NewApiKey, RequestMeta, Scope};
 use crate::ports::{Actor, KeyOpError, KeyWriteDecision};
 use crate::service::{AccountService, KeyAccessError, Principal};
 
@@ -34,12 +34,8 @@ impl AccountService {
         let (expires_in, allowed_ips, client) = (request.expires_in, request.allowed_ips, meta.client_ip());
         let decide: KeyWriteDecision<NewApiKey> = Arc::new(move |found| {
             let creator = acting_key(&found, client, now)?;
-            let expires_at = expires_in.map(|days| days.after(now)).or(creator.expires_at);
-            let allowed_ips = match &allowed_ips {
-                NewKeyAllowlist::Creators => creator.allowed_ips.clone(),
-                NewKeyAllowlist::Anywhere => None,
-                NewKeyAllowlist::Only(list) => Some(list.clone()),
-            };
+            let asked = expires_in.map(|days| days.after(now));
+            let (expires_at, allowed_ips) = inherited(asked, &allowed_ips, Some(creator), false);
             may_act_on(
                 creator,
                 &KeyFacts {

@@ -12,8 +12,8 @@ use time::OffsetDateTime;
 
 use super::{AccountService, Principal};
 use crate::model::{
-    AllowedIps, ApiKey, AuditAction, AuditRecord, Environment, KeyName, NewApiKey, OrgId, PlaintextKey, RequestMeta,
-    Scope, Scopes,
+    AllowedIps, ApiKey, AuditAction, AuditRecord, Environment, KeyName, NewApiKey, NewKeyAllowlist, OrgId,
+    PlaintextKey, RequestMeta, Scope, Scopes,
 };
 use crate::ports::KeyOpError;
 
@@ -30,6 +30,33 @@ pub(crate) struct KeySpec {
     pub scopes: Scopes,
     pub expires_at: Option<OffsetDateTime>,
     pub allowed_ips: Option<AllowedIps>,
+}
+
+/// The expiry and allowlist a new key gets: the one rule of what a key inherits from the one
+/// that makes it (`maker`; `None` for an operator, who has neither).
+/// - Asked for (`expires_at` given, an allowlist `Only` or `Anywhere`): as asked. A creation
+///   asking for more than its maker has is then refused (`may_act_on`), never narrowed.
+/// - Not asked for: the maker's own expiry and allowlist; for an operator, none (no expiry,
+///   anywhere).
+/// - A roll asks for the rolled key's own expiry and allowlist, and `clamped` narrows the
+///   expiry to the maker's when that comes first: a successor never outlives its roller.
+pub(crate) fn inherited(
+    expires_at: Option<OffsetDateTime>,
+    allowlist: &NewKeyAllowlist,
+    maker: Option<&ApiKey>,
+    clamped: bool,
+) -> (Option<OffsetDateTime>, Option<AllowedIps>) {
+    let makers_expiry = maker.and_then(|m| m.expires_at);
+    let expires_at = match (expires_at, makers_expiry) {
+        (Some(asked), Some(limit)) if clamped => Some(asked.min(limit)),
+        (asked, limit) => asked.or(limit),
+    };
+    let allowed_ips = match allowlist {
+        NewKeyAllowlist::Creators => maker.and_then(|m| m.allowed_ips.clone()),
+        NewKeyAllowlist::Anywhere => None,
+        NewKeyAllowlist::Only(list) => Some(list.clone()),
+    };
+    (expires_at, allowed_ips)
 }
 
 /// A key just created: the stored form, and the plaintext shown to its owner this once.
@@ -97,6 +124,28 @@ impl AccountService {
 mod tests {
     use super::*;
     use crate::service::test_support::*;
+
+    #[test]
+    fn a_new_key_inherits_what_it_does_not_ask_for_from_its_maker_and_a_roll_never_outlives_the_roller() {
+        let (soon, later) = (NOW + time::Duration::days(1), NOW + time::Duration::days(9));
+        let limited = AllowedIps::parse(&["10.0.0.0/8"]).expect("valid").expect("a list");
+        let maker = api_key("key_maker", "org_caller")
+            .with(|k| (k.expires_at, k.allowed_ips) = (Some(soon), Some(limited.clone())));
+        let only = |items: &[&str]| NewKeyAllowlist::Only(AllowedIps::parse(items).expect("valid").expect("a list"));
+        // Not asked for: the maker's; for an operator, nothing.
+        assert_eq!(
+            inherited(None, &NewKeyAllowlist::Creators, Some(&maker), false),
+            (Some(soon), Some(limited.clone()))
+        );
+        assert_eq!(inherited(None, &NewKeyAllowlist::Creators, None, false), (None, None));
+        // Asked for: as asked (a creation asking for more is refused elsewhere, not narrowed).
+        let asked = inherited(Some(later), &only(&["10.1.0.0/16"]), Some(&maker), false);
+        assert_eq!(asked.0, Some(later));
+        assert_eq!(inherited(None, &NewKeyAllowlist::Anywhere, Some(&maker), false).1, None);
+        // A roll asks for the rolled key's own, clamped to the roller's expiry.
+        assert_eq!(inherited(Some(later), &NewKeyAllowlist::Anywhere, Some(&maker), true).0, Some(soon));
+        assert_eq!(inherited(None, &NewKeyAllowlist::Anywhere, Some(&maker), true).0, Some(soon));
+    }
 
     #[tokio::test]
     async fn listing_needs_read_and_shows_uses_not_yet_flushed() {

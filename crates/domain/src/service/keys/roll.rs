@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use super::access::{acting_key, may_act_on, KeyFacts, Use};
-use super::{CreatedKey, KeySpec};
-use crate::model::{AuditAction, GracePeriod, KeyId, NewApiKey, RequestMeta, Scope};
+use super::{inherited, CreatedKey, KeySpec};
+use crate::model::{AuditAction, GracePeriod, KeyId, NewApiKey, NewKeyAllowlist, RequestMeta, Scope};
 use crate::ports::{Actor, KeyOpError, KeyWriteDecision, StoreError};
 use crate::service::{AccountService, KeyAccessError, Principal};
 
@@ -62,15 +62,13 @@ impl AccountService {
                 let changed = anyhow::anyhow!("the environment of key {} changed", old.id);
                 return Err(StoreError::Failed(changed).into());
             }
-            let expires_at = match (old.expires_at, roller.expires_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let allowlist = old.allowed_ips.clone().map_or(NewKeyAllowlist::Anywhere, NewKeyAllowlist::Only);
+            let (expires_at, allowed_ips) = inherited(old.expires_at, &allowlist, Some(roller), true);
             Ok(NewApiKey {
                 name: old.name.clone(),
                 scopes: old.scopes.clone(),
                 expires_at,
-                allowed_ips: old.allowed_ips.clone(),
+                allowed_ips,
                 ..drawn.clone()
             })
         });
