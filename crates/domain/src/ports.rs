@@ -298,9 +298,14 @@ pub trait KeyRepository: Send + Sync + 'static {
     /// instances add theirs). MUST apply each `sequence` of this repository at most once: a
     /// batch written again after a commit whose outcome was unknown changes nothing, even
     /// while that first attempt is still open. MUST write nothing of keys that no longer
-    /// exist (deleted with their organization) and write the rest: returns those keys, none
-    /// when the batch had been applied already.
-    async fn record_usage(&self, batch: &UsageBatch) -> StoreResult<Vec<KeyId>>;
+    /// exist (deleted with their organization) and write the rest: returns those keys
+    /// (`missing`), none when the batch had been applied already.
+    ///
+    /// MUST NOT wait for a key's row that another transaction holds (an operator's long
+    /// transaction, say) to write that key's last use: such last uses are left unwritten and
+    /// returned as `deferred` (the counts are written all the same), so that one held row
+    /// never holds back the usage of every other key, nor the writes that wait on them.
+    async fn record_usage(&self, batch: &UsageBatch) -> StoreResult<UsageRecorded>;
 
     /// The stored counts of the organization's keys on the days `from` to `to` (inclusive).
     async fn usage_of(&self, org: &OrgId, from: time::Date, to: time::Date) -> StoreResult<Vec<KeyUsageRow>>;
@@ -311,6 +316,16 @@ pub trait KeyRepository: Send + Sync + 'static {
 
     /// Deletes the counts of days before `before`; returns how many rows went.
     async fn prune_usage(&self, before: time::Date) -> StoreResult<usize>;
+}
+
+/// What [`KeyRepository::record_usage`] did not write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageRecorded {
+    /// Keys that no longer exist: their uses are dropped.
+    pub missing: Vec<KeyId>,
+    /// Last uses not written because their key's row was held by another transaction: to
+    /// write again with a later batch.
+    pub deferred: Vec<(KeyId, OffsetDateTime)>,
 }
 
 /// Uses gathered in memory, written in one transaction by [`KeyRepository::record_usage`].

@@ -259,7 +259,7 @@ impl KeyRepository for SqlKeyRepository {
             .map_err(|e| e.into_store_error("could not read the recently used keys"))
     }
 
-    async fn record_usage(&self, batch: &UsageBatch) -> account_domain::StoreResult<Vec<KeyId>> {
+    async fn record_usage(&self, batch: &UsageBatch) -> account_domain::StoreResult<account_domain::UsageRecorded> {
         let batch = batch.clone();
         self.db
             .write(move |conn| usage_store::record(conn, &batch, OffsetDateTime::now_utc()))

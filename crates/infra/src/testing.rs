@@ -139,7 +139,7 @@ impl Drop for TestDatabase {
 pub fn record_usage_on(
     conn: &mut crate::DbConnection,
     batch: &account_domain::UsageBatch,
-) -> anyhow::Result<Vec<account_domain::KeyId>> {
+) -> anyhow::Result<account_domain::UsageRecorded> {
     crate::usage_store::record(conn, batch, time::OffsetDateTime::now_utc()).map_err(anyhow::Error::new)
 }
 

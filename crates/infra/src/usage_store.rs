@@ -2,7 +2,7 @@
 
 use account_domain::{
     day_text, parse_day, Environment, KeyId, KeyUsageRow, OrgId, OrganizationMonth, PlanId, UsageBatch, UsageCount,
-    VerificationCode,
+    UsageRecorded, VerificationCode,
 };
 use anyhow::Context as _;
 use diesel::prelude::*;
@@ -24,7 +24,7 @@ pub(crate) fn record(
     conn: &mut DbConnection,
     batch: &UsageBatch,
     now: OffsetDateTime,
-) -> Result<Vec<KeyId>, RepoError> {
+) -> Result<UsageRecorded, RepoError> {
     let sequence = i64::try_from(batch.sequence).context("usage batch sequence")?;
     // Claims the sequence in one statement. On PostgreSQL a first attempt still open holds the
     // writer's row: this waits for it, then compares with what it committed, so a retry racing
@@ -44,7 +44,7 @@ pub(crate) fn record(
         DbConnection::Sqlite(lite) => claim.execute(lite)?,
     };
     if claimed == 0 {
-        return Ok(Vec::new());
+        return Ok(UsageRecorded::default());
     }
     let existing = existing_keys(conn, batch)?;
     let exists = |id: &KeyId| existing.binary_search_by(|e| e.as_str().cmp(id.as_str())).is_ok();
@@ -53,6 +53,11 @@ pub(crate) fn record(
     // prepared statement, its values bound, per key and per count.
     let mut last_used: Vec<_> = batch.last_used.iter().filter(|(id, _)| exists(id)).collect();
     last_used.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    // A row another transaction holds is not waited for: its last use waits for a later
+    // batch, so that one held row (an operator's open transaction) holds back nobody else.
+    let free = free_rows(conn, &last_used)?;
+    let (last_used, held): (Vec<_>, Vec<_>) =
+        last_used.into_iter().partition(|(id, _)| free.binary_search_by(|f| f.as_str().cmp(id.as_str())).is_ok());
     let mut counts: Vec<_> = batch.counts.iter().filter(|c| exists(&c.key_id)).collect();
     counts.sort_unstable_by(|a, b| {
         (a.key_id.as_str(), a.day, a.outcome.as_str()).cmp(&(b.key_id.as_str(), b.day, b.outcome.as_str()))
@@ -94,7 +99,23 @@ pub(crate) fn record(
         .collect();
     missing.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
     missing.dedup();
-    Ok(missing)
+    let deferred = held.into_iter().cloned().collect();
+    Ok(UsageRecorded { missing, deferred })
+}
+
+/// Of the keys whose last use is to be written (sorted), those whose rows no other
+/// transaction holds, locked for the update in that order (`SKIP LOCKED` on PostgreSQL); on
+/// SQLite the writer holds the whole file, so all of them.
+fn free_rows(conn: &mut DbConnection, last_used: &[&(KeyId, OffsetDateTime)]) -> Result<Vec<String>, RepoError> {
+    let ids: Vec<&str> = last_used.iter().map(|(id, _)| id.as_str()).collect();
+    let DbConnection::Postgres(pg) = conn else { return Ok(ids.into_iter().map(str::to_owned).collect()) };
+    let mut free = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(IDS_PER_QUERY) {
+        let query = api_keys::table.filter(api_keys::id.eq_any(chunk)).order(api_keys::id.asc()).select(api_keys::id);
+        free.extend(query.for_no_key_update().skip_locked().load::<String>(pg)?);
+    }
+    free.sort_unstable();
+    Ok(free)
 }
 
 /// The batch's keys that exist, sorted. On PostgreSQL each is held `FOR KEY SHARE` until the

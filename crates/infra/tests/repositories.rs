@@ -154,6 +154,7 @@ contract!(
     usage_of_keys_deleted_with_their_organization_is_left_out_and_the_rest_written,
     a_key_deleted_while_its_usage_is_being_written_is_left_out_not_failing_the_batch,
     a_retry_racing_its_first_attempt_still_open_is_applied_once,
+    a_last_use_whose_key_row_another_transaction_holds_is_left_for_later_not_waited_for,
     changes_are_stamped_and_pruned_by_the_databases_clock_not_their_writers,
     a_plans_included_requests_change_is_stored_and_clears_every_cache,
 );
@@ -1057,11 +1058,11 @@ async fn usage_of_keys_deleted_with_their_organization_is_left_out_and_the_rest_
     let last_used = vec![(gone_key.id.clone(), used), (kept_key.id.clone(), used)];
     let batch = UsageBatch { writer: "wrt_erase".into(), sequence: 1, last_used, counts };
     let missing = ctx.keys.record_usage(&batch).await.expect("written, not refused on the foreign key");
-    assert_eq!(missing, vec![gone_key.id]);
+    assert_eq!(missing.missing, vec![gone_key.id]);
     assert_eq!(stored_uses(&ctx, &kept.id).await, 4);
     assert_eq!(ctx.keys.list_keys(&kept.id).await.expect("listed")[0].last_used_at, Some(used));
     // Written once: the same batch again changes nothing and reports nothing.
-    assert!(ctx.keys.record_usage(&batch).await.expect("applied already").is_empty());
+    assert_eq!(ctx.keys.record_usage(&batch).await.expect("applied already"), UsageRecorded::default());
     assert_eq!(stored_uses(&ctx, &kept.id).await, 4);
 }
 
@@ -1084,7 +1085,7 @@ async fn a_key_deleted_while_its_usage_is_being_written_is_left_out_not_failing_
     until_a_session_waits_for_a_lock(&ctx).await;
     session.batch_execute("COMMIT").expect("erased");
     let missing = write.await.expect("joined").expect("written, not refused on the foreign key");
-    assert_eq!(missing, vec![gone_key.id]);
+    assert_eq!(missing.missing, vec![gone_key.id]);
     assert_eq!(stored_uses(&ctx, &kept.id).await, 2);
 }
 
@@ -1139,4 +1140,36 @@ async fn changes_are_stamped_and_pruned_by_the_databases_clock_not_their_writers
     let mut expected = vec![Change::Key(behind.hash), Change::Key(ahead.hash)];
     expected.sort_by_key(|c| format!("{c:?}"));
     assert_eq!(read, expected);
+}
+
+async fn a_last_use_whose_key_row_another_transaction_holds_is_left_for_later_not_waited_for(ctx: Ctx) {
+    use diesel::connection::SimpleConnection as _;
+    if is_sqlite(&ctx) {
+        return; // one writer at a time: no row is held by another open transaction
+    }
+    let (held_org, held_key) = signed_up(&ctx, "held-row@acme.test").await;
+    let (free_org, free_key) = signed_up(&ctx, "free-row@acme.test").await;
+    // An operator's transaction, left open, holding one key's row.
+    let mut session = raw_session(&ctx);
+    session
+        .batch_execute(&format!("BEGIN; UPDATE api_keys SET name = 'Held' WHERE id = '{}';", held_key.id))
+        .expect("held");
+    let used = now();
+    let counts = [&held_key, &free_key]
+        .iter()
+        .map(|k| UsageCount { key_id: k.id.clone(), day: used.date(), outcome: VerificationCode::Valid, count: 3 })
+        .collect();
+    let last_used = vec![(held_key.id.clone(), used), (free_key.id.clone(), used)];
+    let batch = UsageBatch { writer: "wrt_held".into(), sequence: 1, last_used, counts };
+    // Not waited for: a write that waited would still be waiting when the bound runs out.
+    let write = tokio::time::timeout(std::time::Duration::from_secs(10), ctx.keys.record_usage(&batch)).await;
+    let recorded = write.expect("the flush does not wait for the held row").expect("written");
+    assert_eq!(recorded, UsageRecorded { missing: vec![], deferred: vec![(held_key.id.clone(), used)] });
+    assert_eq!(stored_uses(&ctx, &held_org.id).await, 3, "the held key's counts are written all the same");
+    assert_eq!(stored_uses(&ctx, &free_org.id).await, 3);
+    let free_now = ctx.keys.find_key(&free_org.id, &free_key.id).await.expect("read").expect("found");
+    assert_eq!(free_now.last_used_at, Some(used));
+    session.batch_execute("COMMIT").expect("released");
+    let held_now = ctx.keys.find_key(&held_org.id, &held_key.id).await.expect("read").expect("found");
+    assert_eq!(held_now.last_used_at, None, "left for the next batch");
 }

@@ -186,7 +186,7 @@ mod tests {
         ) -> StoreResult<Vec<(KeyHash, KeyCredential)>> {
             unreachable!("not used by these tests")
         }
-        async fn record_usage(&self, _: &UsageBatch) -> StoreResult<Vec<KeyId>> {
+        async fn record_usage(&self, _: &UsageBatch) -> StoreResult<UsageRecorded> {
             unreachable!("not used by these tests")
         }
         async fn usage_of(&self, _: &OrgId, _: time::Date, _: time::Date) -> StoreResult<Vec<KeyUsageRow>> {

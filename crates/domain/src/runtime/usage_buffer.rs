@@ -104,6 +104,9 @@ pub(crate) struct UsageTracker {
     /// Batches whose write failed: retried as they are, with their own sequence, before
     /// anything newer, so that a write that did commit is never applied twice.
     unconfirmed: Mutex<VecDeque<Held>>,
+    /// Last uses a write left for a later batch (their key's row was held by another
+    /// transaction): written with the next batch gathered.
+    deferred: Mutex<HashMap<KeyId, OffsetDateTime, RandomState>>,
     next_sequence: AtomicU64,
     pub(crate) flushes: AtomicU64,
     pub(crate) flushed_rows: AtomicU64,
@@ -160,7 +163,17 @@ impl UsageTracker {
             .iter()
             .filter_map(|h| h.batch.last_used.iter().find(|(k, _)| k == key).map(|(_, at)| *at))
             .max();
-        from_pending.max(from_unconfirmed)
+        let from_deferred = lock(&self.deferred).get(key).copied();
+        from_pending.max(from_unconfirmed).max(from_deferred)
+    }
+
+    /// Keeps last uses a write left unwritten, for the next batch (the latest of each key).
+    pub(crate) fn defer_last_uses(&self, last_uses: &[(KeyId, OffsetDateTime)]) {
+        let mut deferred = lock(&self.deferred);
+        for (key, at) in last_uses {
+            let kept = deferred.entry(key.clone()).or_insert(*at);
+            *kept = (*kept).max(*at);
+        }
     }
 
     /// The organization's counts not yet written, from `from` on (a batch whose write failed
@@ -201,6 +214,13 @@ impl UsageTracker {
             }
             batch.counts.extend(tally.counts(&key));
         }
+        let deferred: Vec<_> = lock(&self.deferred).drain().collect();
+        for (key, at) in deferred {
+            match batch.last_used.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = slot.1.max(at),
+                None => batch.last_used.push((key, at)),
+            }
+        }
         if batch.is_empty() {
             return None;
         }
@@ -214,11 +234,13 @@ impl UsageTracker {
         self.next_sequence.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// The batch was written, except the keys `missing` (deleted): count it, and the uses
-    /// dropped with them. Returns the rows written and the uses dropped.
-    pub(crate) fn confirm(&self, held: &Held, missing: &[KeyId]) -> (usize, u64) {
+    /// The batch was written, except the keys `missing` (deleted) and the last uses
+    /// `deferred` (kept for the next batch): count it, and the uses dropped with the missing
+    /// keys. Returns the rows written and the uses dropped.
+    pub(crate) fn confirm(&self, held: &Held, missing: &[KeyId], deferred: &[(KeyId, OffsetDateTime)]) -> (usize, u64) {
+        self.defer_last_uses(deferred);
         let batch = &held.batch;
-        let rows = batch.last_used.iter().filter(|(k, _)| !missing.contains(k)).count()
+        let rows = batch.last_used.iter().filter(|(k, _)| !missing.contains(k)).count().saturating_sub(deferred.len())
             + batch.counts.iter().filter(|c| !missing.contains(&c.key_id)).count();
         let dropped: u64 = missing.iter().map(|k| uses_of(batch, Some(k))).sum();
         self.flushes.fetch_add(1, Ordering::Relaxed);
@@ -298,9 +320,9 @@ mod tests {
         tracker.keep_unconfirmed(held);
         assert_eq!(tracker.oldest_unwritten(), Some(NOW), "the failed batch's oldest use");
         let retried = tracker.take_unconfirmed().expect("the failed batch");
-        tracker.confirm(&retried, &[]);
+        tracker.confirm(&retried, &[], &[]);
         assert_eq!(tracker.oldest_unwritten(), Some(NOW + time::Duration::seconds(9)));
-        tracker.confirm(&tracker.gather().expect("the rest"), &[]);
+        tracker.confirm(&tracker.gather().expect("the rest"), &[], &[]);
         assert_eq!(tracker.oldest_unwritten(), None);
     }
 

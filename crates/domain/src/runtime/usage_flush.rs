@@ -3,7 +3,7 @@
 
 use super::usage_buffer::AfterRefusal;
 use super::Runtime;
-use crate::ports::{KeyRepository, StoreError, StoreResult};
+use crate::ports::{KeyRepository, StoreError, StoreResult, UsageRecorded};
 
 /// What one [`AccountService::flush_usage`] wrote, and what it gave up.
 #[derive(Debug, Default)]
@@ -65,8 +65,8 @@ impl Runtime {
                 None => break,
             };
             match keys.record_usage(&held.batch).await {
-                Ok(missing) => {
-                    let (rows, dropped) = self.usage.confirm(&held, &missing);
+                Ok(UsageRecorded { missing, deferred }) => {
+                    let (rows, dropped) = self.usage.confirm(&held, &missing, &deferred);
                     flush.rows += rows;
                     if !missing.is_empty() {
                         flush.dropped.push(DroppedUses { uses: dropped, keys: missing.len(), refusal: None });
@@ -115,7 +115,7 @@ mod tests {
             if calls == 1 {
                 Err(StoreError::Unavailable(anyhow::anyhow!("connection lost at commit")))
             } else {
-                Ok(vec![])
+                Ok(UsageRecorded::default())
             }
         });
         let service = ports.service();
@@ -139,7 +139,11 @@ mod tests {
         let key = presented();
         ports.keys.expect_find_credential().returning(|_| Ok(Some(credential())));
         // The store wrote nothing of the key: it was deleted with its organization.
-        ports.keys.expect_record_usage().times(1).returning(|_| Ok(vec![credential().key.id]));
+        ports
+            .keys
+            .expect_record_usage()
+            .times(1)
+            .returning(|_| Ok(UsageRecorded { missing: vec![credential().key.id], ..UsageRecorded::default() }));
         let service = ports.service();
         for _ in 0..3 {
             service.authenticate(&key, None).await.expect("authenticated");
@@ -166,7 +170,7 @@ mod tests {
                 Err(anyhow::anyhow!("violates check constraint").into())
             } else {
                 log.lock().expect("log").push(b.clone());
-                Ok(vec![])
+                Ok(UsageRecorded::default())
             }
         });
         let service = ports.service();
@@ -195,7 +199,7 @@ mod tests {
                 Err(StoreError::Unavailable(anyhow::anyhow!("pool timed out")))
             } else {
                 assert_eq!(b.counts[0].count, 1);
-                Ok(vec![])
+                Ok(UsageRecorded::default())
             }
         });
         let service = ports.service();
@@ -206,5 +210,23 @@ mod tests {
         assert_eq!(service.usage_unwritten_for(), Some(std::time::Duration::ZERO), "held, by a clock stopped");
         assert_eq!(service.flush_usage().await.expect("flushed").rows, 2);
         assert_eq!(service.usage_dropped(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_last_use_the_store_left_for_later_is_written_with_the_next_batch() {
+        let mut ports = Ports::new();
+        ports.keys.expect_find_credential().returning(|_| Ok(Some(credential())));
+        let mut calls = 0;
+        ports.keys.expect_record_usage().times(2).returning(move |batch| {
+            calls += 1;
+            assert_eq!(batch.last_used, [(credential().key.id, NOW)], "call {calls}");
+            let deferred = if calls == 1 { batch.last_used.clone() } else { vec![] };
+            Ok(UsageRecorded { missing: vec![], deferred })
+        });
+        let service = ports.service();
+        service.authenticate(&presented(), None).await.expect("authenticated");
+        assert_eq!(service.flush_usage().await.expect("flushed").rows, 1, "the count, not the last use");
+        assert_eq!(service.runtime.pending_last_use(&credential().key.id), Some(NOW), "still shown");
+        assert_eq!(service.flush_usage().await.expect("flushed").rows, 1, "the last use, at last");
     }
 }

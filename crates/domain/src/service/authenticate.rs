@@ -200,7 +200,7 @@ mod tests {
             let valid =
                 UsageCount { key_id: credential().key.id, day: NOW.date(), outcome: VerificationCode::Valid, count: 1 };
             assert_eq!(batch.counts, [valid]);
-            Ok(vec![])
+            Ok(UsageRecorded::default())
         });
         let service = ports.service();
         let principal = service.authenticate(&key, None).await.expect("authenticated");
@@ -232,7 +232,7 @@ mod tests {
                     batch.counts,
                     [UsageCount { key_id: credential().key.id, day: NOW.date(), outcome, count: 1 }]
                 );
-                Ok(vec![])
+                Ok(UsageRecorded::default())
             });
             let service = ports.service();
             let err = service.authenticate(&key, None).await.expect_err(expected);
@@ -269,7 +269,7 @@ mod tests {
             let mut counts: Vec<_> = batch.counts.iter().map(|c| (c.outcome, c.count)).collect();
             counts.sort();
             assert_eq!(counts, [(VerificationCode::Valid, 1), (VerificationCode::InsufficientScope, 1)]);
-            Ok(vec![])
+            Ok(UsageRecorded::default())
         });
         let service = ports.service();
         let reader = service.authenticate(&key, None).await.expect("authenticated");
