@@ -10,7 +10,7 @@ use thiserror::Error;
 /// is its IPv4 address; a single address is a /32 or /128), with no host bits set and no
 /// duplicates. A key without one works from anywhere.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AllowedIps(Vec<IpNet>);
+pub struct AllowedIps(Box<[IpNet]>);
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum AllowedIpsError {
@@ -51,7 +51,7 @@ impl AllowedIps {
             }
             nets.push(net);
         }
-        Ok((!nets.is_empty()).then_some(Self(nets)))
+        Ok((!nets.is_empty()).then(|| Self(nets.into_boxed_slice())))
     }
 
     /// Whether a client at `ip` may use the key.
