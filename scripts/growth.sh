@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # How the cost grows (docs/performance.md): resident memory and time to become ready with
 # 0, 10,000, 100,000 and 1,000,000 recently used keys (the warm start loads them all into
-# the cache), on SQLite and for 100,000 on PostgreSQL; and the load that idle instances'
-# change-feed polling puts on PostgreSQL, for 1 and 10 instances.
+# the cache), on SQLite, all of one organization; SPREAD keys over SPREAD_ORGS organizations
+# (1,000,000 over 100,000); for 100,000 on PostgreSQL; and the load that idle instances'
+# change-feed polling puts on PostgreSQL, for 1 and 10 instances (PG=0 skips PostgreSQL).
 #
-# Usage: scripts/growth.sh   (env: BENCH_BIN, PG_ADMIN_URL, SIZES, INSTANCES)
+# Usage: scripts/growth.sh   (env: BENCH_BIN, PG_ADMIN_URL, SIZES, SPREAD, SPREAD_ORGS, INSTANCES, PG)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 SIZES=${SIZES:-0 10000 100000 1000000}
 INSTANCES=${INSTANCES:-1 10}
+SPREAD=${SPREAD-1000000}
+SPREAD_ORGS=${SPREAD_ORGS:-100000}
+PG=${PG:-1}
 if [[ -n ${BENCH_BIN:-} ]]; then BIN=$BENCH_BIN; else cargo build --release --quiet; BIN=target/release/account-api; fi
 WORK=$(mktemp -d)
 PIDS=()
@@ -50,24 +54,28 @@ ready_after() {
 
 echo "Machine: $(nproc) cores, $(awk '/model name/ {sub(/.*: /,""); print; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/ {print $2}') GiB; $(date -u +%F)"
 echo
-echo "| backend | recently used keys | ready after (s) | warm start (ms) | keys loaded | resident MiB | bytes per cached key |"
-echo "|---|---|---|---|---|---|---|"
+echo "| backend | recently used keys | organizations | ready after (s) | warm start (ms) | keys loaded | resident MiB | bytes per cached key |"
+echo "|---|---|---|---|---|---|---|---|"
+# sqlite_row N ORGS: one row of the table; the resident memory without keys is the base.
 base_rss=""
-for n in $SIZES; do
-    db="sqlite://$WORK/growth-$n.db"
+sqlite_row() {
+    local n=$1 orgs=$2 db="sqlite://$WORK/growth-$1.db"
     DATABASE_URL=$db "$BIN" migrate >/dev/null 2>&1
-    (( n > 0 )) && scripts/seed-keys.sh "$db" "$n" 2>/dev/null
+    (( n > 0 )) && scripts/seed-keys.sh "$db" "$n" "$orgs" 2>/dev/null
     read -r secs ms keys rss < <(ready_after "$db" "$n")
     [[ -z $base_rss ]] && base_rss=$rss
     per=$(awk -v r="$rss" -v b="$base_rss" -v n="$n" 'BEGIN {if (n > 0) printf "%.0f", (r-b)*1048576/n; else print "–"}')
-    echo "| sqlite | $n | $secs | $ms | $keys | $rss | $per |"
+    echo "| sqlite | $n | $(( n > 0 ? orgs : 0 )) | $secs | $ms | $keys | $rss | $per |"
     rm -f "$WORK"/growth-"$n".db*
-done
+}
+for n in $SIZES; do sqlite_row "$n" 1; done
+[[ -n $SPREAD ]] && sqlite_row "$SPREAD" "$SPREAD_ORGS"
+(( PG )) || exit 0
 pg=$(new_pg_db)
 DATABASE_URL=$pg "$BIN" migrate >/dev/null 2>&1
 scripts/seed-keys.sh "$pg" 100000 2>/dev/null
 read -r secs ms keys rss < <(ready_after "$pg" 100000)
-echo "| postgres | 100000 | $secs | $ms | $keys | $rss | |"
+echo "| postgres | 100000 | 1 | $secs | $ms | $keys | $rss | |"
 drop_pg_db "$pg"
 
 echo

@@ -132,11 +132,12 @@ pub struct KeyChanges {
 }
 
 /// A stored key together with its organization: all that authenticating it and answering
-/// `GET /v1/account` need, so that both can be served from memory.
+/// `GET /v1/account` need, so that both can be served from memory. The organization is
+/// shared: the cached credentials of one organization hold one copy of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyCredential {
     pub key: ApiKey,
-    pub organization: Organization,
+    pub organization: Arc<Organization>,
 }
 
 /// Organizations and the plan catalogue.

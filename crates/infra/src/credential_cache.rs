@@ -1,9 +1,11 @@
-//! The in-process credential cache: bounded, concurrent, every entry with a lifetime.
+//! The in-process credential cache: bounded, concurrent, every entry with a lifetime; the
+//! cached keys of one organization share one copy of it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use account_domain::{CachedLookup, CredentialCache, KeyCredential, KeyHash, OrgId};
+use account_domain::{ApiKey, CachedLookup, CredentialCache, KeyCredential, KeyHash, OrgId, Organization};
 use quick_cache::sync::Cache;
 
 /// quick_cache caches (S3-FIFO eviction, bounded by entry count) for found and missing keys.
@@ -15,6 +17,46 @@ pub struct InMemoryCredentialCache {
     /// Unknown keys, with the moment they stop being trusted as unknown.
     missing: Cache<KeyHash, Instant>,
     found_ttl: Duration,
+    organizations: Mutex<SharedOrganizations>,
+}
+
+/// The one copy of each organization the found keys share, by id. Replaced or forgotten as
+/// a unit: a key put with a different copy (read later) makes that the one shared from then
+/// on; a change to the organization forgets it with all its keys.
+#[derive(Debug, Default)]
+struct SharedOrganizations {
+    by_id: HashMap<OrgId, Arc<Organization>>,
+    /// When `by_id` grows past this, the organizations no cached key holds any more are
+    /// dropped (evicted keys do not say so): the work stays proportional to the inserts.
+    prune_at: usize,
+}
+
+impl SharedOrganizations {
+    const MIN_PRUNE_AT: usize = 1024;
+
+    /// `credential`, holding the shared copy of its organization when it is equal.
+    fn share(&mut self, credential: Arc<KeyCredential>) -> Arc<KeyCredential> {
+        let read = &credential.organization;
+        match self.by_id.get(&read.id) {
+            Some(shared) if Arc::ptr_eq(shared, read) => credential,
+            Some(shared) if **shared == **read => {
+                let shared = shared.clone();
+                let mut key: ApiKey = credential.key.clone();
+                if key.org_id == shared.id {
+                    key.org_id = shared.id.clone();
+                }
+                Arc::new(KeyCredential { key, organization: shared })
+            }
+            _ => {
+                self.by_id.insert(read.id.clone(), read.clone());
+                if self.by_id.len() > self.prune_at {
+                    self.by_id.retain(|_, shared| Arc::strong_count(shared) > 1);
+                    self.prune_at = (self.by_id.len() * 2).max(Self::MIN_PRUNE_AT);
+                }
+                credential
+            }
+        }
+    }
 }
 
 impl InMemoryCredentialCache {
@@ -31,7 +73,15 @@ impl InMemoryCredentialCache {
     /// `found_ttl` for a found key, [`Self::MISSING_TTL`] for an unknown one.
     pub fn new(max_keys: u64, found_ttl: Duration) -> Self {
         let capacity = usize::try_from(max_keys.max(1)).unwrap_or(usize::MAX);
-        Self { found: Cache::new(capacity), missing: Cache::new(capacity), found_ttl }
+        Self {
+            found: Cache::new(capacity),
+            missing: Cache::new(capacity),
+            found_ttl,
+            organizations: Mutex::new(SharedOrganizations {
+                by_id: HashMap::new(),
+                prune_at: SharedOrganizations::MIN_PRUNE_AT,
+            }),
+        }
     }
 }
 
@@ -42,6 +92,10 @@ impl InMemoryCredentialCache {
         let [a, b, ..] = *hash.as_bytes();
         let thousandths = u32::from(u16::from_le_bytes([a, b]) % 100);
         self.found_ttl - self.found_ttl / 1000 * thousandths
+    }
+
+    fn organizations(&self) -> std::sync::MutexGuard<'_, SharedOrganizations> {
+        self.organizations.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -66,6 +120,7 @@ impl CredentialCache for InMemoryCredentialCache {
     fn put(&self, hash: KeyHash, lookup: CachedLookup) {
         match lookup {
             CachedLookup::Found(credential) => {
+                let credential = self.organizations().share(credential);
                 self.missing.remove(&hash);
                 self.found.insert(hash, (credential, Instant::now() + self.found_lifetime(&hash)));
             }
@@ -79,10 +134,12 @@ impl CredentialCache for InMemoryCredentialCache {
     }
 
     fn forget_organization(&self, org: &OrgId) {
+        self.organizations().by_id.remove(org);
         self.found.retain(|_, (credential, _)| credential.organization.id != *org);
     }
 
     fn clear(&self) {
+        self.organizations().by_id.clear();
         self.found.clear();
         self.missing.clear();
     }
@@ -93,6 +150,22 @@ mod tests {
     use super::*;
     use account_domain::*;
     use time::macros::datetime;
+
+    fn organization(id: &str, name: &str) -> Organization {
+        Organization {
+            id: OrgId::new(id).expect("valid"),
+            name: OrgName::new(name).expect("valid"),
+            email: EmailAddress::new("a@acme.test").expect("valid"),
+            plan: Plan {
+                id: PlanId::free(),
+                name: "Free".into(),
+                base_price_cents: 0,
+                included_requests_per_month: 10_000,
+            },
+            is_active: true,
+            created_at: datetime!(2024-01-01 0:00 UTC),
+        }
+    }
 
     fn credential(org: &str, secret: char) -> (KeyHash, KeyCredential) {
         let body = SecretBody::new(secret.to_string().repeat(SECRET_LEN)).expect("valid");
@@ -111,20 +184,61 @@ mod tests {
             last_used_at: None,
             allowed_ips: None,
         };
-        let organization = Organization {
-            id: OrgId::new(org).expect("valid"),
-            name: OrgName::new("Acme").expect("valid"),
-            email: EmailAddress::new("a@acme.test").expect("valid"),
-            plan: Plan {
-                id: PlanId::free(),
-                name: "Free".into(),
-                base_price_cents: 0,
-                included_requests_per_month: 10_000,
-            },
-            is_active: true,
-            created_at: at,
-        };
-        (plaintext.hash(), KeyCredential { key, organization })
+        (plaintext.hash(), KeyCredential { key, organization: Arc::new(organization(org, "Acme")) })
+    }
+
+    fn found(cache: &InMemoryCredentialCache, hash: &KeyHash) -> Arc<KeyCredential> {
+        match cache.get(hash, Instant::now()) {
+            Some(CachedLookup::Found(credential)) => credential,
+            other => panic!("not found: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_keys_of_one_organization_share_one_copy_of_it() {
+        let cache = InMemoryCredentialCache::new(100, InMemoryCredentialCache::DEFAULT_FOUND_TTL);
+        let (a, cred_a) = credential("org_a", 'a');
+        let (b, cred_b) = credential("org_a", 'b');
+        assert!(!Arc::ptr_eq(&cred_a.organization, &cred_b.organization), "read apart");
+        cache.put(a, CachedLookup::Found(Arc::new(cred_a.clone())));
+        cache.put(b, CachedLookup::Found(Arc::new(cred_b.clone())));
+        let (a, b) = (found(&cache, &a), found(&cache, &b));
+        assert!(Arc::ptr_eq(&a.organization, &b.organization), "one copy");
+        assert_eq!((&a.key, &b.key), (&cred_a.key, &cred_b.key), "each key as it was read");
+    }
+
+    #[test]
+    fn an_organization_read_again_changed_is_shared_from_then_on_and_a_forgotten_one_is_not_shared_again() {
+        let cache = InMemoryCredentialCache::new(100, InMemoryCredentialCache::DEFAULT_FOUND_TTL);
+        let (a, cred_a) = credential("org_a", 'a');
+        cache.put(a, CachedLookup::Found(Arc::new(cred_a)));
+        let renamed = || Arc::new(organization("org_a", "Acme Renamed"));
+        let (b, cred_b) = credential("org_a", 'b');
+        cache.put(b, CachedLookup::Found(Arc::new(KeyCredential { organization: renamed(), ..cred_b.clone() })));
+        let (c, cred_c) = credential("org_a", 'c');
+        cache.put(c, CachedLookup::Found(Arc::new(KeyCredential { organization: renamed(), ..cred_c })));
+        assert_eq!(found(&cache, &a).organization.name.as_str(), "Acme", "an earlier key keeps its own copy");
+        assert!(Arc::ptr_eq(&found(&cache, &b).organization, &found(&cache, &c).organization));
+        assert_eq!(found(&cache, &c).organization.name.as_str(), "Acme Renamed");
+
+        cache.forget_organization(&OrgId::new("org_a").expect("valid"));
+        let read_after = renamed();
+        cache.put(b, CachedLookup::Found(Arc::new(KeyCredential { organization: read_after.clone(), ..cred_b })));
+        assert!(Arc::ptr_eq(&found(&cache, &b).organization, &read_after), "the forgotten copy is not handed out");
+    }
+
+    #[test]
+    fn organizations_no_cached_key_holds_are_dropped() {
+        let cache = InMemoryCredentialCache::new(10_000, InMemoryCredentialCache::DEFAULT_FOUND_TTL);
+        let (_, template) = credential("org_a", 'a');
+        for i in 0..3000u32 {
+            let hash = KeyHash::from_hex(&format!("{i:064x}")).expect("64 hex digits");
+            let org = Arc::new(organization(&format!("org_{i}"), "Acme"));
+            cache.put(hash, CachedLookup::Found(Arc::new(KeyCredential { organization: org, ..template.clone() })));
+            cache.forget(&hash);
+        }
+        let kept = cache.organizations().by_id.len();
+        assert!(kept <= SharedOrganizations::MIN_PRUNE_AT + 1, "{kept}");
     }
 
     #[test]
@@ -132,9 +246,9 @@ mod tests {
         let cache = InMemoryCredentialCache::new(100, InMemoryCredentialCache::DEFAULT_FOUND_TTL);
         let (hash, cred) = credential("org_a", 'a');
         let (other, _) = credential("org_a", 'b');
-        cache.put(hash, CachedLookup::Found(std::sync::Arc::new(cred.clone())));
+        cache.put(hash, CachedLookup::Found(Arc::new(cred.clone())));
         cache.put(other, CachedLookup::Missing);
-        assert_eq!(cache.get(&hash, Instant::now()), Some(CachedLookup::Found(std::sync::Arc::new(cred))));
+        assert_eq!(cache.get(&hash, Instant::now()), Some(CachedLookup::Found(Arc::new(cred))));
         assert_eq!(cache.get(&other, Instant::now()), Some(CachedLookup::Missing));
         cache.forget(&hash);
         cache.forget(&other);
@@ -147,8 +261,8 @@ mod tests {
         let cache = InMemoryCredentialCache::new(100, InMemoryCredentialCache::DEFAULT_FOUND_TTL);
         let (a, cred_a) = credential("org_a", 'a');
         let (b, cred_b) = credential("org_b", 'b');
-        cache.put(a, CachedLookup::Found(std::sync::Arc::new(cred_a)));
-        cache.put(b, CachedLookup::Found(std::sync::Arc::new(cred_b)));
+        cache.put(a, CachedLookup::Found(Arc::new(cred_a)));
+        cache.put(b, CachedLookup::Found(Arc::new(cred_b)));
         cache.forget_organization(&OrgId::new("org_a").expect("valid"));
         assert_eq!(cache.get(&a, Instant::now()), None);
         assert!(cache.get(&b, Instant::now()).is_some());
@@ -158,7 +272,7 @@ mod tests {
     fn a_found_key_is_trusted_only_for_its_lifetime() {
         let cache = InMemoryCredentialCache::new(100, Duration::from_secs(3));
         let (hash, cred) = credential("org_a", 'a');
-        cache.put(hash, CachedLookup::Found(std::sync::Arc::new(cred)));
+        cache.put(hash, CachedLookup::Found(Arc::new(cred)));
         let now = Instant::now();
         assert!(cache.get(&hash, now).is_some());
         assert!(cache.get(&hash, now + Duration::from_secs(2)).is_some());

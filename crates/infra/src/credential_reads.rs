@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use crate::connection::DbConnection;
 use crate::database::Database;
 use crate::repo_error::RepoError;
-use crate::rows::CredentialRow;
+use crate::rows::{CredentialRow, ReadOrganizations};
 use crate::schema::{api_keys, organizations, plans};
 use crate::unique_row::unique_row;
 
@@ -117,11 +117,13 @@ fn answer(db: &Database, batch: Vec<Read>) {
     match db.with_connection(|conn| read_rows(conn, &hashes)) {
         Ok(rows) => {
             // A hash may be asked for more than once in a batch: each read gets its answer.
+            let mut organizations = ReadOrganizations::new();
             let found: HashMap<String, Result<KeyCredential, String>> = rows
                 .into_iter()
                 .map(|row| {
                     let hash = row.key.key_hash.clone();
-                    (hash, row.into_domain().map(|(_, credential)| credential).map_err(|e| format!("{e:#}")))
+                    let credential = row.into_domain(&mut organizations).map(|(_, credential)| credential);
+                    (hash, credential.map_err(|e| format!("{e:#}")))
                 })
                 .collect();
             for read in batch {
@@ -173,18 +175,26 @@ fn read_rows(conn: &mut DbConnection, hashes: &[&str]) -> Result<Vec<CredentialR
 }
 
 /// The credentials of the keys last used at or after `since` (microseconds), most recent
-/// first, at most `limit`, with their hashes: what the warm start loads.
+/// first, at most `limit`, with their hashes: what the warm start loads. Each row is made a
+/// credential as it is read, so the rows' own texts never pile up in memory beside the
+/// credentials kept (a million of them would leave the heap fragmented); the credentials of
+/// one organization share it.
 pub(crate) fn recently_used(
     conn: &mut DbConnection,
     since: i64,
     limit: u32,
 ) -> Result<Vec<(KeyHash, KeyCredential)>, RepoError> {
-    let rows: Vec<CredentialRow> = credentials!()
+    let mut organizations = ReadOrganizations::new();
+    let mut credentials = Vec::new();
+    let rows = credentials!()
         .filter(api_keys::last_used_at.ge(since))
         .order(api_keys::last_used_at.desc())
         .limit(i64::from(limit))
-        .load(conn)?;
-    Ok(rows.into_iter().map(CredentialRow::into_domain).collect::<anyhow::Result<Vec<_>>>()?)
+        .load_iter::<CredentialRow, diesel::connection::DefaultLoadingMode>(conn)?;
+    for row in rows {
+        credentials.push(row?.into_domain(&mut organizations)?);
+    }
+    Ok(credentials)
 }
 
 #[cfg(test)]

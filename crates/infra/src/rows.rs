@@ -5,6 +5,9 @@ use account_domain::{
     AllowedIps, ApiKey, EmailAddress, Environment, KeyCredential, KeyHash, KeyId, KeyName, KeyPrefix, NewApiKey,
     NewOrganization, OrgId, OrgName, Organization, Plan, PlanId, Scopes,
 };
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use anyhow::{anyhow, Context as _};
 use diesel::prelude::*;
 use time::OffsetDateTime;
@@ -110,12 +113,28 @@ pub(crate) struct CredentialRow {
     pub plan: PlanRow,
 }
 
+/// The organizations of the credentials read together, by id: they share one copy each.
+pub(crate) type ReadOrganizations = HashMap<OrgId, Arc<Organization>>;
+
 impl CredentialRow {
-    pub(crate) fn into_domain(self) -> anyhow::Result<(KeyHash, KeyCredential)> {
+    /// The credential, its organization shared with the credentials read before it (in
+    /// `organizations`) when equal, and its key's organization id with its organization's.
+    pub(crate) fn into_domain(self, organizations: &mut ReadOrganizations) -> anyhow::Result<(KeyHash, KeyCredential)> {
         let hash = KeyHash::from_hex(&self.key.key_hash).map_err(|e| anyhow!(e)).context("stored key hash")?;
-        let credential =
-            KeyCredential { key: self.key.try_into()?, organization: self.organization.into_domain(self.plan)? };
-        Ok((hash, credential))
+        let mut key: ApiKey = self.key.try_into()?;
+        let read = self.organization.into_domain(self.plan)?;
+        let organization = match organizations.get(&read.id) {
+            Some(known) if **known == read => known.clone(),
+            _ => {
+                let organization = Arc::new(read);
+                organizations.insert(organization.id.clone(), organization.clone());
+                organization
+            }
+        };
+        if key.org_id == organization.id {
+            key.org_id = organization.id.clone();
+        }
+        Ok((hash, KeyCredential { key, organization }))
     }
 }
 

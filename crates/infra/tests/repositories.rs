@@ -428,6 +428,10 @@ async fn recently_used_credentials_come_most_recent_first_within_the_window_and_
         assert_eq!(*hash, key.hash);
         assert_eq!(credential.organization.id, org.id);
     }
+    assert!(
+        std::sync::Arc::ptr_eq(&recent[0].1.organization, &recent[1].1.organization),
+        "the keys of one organization share one copy of it"
+    );
     let limited = ctx.keys.recently_used_credentials(at - Duration::hours(3), 1).await.expect("read");
     assert_eq!(limited.len(), 1);
     assert_eq!(limited[0].1.key.id, keys[1].id);

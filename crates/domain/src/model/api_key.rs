@@ -1,6 +1,5 @@
 //! API keys: their names, environments, scopes and lifetimes.
 
-use std::collections::BTreeSet;
 use std::fmt;
 
 use super::allowed_ips::{AllowedIps, NewKeyAllowlist};
@@ -12,18 +11,18 @@ use super::{KeyHash, KeyId, KeyPrefix, OrgId};
 
 /// A key's display name: trimmed, 1 to 200 characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyName(String);
+pub struct KeyName(Box<str>);
 
 impl KeyName {
     pub const MAX_CHARS: usize = 200;
     pub const DEFAULT: &'static str = "Default Key";
 
     pub fn new(raw: &str) -> Result<Self, TextError> {
-        validated_name(raw, Self::MAX_CHARS).map(Self)
+        validated_name(raw, Self::MAX_CHARS).map(|name| Self(name.into()))
     }
 
     pub fn default_name() -> Self {
-        Self(Self::DEFAULT.to_owned())
+        Self(Self::DEFAULT.into())
     }
 
     pub fn as_str(&self) -> &str {
@@ -115,44 +114,57 @@ pub enum ScopesError {
     Unknown { word: String, source: UnknownWord },
 }
 
-/// A non-empty set of scopes, without repeats, in a stable order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Scopes(BTreeSet<Scope>);
+/// A non-empty set of scopes, without repeats, in a stable order: one bit per scope
+/// (`Scope as u8`), a byte in each cached key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Scopes(u8);
 
 impl Scopes {
     /// Parses a list as a client sends it: non-empty, known words, no duplicates.
     pub fn parse<S: AsRef<str>>(words: &[S]) -> Result<Self, ScopesError> {
-        let mut set = BTreeSet::new();
+        let mut set = Self(0);
         for word in words {
             let word = word.as_ref();
             let scope = Scope::new(word)
                 .map_err(|source| ScopesError::Unknown { word: word.chars().take(40).collect(), source })?;
-            if !set.insert(scope) {
+            if set.contains(scope) {
                 return Err(ScopesError::Duplicate(scope));
             }
+            set.0 |= Self::bit(scope);
         }
-        if set.is_empty() {
+        if set.0 == 0 {
             return Err(ScopesError::Empty);
         }
-        Ok(Self(set))
+        Ok(set)
     }
 
     /// Both `read` and `write`: what a key gets unless asked otherwise.
     pub fn all() -> Self {
-        Self(BTreeSet::from([Scope::Read, Scope::Write]))
+        Self(Self::bit(Scope::Read) | Self::bit(Scope::Write))
+    }
+
+    fn bit(scope: Scope) -> u8 {
+        1 << scope as u8
     }
 
     pub fn contains(&self, scope: Scope) -> bool {
-        self.0.contains(&scope)
+        self.0 & Self::bit(scope) != 0
     }
 
     /// The first scope of `self` that `holder` lacks, if any.
     pub fn first_not_in(&self, holder: &Scopes) -> Option<Scope> {
-        self.0.difference(&holder.0).next().copied()
+        self.iter().find(|scope| !holder.contains(*scope))
     }
 
+    /// In declaration order (`read`, `write`).
     pub fn iter(&self) -> impl Iterator<Item = Scope> + '_ {
-        self.0.iter().copied()
+        [Scope::Read, Scope::Write].into_iter().filter(|scope| self.contains(*scope))
+    }
+}
+
+impl fmt::Debug for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
     }
 }
 

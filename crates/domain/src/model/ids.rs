@@ -11,10 +11,10 @@ pub struct InvalidId {
 }
 
 macro_rules! prefixed_id {
-    ($(#[$doc:meta])* $name:ident, $prefix:literal, $kind:literal) => {
+    ($(#[$doc:meta])* $name:ident, $text:ty, $prefix:literal, $kind:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
+        pub struct $name($text);
 
         impl $name {
             pub const PREFIX: &'static str = $prefix;
@@ -25,7 +25,7 @@ macro_rules! prefixed_id {
                 if body.is_empty() || body.len() > 64 || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
                     return Err(InvalidId { kind: $kind });
                 }
-                Ok(Self(raw.to_owned()))
+                Ok(Self(raw.into()))
             }
 
             pub fn as_str(&self) -> &str {
@@ -42,14 +42,17 @@ macro_rules! prefixed_id {
 }
 
 prefixed_id!(
-    /// Identifies an organization: `org_...`.
+    /// Identifies an organization: `org_...`. Shared, not copied: the cached keys of one
+    /// organization hold one copy of it.
     OrgId,
+    std::sync::Arc<str>,
     "org_",
     "organization"
 );
 prefixed_id!(
     /// Identifies an API key: `key_...`.
     KeyId,
+    Box<str>,
     "key_",
     "key"
 );

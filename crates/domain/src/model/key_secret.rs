@@ -121,7 +121,9 @@ impl PlaintextKey {
     /// What may be shown later: `mem_live_` plus six characters of the secret plus `...`.
     pub fn display_prefix(&self) -> KeyPrefix {
         let head_len = KEY_PREFIX.len() + self.environment.as_str().len() + 1 + SHOWN_SECRET_CHARS;
-        KeyPrefix(format!("{}...", &self.expose()[..head_len]))
+        let mut prefix = [b'.'; KeyPrefix::LEN];
+        prefix[..head_len].copy_from_slice(&self.expose().as_bytes()[..head_len]);
+        KeyPrefix(prefix)
     }
 }
 
@@ -199,11 +201,15 @@ impl fmt::Debug for KeyHash {
     }
 }
 
-/// The displayable start of a key, such as `mem_live_a1b2c3...`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyPrefix(String);
+/// The displayable start of a key, such as `mem_live_a1b2c3...`: ASCII, held in place
+/// (no allocation in each cached key).
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyPrefix([u8; KeyPrefix::LEN]);
 
 impl KeyPrefix {
+    /// `mem_`, a four-letter environment, `_`, the shown characters and `...`.
+    const LEN: usize = KEY_PREFIX.len() + 4 + 1 + SHOWN_SECRET_CHARS + 3;
+
     /// Accepts what [`PlaintextKey::display_prefix`] produces.
     pub fn new(raw: &str) -> Result<Self, MalformedKey> {
         let body = raw
@@ -214,15 +220,21 @@ impl KeyPrefix {
         let ok = Environment::new(body.0).is_ok()
             && body.1.len() == SHOWN_SECRET_CHARS
             && body.1.bytes().all(|b| b.is_ascii_alphanumeric());
-        if ok {
-            Ok(Self(raw.to_owned()))
-        } else {
-            Err(MalformedKey::Format)
+        match raw.as_bytes().try_into() {
+            Ok(bytes) if ok => Ok(Self(bytes)),
+            _ => Err(MalformedKey::Format),
         }
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ASCII is ever stored (checked by `new`, copied from a key by `display_prefix`).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for KeyPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("KeyPrefix").field(&self.as_str()).finish()
     }
 }
 

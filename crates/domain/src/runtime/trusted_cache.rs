@@ -177,7 +177,7 @@ mod tests {
         let service = ports.service_with_cache(cache, quiet_feed());
         service.sync_changes().await.expect("synced");
         let principal = service.authenticate(key.as_bytes(), None).await.expect("authenticated");
-        assert_eq!(principal.organization(), &credential().organization);
+        assert_eq!(principal.organization(), &*credential().organization);
     }
 
     #[tokio::test]

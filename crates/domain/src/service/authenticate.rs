@@ -215,7 +215,7 @@ mod tests {
             (None, "unknown"),
             (Some(credential().with(|c| c.key.revoked_at = Some(NOW - Duration::hours(1)))), "revoked"),
             (Some(credential().with(|c| c.key.expires_at = Some(NOW))), "expired"),
-            (Some(credential().with(|c| c.organization.is_active = false)), "inactive"),
+            (Some(credential().with(|c| Arc::make_mut(&mut c.organization).is_active = false)), "inactive"),
         ] {
             let mut ports = Ports::new();
             let key = presented(&ports);
@@ -306,7 +306,7 @@ mod tests {
         ports
             .keys
             .expect_find_credential()
-            .returning(|_| Ok(Some(credential().with(|c| c.organization.is_active = false))));
+            .returning(|_| Ok(Some(credential().with(|c| Arc::make_mut(&mut c.organization).is_active = false))));
         match ports.service().authenticate(&key, None).await {
             Err(AuthenticateError::OrganizationInactive(principal)) => assert!(!principal.organization().is_active),
             other => panic!("{other:?}"),

@@ -111,7 +111,7 @@ pub(crate) fn principal(scopes: &[&str], environment: Environment) -> Principal 
     let mut key = api_key("key_caller", "org_caller");
     key.scopes = Scopes::parse(scopes).expect("valid");
     key.environment = environment;
-    Principal::new(Arc::new(KeyCredential { key, organization: organization("org_caller") }), None)
+    Principal::new(Arc::new(KeyCredential { key, organization: Arc::new(organization("org_caller")) }), None)
 }
 
 pub(crate) fn api_key(id: &str, org: &str) -> ApiKey {
@@ -131,7 +131,7 @@ pub(crate) fn api_key(id: &str, org: &str) -> ApiKey {
 }
 
 pub(crate) fn credential() -> KeyCredential {
-    KeyCredential { key: api_key("key_abc", "org_abc"), organization: organization("org_abc") }
+    KeyCredential { key: api_key("key_abc", "org_abc"), organization: Arc::new(organization("org_abc")) }
 }
 
 /// `value.with(|v| ...)`: a modified copy, for table-driven tests.

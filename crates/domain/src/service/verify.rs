@@ -65,7 +65,11 @@ mod tests {
             (None, None, VerificationCode::NotFound),
             (Some(credential().with(|c| c.key.revoked_at = Some(NOW))), None, VerificationCode::Revoked),
             (Some(credential().with(|c| c.key.expires_at = Some(NOW))), None, VerificationCode::Expired),
-            (Some(credential().with(|c| c.organization.is_active = false)), None, VerificationCode::OrgInactive),
+            (
+                Some(credential().with(|c| std::sync::Arc::make_mut(&mut c.organization).is_active = false)),
+                None,
+                VerificationCode::OrgInactive,
+            ),
         ] {
             let mut ports = Ports::new();
             ports.keys.expect_find_credential().returning(move |_| Ok(cred.clone()));
