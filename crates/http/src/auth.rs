@@ -105,10 +105,20 @@ fn finish_authentication(
 /// A refused authentication, by key or by service token: a 401, or a 403 `ip_not_allowed`
 /// (a key probed from outside its allowlist), counts against the caller's address (the
 /// answer becomes 429 once over the limit), and every client error is counted in the
-/// metrics. Only failures are counted: a correct key used from where it may be is never
-/// slowed.
+/// metrics. Only guesses are counted: a request with no `Bearer` token, or with an API key
+/// that is not even well formed (its checksum checked without any lookup), guesses nothing
+/// that could ever succeed and is always answered its 401; a correct key used from where it
+/// may be is never slowed.
 pub(crate) fn failed_authentication(req: &HttpRequest, e: ApiError) -> ApiError {
-    let counted = e.status_code() == StatusCode::UNAUTHORIZED || e.code() == ErrorCode::IpNotAllowed.as_str();
+    let guessed = match req.headers().get(AUTHORIZATION).and_then(bearer) {
+        None => false,
+        Some(token) => {
+            e.code() != ErrorCode::InvalidApiKey.as_str()
+                || account_domain::PlaintextKey::check_presented(token).is_ok()
+        }
+    };
+    let counted =
+        guessed && (e.status_code() == StatusCode::UNAUTHORIZED || e.code() == ErrorCode::IpNotAllowed.as_str());
     let e = if counted {
         let limits = req.app_data::<web::Data<AbuseLimits>>();
         match limits.and_then(|l| l.counted_ip(req).map(|ip| (l, ip))) {

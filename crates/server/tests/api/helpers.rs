@@ -230,6 +230,13 @@ pub fn execute_sql_on(db: &TestDatabase, sql: &str) {
     }
 }
 
+/// A well-formed key, its checksum right, that no organization holds: a guess that could
+/// have succeeded (a malformed one never could, and is not counted as a guess).
+pub fn unknown_key() -> String {
+    let secret = account_domain::SecretBody::new("Gu3ssGu3ssGu3ssGu3ssGu3ssGu3ssGu".to_owned()).expect("valid");
+    account_domain::PlaintextKey::assemble(account_domain::Environment::Live, &secret).expose().to_owned()
+}
+
 /// `2024-01-01T00:00:00Z`-shaped.
 pub fn is_rfc3339_utc(value: &Value) -> bool {
     let Some(s) = value.as_str() else {

@@ -279,9 +279,16 @@ async fn without_a_service_token_every_verification_is_refused_as_unauthenticate
     let org = app.signup_org("verify-off@acme.test").await;
     verify(&app, SERVICE_TOKEN, json!({"key": org.key})).await.assert_error(401, "invalid_service_token");
     verify(&app, "", json!({"key": org.key})).await.assert_error(401, "invalid_service_token");
-    let bare = app.client.post(app.url("/v1/internal/verify-key")).json(&json!({"key": org.key}));
-    crate::helpers::Reply::read(bare.send().await.expect("sent")).await.assert_error(401, "invalid_service_token");
-    // Each refusal counted as a failed authentication, as with a wrong token.
+    // Without any Authorization header: refused, and not counted (it guesses nothing).
+    for _ in 0..3 {
+        let bare = app.client.post(app.url("/v1/internal/verify-key")).json(&json!({"key": org.key}));
+        crate::helpers::Reply::read(bare.send().await.expect("sent")).await.assert_error(401, "invalid_service_token");
+    }
+    // Each token presented counted as a failed authentication, as a wrong token is (an empty
+    // one, like no header, guesses nothing): two more, then the limit of 3 is reached.
+    for _ in 0..2 {
+        verify(&app, SERVICE_TOKEN, json!({"key": org.key})).await.assert_error(401, "invalid_service_token");
+    }
     verify(&app, SERVICE_TOKEN, json!({"key": org.key})).await.assert_error(429, "rate_limited");
 }
 
@@ -329,7 +336,7 @@ async fn wrong_service_tokens_count_as_failed_authentications() {
     let limited = verify(&app, "wrong-token-wrong-token", json!({"key": org.key})).await;
     limited.assert_error(429, "rate_limited");
     // The limit is the address's, as for keys: a wrong API key is refused the same way now.
-    app.get_account("mem_live_nope").await.assert_error(429, "rate_limited");
+    app.get_account(&crate::helpers::unknown_key()).await.assert_error(429, "rate_limited");
     let correct = verify(&app, SERVICE_TOKEN, json!({"key": org.key})).await;
     assert_eq!(correct.status, StatusCode::OK, "{}", correct.body);
     let metrics = app.client.get(app.url("/metrics")).send().await.expect("sent");
