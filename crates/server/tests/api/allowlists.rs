@@ -180,7 +180,14 @@ async fn verification_applies_the_allowlist_to_the_client_address_given() {
 /// no address (before, the proxy's own address stood in for the client's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_hop_that_is_not_an_address_is_no_address() {
-    let app = spawn_app_with(Backend::Sqlite, &[("TRUSTED_PROXIES", "127.0.0.1")]).await.expect("sqlite");
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        if let Some(app) = spawn_app_with(backend, &[("TRUSTED_PROXIES", "127.0.0.1")]).await {
+            forwarded_hops_behind_a_trusted_proxy(app).await;
+        }
+    }
+}
+
+async fn forwarded_hops_behind_a_trusted_proxy(app: TestApp) {
     let org = app.signup_org("unreadable-hop@acme.test").await;
     let (internal, _) = created(&app, &org.key, json!({"allowed_ips": ["127.0.0.1"]})).await;
     let (v6, _) = created(&app, &org.key, json!({"allowed_ips": ["::1"]})).await;
