@@ -151,7 +151,7 @@ impl Verifier {
     /// `insufficient_scope` verdict records the key's use, written at the next usage flush.
     /// An error means the database could not answer (no verdict).
     pub async fn verify(&self, key: &str, scopes: &[Scope], client_ip: Option<IpAddr>) -> anyhow::Result<Verification> {
-        let required = required_scopes(scopes)?;
+        let required = Scopes::of(scopes.iter().copied());
         self.service.verify_key(key, required.as_ref(), client_ip).await.context("could not verify the key")
     }
 
@@ -189,17 +189,6 @@ impl Drop for Verifier {
             task.abort();
         }
     }
-}
-
-/// The scopes to require, `None` for none; repeats are dropped, as a set has none.
-fn required_scopes(scopes: &[Scope]) -> anyhow::Result<Option<Scopes>> {
-    if scopes.is_empty() {
-        return Ok(None);
-    }
-    let mut words: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
-    words.sort_unstable();
-    words.dedup();
-    Ok(Some(Scopes::parse(&words).context("the scopes to require")?))
 }
 
 /// Keeps `service`'s credential cache in step with changes made anywhere, reading the change
@@ -280,16 +269,6 @@ pub async fn flush_usage_logged(service: &AccountService) -> account_domain::Sto
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn no_scopes_require_none_and_repeats_count_once() {
-        assert_eq!(required_scopes(&[]).expect("valid"), None);
-        assert_eq!(required_scopes(&[Scope::Write, Scope::Read, Scope::Write]).expect("valid"), Some(Scopes::all()));
-        assert_eq!(
-            required_scopes(&[Scope::Read, Scope::Read]).expect("valid"),
-            Some(Scopes::parse(&["read"]).expect("valid"))
-        );
-    }
 
     #[test]
     fn a_verifier_can_be_shared_between_tasks_and_threads() {

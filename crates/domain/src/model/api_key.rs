@@ -139,6 +139,12 @@ impl Scopes {
     }
 
     /// Both `read` and `write`: what a key gets unless asked otherwise.
+    /// The set of `scopes` (repeats count once); `None` when there are none.
+    pub fn of(scopes: impl IntoIterator<Item = Scope>) -> Option<Self> {
+        let bits = scopes.into_iter().fold(0, |bits, scope| bits | Self::bit(scope));
+        (bits != 0).then_some(Self(bits))
+    }
+
     pub fn all() -> Self {
         Self(Self::bit(Scope::Read) | Self::bit(Scope::Write))
     }
@@ -363,5 +369,12 @@ mod tests {
         assert_eq!(Environment::new("live"), Ok(Environment::Live));
         assert_eq!(Environment::new("test"), Ok(Environment::Test));
         assert!(Environment::new("prod").is_err());
+    }
+
+    #[test]
+    fn a_set_of_no_scopes_is_none_and_repeats_count_once() {
+        assert_eq!(Scopes::of([]), None);
+        assert_eq!(Scopes::of([Scope::Write, Scope::Read, Scope::Write]), Some(Scopes::all()));
+        assert_eq!(Scopes::of([Scope::Read, Scope::Read]), Some(Scopes::parse(&["read"]).expect("valid")));
     }
 }
