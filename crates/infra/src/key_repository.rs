@@ -47,10 +47,7 @@ impl KeyRepository for SqlKeyRepository {
             .write(move |conn| {
                 let rows = KeyWriteRows::lock(conn, &org, &actor, None)?;
                 let key = decide(rows.found())?;
-                let row = ApiKeyRow::from(&key);
-                if row.org_id != org {
-                    return Err(anyhow::anyhow!("a key was made for another organization").into());
-                }
+                let row = row_of(&key, &org)?;
                 if active_keys(conn, &org, row.created_at)? >= i64::from(max_active) {
                     return Err(KeyOpError::LimitReached(max_active).into());
                 }
@@ -170,9 +167,9 @@ impl KeyRepository for SqlKeyRepository {
                 let rows = KeyWriteRows::lock(conn, &org, &actor, Some(&old))?;
                 let new = decide(rows.found())?;
                 let (row, hash) = rows.target()?;
-                let new_row = ApiKeyRow::from(&new);
+                let new_row = row_of(&new, &org)?;
                 let now = new_row.created_at;
-                if !row.is_active(new.created_at) || new_row.org_id != org {
+                if !row.is_active(new.created_at) {
                     return Err(KeyOpError::NotActive.into());
                 }
                 // The grace period never extends an earlier expiry.
@@ -367,6 +364,16 @@ fn lock_organization(conn: &mut DbConnection, org: &str) -> Result<Option<bool>,
         .set(organizations::is_active.eq(organizations::is_active))
         .execute(conn)?;
     Ok(unique_row(organizations::table.find(org).select(organizations::is_active), conn)?)
+}
+
+/// The row of a key a write's decision made: it must belong to the organization the write
+/// locked (anything else is a fault, never a refusal).
+fn row_of(key: &NewApiKey, org: &str) -> Result<ApiKeyRow, RepoError> {
+    let row = ApiKeyRow::from(key);
+    if row.org_id != org {
+        return Err(anyhow::anyhow!("a key was made for another organization than the write's").into());
+    }
+    Ok(row)
 }
 
 fn find_row(conn: &mut DbConnection, org: &str, key: &str) -> Result<Option<ApiKeyRow>, RepoError> {

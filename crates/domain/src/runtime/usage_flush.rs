@@ -100,23 +100,31 @@ mod tests {
         PlaintextKey::assemble(Environment::Live, &secret_body()).expose().as_bytes().to_vec()
     }
 
-    #[tokio::test]
-    async fn a_batch_that_fails_to_flush_is_written_again_as_it_was_before_newer_uses() {
+    /// Ports whose store knows the one key and answers `times` usage writes as `answer` says
+    /// (given the call's number, from 1), logging every batch it is given.
+    fn scripted_store(
+        times: usize,
+        answer: impl Fn(usize) -> StoreResult<UsageRecorded> + Send + 'static,
+    ) -> (Ports, Arc<std::sync::Mutex<Vec<UsageBatch>>>) {
         let mut ports = Ports::new();
-        let key = presented();
         ports.keys.expect_find_credential().returning(|_| Ok(Some(credential())));
         let written = Arc::new(std::sync::Mutex::new(Vec::<UsageBatch>::new()));
         let log = written.clone();
-        let mut calls = 0;
-        ports.keys.expect_record_usage().times(3).returning(move |b| {
-            calls += 1;
-            log.lock().expect("log").push(b.clone());
-            // The first write fails, as a commit whose outcome is unknown does.
-            if calls == 1 {
-                Err(StoreError::Unavailable(anyhow::anyhow!("connection lost at commit")))
-            } else {
-                Ok(UsageRecorded::default())
-            }
+        ports.keys.expect_record_usage().times(times).returning(move |b| {
+            let mut log = log.lock().expect("log");
+            log.push(b.clone());
+            answer(log.len())
+        });
+        (ports, written)
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_fails_to_flush_is_written_again_as_it_was_before_newer_uses() {
+        let key = presented();
+        // The first write fails, as a commit whose outcome is unknown does.
+        let (ports, written) = scripted_store(3, |call| match call {
+            1 => Err(StoreError::Unavailable(anyhow::anyhow!("connection lost at commit"))),
+            _ => Ok(UsageRecorded::default()),
         });
         let service = ports.service();
         service.authenticate(&key, None).await.expect("authenticated");
@@ -158,20 +166,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_refused_for_good_holds_newer_uses_back_only_until_it_is_dropped() {
-        let mut ports = Ports::new();
         let key = presented();
-        ports.keys.expect_find_credential().returning(|_| Ok(Some(credential())));
-        let written = Arc::new(std::sync::Mutex::new(Vec::<UsageBatch>::new()));
-        let log = written.clone();
-        let mut calls = 0;
-        ports.keys.expect_record_usage().times(4).returning(move |b| {
-            calls += 1;
-            if calls <= 3 {
-                Err(anyhow::anyhow!("violates check constraint").into())
-            } else {
-                log.lock().expect("log").push(b.clone());
-                Ok(UsageRecorded::default())
-            }
+        let (ports, written) = scripted_store(4, |call| match call {
+            1..=3 => Err(anyhow::anyhow!("violates check constraint").into()),
+            _ => Ok(UsageRecorded::default()),
         });
         let service = ports.service();
         service.authenticate(&key, None).await.expect("authenticated");
@@ -183,24 +181,16 @@ mod tests {
         let flush = service.flush_usage().await.expect("flushed");
         assert!(matches!(flush.dropped[..], [DroppedUses { uses: 1, keys: 1, refusal: Some(_) }]), "{flush:?}");
         assert_eq!(flush.rows, 2);
-        assert_eq!(written.lock().expect("log")[0].counts[0].count, 2);
+        assert_eq!(written.lock().expect("log")[3].counts[0].count, 2, "the newer uses, after three refusals");
         assert_eq!(service.usage_dropped(), 1);
     }
 
     #[tokio::test]
     async fn a_store_unavailable_however_long_loses_no_use() {
-        let mut ports = Ports::new();
         let key = presented();
-        ports.keys.expect_find_credential().returning(|_| Ok(Some(credential())));
-        let mut calls = 0;
-        ports.keys.expect_record_usage().times(11).returning(move |b| {
-            calls += 1;
-            if calls <= 10 {
-                Err(StoreError::Unavailable(anyhow::anyhow!("pool timed out")))
-            } else {
-                assert_eq!(b.counts[0].count, 1);
-                Ok(UsageRecorded::default())
-            }
+        let (ports, written) = scripted_store(11, |call| match call {
+            1..=10 => Err(StoreError::Unavailable(anyhow::anyhow!("pool timed out"))),
+            _ => Ok(UsageRecorded::default()),
         });
         let service = ports.service();
         service.authenticate(&key, None).await.expect("authenticated");
@@ -209,6 +199,7 @@ mod tests {
         }
         assert_eq!(service.usage_unwritten_for(), Some(std::time::Duration::ZERO), "held, by a clock stopped");
         assert_eq!(service.flush_usage().await.expect("flushed").rows, 2);
+        assert_eq!(written.lock().expect("log")[10].counts[0].count, 1);
         assert_eq!(service.usage_dropped(), 0);
     }
 
