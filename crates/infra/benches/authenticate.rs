@@ -5,17 +5,15 @@
 use std::hint::black_box;
 
 use account_domain::{KeyRepository, PlaintextKey};
-use account_infra::testing::{cached_service_with_a_key, service_with_a_key, TestDatabase};
-use account_infra::{Database, PoolOptions, SqlKeyRepository};
+use account_infra::testing::{built_with_a_key, TestDatabase};
+use account_infra::SqlKeyRepository;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn authenticate(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     let test_db = TestDatabase::sqlite();
-    let (service, key) = runtime.block_on(async {
-        let db = Database::new(test_db.target().clone(), &PoolOptions::for_machine());
-        cached_service_with_a_key(&db).await
-    });
+    let (assembly, key) = runtime.block_on(built_with_a_key(&test_db, true));
+    let service = assembly.service();
 
     c.bench_function("authenticate (cache hit)", |b| {
         b.to_async(&runtime)
@@ -40,10 +38,10 @@ fn authenticate(c: &mut Criterion) {
 fn miss_path(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let test_db = TestDatabase::sqlite();
-    let db = Database::new(test_db.target().clone(), &PoolOptions::for_machine());
-    let (service, key) = runtime.block_on(service_with_a_key(&db, false));
+    let (assembly, key) = runtime.block_on(built_with_a_key(&test_db, false));
+    let service = assembly.service();
     let hash = PlaintextKey::hash_presented(key.as_bytes()).expect("valid");
-    let keys = SqlKeyRepository::new(db.clone());
+    let keys = SqlKeyRepository::new(assembly.database().clone());
 
     c.bench_function("authenticate (cache off: a SQLite read)", |b| {
         b.to_async(&runtime)

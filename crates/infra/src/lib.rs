@@ -1,10 +1,13 @@
 //! Adapters of the Account API's ports: diesel + r2d2 repositories over SQLite or
 //! PostgreSQL (chosen by the database URL), the system clock and the OS-random generator;
-//! and [`Verifier`], all of it wired for another service that only verifies keys.
+//! [`Assembly`], the one place the service is built for a role from [`Settings`]; and
+//! [`Verifier`], all of it wired for another service that only verifies keys.
 
 mod account_repository;
 mod audit_trail;
+mod background;
 mod change_feed;
+mod composition;
 mod connection;
 mod credential_cache;
 mod credential_reads;
@@ -14,6 +17,7 @@ mod key_repository;
 mod repo_error;
 mod rows;
 mod schema;
+mod settings;
 mod system;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -22,11 +26,14 @@ mod usage_store;
 mod verifier;
 
 pub use account_repository::SqlAccountRepository;
+pub use background::BackgroundTasks;
 pub use change_feed::SqlChangeFeed;
+pub use composition::{migrate_when_reachable, Assembly, Role};
 pub use connection::DbConnection;
 pub use credential_cache::InMemoryCredentialCache;
 pub use database::{Database, PoolOptions};
 pub use database_url::{DatabaseTarget, InvalidDatabaseUrl};
 pub use key_repository::SqlKeyRepository;
+pub use settings::{CacheSettings, Settings, MAX_FLUSH_INTERVAL, MAX_STALENESS};
 pub use system::{OsRandomGenerator, SystemClock};
-pub use verifier::{flush_usage_logged, sync_changes_periodically, Verifier, VerifierOptions, MAX_STALENESS};
+pub use verifier::Verifier;

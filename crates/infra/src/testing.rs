@@ -166,46 +166,19 @@ pub fn with_database(url: &str, name: &str) -> String {
     out
 }
 
-/// A service wired as the server wires it (SQL repositories on `db`, the in-memory cache,
-/// the change feed) with one organization signed up, and that organization's key. For
-/// benchmarks: the cache is trusted for an hour, so they measure the hit, not the syncer.
-pub async fn cached_service_with_a_key(
-    db: &crate::Database,
-) -> (std::sync::Arc<account_domain::AccountService>, String) {
-    service_with_a_key(db, true).await
-}
+/// The service built as the server builds it ([`crate::Assembly`], role server, no
+/// background task) on `db`, with one organization signed up, and that organization's key.
+/// For benchmarks: the cache (when `cached`) is trusted for an hour, so they measure the
+/// hit, not the syncer; without a cache every authentication reads the store, as the
+/// server does with `CACHE_MAX_KEYS=0`.
+pub async fn built_with_a_key(db: &TestDatabase, cached: bool) -> (crate::Assembly, String) {
+    use account_domain::{EmailAddress, OrgName, RequestMeta, SignupRequest};
 
-/// As [`cached_service_with_a_key`]; without a cache (`cached` false) every authentication
-/// reads the store, as the server does with `CACHE_MAX_KEYS=0`.
-pub async fn service_with_a_key(
-    db: &crate::Database,
-    cached: bool,
-) -> (std::sync::Arc<account_domain::AccountService>, String) {
-    use std::sync::Arc;
-
-    use account_domain::{AccountService, EmailAddress, OrgName, RequestMeta, SignupRequest};
-
-    use crate::{
-        InMemoryCredentialCache, OsRandomGenerator, SqlAccountRepository, SqlChangeFeed, SqlKeyRepository, SystemClock,
-    };
-
-    db.migrate().expect("migrated");
-    let mut service = AccountService::new(
-        Arc::new(SqlAccountRepository::new(db.clone())),
-        Arc::new(SqlKeyRepository::new(db.clone())),
-        Arc::new(SystemClock),
-        Arc::new(OsRandomGenerator),
-    );
-    if cached {
-        let feed = Arc::new(SqlChangeFeed::start(db.clone()).await.expect("feed"));
-        service = service.with_cache(
-            Arc::new(InMemoryCredentialCache::new(10_000, InMemoryCredentialCache::DEFAULT_FOUND_TTL)),
-            feed,
-            std::time::Duration::from_secs(3600),
-        );
-    }
-    let service = Arc::new(service);
-    service.sync_changes().await.expect("synced");
+    let mut settings = crate::Settings::new(db.target().clone());
+    settings.cache.max_staleness = std::time::Duration::from_secs(3600);
+    settings.cache.max_keys = if cached { 10_000 } else { 0 };
+    let assembly = crate::Assembly::build(settings, crate::Role::Server).await.expect("built");
+    let service = assembly.service();
     let request = SignupRequest::new(
         OrgName::new("Bench").expect("valid"),
         EmailAddress::new("bench@acme.test").expect("valid"),
@@ -214,7 +187,7 @@ pub async fn service_with_a_key(
     let signup = service.signup(request, &RequestMeta::default()).await.expect("signed up");
     let key = signup.key.plaintext.expose().to_owned();
     service.authenticate(key.as_bytes(), None).await.expect("warms the cache");
-    (service, key)
+    (assembly, key)
 }
 
 #[cfg(test)]

@@ -7,8 +7,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use account_http::LimitSettings;
-use account_infra::testing::{cached_service_with_a_key, TestDatabase};
-use account_infra::{Database, PoolOptions};
+use account_infra::testing::{built_with_a_key, TestDatabase};
 use account_server::startup::AppWiring;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{rt::System, test, App};
@@ -18,10 +17,9 @@ fn routes(c: &mut Criterion) {
     let test_db = TestDatabase::sqlite();
     let system = System::new();
     let (app, key) = system.block_on(async {
-        let db = Database::new(test_db.target().clone(), &PoolOptions::for_machine());
-        let (service, key) = cached_service_with_a_key(&db).await;
+        let (assembly, key) = built_with_a_key(&test_db, true).await;
         let warm = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let wiring = AppWiring::new(service, db, LimitSettings::default(), None, warm);
+        let wiring = AppWiring::new(&assembly, LimitSettings::default(), None, warm);
         let app = test::init_service(App::new().configure(|cfg| wiring.configure(cfg))).await;
         (app, key)
     });

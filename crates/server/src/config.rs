@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use account_domain::UsageRetention;
 use account_http::{InternalToken, LimitSettings, TrustedProxies, TrustedProxiesError};
-use account_infra::{DatabaseTarget, PoolOptions};
+use account_infra::{CacheSettings, DatabaseTarget, PoolOptions, Settings};
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -54,27 +54,6 @@ pub fn variables_help() -> String {
     text
 }
 
-/// The credential cache.
-#[derive(Debug, Clone)]
-pub struct CacheOptions {
-    /// Keys held in memory at most; 0 turns the cache off.
-    pub max_keys: u64,
-    /// How often each instance reads the change feed.
-    pub sync_interval: Duration,
-    /// How long a found key is trusted before it is read from the store again: the bound
-    /// for changes made outside the service (by SQL), which the change feed never carries.
-    pub ttl: Duration,
-    /// How far back the warm start looks: at start-up, the keys used within it are loaded
-    /// before `/readyz` answers 200 (zero: none).
-    pub warm_start: Duration,
-}
-
-impl CacheOptions {
-    /// How long the cache is trusted without a successful sync: the bound on how long any
-    /// instance can serve a key revoked elsewhere (the same bound as a verifier's).
-    pub const MAX_STALENESS: Duration = account_infra::MAX_STALENESS;
-}
-
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -84,27 +63,18 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `DATABASE_URL`: `sqlite://PATH`, a plain path, or `postgres://...`.
-    pub database: DatabaseTarget,
+    /// What the service is built from: `DATABASE_URL`, `DATABASE_POOL_SIZE`,
+    /// `DATABASE_TIMEOUT_MS`, `DATABASE_CONNECT_TIMEOUT_S`, `LAST_USED_FLUSH_SECS`,
+    /// `USAGE_RETENTION_DAYS`, `CACHE_*` and `MAX_ACTIVE_KEYS_PER_ORG`; defaults are
+    /// [`Settings::new`]'s.
+    pub settings: Settings,
     /// `BIND_ADDR`: `host:port`; port 0 picks a free port.
     pub bind_addr: SocketAddr,
-    /// `DATABASE_POOL_SIZE` and `DATABASE_TIMEOUT_MS`.
-    pub pool: PoolOptions,
-    /// `DATABASE_CONNECT_TIMEOUT_S`: how long to wait for the database at start.
-    pub connect_timeout: Duration,
-    /// `LAST_USED_FLUSH_SECS`: how often last-use times and usage counts are written (1 to 60).
-    pub usage_flush_interval: Duration,
-    /// `USAGE_RETENTION_DAYS`: how long daily usage counts are kept (92 to 3650).
-    pub usage_retention: UsageRetention,
-    /// `CACHE_MAX_KEYS`, `CACHE_SYNC_INTERVAL_MS`, `CACHE_TTL_SECS` and `CACHE_WARM_START_SECS`.
-    pub cache: CacheOptions,
     /// `RATE_LIMIT_SIGNUPS_PER_HOUR`, `RATE_LIMIT_AUTH_FAILURES_PER_MINUTE`,
     /// `RATE_LIMIT_LEAK_REPORTS_PER_HOUR`, `RATE_LIMIT_WRITES_PER_MINUTE`, `TRUSTED_PROXIES`.
     pub limits: LimitSettings,
     /// `INTERNAL_SERVICE_TOKEN`: enables `POST /v1/internal/verify-key` for other services.
     pub internal_token: Option<InternalToken>,
-    /// `MAX_ACTIVE_KEYS_PER_ORG`: active keys an organization may hold.
-    pub max_active_keys: u32,
     /// `LOG_FORMAT`: `json` or `pretty`; default pretty on a terminal, json otherwise.
     pub log_format: Option<LogFormat>,
 }
@@ -125,20 +95,22 @@ impl Config {
             value: redact_url(&database_url),
             expected: "sqlite://PATH, a plain file path, or postgres://USER@HOST:PORT/DB",
         })?;
-        let defaults = PoolOptions::for_machine();
+        let defaults = Settings::new(database.clone());
         let pool_size: u32 =
             parse(&get, "DATABASE_POOL_SIZE", "a whole number from 1 to 1000", |n: &u32| (1..=1000).contains(n))?
-                .unwrap_or(defaults.max_size);
-        let checkout_ms: u64 =
+                .unwrap_or(defaults.pool.max_size);
+        let checkout_timeout =
             parse(&get, "DATABASE_TIMEOUT_MS", "milliseconds from 1 to 60000", |n: &u64| (1..=60_000).contains(n))?
-                .unwrap_or(2000);
-        let connect_s: u64 =
-            parse(&get, "DATABASE_CONNECT_TIMEOUT_S", "seconds from 0 to 3600", |n: &u64| *n <= 3600)?.unwrap_or(30);
-        let flush_s: u64 =
-            parse(&get, "LAST_USED_FLUSH_SECS", "seconds from 1 to 60", |n: &u64| (1..=60).contains(n))?.unwrap_or(10);
+                .map_or(defaults.pool.checkout_timeout, Duration::from_millis);
+        let connect_timeout =
+            parse(&get, "DATABASE_CONNECT_TIMEOUT_S", "seconds from 0 to 3600", |n: &u64| *n <= 3600)?
+                .map_or(defaults.connect_timeout, Duration::from_secs);
+        let usage_flush_interval =
+            parse(&get, "LAST_USED_FLUSH_SECS", "seconds from 1 to 60", |n: &u64| (1..=60).contains(n))?
+                .map_or(defaults.usage_flush_interval, Duration::from_secs);
         let retention_days: u32 =
             parse(&get, "USAGE_RETENTION_DAYS", "days from 92 to 3650", |n: &u32| UsageRetention::new(*n).is_some())?
-                .unwrap_or(UsageRetention::DEFAULT.days());
+                .unwrap_or(defaults.usage_retention.days());
         let signups_per_hour: u32 =
             parse(&get, "RATE_LIMIT_SIGNUPS_PER_HOUR", "a whole number, 0 for no limit", |_: &u32| true)?.unwrap_or(10);
         let auth_failures_per_minute: u32 =
@@ -181,22 +153,22 @@ impl Config {
             parse(&get, "MAX_ACTIVE_KEYS_PER_ORG", "a whole number of keys from 1 to 100000", |n: &u32| {
                 (1..=100_000).contains(n)
             })?
-            .unwrap_or(100);
+            .unwrap_or(defaults.max_active_keys);
         let cache_max_keys: u64 =
             parse(&get, "CACHE_MAX_KEYS", "a whole number of keys from 0 (no cache) to 10000000", |n: &u64| {
                 *n <= 10_000_000
             })?
-            .unwrap_or(20_000);
-        let sync_ms: u64 =
+            .unwrap_or(defaults.cache.max_keys);
+        let sync_interval =
             parse(&get, "CACHE_SYNC_INTERVAL_MS", "milliseconds from 10 to 500", |n: &u64| (10..=500).contains(n))?
-                .unwrap_or(200);
-        let ttl_s: u64 =
-            parse(&get, "CACHE_TTL_SECS", "seconds from 1 to 3600", |n: &u64| (1..=3600).contains(n))?.unwrap_or(60);
-        let warm_start_s: u64 =
+                .map_or(defaults.cache.sync_interval, Duration::from_millis);
+        let ttl = parse(&get, "CACHE_TTL_SECS", "seconds from 1 to 3600", |n: &u64| (1..=3600).contains(n))?
+            .map_or(defaults.cache.ttl, Duration::from_secs);
+        let warm_start =
             parse(&get, "CACHE_WARM_START_SECS", "seconds from 0 (no warm start) to 2592000 (30 days)", |n: &u64| {
                 *n <= 2_592_000
             })?
-            .unwrap_or(3600);
+            .map_or(defaults.cache.warm_start, Duration::from_secs);
         let bind_addr = match get("BIND_ADDR") {
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
             Some(raw) => resolve(&raw).ok_or(ConfigError {
@@ -213,19 +185,18 @@ impl Config {
                 return Err(ConfigError { variable: "LOG_FORMAT", value: other.to_owned(), expected: "json or pretty" })
             }
         };
-        Ok(Self {
+        let settings = Settings {
+            pool: PoolOptions { max_size: pool_size, checkout_timeout },
+            connect_timeout,
+            usage_flush_interval,
+            usage_retention: UsageRetention::new(retention_days).unwrap_or(defaults.usage_retention),
+            cache: CacheSettings { max_keys: cache_max_keys, sync_interval, ttl, warm_start, ..defaults.cache },
+            max_active_keys,
             database,
+        };
+        Ok(Self {
+            settings,
             bind_addr,
-            pool: PoolOptions { max_size: pool_size, checkout_timeout: Duration::from_millis(checkout_ms) },
-            connect_timeout: Duration::from_secs(connect_s),
-            usage_flush_interval: Duration::from_secs(flush_s),
-            usage_retention: UsageRetention::new(retention_days).unwrap_or(UsageRetention::DEFAULT),
-            cache: CacheOptions {
-                max_keys: cache_max_keys,
-                sync_interval: Duration::from_millis(sync_ms),
-                ttl: Duration::from_secs(ttl_s),
-                warm_start: Duration::from_secs(warm_start_s),
-            },
             limits: LimitSettings {
                 signups_per_hour,
                 leak_reports_per_hour,
@@ -234,7 +205,6 @@ impl Config {
                 trusted_proxies,
             },
             internal_token,
-            max_active_keys,
             log_format,
         })
     }
@@ -302,13 +272,20 @@ mod tests {
     #[test]
     fn no_configuration_means_sqlite_on_localhost_8080() {
         let config = config(&[]).expect("defaults");
-        assert_eq!(config.database, DatabaseTarget::Sqlite("account-api.db".into()));
+        assert_eq!(config.settings.database, DatabaseTarget::Sqlite("account-api.db".into()));
         assert_eq!(config.bind_addr.to_string(), "127.0.0.1:8080");
-        assert_eq!(config.pool.checkout_timeout, Duration::from_secs(2));
-        assert_eq!(config.connect_timeout, Duration::from_secs(30));
+        assert_eq!(config.settings.pool.checkout_timeout, Duration::from_secs(2));
+        assert_eq!(config.settings.connect_timeout, Duration::from_secs(30));
         assert_eq!(config.limits.writes_per_minute, 300);
         let off = self::config(&[("RATE_LIMIT_WRITES_PER_MINUTE", "0")]).expect("0 turns it off");
         assert_eq!(off.limits.writes_per_minute, 0);
+    }
+
+    #[test]
+    fn unset_variables_take_the_defaults_every_role_is_built_with() {
+        let config = config(&[]).expect("defaults");
+        let defaults = Settings::new(DatabaseTarget::Sqlite("account-api.db".into()));
+        assert_eq!(format!("{:?}", config.settings), format!("{defaults:?}"));
     }
 
     #[test]

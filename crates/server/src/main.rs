@@ -6,9 +6,9 @@ use account_domain::{
     month_is_final, AccountService, BillingMonth, CreateKeyRequest, Environment, ExpiresInDays, IssueKeyError, KeyName,
     RequestMeta, Scopes, SetOrganizationActiveError, SetPlanIncludedError,
 };
-use account_infra::{Database, OsRandomGenerator, SqlAccountRepository, SqlKeyRepository, SystemClock};
+use account_infra::{Assembly, Database, Role};
 use account_server::config::{self, Config};
-use account_server::{startup, telemetry, Application};
+use account_server::{telemetry, Application};
 use anyhow::Context as _;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
@@ -120,8 +120,8 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped().await
         }
         Command::Migrate => {
-            let db = Database::new(config.database.clone(), &config.pool);
-            startup::migrate_when_reachable(&db, config.connect_timeout).await
+            let db = Database::new(config.settings.database.clone(), &config.settings.pool);
+            account_infra::migrate_when_reachable(&db, config.settings.connect_timeout).await
         }
         Command::Plans(PlansCommand::List) => {
             for plan in operator_service(&config).await?.list_plans().await? {
@@ -206,7 +206,7 @@ async fn export_usage(config: &Config, month: Option<&str>) -> anyhow::Result<()
     let now = service.now();
     let month = month.unwrap_or_else(|| BillingMonth::of(now.date()).previous());
     let rows = service.monthly_usage(month).await.context("could not read the month's usage")?;
-    if !month_is_final(month, now, config.usage_flush_interval) {
+    if !month_is_final(month, now, config.settings.usage_flush_interval) {
         eprintln!(
             "Note: the figures for {month} are not final: the month is not over, or running instances may not have \
              written their last counts yet (LAST_USED_FLUSH_SECS after midnight UTC)"
@@ -220,15 +220,8 @@ async fn export_usage(config: &Config, month: Option<&str>) -> anyhow::Result<()
     Ok(())
 }
 
-/// The domain service over the configured database, for one-off operator commands.
-async fn operator_service(config: &Config) -> anyhow::Result<AccountService> {
-    let db = Database::new(config.database.clone(), &config.pool);
-    startup::migrate_when_reachable(&db, config.connect_timeout).await?;
-    Ok(AccountService::new(
-        Arc::new(SqlAccountRepository::new(db.clone())),
-        Arc::new(SqlKeyRepository::new(db)),
-        Arc::new(SystemClock),
-        Arc::new(OsRandomGenerator),
-    )
-    .with_max_active_keys(config.max_active_keys))
+/// The domain service over the configured database, built for one-off operator commands.
+async fn operator_service(config: &Config) -> anyhow::Result<Arc<AccountService>> {
+    let assembly = Assembly::build(config.settings.clone(), Role::Operator).await?;
+    Ok(assembly.service().clone())
 }

@@ -3,32 +3,22 @@
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use account_domain::{AccountService, UsageRetention};
+use account_domain::AccountService;
 use account_http::{AbuseLimits, InternalToken, LimitSettings, Metrics, ReadinessCheck};
-use account_infra::{
-    sync_changes_periodically, Database, InMemoryCredentialCache, OsRandomGenerator, SqlAccountRepository,
-    SqlChangeFeed, SqlKeyRepository, SystemClock,
-};
+use account_infra::{Assembly, BackgroundTasks, Database, Role};
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 
-use crate::config::{CacheOptions, Config};
+use crate::config::Config;
 
 /// A built application, bound to its port and ready to run.
 pub struct Application {
     port: u16,
     server: Server,
-    service: Arc<AccountService>,
-    feed: Arc<SqlChangeFeed>,
-    limits: web::Data<AbuseLimits>,
-    usage_flush_interval: Duration,
-    usage_retention: UsageRetention,
-    cache: CacheOptions,
-    /// Set once the warm start is over: until then `/readyz` answers 503.
-    warmed: Arc<AtomicBool>,
+    tasks: BackgroundTasks,
 }
 
 impl std::fmt::Debug for Application {
@@ -38,29 +28,14 @@ impl std::fmt::Debug for Application {
 }
 
 impl Application {
-    /// Connects to the database (waiting for it up to the configured time), applies the
-    /// migrations, and binds the listener. Port 0 binds a free port: see [`Self::port`].
+    /// Builds the service as [`Role::Server`] (waiting for the database up to the
+    /// configured time, then migrating it), starts its background tasks, and binds the
+    /// listener. Port 0 binds a free port: see [`Self::port`].
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = Database::new(config.database.clone(), &config.pool);
-        migrate_when_reachable(&db, config.connect_timeout).await?;
-
-        let mut service = AccountService::new(
-            Arc::new(SqlAccountRepository::new(db.clone())),
-            Arc::new(SqlKeyRepository::new(db.clone())),
-            Arc::new(SystemClock),
-            Arc::new(OsRandomGenerator),
-        )
-        .with_max_active_keys(config.max_active_keys);
-        let feed = Arc::new(SqlChangeFeed::start(db.clone()).await.context("could not start the change feed")?);
-        if config.cache.max_keys > 0 {
-            let cache = Arc::new(InMemoryCredentialCache::new(config.cache.max_keys, config.cache.ttl));
-            service = service.with_cache(cache, feed.clone(), CacheOptions::MAX_STALENESS);
-        }
-        let service = Arc::new(service);
-        service.sync_changes().await.context("could not read the change feed")?;
+        let assembly = Assembly::build(config.settings.clone(), Role::Server).await?;
+        // Set once the warm start is over: until then `/readyz` answers 503.
         let warmed = Arc::new(AtomicBool::new(false));
-        let wiring =
-            AppWiring::new(service.clone(), db, config.limits.clone(), config.internal_token.clone(), warmed.clone());
+        let wiring = AppWiring::new(&assembly, config.limits.clone(), config.internal_token.clone(), warmed.clone());
         let limits = wiring.limits.clone();
 
         let listener =
@@ -76,18 +51,10 @@ impl Application {
             // actix stops at once on SIGINT; both signals are handled here, gracefully.
             .disable_signals()
             .run();
-        tracing::info!(address = %config.bind_addr.ip(), port, database = %config.database, "listening");
-        Ok(Self {
-            port,
-            server,
-            service,
-            feed,
-            limits,
-            usage_flush_interval: config.usage_flush_interval,
-            usage_retention: config.usage_retention,
-            cache: config.cache,
-            warmed,
-        })
+        let mut tasks = assembly.start(warmed);
+        tasks.every(Duration::from_secs(60), move || limits.forget_idle_clients());
+        tracing::info!(address = %config.bind_addr.ip(), port, database = %config.settings.database, "listening");
+        Ok(Self { port, server, tasks })
     }
 
     pub fn port(&self) -> u16 {
@@ -95,26 +62,8 @@ impl Application {
     }
 
     /// Serves until SIGTERM or Ctrl-C, lets the requests in flight finish, then writes the
-    /// last-use times still in memory. Ready (`/readyz`) once the warm start is over.
+    /// usage still in memory. Ready (`/readyz`) once the warm start is over.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let flusher = tokio::spawn(flush_usage_periodically(self.service.clone(), self.usage_flush_interval));
-        let syncer =
-            tokio::spawn(sync_changes_periodically(self.service.clone(), self.cache.sync_interval, Some(self.feed)));
-        let warmer = tokio::spawn(warm_start(self.service.clone(), self.cache.clone(), self.warmed.clone()));
-        let (limits, service, retention) = (self.limits.clone(), self.service.clone(), self.usage_retention);
-        let janitor = tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(Duration::from_secs(60));
-            for minute in 0u64.. {
-                ticker.tick().await;
-                limits.forget_idle_clients();
-                if minute % 60 == 0 {
-                    match service.prune_usage(retention).await {
-                        Ok(rows) => tracing::debug!(rows, "pruned old usage counts"),
-                        Err(e) => tracing::warn!(error = format!("{e:#}"), "could not prune usage counts"),
-                    }
-                }
-            }
-        });
         let handle = self.server.handle();
         let signals = tokio::spawn(async move {
             match shutdown_signal().await {
@@ -127,11 +76,7 @@ impl Application {
         });
         let served = self.server.await.context("the HTTP server failed");
         signals.abort();
-        warmer.abort();
-        janitor.abort();
-        flusher.abort();
-        syncer.abort();
-        match account_infra::flush_usage_logged(&self.service).await {
+        match self.tasks.shutdown().await {
             Ok(n) => tracing::info!(rows = n, "final flush of key usage"),
             Err(e) => tracing::error!(error = format!("{e:#}"), "could not write key usage at shutdown"),
         }
@@ -159,12 +104,12 @@ impl std::fmt::Debug for AppWiring {
 
 impl AppWiring {
     pub fn new(
-        service: Arc<AccountService>,
-        db: Database,
+        assembly: &Assembly,
         limits: LimitSettings,
         internal_token: Option<InternalToken>,
         warmed: Arc<AtomicBool>,
     ) -> Self {
+        let (service, db) = (assembly.service().clone(), assembly.database().clone());
         let metrics = web::Data::new(metrics_of(&service, &db));
         let readiness: ReadinessCheck = Arc::new(move || {
             let (db, warmed) = (db.clone(), warmed.load(Ordering::Acquire));
@@ -249,76 +194,4 @@ async fn shutdown_signal() -> std::io::Result<&'static str> {
         _ = terminate.recv() => "SIGTERM",
         _ = interrupt.recv() => "SIGINT",
     })
-}
-
-/// Loads the recently used keys into the cache, then says the instance is ready. A warm
-/// start that fails is logged and skipped: it saves the database work, nothing depends on it.
-async fn warm_start(service: Arc<AccountService>, cache: CacheOptions, warmed: Arc<AtomicBool>) {
-    let started = Instant::now();
-    let mut delay = Duration::from_millis(200);
-    for attempt in 1..=3 {
-        match service.warm_cache(cache.warm_start, cache.max_keys).await {
-            Ok(keys) => {
-                let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                tracing::info!(
-                    keys,
-                    ms,
-                    window_s = cache.warm_start.as_secs(),
-                    "warm start: recently used keys loaded"
-                );
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(attempt, error = format!("{e:#}"), "warm start: could not load the recently used keys");
-                if attempt < 3 {
-                    tokio::time::sleep(delay).await;
-                    delay *= 4;
-                }
-            }
-        }
-    }
-    warmed.store(true, Ordering::Release);
-}
-
-async fn flush_usage_periodically(service: Arc<AccountService>, every: Duration) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        if let Err(e) = account_infra::flush_usage_logged(&service).await {
-            tracing::warn!(error = format!("{e:#}"), "could not write key usage; will retry");
-        }
-    }
-}
-
-/// Applies the migrations, retrying with backoff while the database cannot be reached.
-pub async fn migrate_when_reachable(db: &Database, patience: Duration) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let attempt = db.clone();
-        let outcome = tokio::task::spawn_blocking(move || attempt.migrate()).await.context("migration task failed")?;
-        match outcome {
-            Ok(ran) => {
-                tracing::info!(database = %db.target(), migrations_applied = ran, "database ready");
-                return Ok(());
-            }
-            Err(e) if started.elapsed() + delay < patience => {
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    retry_in_ms = delay.as_millis() as u64,
-                    "database not reachable yet"
-                );
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            Err(e) => {
-                return Err(e.context(format!(
-                    "the database at {} could not be reached and migrated within {} s (DATABASE_CONNECT_TIMEOUT_S)",
-                    db.target(),
-                    patience.as_secs()
-                )))
-            }
-        }
-    }
 }

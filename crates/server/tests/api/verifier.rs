@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use account_domain::{Environment, PlaintextKey, Scope, SecretBody, VerificationCode};
 use account_infra::testing::{Backend, TestDatabase};
-use account_infra::{Verifier, VerifierOptions};
+use account_infra::{Settings, Verifier, MAX_FLUSH_INTERVAL};
 use diesel::prelude::*;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -104,8 +104,9 @@ async fn a_use_through_the_verifier_is_written_to_the_database_at_shutdown(app: 
     let org = app.signup_org("verifier-usage@acme.test").await;
     let (key, key_id) = created_key(&app, &org.key, json!({"name": "Used elsewhere"})).await;
     // No periodic flush can happen during the test: only the one at shutdown can write.
-    let options = VerifierOptions { usage_flush_interval: Duration::from_secs(3600), ..VerifierOptions::default() };
-    let verifier = Verifier::connect_with(&app.db.url(), options).await.expect("the verifier connects");
+    let mut settings = Settings::for_url(&app.db.url()).expect("a database URL");
+    settings.usage_flush_interval = MAX_FLUSH_INTERVAL;
+    let verifier = Verifier::connect_with(settings).await.expect("the verifier connects");
     assert_eq!(verifier.verify(&key, &[Scope::Write], None).await.expect("a verdict").code, VerificationCode::Valid);
     assert_eq!(crate::helpers::stored_last_used_at(&app.db, &key_id), None, "not written before shutdown");
     verifier.shutdown().await.expect("shuts down");
