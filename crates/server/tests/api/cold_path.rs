@@ -9,7 +9,10 @@ use serde_json::json;
 use crate::helpers::{on_both_backends, spawn_app, spawn_app_on_with, TestApp};
 use crate::process::{send_signal, sign_up, start_server, wait_with_timeout};
 
-on_both_backends!(the_warm_start_window_decides_which_keys_a_starting_instance_loads);
+on_both_backends!(
+    the_warm_start_window_decides_which_keys_a_starting_instance_loads;
+    database: a_restarted_instance_answers_a_recently_used_key_without_reading_the_store,
+);
 
 async fn store_reads(app: &TestApp) -> u64 {
     store_reads_at(&app.client, &app.address).await
@@ -21,22 +24,10 @@ async fn store_reads_at(client: &reqwest::Client, base: &str) -> u64 {
     line.rsplit_once(' ').expect("a value").1.parse().expect("a number")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_instance_answers_a_recently_used_key_without_reading_the_store_on_sqlite() {
-    restarted_instance_answers_from_memory(TestDatabase::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_instance_answers_a_recently_used_key_without_reading_the_store_on_postgres() {
-    if let Some(db) = TestDatabase::postgres() {
-        restarted_instance_answers_from_memory(db).await;
-    }
-}
-
 /// The real binary, stopped and started again on its database: once `/readyz` says ready,
 /// the key used before the restart is answered from memory; a key never used is not loaded
 /// (so the counter does count this process's reads).
-async fn restarted_instance_answers_from_memory(db: TestDatabase) {
+async fn a_restarted_instance_answers_a_recently_used_key_without_reading_the_store(db: TestDatabase) {
     let client = reqwest::Client::new();
     let (mut first, port, _logs) = start_server(&db.url(), &[]);
     let base = format!("http://127.0.0.1:{port}");

@@ -8,6 +8,14 @@ use std::time::{Duration, Instant};
 
 use account_infra::testing::TestDatabase;
 
+use crate::helpers::on_both_backends;
+
+on_both_backends!(
+    database: a_deactivated_organization_is_refused_by_a_running_server_within_a_second,
+    a_use_is_written_to_the_database_at_sigterm,
+    an_operator_gives_a_locked_out_organization_a_key_that_a_running_server_accepts_at_once,
+);
+
 pub(crate) fn account_api() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_account-api"));
     command.env_clear().env("LOG_FORMAT", "json").env("RUST_LOG", "info");
@@ -300,20 +308,8 @@ fn orgs_deactivate_refuses_an_unknown_organization() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("org_missing"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deactivated_organization_is_refused_by_a_running_server_within_a_second_on_sqlite() {
-    deactivation_reaches_a_running_server(TestDatabase::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deactivated_organization_is_refused_by_a_running_server_within_a_second_on_postgres() {
-    if let Some(db) = TestDatabase::postgres() {
-        deactivation_reaches_a_running_server(db).await;
-    }
-}
-
 /// The operator's command is another process writing the same database as the server.
-async fn deactivation_reaches_a_running_server(db: TestDatabase) {
+async fn a_deactivated_organization_is_refused_by_a_running_server_within_a_second(db: TestDatabase) {
     let (mut child, port, _logs) = start_server(&db.url(), &[]);
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
@@ -359,21 +355,9 @@ fn the_binary_links_no_database_or_tls_library_dynamically() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_use_is_written_to_the_database_at_sigterm_on_sqlite() {
-    use_is_written_at_sigterm(TestDatabase::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_use_is_written_to_the_database_at_sigterm_on_postgres() {
-    if let Some(db) = TestDatabase::postgres() {
-        use_is_written_at_sigterm(db).await;
-    }
-}
-
 /// Read from the database itself once the server is gone: not through an instance that
 /// saw the use and would show it from memory.
-async fn use_is_written_at_sigterm(db: TestDatabase) {
+async fn a_use_is_written_to_the_database_at_sigterm(db: TestDatabase) {
     // No periodic flush can happen during the test: only the final one can write the use.
     let (mut child, port, _logs) = start_server(&db.url(), &[("LAST_USED_FLUSH_SECS", "60")]);
     let base = format!("http://127.0.0.1:{port}");
@@ -388,21 +372,9 @@ async fn use_is_written_at_sigterm(db: TestDatabase) {
     assert!(crate::helpers::stored_last_used_at(&db, &key_id).is_some(), "the use was lost at shutdown");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_gives_a_locked_out_organization_a_key_that_a_running_server_accepts_at_once_on_sqlite() {
-    recovery_by_an_operator(TestDatabase::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_gives_a_locked_out_organization_a_key_that_a_running_server_accepts_at_once_on_postgres() {
-    if let Some(db) = TestDatabase::postgres() {
-        recovery_by_an_operator(db).await;
-    }
-}
-
 /// An organization revokes its only key, an operator issues it one from the command line
 /// (another process on the same database), then the limit and a deactivated organization.
-async fn recovery_by_an_operator(db: TestDatabase) {
+async fn an_operator_gives_a_locked_out_organization_a_key_that_a_running_server_accepts_at_once(db: TestDatabase) {
     let (mut child, port, _logs) = start_server(&db.url(), &[]);
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();

@@ -15,7 +15,8 @@ on_both_backends!(
     a_revoked_key_cannot_finish_a_write_whose_body_it_held_back,
     a_burst_of_changes_does_not_hide_a_revocation_from_another_instance,
     a_revocation_committed_late_by_hand_is_applied_everywhere,
-    an_expiring_key_creates_and_rolls_only_keys_that_expire_no_later,
+    an_expiring_key_creates_and_rolls_only_keys_that_expire_no_later;
+    backend: a_key_revoked_by_sql_by_hand_is_refused_everywhere_within_the_cache_lifetime,
 );
 
 pub(crate) async fn key_id_of(app: &TestApp, owner: &str, name: &str) -> String {
@@ -212,18 +213,10 @@ async fn an_expiring_key_creates_and_rolls_only_keys_that_expire_no_later(app: T
     assert_eq!(rolled.data()["expires_at"], json!(limit));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_revoked_by_sql_by_hand_is_refused_everywhere_within_the_cache_lifetime_on_sqlite() {
-    revoked_by_hand_is_refused_within_the_cache_lifetime(account_infra::testing::Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_revoked_by_sql_by_hand_is_refused_everywhere_within_the_cache_lifetime_on_postgres() {
-    revoked_by_hand_is_refused_within_the_cache_lifetime(account_infra::testing::Backend::Postgres).await;
-}
-
 /// No change row: only the cache entries' lifetime (`CACHE_TTL_SECS`) bounds it.
-async fn revoked_by_hand_is_refused_within_the_cache_lifetime(backend: account_infra::testing::Backend) {
+async fn a_key_revoked_by_sql_by_hand_is_refused_everywhere_within_the_cache_lifetime(
+    backend: account_infra::testing::Backend,
+) {
     let settings = [("CACHE_TTL_SECS", "3")];
     let Some(app) = crate::helpers::spawn_app_with(backend, &settings).await else { return };
     let other = crate::helpers::spawn_app_on_with(app.db.clone(), &settings).await;

@@ -150,7 +150,8 @@ on_both_backends!(
     two_instances_counting_one_key_add_up,
     days_outside_one_to_ninety_or_not_whole_are_refused,
     plans_state_the_requests_they_include,
-    an_organization_erased_while_its_uses_wait_to_be_written_holds_back_no_other_organizations_usage,
+    an_organization_erased_while_its_uses_wait_to_be_written_holds_back_no_other_organizations_usage;
+    database: counts_survive_a_sigterm_restart_and_the_export_matches_them,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,20 +172,8 @@ async fn a_refusal_answered_429_still_counts_as_why_the_key_was_refused() {
     assert_eq!(key_entry(report.data(), &gone_id).expect("counted")["refused_by_reason"], json!({"revoked": 5}));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn counts_survive_a_sigterm_restart_and_the_export_matches_them_on_sqlite() {
-    counts_survive_a_restart_and_are_exported(TestDatabase::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn counts_survive_a_sigterm_restart_and_the_export_matches_them_on_postgres() {
-    if let Some(db) = TestDatabase::postgres() {
-        counts_survive_a_restart_and_are_exported(db).await;
-    }
-}
-
 /// Only the final flush at SIGTERM can write the counts (the periodic one is a minute away).
-async fn counts_survive_a_restart_and_are_exported(db: TestDatabase) {
+async fn counts_survive_a_sigterm_restart_and_the_export_matches_them(db: TestDatabase) {
     let (mut child, port, _logs) = start_server(&db.url(), &[("LAST_USED_FLUSH_SECS", "60")]);
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
