@@ -1,85 +1,129 @@
-//! The revocation promise under attack: a client that holds its body back, a burst of
-//! changes, a transaction that commits late, a change made by SQL by hand, an expiring key
-//! that tries to outlive itself. Each is checked through an instance that did not see the
-//! change itself, where one is involved.
+//! What instances hold in memory, and how they learn of changes, whatever the route: the
+//! cold path (a key no cache holds yet, 32 concurrent misses read the store once), the warm
+//! start after a restart, and revocations made elsewhere seen through the change feed (under
+//! a burst of changes, committed late by hand) or, with no change row, within the cache's
+//! lifetime.
 
 use std::time::{Duration, Instant};
 
+use account_infra::testing::{Backend, TestDatabase};
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use serde_json::json;
 
-use crate::helpers::{on_both_backends, spawn_app_on, TestApp};
+use crate::helpers::{on_both_backends, spawn_app, spawn_app_on, spawn_app_on_with, TestApp};
+use crate::keys::key_id_of;
+use crate::process::{send_signal, sign_up, start_server, wait_with_timeout};
 
 on_both_backends!(
-    a_revoked_key_cannot_finish_a_write_whose_body_it_held_back,
+    the_warm_start_window_decides_which_keys_a_starting_instance_loads,
     a_burst_of_changes_does_not_hide_a_revocation_from_another_instance,
-    a_revocation_committed_late_by_hand_is_applied_everywhere,
-    an_expiring_key_creates_and_rolls_only_keys_that_expire_no_later;
+    a_revocation_committed_late_by_hand_is_applied_everywhere;
+    database: a_restarted_instance_answers_a_recently_used_key_without_reading_the_store;
     backend: a_key_revoked_by_sql_by_hand_is_refused_everywhere_within_the_cache_lifetime,
 );
 
-pub(crate) async fn key_id_of(app: &TestApp, owner: &str, name: &str) -> String {
-    let keys = app.list_keys(owner).await;
-    let found = keys.data().as_array().expect("array").iter().find(|k| k["name"] == json!(name)).cloned();
-    found.expect("listed")["id"].as_str().expect("id").to_owned()
+async fn store_reads(app: &TestApp) -> u64 {
+    store_reads_at(&app.client, &app.address).await
 }
 
-/// Sends a request's head at once and its body only after `meanwhile` has run.
-pub(crate) async fn send_body_after(
-    app: &TestApp,
-    method: &str,
-    path: &str,
-    key: &str,
-    body: &str,
-    meanwhile: impl std::future::Future<Output = ()>,
-) -> (u16, Value) {
-    let address = app.address.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connects");
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.expect("head sent");
-    // Long enough for the server to have authenticated the key and to wait for the body.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    meanwhile.await;
-    stream.write_all(body.as_bytes()).await.expect("body sent");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("an answer");
-    let status = response[9..12].parse().expect("a status");
-    let json = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, serde_json::from_str(json).unwrap_or(Value::Null))
+async fn store_reads_at(client: &reqwest::Client, base: &str) -> u64 {
+    let text = client.get(format!("{base}/metrics")).send().await.expect("sent").text().await.expect("text");
+    let line = text.lines().find(|l| l.starts_with("credential_store_reads_total ")).expect("the metric");
+    line.rsplit_once(' ').expect("a value").1.parse().expect("a number")
 }
 
-async fn a_revoked_key_cannot_finish_a_write_whose_body_it_held_back(app: TestApp) {
-    let org = app.signup_org("slow-body@acme.test").await;
-    app.new_key(&org.key, json!({"name": "Target"})).await;
-    let target = key_id_of(&app, &org.key, "Target").await;
-    let writes = [
-        ("POST", "/v1/account/api-keys".to_owned(), r#"{"name": "Backdoor"}"#),
-        ("POST", format!("/v1/account/api-keys/{target}/roll"), r#"{"expires_in_hours": 0}"#),
-        ("PATCH", format!("/v1/account/api-keys/{target}"), r#"{"name": "Taken over"}"#),
-    ];
-    for (i, (method, path, body)) in writes.iter().enumerate() {
-        let name = format!("Leaked {i}");
-        let leaked = app.new_key(&org.key, json!({ "name": name })).await;
-        let leaked_id = key_id_of(&app, &org.key, &name).await;
-        let before = app.key_count(&org.key).await;
-        let owner_revokes = async {
-            assert_eq!(app.revoke_key(&org.key, &leaked_id).await.status, StatusCode::OK);
-            app.get_account(&leaked).await.assert_error(401, "revoked_api_key");
-        };
-        let (status, answer) = send_body_after(&app, method, path, &leaked, body, owner_revokes).await;
-        assert_eq!(status, 401, "{method} {path}: {answer}");
-        assert_eq!(answer["error"]["code"], json!("revoked_api_key"), "{answer}");
-        // Nothing was written: no new key, the target neither rolled nor renamed.
-        assert_eq!(app.key_count(&org.key).await, before, "{method} {path}");
-        let keys = app.list_keys(&org.key).await;
-        let target_now = keys.data().as_array().expect("array").iter().find(|k| k["id"] == json!(target)).cloned();
-        let target_now = target_now.expect("listed");
-        assert_eq!(target_now["name"], json!("Target"));
-        assert_eq!(target_now["expires_at"], Value::Null, "not rolled");
+/// The real binary, stopped and started again on its database: once `/readyz` says ready,
+/// the key used before the restart is answered from memory; a key never used is not loaded
+/// (so the counter does count this process's reads).
+async fn a_restarted_instance_answers_a_recently_used_key_without_reading_the_store(db: TestDatabase) {
+    let client = reqwest::Client::new();
+    let (mut first, port, _logs) = start_server(&db.url(), &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    let signup = sign_up(&client, &base, "restart@acme.test").await;
+    let used = signup["data"]["api_key"]["key"].as_str().expect("key").to_owned();
+    let created = client
+        .post(format!("{base}/v1/account/api-keys"))
+        .bearer_auth(&used)
+        .json(&json!({"name": "Never used"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let unused =
+        created.json::<serde_json::Value>().await.expect("json")["data"]["key"].as_str().expect("key").to_owned();
+    send_signal(&first, "TERM");
+    assert!(wait_with_timeout(&mut first, Duration::from_secs(15)).success());
+
+    let (mut second, port, logs) = start_server(&db.url(), &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.get(format!("{base}/readyz")).send().await.expect("sent").status() != StatusCode::OK {
+        assert!(Instant::now() < deadline, "the restarted instance never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let warmed = logs
+        .try_iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
+        .find(|event| event["message"] == "warm start: recently used keys loaded")
+        .expect("the warm start is logged");
+    assert_eq!(warmed["keys"], json!(1), "{warmed}");
+
+    let answer = client.get(format!("{base}/v1/account")).bearer_auth(&used).send().await.expect("sent");
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(store_reads_at(&client, &base).await, 0, "the recently used key came from memory");
+    let answer = client.get(format!("{base}/v1/account")).bearer_auth(&unused).send().await.expect("sent");
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(store_reads_at(&client, &base).await, 1, "a key never used is read from the store");
+    send_signal(&second, "TERM");
+    assert!(wait_with_timeout(&mut second, Duration::from_secs(15)).success());
+}
+
+/// The reads are held back by a lock of our own on the keys' table, so that all 32 requests
+/// surely miss together; without merging each would read the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_two_concurrent_first_requests_for_one_key_read_the_store_once() {
+    let Some(app) = spawn_app(Backend::Postgres).await else { return };
+    let org = app.signup_org("cold@acme.test").await;
+    let fresh = app.new_key(&org.key, json!({"name": "Fresh from a deploy"})).await;
+    let before = store_reads(&app).await;
+    let mut session = app.db_session();
+    let (locked_tx, locked) = std::sync::mpsc::channel();
+    let held = tokio::task::spawn_blocking(move || {
+        use diesel::connection::SimpleConnection as _;
+        session.batch_execute("BEGIN; LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE;").expect("locked");
+        locked_tx.send(()).expect("told");
+        std::thread::sleep(Duration::from_millis(1500));
+        session.batch_execute("COMMIT").expect("released");
+    });
+    locked.recv().expect("the table is locked");
+    let requests: Vec<_> = (0..32)
+        .map(|_| {
+            let request = app.client.get(app.url("/v1/account")).bearer_auth(&fresh);
+            tokio::spawn(async move { request.send().await.expect("sent").status() })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.expect("joined"), StatusCode::OK);
+    }
+    held.await.expect("the lock was held and released");
+    assert_eq!(store_reads(&app).await - before, 1, "32 concurrent misses for one key read the store once");
+}
+
+/// `CACHE_WARM_START_SECS` is how far back a starting instance looks: a key last used two
+/// hours ago is read from the store by an instance that looks back one hour, and answered
+/// from memory by one that looks back three.
+async fn the_warm_start_window_decides_which_keys_a_starting_instance_loads(app: TestApp) {
+    let org = app.signup_org("window@acme.test").await;
+    let created = app.create_key(&org.key, Some(json!({"name": "Used two hours ago"}))).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let (key, key_id) = (created.data()["key"].as_str().expect("key"), created.data()["id"].as_str().expect("id"));
+    let two_hours_ago = (time::OffsetDateTime::now_utc() - time::Duration::hours(2)).unix_timestamp() * 1_000_000;
+    app.execute_sql(&format!("UPDATE api_keys SET last_used_at = {two_hours_ago} WHERE id = '{key_id}'"));
+    for (window, expected_reads) in [("3600", 1), ("10800", 0)] {
+        let starting = spawn_app_on_with(app.db.clone(), &[("CACHE_WARM_START_SECS", window)]).await;
+        let before = store_reads(&starting).await;
+        assert_eq!(starting.get_account(key).await.status, StatusCode::OK);
+        assert_eq!(store_reads(&starting).await - before, expected_reads, "CACHE_WARM_START_SECS={window}");
     }
 }
 
@@ -183,34 +227,6 @@ async fn a_revocation_committed_late_by_hand_is_applied_everywhere(app: TestApp)
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-}
-
-async fn an_expiring_key_creates_and_rolls_only_keys_that_expire_no_later(app: TestApp) {
-    let org = app.signup_org("expiry@acme.test").await;
-    let contractor = app.new_key(&org.key, json!({"name": "Contractor", "expires_in_days": 1})).await;
-    let keys = app.list_keys(&org.key).await;
-    let limit = keys.data()[0]["expires_at"].as_str().expect("expires").to_owned();
-    // Omitted: the new key takes the creator's expiry.
-    let made = app.create_key(&contractor, Some(json!({"name": "Made"}))).await;
-    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
-    assert_eq!(made.data()["expires_at"], json!(limit));
-    // Later than the creator: refused, nothing stored.
-    let before = app.key_count(&org.key).await;
-    let later = app.create_key(&contractor, Some(json!({"name": "Later", "expires_in_days": 30}))).await;
-    later.assert_error(403, "expiry_escalation");
-    assert_eq!(later.body["error"]["field"], json!("expires_in_days"));
-    assert_eq!(app.key_count(&org.key).await, before);
-    // A roll's successor of a key that never expires expires with the roller.
-    let rolled = app
-        .request(
-            Method::POST,
-            &format!("/v1/account/api-keys/{}/roll", org.key_id),
-            Some(&contractor),
-            Some(json!({"expires_in_hours": 0})),
-        )
-        .await;
-    assert_eq!(rolled.status, StatusCode::CREATED, "{}", rolled.body);
-    assert_eq!(rolled.data()["expires_at"], json!(limit));
 }
 
 /// No change row: only the cache entries' lifetime (`CACHE_TTL_SECS`) bounds it.
