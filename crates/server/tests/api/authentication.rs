@@ -1,18 +1,24 @@
-//! Who may call what: keys, schemes, scopes, revocation, expiry, inactive organizations.
+//! Who may call the authenticated routes, whichever route: a key, the `Bearer` scheme, the
+//! key's scopes, its expiry, its organization active, its allowlist; failed authentications
+//! limited per address, a correct key never.
 
+use std::time::{Duration, Instant};
+
+use account_infra::testing::Backend;
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::helpers::{on_both_backends, spawn_app_on, TestApp};
+use crate::helpers::{on_both_backends, spawn_app_with, Reply, TestApp};
+use crate::keys::{created, patch};
 
 on_both_backends!(
     requests_without_a_valid_key_get_401,
     the_bearer_scheme_word_is_case_insensitive,
-    revoked_keys_are_rejected_on_the_next_request,
     expired_keys_are_rejected,
     keys_of_an_inactive_organization_get_403,
+    a_deactivated_organization_reads_its_account_and_is_refused_everywhere_else,
     each_route_needs_its_scope,
-    a_key_revoked_on_one_instance_is_refused_by_another_within_a_second,
+    a_key_limited_to_addresses_works_only_from_them,
 );
 
 async fn requests_without_a_valid_key_get_401(app: TestApp) {
@@ -77,21 +83,6 @@ async fn the_bearer_scheme_word_is_case_insensitive(app: TestApp) {
     }
 }
 
-async fn revoked_keys_are_rejected_on_the_next_request(app: TestApp) {
-    let org = app.signup_org("revoked@acme.test").await;
-    let second = app.new_key(&org.key, json!({"name": "Second"})).await;
-    assert_eq!(app.get_account(&second).await.status, StatusCode::OK);
-    let list = app.list_keys(&org.key).await;
-    let second_id = list.data()[0]["id"].as_str().expect("id").to_owned();
-    let revoked = app.revoke_key(&org.key, &second_id).await;
-    assert_eq!(revoked.status, StatusCode::OK);
-    app.get_account(&second).await.assert_error(401, "revoked_api_key");
-    app.list_keys(&second).await.assert_error(401, "revoked_api_key");
-    // A key may revoke itself, and is dead right after.
-    assert_eq!(app.revoke_key(&org.key, &org.key_id).await.status, StatusCode::OK);
-    app.get_account(&org.key).await.assert_error(401, "revoked_api_key");
-}
-
 async fn expired_keys_are_rejected(app: TestApp) {
     let org = app.signup_org("expired@acme.test").await;
     let short = app.new_key(&org.key, json!({"name": "Short", "expires_in_days": 1})).await;
@@ -115,6 +106,32 @@ async fn keys_of_an_inactive_organization_get_403(app: TestApp) {
     assert_eq!(app.get_account(&other.key).await.status, StatusCode::OK);
 }
 
+async fn a_deactivated_organization_reads_its_account_and_is_refused_everywhere_else(app: TestApp) {
+    let org = app.signup_org("deactivated@acme.test").await;
+    assert_eq!(app.get_account(&org.key).await.data()["is_active"], json!(true));
+    // The operator's procedure by hand: the change and its row in one go.
+    app.execute_sql(&format!(
+        "UPDATE organizations SET is_active = false WHERE id = '{id}'; \
+         INSERT INTO cache_events (org_id, created_at) VALUES ('{id}', 1);",
+        id = org.id
+    ));
+    let deactivated = Instant::now();
+    loop {
+        let reply = app.get_account(&org.key).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        if reply.data()["is_active"] == json!(false) {
+            break;
+        }
+        assert!(deactivated.elapsed() < Duration::from_secs(1), "still shown active");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    app.list_keys(&org.key).await.assert_error(403, "organization_inactive");
+    app.create_key(&org.key, None).await.assert_error(403, "organization_inactive");
+    app.request(Method::GET, "/v1/account/audit-log", Some(&org.key), None)
+        .await
+        .assert_error(403, "organization_inactive");
+}
+
 async fn each_route_needs_its_scope(app: TestApp) {
     let org = app.signup_org("scopes@acme.test").await;
     let read = app.new_key(&org.key, json!({"scopes": ["read"]})).await;
@@ -133,31 +150,85 @@ async fn each_route_needs_its_scope(app: TestApp) {
     assert_eq!(app.get_account(&org.key).await.status, StatusCode::OK);
 }
 
-async fn a_key_revoked_on_one_instance_is_refused_by_another_within_a_second(app: TestApp) {
-    let other = spawn_app_on(app.db.clone()).await;
-    let org = app.signup_org("everywhere@acme.test").await;
-    let doomed = app.new_key(&org.key, json!({"name": "Doomed"})).await;
-    let doomed_id = app.list_keys(&org.key).await.data()[0]["id"].as_str().expect("id").to_owned();
-    // Both instances know (and cache) the key.
+async fn a_key_limited_to_addresses_works_only_from_them(app: TestApp) {
+    let org = app.signup_org("allowlist@acme.test").await;
+    let (here, here_id) = created(&app, &org.key, json!({"allowed_ips": ["127.0.0.1"]})).await;
+    let (elsewhere, _) = created(&app, &org.key, json!({"allowed_ips": ["10.0.0.0/8", "2001:db8::/32"]})).await;
+    assert_eq!(app.get_account(&here).await.status, StatusCode::OK);
+    app.get_account(&elsewhere).await.assert_error(403, "ip_not_allowed");
+    let listed = app.list_keys(&org.key).await;
+    let entry = listed.data().as_array().expect("array").iter().find(|k| k["id"] == json!(here_id)).cloned();
+    assert_eq!(entry.expect("listed")["allowed_ips"], json!(["127.0.0.1"]));
+    assert_eq!(app.create_key(&org.key, None).await.data()["allowed_ips"], Value::Null, "anywhere by default");
+    let before = app.key_count(&org.key).await;
+    let many: Vec<String> = (0..33).map(|i| format!("10.0.0.{i}")).collect();
+    for bad in [json!(["10.1.2.3/8"]), json!(["192.0.2.1", "::ffff:192.0.2.1"]), json!(many), json!(["a-host"])] {
+        let reply = app.create_key(&org.key, Some(json!({ "allowed_ips": bad }))).await;
+        reply.assert_error(400, "validation_error");
+        assert_eq!(reply.body["error"]["field"], json!("allowed_ips"));
+    }
+    patch(&app, &org.key, &here_id, json!({})).await.assert_error(400, "validation_error");
+    assert_eq!(app.key_count(&org.key).await, before, "nothing stored");
+}
+
+#[tokio::test]
+async fn failed_authentications_are_limited_but_a_correct_key_is_never_slowed() {
+    let app = spawn_app_with(Backend::Sqlite, &[("RATE_LIMIT_AUTH_FAILURES_PER_MINUTE", "3")]).await.expect("sqlite");
+    let org = app.signup_org("auth-limit@acme.test").await;
+    let guess = crate::helpers::unknown_key();
     for _ in 0..3 {
-        assert_eq!(app.get_account(&doomed).await.status, StatusCode::OK);
-        assert_eq!(other.get_account(&doomed).await.status, StatusCode::OK);
+        app.get_account(&guess).await.assert_error(401, "invalid_api_key");
     }
-    assert_eq!(app.revoke_key(&org.key, &doomed_id).await.status, StatusCode::OK);
-    let revoked = std::time::Instant::now();
-    app.get_account(&doomed).await.assert_error(401, "revoked_api_key");
-    loop {
-        let reply = other.get_account(&doomed).await;
-        if reply.status == StatusCode::UNAUTHORIZED {
-            reply.assert_error(401, "revoked_api_key");
-            break;
-        }
-        assert!(
-            revoked.elapsed() < std::time::Duration::from_secs(1),
-            "the other instance still serves the revoked key"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    let refused = app.get_account(&guess).await;
+    refused.assert_error(429, "rate_limited");
+    assert!(refused.headers.contains_key("retry-after"));
+    // What could never be a key guesses nothing: never counted, never refused for the others.
+    for _ in 0..5 {
+        app.get_account("mem_live_guess").await.assert_error(401, "invalid_api_key");
     }
-    // The other keys of the organization keep working on both.
-    assert_eq!(other.get_account(&org.key).await.status, StatusCode::OK);
+    // A request without a key guesses nothing: never counted, never refused for the others.
+    for _ in 0..5 {
+        app.request(Method::GET, "/v1/account", None, None).await.assert_error(401, "missing_api_key");
+    }
+    for _ in 0..50 {
+        assert_eq!(app.get_account(&org.key).await.status, StatusCode::OK, "a correct key is never limited");
+    }
+}
+
+/// Probing a stolen limited key from elsewhere counts as failed authentications (403s then
+/// 429), while verdicts given to another service never count against it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_by_address_count_as_failed_authentications_but_verdicts_never_do() {
+    const TOKEN: &str = "internal-service-token-for-the-probing-test";
+    let settings = [("INTERNAL_SERVICE_TOKEN", TOKEN), ("RATE_LIMIT_AUTH_FAILURES_PER_MINUTE", "3")];
+    let app = spawn_app_with(Backend::Sqlite, &settings).await.expect("sqlite");
+    let org = app.signup_org("probing@acme.test").await;
+    let (limited, limited_id) = created(&app, &org.key, json!({"allowed_ips": ["192.0.2.1"]})).await;
+    // Verdicts first: had they counted, the key's own refusals below would be 429 at once.
+    for _ in 0..10 {
+        let request = app.client.post(app.url("/v1/internal/verify-key")).bearer_auth(TOKEN);
+        let verdict = Reply::read(request.json(&json!({"key": limited})).send().await.expect("sent")).await;
+        assert_eq!(verdict.status, StatusCode::OK, "{}", verdict.body);
+        assert_eq!(verdict.data()["code"], json!("ip_not_allowed"));
+    }
+    for _ in 0..3 {
+        app.get_account(&limited).await.assert_error(403, "ip_not_allowed");
+    }
+    let refused = app.get_account(&limited).await;
+    refused.assert_error(429, "rate_limited");
+    let retry_after: u64 = refused.headers["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        app.get_account(&org.key).await.status,
+        StatusCode::OK,
+        "a key used from where it may be is never slowed"
+    );
+    let metrics = app.client.get(app.url("/metrics")).send().await.expect("sent").text().await.expect("text");
+    assert!(metrics.contains(r#"auth_failures_total{reason="ip_not_allowed"} 3"#), "{metrics}");
+    assert!(metrics.contains(r#"auth_failures_total{reason="rate_limited"} 1"#), "{metrics}");
+    // The key's usage counts every refusal as ip_not_allowed, the one answered 429 too.
+    let usage = app.request(Method::GET, "/v1/account/usage", Some(&org.key), None).await;
+    let keys = usage.data()["keys"].as_array().expect("keys");
+    let entry = keys.iter().find(|k| k["key_id"] == json!(limited_id)).expect("counted");
+    assert_eq!(entry["refused_by_reason"], json!({"ip_not_allowed": 14}));
 }

@@ -7,15 +7,42 @@ use diesel::Connection;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
-/// Runs each named test body (an `async fn(TestApp)`) on SQLite, and on PostgreSQL when configured.
+/// Runs each named test body on SQLite, and on PostgreSQL when configured, as the tests
+/// `sqlite::NAME` and `postgres::NAME` of the calling module (so once per module). A body is
+/// - `async fn NAME(app: TestApp)`, named first: given an application on a database of its own;
+/// - `async fn NAME(db: TestDatabase)`, named after `database:`: given a fresh database, not
+///   migrated, for a test that starts what runs on it (the binary, a verifier);
+/// - `async fn NAME(backend: Backend)`, named after `backend:`: given the backend alone, for a
+///   test that needs settings or databases of its own; on PostgreSQL not configured it skips
+///   itself, when `TestDatabase::new` or `spawn_app_with` gives it `None`.
+///
+/// `on_both_backends!(a, b; database: c; backend: d)`; each part may be left out.
 macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
+    (database: $($rest:tt)*) => {
+        $crate::helpers::on_both_backends!(; database: $($rest)*);
+    };
+    (backend: $($rest:tt)*) => {
+        $crate::helpers::on_both_backends!(; backend: $($rest)*);
+    };
+    (
+        $($name:ident),* $(,)?
+        $(; database: $($with_database:ident),* $(,)?)?
+        $(; backend: $($with_backend:ident),* $(,)?)?
+    ) => {
         mod sqlite {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let app = $crate::helpers::spawn_app(account_infra::testing::Backend::Sqlite).await.expect("sqlite");
                 super::$name(app).await
             })*
+            $($(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $with_database() {
+                super::$with_database(account_infra::testing::TestDatabase::sqlite()).await
+            })*)?
+            $($(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $with_backend() {
+                super::$with_backend(account_infra::testing::Backend::Sqlite).await
+            })*)?
         }
         mod postgres {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,6 +51,16 @@ macro_rules! on_both_backends {
                     super::$name(app).await
                 }
             })*
+            $($(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $with_database() {
+                if let Some(db) = account_infra::testing::TestDatabase::postgres() {
+                    super::$with_database(db).await
+                }
+            })*)?
+            $($(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $with_backend() {
+                super::$with_backend(account_infra::testing::Backend::Postgres).await
+            })*)?
         }
     };
 }

@@ -1,6 +1,7 @@
-//! The 64-bit id migration (`2024-01-04-000000_feed_by_transaction`) on a database an older
-//! release wrote to: its rows survive it, and afterwards the change feed and the audit log's
-//! paging work with ids past 2^31.
+//! Migrations: `account-api migrate`, and the 64-bit id migration
+//! (`2024-01-04-000000_feed_by_transaction`) on a database an older release wrote to: its
+//! rows survive it, and afterwards the change feed and the audit log's paging work with ids
+//! past 2^31.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,20 +13,22 @@ use diesel::prelude::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{execute_sql_on, spawn_app_on, TestApp};
+use crate::helpers::{execute_sql_on, on_both_backends, spawn_app_on, TestApp};
+use crate::process::account_api;
+
+on_both_backends!(backend: rows_written_before_the_64_bit_migration_survive_it_and_ids_past_2_31_work);
+
+#[test]
+fn migrate_applies_the_schema_and_exits_zero() {
+    let db = TestDatabase::sqlite();
+    let output = account_api().env("DATABASE_URL", db.url()).arg("migrate").output().expect("runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let again = account_api().env("DATABASE_URL", db.url()).arg("migrate").output().expect("runs");
+    assert!(again.status.success(), "migrating twice is harmless");
+}
 
 /// The migration that widened the ids of `cache_events` and `audit_events` to 64 bits.
 const WIDENING: &str = "2024-01-04-000000";
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rows_written_before_the_64_bit_migration_survive_it_and_ids_past_2_31_work_on_sqlite() {
-    upgraded_then_past_2_31(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rows_written_before_the_64_bit_migration_survive_it_and_ids_past_2_31_work_on_postgres() {
-    upgraded_then_past_2_31(Backend::Postgres).await;
-}
 
 /// The ids of a page of the audit log, and whether older events exist.
 async fn audit_page(app: &TestApp, key: &str, query: &str) -> (Vec<String>, bool) {
@@ -55,7 +58,7 @@ fn cache_events_of(db: &TestDatabase, key_hash: &str) -> i64 {
     counted[0].n
 }
 
-async fn upgraded_then_past_2_31(backend: Backend) {
+async fn rows_written_before_the_64_bit_migration_survive_it_and_ids_past_2_31_work(backend: Backend) {
     let Some(db) = TestDatabase::new(backend) else { return };
     assert_eq!(db.migrate_before(WIDENING).expect("the older migrations apply"), 3);
     // What an older release wrote: an organization, its key, their audit events, a change.

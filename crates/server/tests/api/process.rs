@@ -1,5 +1,7 @@
-//! The `account-api` binary as an operator runs it: subcommands, start-up failures,
-//! graceful shutdown.
+//! The `account-api` binary as a process: `--help` and `--version`, start-up failures,
+//! graceful shutdown (SIGTERM, Ctrl-C) with the request in flight finished and the last uses
+//! written, no key in any log line or stored byte, and no database or TLS library linked
+//! dynamically. Its helpers start the binary for the other files too.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -7,6 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use account_infra::testing::TestDatabase;
+
+use crate::helpers::on_both_backends;
+
+on_both_backends!(database: a_use_is_written_to_the_database_at_sigterm);
 
 pub(crate) fn account_api() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_account-api"));
@@ -73,13 +79,15 @@ pub(crate) fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::proc
     }
 }
 
-#[test]
-fn migrate_applies_the_schema_and_exits_zero() {
-    let db = TestDatabase::sqlite();
-    let output = account_api().env("DATABASE_URL", db.url()).arg("migrate").output().expect("runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let again = account_api().env("DATABASE_URL", db.url()).arg("migrate").output().expect("runs");
-    assert!(again.status.success(), "migrating twice is harmless");
+/// Signs an organization up on a running server and returns the answer.
+pub(crate) async fn sign_up(client: &reqwest::Client, base: &str, email: &str) -> serde_json::Value {
+    let answer = client
+        .post(format!("{base}/v1/signup"))
+        .json(&serde_json::json!({"name": "Acme", "email": email}))
+        .send()
+        .await
+        .expect("sent");
+    answer.json().await.expect("json")
 }
 
 #[test]
@@ -153,6 +161,23 @@ fn request_in_flight_finishes_after(signal: &str) {
     assert!(response.starts_with("HTTP/1.1 201"), "{response}");
     let status = wait_with_timeout(&mut child, Duration::from_secs(15));
     assert!(status.success(), "{status:?}");
+}
+
+/// Read from the database itself once the server is gone: not through an instance that
+/// saw the use and would show it from memory.
+async fn a_use_is_written_to_the_database_at_sigterm(db: TestDatabase) {
+    // No periodic flush can happen during the test: only the final one can write the use.
+    let (mut child, port, _logs) = start_server(&db.url(), &[("LAST_USED_FLUSH_SECS", "60")]);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let signup = sign_up(&client, &base, "flush@acme.test").await;
+    let key = signup["data"]["api_key"]["key"].as_str().expect("key").to_owned();
+    let key_id = signup["data"]["api_key"]["id"].as_str().expect("id").to_owned();
+    let used = client.get(format!("{base}/v1/account")).bearer_auth(&key).send().await.expect("sent");
+    assert_eq!(used.status().as_u16(), 200);
+    send_signal(&child, "TERM");
+    assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
+    assert!(crate::helpers::stored_last_used_at(&db, &key_id).is_some(), "the use was lost at shutdown");
 }
 
 /// Runs the real binary at the most verbose log level through every endpoint, valid and
@@ -282,74 +307,6 @@ async fn no_log_line_and_no_stored_byte_holds_a_full_key() {
 }
 
 #[test]
-fn plans_list_prints_the_catalogue() {
-    let db = TestDatabase::sqlite();
-    let output = account_api().env("DATABASE_URL", db.url()).args(["plans", "list"]).output().expect("runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines, ["free\tFree\t0\t10000", "starter\tStarter\t4900\t1000000", "pro\tPro\t19900\t10000000"]);
-}
-
-#[test]
-fn orgs_deactivate_refuses_an_unknown_organization() {
-    let db = TestDatabase::sqlite();
-    let output =
-        account_api().env("DATABASE_URL", db.url()).args(["orgs", "deactivate", "org_missing"]).output().expect("runs");
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("org_missing"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deactivated_organization_is_refused_by_a_running_server_within_a_second_on_sqlite() {
-    deactivation_reaches_a_running_server(TestDatabase::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deactivated_organization_is_refused_by_a_running_server_within_a_second_on_postgres() {
-    if let Some(db) = TestDatabase::postgres() {
-        deactivation_reaches_a_running_server(db).await;
-    }
-}
-
-/// The operator's command is another process writing the same database as the server.
-async fn deactivation_reaches_a_running_server(db: TestDatabase) {
-    let (mut child, port, _logs) = start_server(&db.url(), &[]);
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let signup = sign_up(&client, &base, "operator@acme.test").await;
-    let key = signup["data"]["api_key"]["key"].as_str().expect("key").to_owned();
-    let org_id = signup["data"]["account"]["org_id"].as_str().expect("org").to_owned();
-    // Any route but GET /v1/account, which a deactivated organization's key still reads.
-    let status = |key: String| {
-        let client = client.clone();
-        let url = format!("{base}/v1/account/api-keys");
-        async move { client.get(url).bearer_auth(key).send().await.expect("sent").status().as_u16() }
-    };
-    assert_eq!(status(key.clone()).await, 200, "the key is cached now");
-
-    let run = |args: [&str; 3]| {
-        let output = account_api().env("DATABASE_URL", db.url()).args(args).output().expect("runs");
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
-    assert!(run(["orgs", "deactivate", &org_id]).contains("inactive"));
-    let changed = Instant::now();
-    while status(key.clone()).await != 403 {
-        assert!(changed.elapsed() < Duration::from_secs(1), "the server still serves the deactivated organization");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    run(["orgs", "activate", &org_id]);
-    let changed = Instant::now();
-    while status(key.clone()).await != 200 {
-        assert!(changed.elapsed() < Duration::from_secs(1), "the server does not see the organization active again");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    send_signal(&child, "TERM");
-    assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
-}
-
-#[test]
 fn the_binary_links_no_database_or_tls_library_dynamically() {
     let output = Command::new("ldd").arg(env!("CARGO_BIN_EXE_account-api")).output().expect("ldd runs");
     let libraries = String::from_utf8_lossy(&output.stdout);
@@ -357,194 +314,4 @@ fn the_binary_links_no_database_or_tls_library_dynamically() {
     for bundled in ["libpq", "libsqlite3", "libssl", "libcrypto"] {
         assert!(!libraries.contains(bundled), "{bundled} is linked dynamically: {libraries}");
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_use_is_written_to_the_database_at_sigterm_on_sqlite() {
-    use_is_written_at_sigterm(TestDatabase::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_use_is_written_to_the_database_at_sigterm_on_postgres() {
-    if let Some(db) = TestDatabase::postgres() {
-        use_is_written_at_sigterm(db).await;
-    }
-}
-
-/// Read from the database itself once the server is gone: not through an instance that
-/// saw the use and would show it from memory.
-async fn use_is_written_at_sigterm(db: TestDatabase) {
-    // No periodic flush can happen during the test: only the final one can write the use.
-    let (mut child, port, _logs) = start_server(&db.url(), &[("LAST_USED_FLUSH_SECS", "60")]);
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let signup = sign_up(&client, &base, "flush@acme.test").await;
-    let key = signup["data"]["api_key"]["key"].as_str().expect("key").to_owned();
-    let key_id = signup["data"]["api_key"]["id"].as_str().expect("id").to_owned();
-    let used = client.get(format!("{base}/v1/account")).bearer_auth(&key).send().await.expect("sent");
-    assert_eq!(used.status().as_u16(), 200);
-    send_signal(&child, "TERM");
-    assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
-    assert!(crate::helpers::stored_last_used_at(&db, &key_id).is_some(), "the use was lost at shutdown");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_gives_a_locked_out_organization_a_key_that_a_running_server_accepts_at_once_on_sqlite() {
-    recovery_by_an_operator(TestDatabase::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_gives_a_locked_out_organization_a_key_that_a_running_server_accepts_at_once_on_postgres() {
-    if let Some(db) = TestDatabase::postgres() {
-        recovery_by_an_operator(db).await;
-    }
-}
-
-/// An organization revokes its only key, an operator issues it one from the command line
-/// (another process on the same database), then the limit and a deactivated organization.
-async fn recovery_by_an_operator(db: TestDatabase) {
-    let (mut child, port, _logs) = start_server(&db.url(), &[]);
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let signup = sign_up(&client, &base, "recovery@acme.test").await;
-    let key = signup["data"]["api_key"]["key"].as_str().expect("key").to_owned();
-    let key_id = signup["data"]["api_key"]["id"].as_str().expect("id").to_owned();
-    let org_id = signup["data"]["account"]["org_id"].as_str().expect("org").to_owned();
-    let get = |path: &str, key: &str| {
-        let request = client.get(format!("{base}{path}")).bearer_auth(key);
-        async move {
-            let response = request.send().await.expect("sent");
-            let status = response.status().as_u16();
-            (status, response.json::<serde_json::Value>().await.expect("json"))
-        }
-    };
-    let revoked =
-        client.delete(format!("{base}/v1/account/api-keys/{key_id}")).bearer_auth(&key).send().await.expect("sent");
-    assert_eq!(revoked.status().as_u16(), 200);
-    assert_eq!(get("/v1/account", &key).await.0, 401, "locked out: its only key is revoked");
-
-    let issue = |args: &[&str], extra: &[(&str, &str)]| {
-        account_api()
-            .env("DATABASE_URL", db.url())
-            .envs(extra.iter().copied())
-            .args(["keys", "issue", &org_id])
-            .args(args)
-            .output()
-            .expect("runs")
-    };
-    let output = issue(&["--name", "Recovery", "--scopes", "read"], &[]);
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "{stderr}");
-    let stdout = String::from_utf8(output.stdout).expect("utf-8");
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 1, "the key alone on stdout: {stdout:?}");
-    assert!(stdout.ends_with('\n'));
-    let issued = lines[0].to_owned();
-    assert!(issued.starts_with("mem_live_"), "{issued}");
-    assert!(!stderr.contains(&issued[issued.len() - 32..]), "the key is printed on stdout only: {stderr}");
-
-    let (status, account) = get("/v1/account", &issued).await;
-    assert_eq!(status, 200, "the server never saw the key, and takes it at once: {account}");
-    assert_eq!(account["data"]["org_id"], org_id.as_str());
-    let (_, listed) = get("/v1/account/api-keys", &issued).await;
-    let keys = listed["data"].as_array().expect("keys");
-    assert_eq!(keys.len(), 2, "{listed}");
-    let recovery = keys.iter().find(|k| k["name"] == "Recovery").unwrap_or_else(|| panic!("not listed: {listed}"));
-    let recovery_id = recovery["id"].as_str().expect("id").to_owned();
-    assert_eq!(recovery["scopes"], serde_json::json!(["read"]));
-    assert_eq!(recovery["environment"], "live");
-    assert_eq!(recovery["expires_at"], serde_json::Value::Null);
-    assert_eq!(recovery["is_active"], true);
-    let (_, trail) = get("/v1/account/audit-log", &issued).await;
-    let events = trail["data"]["events"].as_array().expect("events");
-    let created: Vec<_> =
-        events.iter().filter(|e| e["action"] == "key.created" && e["target_id"] == recovery_id.as_str()).collect();
-    assert_eq!(created.len(), 1, "{trail}");
-    assert_eq!(created[0]["actor_key_id"], serde_json::Value::Null);
-    assert_eq!(created[0]["client_ip"], serde_json::Value::Null);
-    assert_eq!(created[0]["user_agent"], "account-api command line");
-
-    // At the limit: refused, naming it, and nothing stored.
-    let refused = issue(&[], &[("MAX_ACTIVE_KEYS_PER_ORG", "1")]);
-    assert!(!refused.status.success());
-    assert!(refused.stdout.is_empty(), "no key printed: {}", String::from_utf8_lossy(&refused.stdout));
-    let message = String::from_utf8_lossy(&refused.stderr);
-    assert!(message.contains("MAX_ACTIVE_KEYS_PER_ORG") && message.contains('1'), "{message}");
-    let (_, listed) = get("/v1/account/api-keys", &issued).await;
-    assert_eq!(listed["data"].as_array().expect("keys").len(), 2, "a key was stored at the limit: {listed}");
-    let (_, trail) = get("/v1/account/audit-log", &issued).await;
-    assert_eq!(trail["data"]["events"].as_array().expect("events").len(), events.len(), "an event was recorded");
-
-    // A deactivated organization gets its key, with a warning; it works once activated.
-    let deactivated =
-        account_api().env("DATABASE_URL", db.url()).args(["orgs", "deactivate", &org_id]).output().expect("runs");
-    assert!(deactivated.status.success(), "{}", String::from_utf8_lossy(&deactivated.stderr));
-    let output = issue(&["--environment", "test", "--expires-in-days", "7"], &[]);
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("inactive") && stderr.contains(&format!("account-api orgs activate {org_id}")), "{stderr}");
-    let late = String::from_utf8(output.stdout).expect("utf-8").trim_end().to_owned();
-    assert!(late.starts_with("mem_test_"), "{late}");
-    // Any route but GET /v1/account, which a deactivated organization's key still reads.
-    let refused_until = Instant::now();
-    while get("/v1/account/api-keys", &late).await.0 != 403 {
-        assert!(refused_until.elapsed() < Duration::from_secs(1), "the inactive organization's key is served");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let activated =
-        account_api().env("DATABASE_URL", db.url()).args(["orgs", "activate", &org_id]).output().expect("runs");
-    assert!(activated.status.success(), "{}", String::from_utf8_lossy(&activated.stderr));
-    let changed = Instant::now();
-    while get("/v1/account/api-keys", &late).await.0 != 200 {
-        assert!(changed.elapsed() < Duration::from_secs(1), "the key does not work once the organization is active");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    send_signal(&child, "TERM");
-    assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
-}
-
-#[test]
-fn keys_issue_refuses_an_unknown_organization() {
-    let db = TestDatabase::sqlite();
-    let output =
-        account_api().env("DATABASE_URL", db.url()).args(["keys", "issue", "org_missing"]).output().expect("runs");
-    assert!(!output.status.success());
-    assert!(output.stdout.is_empty());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("Error: no organization has the id org_missing"), "{stderr}");
-}
-
-#[test]
-fn keys_issue_refuses_a_bad_value_naming_the_option() {
-    let db = TestDatabase::sqlite();
-    for (option, value) in [
-        ("--name", " "),
-        ("--scopes", "read,admin"),
-        ("--scopes", ""),
-        ("--environment", "prod"),
-        ("--expires-in-days", "0"),
-        ("--expires-in-days", "-3"),
-        ("--expires-in-days", "soon"),
-    ] {
-        let output = account_api()
-            .env("DATABASE_URL", db.url())
-            .args(["keys", "issue", "org_any", option, value])
-            .output()
-            .expect("runs");
-        assert!(!output.status.success(), "{option} {value:?} was accepted");
-        assert!(output.stdout.is_empty());
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(option), "{option} {value:?}: {stderr}");
-    }
-}
-
-/// Signs an organization up on a running server and returns the answer.
-pub(crate) async fn sign_up(client: &reqwest::Client, base: &str, email: &str) -> serde_json::Value {
-    let answer = client
-        .post(format!("{base}/v1/signup"))
-        .json(&serde_json::json!({"name": "Acme", "email": email}))
-        .send()
-        .await
-        .expect("sent");
-    answer.json().await.expect("json")
 }

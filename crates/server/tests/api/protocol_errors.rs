@@ -1,9 +1,16 @@
-//! The framework's own errors, in the envelope too.
+//! What the HTTP layer answers before any route decides, on every route, in the envelope
+//! too: unknown routes, wrong methods, bodies too large, not JSON or never finished,
+//! oversized headers; and no error answer repeats a key that was sent.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use account_infra::testing::Backend;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{on_both_backends, TestApp};
+use crate::helpers::{on_both_backends, spawn_app_with, TestApp};
 
 on_both_backends!(
     unknown_routes_get_404_in_the_envelope,
@@ -62,6 +69,38 @@ async fn bodies_that_are_not_json_get_415(app: TestApp) {
         )
         .await;
     assert_eq!(reply.status.as_u16(), 201, "{}", reply.body);
+}
+
+#[tokio::test]
+async fn a_body_that_never_finishes_arriving_is_cut_off_with_408() {
+    let app = spawn_app_with(Backend::Sqlite, &[]).await.expect("sqlite");
+    let port: u16 = app.address.rsplit(':').next().expect("port").parse().expect("port");
+    let response = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connects");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        stream
+            .write_all(b"POST /v1/signup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"name\"")
+            .expect("sent");
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response
+    })
+    .await
+    .expect("joined");
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains(r#""code":"request_timeout""#), "{response}");
+}
+
+#[tokio::test]
+async fn oversized_request_headers_are_refused() {
+    let app = spawn_app_with(Backend::Sqlite, &[]).await.expect("sqlite");
+    let response = app.client.get(app.url("/healthz")).header("x-padding", "a".repeat(128 * 1024)).send().await;
+    match response {
+        Ok(r) => assert!(r.status().is_client_error(), "{}", r.status()),
+        // The server may also close the connection on a head this large.
+        Err(e) => assert!(e.is_request() || e.is_connect() || e.is_body(), "{e}"),
+    }
+    assert_eq!(app.request(Method::GET, "/healthz", None, None).await.status, StatusCode::OK);
 }
 
 async fn error_answers_never_repeat_a_key_that_was_sent(app: TestApp) {

@@ -1,9 +1,11 @@
-//! `POST /v1/signup`.
+//! `POST /v1/signup`: the account and its first key, plans, taken emails, invalid bodies,
+//! and the per-address signup limit.
 
+use account_infra::testing::Backend;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{is_rfc3339_utc, on_both_backends, TestApp};
+use crate::helpers::{is_rfc3339_utc, on_both_backends, spawn_app_with, TestApp};
 
 on_both_backends!(
     signup_returns_the_account_and_a_first_key_that_works,
@@ -148,4 +150,28 @@ async fn markup_and_sql_in_names_are_stored_and_returned_verbatim(app: TestApp) 
     let me = app.get_account(&key).await;
     assert_eq!(me.data()["name"], name);
     assert_eq!(me.data()["email"], "o'brien+tag@acme.test");
+}
+
+/// A signup from this test's address, or forwarded for `forwarded_for` (each one a new email).
+pub(crate) async fn signup_from(app: &TestApp, n: usize, forwarded_for: Option<&str>) -> crate::helpers::Reply {
+    let mut request = app
+        .client
+        .post(app.url("/v1/signup"))
+        .json(&json!({"name": "Acme", "email": format!("limit{n}-{}@acme.test", forwarded_for.unwrap_or("none"))}));
+    if let Some(ip) = forwarded_for {
+        request = request.header("x-forwarded-for", ip);
+    }
+    crate::helpers::Reply::read(request.send().await.expect("sent")).await
+}
+
+#[tokio::test]
+async fn the_eleventh_signup_from_one_address_in_an_hour_gets_429() {
+    let app = spawn_app_with(Backend::Sqlite, &[("RATE_LIMIT_SIGNUPS_PER_HOUR", "10")]).await.expect("sqlite");
+    for n in 0..10 {
+        assert_eq!(signup_from(&app, n, None).await.status, StatusCode::CREATED);
+    }
+    let refused = signup_from(&app, 10, None).await;
+    refused.assert_error(429, "rate_limited");
+    let retry_after: u64 = refused.headers["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!((1..=3600).contains(&retry_after), "{retry_after}");
 }

@@ -1,6 +1,7 @@
-//! Usage: every verification of a known key counted once, by day and outcome, exactly,
-//! across instances and restarts; the usage report, the plans' included requests and the
-//! billing export.
+//! `GET /v1/account/usage` and the counting behind it: every verification of a known key
+//! counted once, by day and outcome, exactly, across instances and restarts (the billing
+//! export agrees), a 429 counted as its reason, and an erased organization's uncounted uses
+//! holding back no other's.
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,14 @@ use serde_json::{json, Value};
 
 use crate::helpers::{on_both_backends, spawn_app_on, spawn_app_with, stored_last_used_at, Reply, TestApp};
 use crate::process::{account_api, send_signal, sign_up, start_server, wait_with_timeout};
+
+on_both_backends!(
+    valid_and_refused_uses_are_counted_exactly_and_read_back_from_the_database,
+    two_instances_counting_one_key_add_up,
+    days_outside_one_to_ninety_or_not_whole_are_refused,
+    an_organization_erased_while_its_uses_wait_to_be_written_holds_back_no_other_organizations_usage;
+    database: counts_survive_a_sigterm_restart_and_the_export_matches_them,
+);
 
 async fn usage(app: &TestApp, key: &str, query: &str) -> Reply {
     app.request(Method::GET, &format!("/v1/account/usage{query}"), Some(key), None).await
@@ -126,33 +135,6 @@ async fn days_outside_one_to_ninety_or_not_whole_are_refused(app: TestApp) {
     usage(&app, &writer, "").await.assert_error(403, "insufficient_scope");
 }
 
-async fn plans_state_the_requests_they_include(app: TestApp) {
-    let plans = app.request(Method::GET, "/v1/plans", None, None).await;
-    let included: Vec<(String, i64)> = plans
-        .data()
-        .as_array()
-        .expect("plans")
-        .iter()
-        .map(|p| {
-            (p["id"].as_str().expect("text").to_owned(), p["included_requests_per_month"].as_i64().expect("a count"))
-        })
-        .collect();
-    for (id, n) in [("free", 10_000), ("starter", 1_000_000), ("pro", 10_000_000)] {
-        assert!(included.contains(&(id.to_owned(), n)), "{included:?}");
-    }
-    let org = app.signup_org("plan@acme.test").await;
-    let account = app.get_account(&org.key).await;
-    assert_eq!(account.data()["plan"]["included_requests_per_month"], 10_000);
-}
-
-on_both_backends!(
-    valid_and_refused_uses_are_counted_exactly_and_read_back_from_the_database,
-    two_instances_counting_one_key_add_up,
-    days_outside_one_to_ninety_or_not_whole_are_refused,
-    plans_state_the_requests_they_include,
-    an_organization_erased_while_its_uses_wait_to_be_written_holds_back_no_other_organizations_usage,
-);
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_answered_429_still_counts_as_why_the_key_was_refused() {
     let app = spawn_app_with(account_infra::testing::Backend::Sqlite, &[("RATE_LIMIT_AUTH_FAILURES_PER_MINUTE", "2")])
@@ -171,20 +153,8 @@ async fn a_refusal_answered_429_still_counts_as_why_the_key_was_refused() {
     assert_eq!(key_entry(report.data(), &gone_id).expect("counted")["refused_by_reason"], json!({"revoked": 5}));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn counts_survive_a_sigterm_restart_and_the_export_matches_them_on_sqlite() {
-    counts_survive_a_restart_and_are_exported(TestDatabase::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn counts_survive_a_sigterm_restart_and_the_export_matches_them_on_postgres() {
-    if let Some(db) = TestDatabase::postgres() {
-        counts_survive_a_restart_and_are_exported(db).await;
-    }
-}
-
 /// Only the final flush at SIGTERM can write the counts (the periodic one is a minute away).
-async fn counts_survive_a_restart_and_are_exported(db: TestDatabase) {
+async fn counts_survive_a_sigterm_restart_and_the_export_matches_them(db: TestDatabase) {
     let (mut child, port, _logs) = start_server(&db.url(), &[("LAST_USED_FLUSH_SECS", "60")]);
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
@@ -262,63 +232,6 @@ fn this_month() -> String {
     format!("{:04}-{:02}", now.year(), u8::from(now.month()))
 }
 
-#[test]
-fn the_export_refuses_a_malformed_month_and_lists_every_organization_with_zeros() {
-    let db = TestDatabase::sqlite();
-    let bad = account_api()
-        .env("DATABASE_URL", db.url())
-        .args(["usage", "export", "--month", "2026-13"])
-        .output()
-        .expect("runs");
-    assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("YYYY-MM"), "{}", String::from_utf8_lossy(&bad.stderr));
-    let empty = account_api()
-        .env("DATABASE_URL", db.url())
-        .args(["usage", "export", "--month", "2020-01"])
-        .output()
-        .expect("runs");
-    assert!(empty.status.success());
-    assert_eq!(String::from_utf8_lossy(&empty.stdout), "org_id,plan_id,valid,refused,valid_test\n");
-    assert!(!String::from_utf8_lossy(&empty.stderr).contains("not final"), "a month long past is final");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_changes_what_a_plan_includes_and_a_running_server_shows_it_within_a_second() {
-    let db = TestDatabase::sqlite();
-    let (mut child, port, _logs) = start_server(&db.url(), &[]);
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let signup = sign_up(&client, &base, "terms@acme.test").await;
-    let key = signup["data"]["api_key"]["key"].as_str().expect("key").to_owned();
-    let included = || {
-        let request = client.get(format!("{base}/v1/account")).bearer_auth(&key);
-        async move {
-            let body: Value = request.send().await.expect("sent").json().await.expect("json");
-            body["data"]["plan"]["included_requests_per_month"].as_i64().expect("included")
-        }
-    };
-    assert_eq!(included().await, 10_000, "the account is cached now");
-    let run = account_api()
-        .env("DATABASE_URL", db.url())
-        .args(["plans", "set-included", "free", "12345"])
-        .output()
-        .expect("runs");
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let changed = Instant::now();
-    while included().await != 12_345 {
-        assert!(changed.elapsed() < Duration::from_secs(1), "the server still shows the old terms");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let unknown = account_api()
-        .env("DATABASE_URL", db.url())
-        .args(["plans", "set-included", "gold", "1"])
-        .output()
-        .expect("runs");
-    assert!(!unknown.status.success());
-    send_signal(&child, "TERM");
-    assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
-}
-
 /// The uses of a key stored in the database (all days and outcomes), read with the test's
 /// own SQL session: not through an instance, which would add what it holds in memory.
 fn stored_uses(app: &TestApp, key_id: &str) -> i64 {
@@ -334,7 +247,7 @@ fn stored_uses(app: &TestApp, key_id: &str) -> i64 {
 
 async fn metric(app: &TestApp, name: &str) -> u64 {
     let text = app.client.get(app.url("/metrics")).send().await.expect("sent").text().await.expect("text");
-    crate::observability::sample(&text, name, &[]).expect(name).parse().expect("a number")
+    crate::health::sample(&text, name, &[]).expect(name).parse().expect("a number")
 }
 
 async fn an_organization_erased_while_its_uses_wait_to_be_written_holds_back_no_other_organizations_usage(

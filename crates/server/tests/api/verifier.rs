@@ -17,7 +17,8 @@ on_both_backends!(
     a_key_created_over_http_is_valid_through_the_verifier_with_its_scopes,
     a_key_revoked_over_http_is_refused_by_the_verifier_within_a_second,
     a_use_through_the_verifier_is_written_to_the_database_at_shutdown,
-    a_verifier_started_after_a_key_was_used_answers_it_from_memory,
+    a_verifier_started_after_a_key_was_used_answers_it_from_memory;
+    database: the_verifier_refuses_an_unmigrated_database_and_leaves_it_unmigrated,
 );
 
 /// A key created through the API: its secret and its id.
@@ -113,19 +114,7 @@ async fn a_use_through_the_verifier_is_written_to_the_database_at_shutdown(app: 
     assert!(crate::helpers::stored_last_used_at(&app.db, &key_id).is_some(), "the use was lost at shutdown");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_verifier_refuses_an_unmigrated_sqlite_database_and_leaves_it_unmigrated() {
-    refuses_an_unmigrated_database(TestDatabase::sqlite()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_verifier_refuses_an_unmigrated_postgres_database_and_leaves_it_unmigrated() {
-    if let Some(db) = TestDatabase::postgres() {
-        refuses_an_unmigrated_database(db).await;
-    }
-}
-
-async fn refuses_an_unmigrated_database(db: TestDatabase) {
+async fn the_verifier_refuses_an_unmigrated_database_and_leaves_it_unmigrated(db: TestDatabase) {
     let error = Verifier::connect(&db.url()).await.expect_err("an unmigrated database is refused");
     let message = format!("{error:#}");
     assert!(message.contains("lacks migrations"), "{message}");
