@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::model::{
     AllowedIps, ApiKey, AuditEvent, AuditRecord, KeyHash, KeyId, KeyName, KeyUsageRow, NewApiKey, NewOrganization,
-    OrgId, Organization, OrganizationMonth, Plan, PlanId, RequestMeta, SecretBody, UsageCount,
+    OrgId, Organization, OrganizationMonth, OverLimit, Plan, PlanChange, PlanId, RequestMeta, SecretBody, UsageCount,
 };
 use crate::service::KeyAccessError;
 
@@ -181,6 +181,15 @@ pub trait AccountRepository: Send + Sync + 'static {
     /// has this id, and MUST publish [`Change::Everything`] in the same transaction, so that
     /// every instance forgets the credentials that carry the old terms.
     async fn set_plan_included(&self, id: &PlanId, included_requests_per_month: i64) -> StoreResult<Option<Plan>>;
+
+    /// Sets what the plan does past what it includes, as [`Self::set_plan_included`] does
+    /// (`Ok(None)` for no such plan, [`Change::Everything`] published).
+    async fn set_plan_over_limit(&self, id: &PlanId, over_limit: OverLimit) -> StoreResult<Option<Plan>>;
+
+    /// The organization's plan changes (its signup's plan first), oldest first: one per UTC
+    /// day at most, the last plan of a day. MUST return them all, however old (a period
+    /// may start in an earlier month); empty for an unknown organization.
+    async fn plan_changes(&self, org: &OrgId) -> StoreResult<Vec<PlanChange>>;
 
     /// The organization's audit trail, newest first: at most `limit` events with an id
     /// below `before` (all when `None`).

@@ -20,9 +20,11 @@ fn speed_devices(c: &mut Criterion) {
             name: "Starter".into(),
             base_price_cents: 4900,
             included_requests_per_month: 1_000_000,
+            over_limit: account_domain::OverLimit::Block,
         },
         is_active: true,
         created_at: datetime!(2026-11-27 00:35:01 UTC),
+        closed_at: None,
     };
     c.bench_function("GET /v1/account body, memoized (what the route does)", |b| {
         b.iter(|| speed_devices::account_body_memoized(black_box(&org)))

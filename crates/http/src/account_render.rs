@@ -66,9 +66,11 @@ mod tests {
                 name: "Free".into(),
                 base_price_cents: 0,
                 included_requests_per_month: 10_000,
+                over_limit: account_domain::OverLimit::Block,
             },
             is_active: true,
             created_at: datetime!(2024-01-01 0:00 UTC),
+            closed_at: None,
         }
     }
 
@@ -97,6 +99,7 @@ mod tests {
             name: "Pro".into(),
             base_price_cents: 4900,
             included_requests_per_month: 1_000_000,
+            over_limit: account_domain::OverLimit::Block,
         };
         after.name = OrgName::new("Acme Two").expect("valid");
         assert_eq!(parsed(&account_body(&after)), fresh(&after));

@@ -1,8 +1,8 @@
 //! Organizations and plans in SQL.
 
 use account_domain::{
-    AccountRepository, AuditEvent, AuditRecord, CreateOrganizationError, NewApiKey, NewOrganization, OrgId,
-    Organization, Plan, PlanId,
+    day_text, parse_day, AccountRepository, AuditEvent, AuditRecord, CreateOrganizationError, NewApiKey,
+    NewOrganization, OrgId, Organization, OverLimit, Plan, PlanChange, PlanId,
 };
 use async_trait::async_trait;
 use diesel::prelude::*;
@@ -13,7 +13,7 @@ use crate::connection::DbConnection;
 use crate::database::Database;
 use crate::repo_error::{is_foreign_key_violation, is_unique_violation, RepoError};
 use crate::rows::{ApiKeyRow, OrganizationRow, PlanRow};
-use crate::schema::{api_keys, organizations, plans};
+use crate::schema::{api_keys, organizations, plan_periods, plans};
 use crate::unique_row::unique_row;
 
 #[derive(Debug, Clone)]
@@ -49,6 +49,7 @@ impl AccountRepository for SqlAccountRepository {
         let org_row = OrganizationRow::from(org);
         let key_row = ApiKeyRow::from(first_key);
         let id = org_row.id.clone();
+        let first_period = (id.clone(), day_text(org.created_at.date()), org_row.plan_id.clone());
         let outcome = self
             .db
             .write(move |conn| {
@@ -62,6 +63,14 @@ impl AccountRepository for SqlAccountRepository {
                     }
                 })?;
                 diesel::insert_into(api_keys::table).values(&key_row).execute(conn)?;
+                let (org_id, start_day, plan_id) = &first_period;
+                diesel::insert_into(plan_periods::table)
+                    .values((
+                        plan_periods::org_id.eq(org_id),
+                        plan_periods::start_day.eq(start_day),
+                        plan_periods::plan_id.eq(plan_id),
+                    ))
+                    .execute(conn)?;
                 audit_trail::record(conn, &audit)?;
                 load_organization(conn, &id)?
                     .ok_or_else(|| RepoError::Other(anyhow::anyhow!("inserted organization not found")))
@@ -125,6 +134,37 @@ impl AccountRepository for SqlAccountRepository {
             .map_err(|e| e.into_store_error("could not change the plan"))
     }
 
+    async fn set_plan_over_limit(
+        &self,
+        id: &PlanId,
+        over_limit: OverLimit,
+    ) -> account_domain::StoreResult<Option<Plan>> {
+        let id = id.to_string();
+        self.db
+            .write(move |conn| {
+                let changed = diesel::update(plans::table.find(&id))
+                    .set(plans::over_limit.eq(over_limit.as_str()))
+                    .execute(conn)?;
+                if changed == 0 {
+                    return Ok(None);
+                }
+                // Every cached credential carries its plan: all of them are forgotten.
+                publish_change(conn, None, None)?;
+                let row = plans::table.find(&id).select(PlanRow::as_select()).first(conn)?;
+                Ok(Some(Plan::try_from(row)?))
+            })
+            .await
+            .map_err(|e| e.into_store_error("could not change the plan"))
+    }
+
+    async fn plan_changes(&self, org: &OrgId) -> account_domain::StoreResult<Vec<PlanChange>> {
+        let org = org.to_string();
+        self.db
+            .read(move |conn| plan_changes_of(conn, &org))
+            .await
+            .map_err(|e| e.into_store_error("could not read the plan periods"))
+    }
+
     async fn set_organization_active(
         &self,
         id: &OrgId,
@@ -165,4 +205,22 @@ impl AccountRepository for SqlAccountRepository {
             .await
             .map_err(|e| e.into_store_error("could not read the audit trail"))
     }
+}
+
+/// The organization's plan changes, oldest first.
+pub(crate) fn plan_changes_of(conn: &mut DbConnection, org: &str) -> Result<Vec<PlanChange>, RepoError> {
+    let rows: Vec<(String, PlanRow)> = plan_periods::table
+        .inner_join(plans::table)
+        .filter(plan_periods::org_id.eq(org))
+        .order(plan_periods::start_day.asc())
+        .select((plan_periods::start_day, PlanRow::as_select()))
+        .load(conn)?;
+    let changes = rows
+        .into_iter()
+        .map(|(day, plan)| {
+            let start = parse_day(&day).ok_or_else(|| anyhow::anyhow!("stored plan period day {day:?}"))?;
+            Ok(PlanChange { start, plan: Plan::try_from(plan)? })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(changes)
 }

@@ -1,7 +1,7 @@
 //! The audit trail in SQL: records written inside the caller's transaction, and read back
 //! newest first.
 
-use account_domain::{AuditAction, AuditEvent, AuditRecord, KeyId, OrgId, RequestMeta};
+use account_domain::{AuditAction, AuditDetails, AuditEvent, AuditRecord, DetailValue, KeyId, OrgId, RequestMeta};
 use anyhow::Context as _;
 use diesel::prelude::*;
 
@@ -20,6 +20,7 @@ struct NewAuditRow<'a> {
     client_ip: Option<&'a str>,
     user_agent: Option<&'a str>,
     created_at: i64,
+    details: Option<String>,
 }
 
 #[derive(Debug, Queryable, Selectable)]
@@ -33,6 +34,7 @@ pub(crate) struct AuditRow {
     client_ip: Option<String>,
     user_agent: Option<String>,
     created_at: i64,
+    details: Option<String>,
 }
 
 /// Writes `record` in the caller's transaction.
@@ -46,6 +48,7 @@ pub(crate) fn record(conn: &mut DbConnection, record: &AuditRecord) -> Result<()
             client_ip: record.meta.client_ip().map(|ip| ip.to_string()).as_deref(),
             user_agent: record.meta.user_agent(),
             created_at: to_micros(record.at),
+            details: details_json(&record.details),
         })
         .execute(conn)?;
     Ok(())
@@ -81,7 +84,46 @@ impl AuditRow {
                     self.user_agent.as_deref(),
                 ),
                 at: from_micros(self.created_at)?,
+                details: self.details.as_deref().map(details_of).transpose()?.unwrap_or_default(),
             },
         })
     }
+}
+
+/// Details as stored: a JSON object of strings and lists of strings; `None` when empty.
+fn details_json(details: &AuditDetails) -> Option<String> {
+    if details.is_empty() {
+        return None;
+    }
+    let object: serde_json::Map<String, serde_json::Value> = details
+        .entries()
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                DetailValue::Text(text) => serde_json::Value::from(text.as_str()),
+                DetailValue::List(items) => serde_json::Value::from(items.clone()),
+            };
+            (name.clone(), value)
+        })
+        .collect();
+    Some(serde_json::Value::Object(object).to_string())
+}
+
+fn details_of(stored: &str) -> anyhow::Result<AuditDetails> {
+    let object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(stored).context("stored audit details")?;
+    object.into_iter().try_fold(AuditDetails::none(), |details, (name, value)| {
+        let value = match value {
+            serde_json::Value::String(text) => DetailValue::Text(text),
+            serde_json::Value::Array(items) => DetailValue::List(
+                items
+                    .into_iter()
+                    .map(|i| i.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>()
+                    .context("a list of text")?,
+            ),
+            other => anyhow::bail!("stored audit detail {name} is {other}"),
+        };
+        Ok(details.with(&name, value))
+    })
 }

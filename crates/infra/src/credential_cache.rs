@@ -161,9 +161,11 @@ mod tests {
                 name: "Free".into(),
                 base_price_cents: 0,
                 included_requests_per_month: 10_000,
+                over_limit: account_domain::OverLimit::Block,
             },
             is_active: true,
             created_at: datetime!(2024-01-01 0:00 UTC),
+            closed_at: None,
         }
     }
 

@@ -231,6 +231,7 @@ impl KeyRepository for SqlKeyRepository {
                             actor_key_id: None,
                             meta: meta.clone(),
                             at,
+                            details: account_domain::AuditDetails::none(),
                         },
                     )?;
                     revoked += 1;

@@ -3,7 +3,7 @@
 
 use account_domain::{
     AllowedIps, ApiKey, EmailAddress, Environment, KeyCredential, KeyHash, KeyId, KeyName, KeyPrefix, NewApiKey,
-    NewOrganization, OrgId, OrgName, Organization, Plan, PlanId, Scopes,
+    NewOrganization, OrgId, OrgName, Organization, OverLimit, Plan, PlanId, Scopes,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +30,7 @@ pub(crate) struct PlanRow {
     pub name: String,
     pub base_price_cents: i64,
     pub included_requests_per_month: i64,
+    pub over_limit: String,
 }
 
 impl TryFrom<PlanRow> for Plan {
@@ -41,6 +42,7 @@ impl TryFrom<PlanRow> for Plan {
             name: row.name,
             base_price_cents: row.base_price_cents,
             included_requests_per_month: row.included_requests_per_month,
+            over_limit: OverLimit::parse(&row.over_limit).context("stored over_limit")?,
         })
     }
 }
@@ -55,6 +57,7 @@ pub(crate) struct OrganizationRow {
     pub plan_id: String,
     pub is_active: bool,
     pub created_at: i64,
+    pub closed_at: Option<i64>,
 }
 
 impl From<&NewOrganization> for OrganizationRow {
@@ -67,6 +70,7 @@ impl From<&NewOrganization> for OrganizationRow {
             plan_id: org.plan_id.to_string(),
             is_active: true,
             created_at: to_micros(org.created_at),
+            closed_at: None,
         }
     }
 }
@@ -80,6 +84,7 @@ impl OrganizationRow {
             plan: plan.try_into()?,
             is_active: self.is_active,
             created_at: from_micros(self.created_at)?,
+            closed_at: self.closed_at.map(from_micros).transpose()?,
         })
     }
 }

@@ -27,6 +27,7 @@ diesel::table! {
         client_ip -> Nullable<Text>,
         user_agent -> Nullable<Text>,
         created_at -> BigInt,
+        details -> Nullable<Text>,
     }
 }
 
@@ -57,6 +58,15 @@ diesel::table! {
         plan_id -> Text,
         is_active -> Bool,
         created_at -> BigInt,
+        closed_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    plan_periods (org_id, start_day) {
+        org_id -> Text,
+        start_day -> Text,
+        plan_id -> Text,
     }
 }
 
@@ -66,6 +76,7 @@ diesel::table! {
         name -> Text,
         base_price_cents -> BigInt,
         included_requests_per_month -> BigInt,
+        over_limit -> Text,
     }
 }
 
@@ -80,6 +91,8 @@ diesel::table! {
 diesel::joinable!(api_keys -> organizations (org_id));
 diesel::joinable!(key_usage -> api_keys (key_id));
 diesel::joinable!(organizations -> plans (plan_id));
+diesel::joinable!(plan_periods -> organizations (org_id));
+diesel::joinable!(plan_periods -> plans (plan_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     api_keys,
@@ -87,6 +100,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     cache_events,
     key_usage,
     organizations,
+    plan_periods,
     plans,
     usage_writers,
 );

@@ -2,7 +2,7 @@
 
 use account_domain::{
     day_text, parse_day, Environment, KeyId, KeyUsageRow, OrgId, OrganizationMonth, PlanId, UsageBatch, UsageCount,
-    UsageRecorded, VerificationCode,
+    UsageRecorded, UseOutcome,
 };
 use anyhow::Context as _;
 use diesel::prelude::*;
@@ -170,7 +170,7 @@ pub(crate) fn of_organization(
             let count = UsageCount {
                 key_id: KeyId::new(&key_id).context("stored key id")?,
                 day: parse_day(&day).context("stored usage day")?,
-                outcome: VerificationCode::parse(&outcome).context("stored usage outcome")?,
+                outcome: UseOutcome::parse(&outcome).context("stored usage outcome")?,
                 count: uses,
             };
             let environment = Environment::new(&environment).context("stored environment")?;
@@ -235,13 +235,14 @@ pub(crate) fn by_organization(
         .collect::<anyhow::Result<_>>()?;
     for sum in sums {
         let Ok(at) = months.binary_search_by(|m| m.org_id.as_str().cmp(&sum.org_id)) else { continue };
-        let valid = sum.outcome == VerificationCode::Valid.as_str();
+        let Some(outcome) = UseOutcome::parse(&sum.outcome) else { continue };
         let month = &mut months[at];
-        match (sum.environment == Environment::Live.as_str(), valid) {
-            (true, true) => month.valid += sum.uses,
-            (true, false) => month.refused += sum.uses,
-            (false, true) => month.valid_test += sum.uses,
-            (false, false) => {}
+        // Requests to the account API are never billed.
+        match (sum.environment == Environment::Live.as_str(), outcome) {
+            (true, UseOutcome::VALID) => month.valid += sum.uses,
+            (true, UseOutcome::Verified(_)) => month.refused += sum.uses,
+            (false, UseOutcome::VALID) => month.valid_test += sum.uses,
+            _ => {}
         }
     }
     Ok(months)

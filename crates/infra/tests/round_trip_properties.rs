@@ -69,6 +69,7 @@ impl Store {
                 actor_key_id: None,
                 meta: RequestMeta::default(),
                 at: now,
+                details: account_domain::AuditDetails::none(),
             };
             self.accounts.create_organization(&org, &key, &audit).await.expect("stored");
             let stored = self.accounts.find_organization(&org.id).await.expect("read").expect("found");

@@ -20,6 +20,10 @@ pub enum AuditAction {
     KeyLeakReported,
     OrganizationDeactivated,
     OrganizationActivated,
+    AccountUpdated,
+    AccountPlanChanged,
+    AccountClosed,
+    OrgErased,
 }
 
 /// The stored word is not an action.
@@ -28,7 +32,7 @@ pub enum AuditAction {
 pub struct UnknownAction;
 
 impl AuditAction {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 13] = [
         Self::Signup,
         Self::KeyCreated,
         Self::KeyRevoked,
@@ -38,6 +42,10 @@ impl AuditAction {
         Self::KeyLeakReported,
         Self::OrganizationDeactivated,
         Self::OrganizationActivated,
+        Self::AccountUpdated,
+        Self::AccountPlanChanged,
+        Self::AccountClosed,
+        Self::OrgErased,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +59,10 @@ impl AuditAction {
             Self::KeyLeakReported => "key.leak_reported",
             Self::OrganizationDeactivated => "organization.deactivated",
             Self::OrganizationActivated => "organization.activated",
+            Self::AccountUpdated => "account.updated",
+            Self::AccountPlanChanged => "account.plan_changed",
+            Self::AccountClosed => "account.closed",
+            Self::OrgErased => "org.erased",
         }
     }
 
@@ -97,6 +109,37 @@ impl RequestMeta {
     }
 }
 
+/// A value of an event's details: never a secret, never a changed field's value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DetailValue {
+    Text(String),
+    List(Vec<String>),
+}
+
+/// What an event changed, by name (the fields of `account.updated`, a plan change's `from`
+/// and `to`); empty for most events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditDetails(Vec<(String, DetailValue)>);
+
+impl AuditDetails {
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    pub fn with(mut self, name: &str, value: DetailValue) -> Self {
+        self.0.push((name.to_owned(), value));
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn entries(&self) -> &[(String, DetailValue)] {
+        &self.0
+    }
+}
+
 /// One entry of the trail, written in the same transaction as the change it describes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
@@ -108,6 +151,7 @@ pub struct AuditRecord {
     pub actor_key_id: Option<KeyId>,
     pub meta: RequestMeta,
     pub at: OffsetDateTime,
+    pub details: AuditDetails,
 }
 
 /// A stored entry, with its position in the trail (higher is newer).

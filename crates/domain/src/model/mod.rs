@@ -7,6 +7,7 @@ mod ids;
 mod key_secret;
 mod organization;
 mod plan;
+mod plan_period;
 mod text;
 mod usage;
 
@@ -17,5 +18,6 @@ pub use ids::*;
 pub use key_secret::*;
 pub use organization::*;
 pub use plan::*;
+pub use plan_period::*;
 pub use text::TextError;
 pub use usage::*;

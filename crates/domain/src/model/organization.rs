@@ -99,6 +99,8 @@ pub struct Organization {
     pub plan: Plan,
     pub is_active: bool,
     pub created_at: OffsetDateTime,
+    /// When its owner closed it: its keys are revoked, its email free for a new signup.
+    pub closed_at: Option<OffsetDateTime>,
 }
 
 /// What the repository needs to store a new organization.

@@ -40,6 +40,38 @@ impl fmt::Display for PlanId {
     }
 }
 
+/// What happens once an organization's valid verifications reach what its plan includes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OverLimit {
+    /// Verification of its live keys answers `quota_exceeded` until the period ends or the
+    /// plan changes: nothing past what is included is ever billed.
+    Block,
+    /// Verification goes on; what is past the included requests is billed.
+    Bill,
+}
+
+/// The text is neither `block` nor `bill`.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("must be block or bill")]
+pub struct InvalidOverLimit;
+
+impl OverLimit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Block => "block",
+            Self::Bill => "bill",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidOverLimit> {
+        match raw {
+            "block" => Ok(Self::Block),
+            "bill" => Ok(Self::Bill),
+            _ => Err(InvalidOverLimit),
+        }
+    }
+}
+
 /// A plan of the catalogue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -48,4 +80,6 @@ pub struct Plan {
     pub base_price_cents: i64,
     /// Valid uses of live keys a month that the base price covers.
     pub included_requests_per_month: i64,
+    /// What happens past them.
+    pub over_limit: OverLimit,
 }

@@ -15,11 +15,14 @@ pub enum VerificationCode {
     InsufficientScope,
     OrgInactive,
     IpNotAllowed,
+    /// Valid, but its organization's plan period is used up (a `block` plan), or its test
+    /// keys' cap is: verification only, never the account API.
+    QuotaExceeded,
 }
 
 impl VerificationCode {
     /// Every verdict, in the order of [`Self::index`].
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Valid,
         Self::NotFound,
         Self::Revoked,
@@ -27,6 +30,7 @@ impl VerificationCode {
         Self::InsufficientScope,
         Self::OrgInactive,
         Self::IpNotAllowed,
+        Self::QuotaExceeded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +42,7 @@ impl VerificationCode {
             Self::InsufficientScope => "insufficient_scope",
             Self::OrgInactive => "org_inactive",
             Self::IpNotAllowed => "ip_not_allowed",
+            Self::QuotaExceeded => "quota_exceeded",
         }
     }
 
@@ -48,6 +53,56 @@ impl VerificationCode {
     /// Its position in [`Self::ALL`]: counts are kept in arrays indexed by it.
     pub fn index(self) -> usize {
         self as usize
+    }
+}
+
+/// What a counted use of a key ended as: a verification's verdict, or a request to the
+/// account API's own routes by a key that passed every check (counted, never billed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UseOutcome {
+    Verified(VerificationCode),
+    AccountApi,
+}
+
+impl UseOutcome {
+    /// How many outcomes there are: counts are kept in arrays indexed by [`Self::index`].
+    pub const COUNT: usize = VerificationCode::ALL.len() + 1;
+    pub const VALID: Self = Self::Verified(VerificationCode::Valid);
+
+    /// Every outcome, in the order of [`Self::index`].
+    pub fn all() -> impl Iterator<Item = Self> {
+        VerificationCode::ALL.into_iter().map(Self::Verified).chain([Self::AccountApi])
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Verified(code) => code.as_str(),
+            Self::AccountApi => "account_api",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::all().find(|outcome| outcome.as_str() == raw)
+    }
+
+    pub fn index(self) -> usize {
+        match self {
+            Self::Verified(code) => code.index(),
+            Self::AccountApi => VerificationCode::ALL.len(),
+        }
+    }
+
+    /// A use by a key that passed every check: it sets the key's last use.
+    pub fn is_success(self) -> bool {
+        matches!(self, Self::VALID | Self::AccountApi)
+    }
+
+    /// A refusal, by its reason.
+    pub fn refusal(self) -> Option<VerificationCode> {
+        match self {
+            Self::Verified(VerificationCode::Valid) | Self::AccountApi => None,
+            Self::Verified(code) => Some(code),
+        }
     }
 }
 
@@ -70,7 +125,7 @@ pub fn parse_day(text: &str) -> Option<Date> {
 pub struct UsageCount {
     pub key_id: KeyId,
     pub day: Date,
-    pub outcome: VerificationCode,
+    pub outcome: UseOutcome,
     pub count: i64,
 }
 
@@ -184,6 +239,14 @@ mod tests {
             assert_eq!(VerificationCode::ALL[code.index()], code);
         }
         assert_eq!(VerificationCode::parse("Valid"), None);
+        for outcome in UseOutcome::all() {
+            assert_eq!(UseOutcome::parse(outcome.as_str()), Some(outcome));
+        }
+        assert_eq!(UseOutcome::all().count(), UseOutcome::COUNT);
+        assert_eq!(
+            UseOutcome::all().map(UseOutcome::index).collect::<Vec<_>>(),
+            (0..UseOutcome::COUNT).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use usage_buffer::UsageTracker;
 pub(crate) use usage_buffer::UseOf;
 pub use usage_flush::{DroppedUses, UsageFlush};
 
-use crate::model::{Environment, KeyHash, KeyId, OrgId, UsageCount, VerificationCode};
+use crate::model::{Environment, KeyHash, KeyId, OrgId, UsageCount, UseOutcome, VerificationCode};
 use crate::ports::{CachedLookup, ChangeFeed, CredentialCache, KeyCredential, KeyRepository, StoreResult};
 use crate::service::AccountService;
 
@@ -73,15 +73,22 @@ impl Runtime {
         Ok(found)
     }
 
-    /// Counts a verdict on a known key.
+    /// Counts a use of a known key.
     #[inline]
-    pub(crate) fn record_use(&self, of: UseOf<'_>, at: OffsetDateTime, outcome: VerificationCode) {
+    pub(crate) fn record_use(&self, of: UseOf<'_>, at: OffsetDateTime, outcome: UseOutcome) {
         self.usage.record(of, at, outcome);
     }
 
-    /// Moves one use counted as valid on `day` to `to` (a scope found lacking).
-    pub(crate) fn reclassify_use(&self, of: UseOf<'_>, day: Date, to: VerificationCode, now: OffsetDateTime) {
-        self.usage.reclassify(of, day, to, now);
+    /// Moves one use counted as `from` on `day` to the refusal `to` (a scope found lacking).
+    pub(crate) fn reclassify_use(
+        &self,
+        of: UseOf<'_>,
+        day: Date,
+        from: UseOutcome,
+        to: VerificationCode,
+        now: OffsetDateTime,
+    ) {
+        self.usage.reclassify(of, day, from, to, now);
     }
 
     /// The key's last use not yet written, if any.

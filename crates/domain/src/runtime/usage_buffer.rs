@@ -9,10 +9,10 @@ use std::sync::Mutex;
 use foldhash::fast::RandomState;
 use time::{Date, OffsetDateTime};
 
-use crate::model::{Environment, KeyId, OrgId, UsageCount, VerificationCode};
+use crate::model::{Environment, KeyId, OrgId, UsageCount, UseOutcome, VerificationCode};
 use crate::ports::UsageBatch;
 
-const OUTCOMES: usize = VerificationCode::ALL.len();
+const OUTCOMES: usize = UseOutcome::COUNT;
 
 /// One key's uses since the last flush.
 #[derive(Debug, Clone)]
@@ -20,7 +20,7 @@ pub(crate) struct KeyTally {
     pub org: OrgId,
     pub environment: Environment,
     pub last_used: Option<OffsetDateTime>,
-    /// Counts by day (nearly always one), indexed by [`VerificationCode::index`].
+    /// Counts by day (nearly always one), indexed by [`UseOutcome::index`].
     pub days: Vec<(Date, [i64; OUTCOMES])>,
 }
 
@@ -29,7 +29,7 @@ impl KeyTally {
         Self { org: of.org.clone(), environment: of.environment, last_used: None, days: Vec::with_capacity(1) }
     }
 
-    fn add(&mut self, day: Date, outcome: VerificationCode, delta: i64) {
+    fn add(&mut self, day: Date, outcome: UseOutcome, delta: i64) {
         let slot = match self.days.iter_mut().position(|(d, _)| *d == day) {
             Some(i) => i,
             None => {
@@ -43,7 +43,7 @@ impl KeyTally {
     /// The non-zero counts, as the store takes them.
     fn counts<'a>(&'a self, key: &'a KeyId) -> impl Iterator<Item = UsageCount> + 'a {
         self.days.iter().flat_map(move |(day, counts)| {
-            VerificationCode::ALL.into_iter().filter(|o| counts[o.index()] != 0).map(move |outcome| UsageCount {
+            UseOutcome::all().filter(|o| counts[o.index()] != 0).map(move |outcome| UsageCount {
                 key_id: key.clone(),
                 day: *day,
                 outcome,
@@ -131,8 +131,8 @@ impl UsageTracker {
         Self { writer, ..Self::default() }
     }
 
-    /// Counts one verification with `outcome` at `at`; a valid one also moves the key's last use.
-    pub(crate) fn record(&self, of: UseOf<'_>, at: OffsetDateTime, outcome: VerificationCode) {
+    /// Counts one use with `outcome` at `at`; a successful one also moves the key's last use.
+    pub(crate) fn record(&self, of: UseOf<'_>, at: OffsetDateTime, outcome: UseOutcome) {
         let mut pending = lock(&self.pending);
         pending.since.get_or_insert(at);
         // One lookup when the key was seen already (nearly always); its id is copied only once.
@@ -141,19 +141,27 @@ impl UsageTracker {
             None => pending.keys.entry(of.key.clone()).or_insert_with(|| KeyTally::new(of)),
         };
         tally.add(at.date(), outcome, 1);
-        if outcome == VerificationCode::Valid && tally.last_used.is_none_or(|seen| seen < at) {
+        if outcome.is_success() && tally.last_used.is_none_or(|seen| seen < at) {
             tally.last_used = Some(at);
         }
     }
 
-    /// A use counted valid on `day` turned out to lack a scope (found `now`): it counts as refused.
-    pub(crate) fn reclassify(&self, of: UseOf<'_>, day: Date, to: VerificationCode, now: OffsetDateTime) {
+    /// A use counted as `from` on `day` turned out to be refused (a scope lacking, the quota
+    /// used up, found `now`): it counts as `to` instead.
+    pub(crate) fn reclassify(
+        &self,
+        of: UseOf<'_>,
+        day: Date,
+        from: UseOutcome,
+        to: VerificationCode,
+        now: OffsetDateTime,
+    ) {
         let mut pending = lock(&self.pending);
         pending.since.get_or_insert(now);
         let tally = pending.keys.entry(of.key.clone()).or_insert_with(|| KeyTally::new(of));
         // If the valid use was flushed already, the -1 lands with the next flush: the sum holds.
-        tally.add(day, VerificationCode::Valid, -1);
-        tally.add(day, to, 1);
+        tally.add(day, from, -1);
+        tally.add(day, UseOutcome::Verified(to), 1);
     }
 
     /// The key's last use not yet written, if any.
@@ -305,7 +313,7 @@ mod tests {
 
     fn count(tracker: &UsageTracker, key: &KeyId, at: OffsetDateTime) {
         let org = OrgId::new("org_1").expect("valid id");
-        tracker.record(UseOf { key, org: &org, environment: Environment::Live }, at, VerificationCode::Valid);
+        tracker.record(UseOf { key, org: &org, environment: Environment::Live }, at, UseOutcome::VALID);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use thiserror::Error;
 use time::OffsetDateTime;
 
 use super::{AccountService, InsufficientScope, Principal};
-use crate::model::{AuditAction, AuditEvent, AuditRecord, OrgId, RequestMeta, Scope};
+use crate::model::{AuditAction, AuditDetails, AuditEvent, AuditRecord, OrgId, RequestMeta, Scope};
 
 /// One page of the trail, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +51,7 @@ impl AccountService {
             actor_key_id: actor.map(|p| p.key_id().clone()),
             meta: meta.clone(),
             at,
+            details: AuditDetails::none(),
         }
     }
 
@@ -97,6 +98,7 @@ mod tests {
                 target_id: None,
                 actor_key_id: None,
                 meta: RequestMeta::default(),
+                details: AuditDetails::none(),
                 at: NOW,
             },
         }

@@ -8,7 +8,7 @@ use thiserror::Error;
 use time::OffsetDateTime;
 
 use super::{AccountService, Principal};
-use crate::model::{ApiKey, KeyHash, MalformedKey, PlaintextKey, VerificationCode};
+use crate::model::{ApiKey, KeyHash, MalformedKey, PlaintextKey, UseOutcome, VerificationCode};
 use crate::ports::{ActorRefused, CachedLookup, KeyCredential};
 use crate::runtime::{Authentication, ClientAddress, UseOf};
 
@@ -36,9 +36,20 @@ impl AccountService {
     /// is malformed), presented from `client_ip`: well formed with a valid checksum (no lookup
     /// otherwise), known, not revoked, not expired (against the clock, cached or not), used
     /// from an address its allowlist allows, and of an active organization (in that order).
-    /// Each verdict on a known key is counted for it. A cache hit costs no I/O and no
-    /// allocation: the returned future is complete at once.
+    /// Each verdict on a known key is counted for it; a key that passes counts as a request
+    /// to the account API (`account_api`: never billed, never blocked). A cache hit costs no
+    /// I/O and no allocation: the returned future is complete at once.
     pub fn authenticate(self: &Arc<Self>, presented: &[u8], client_ip: impl ClientAddress) -> Authentication {
+        self.authenticate_counting(presented, client_ip, UseOutcome::AccountApi)
+    }
+
+    /// [`Self::authenticate`], a key that passes counted as `success`.
+    pub(crate) fn authenticate_counting(
+        self: &Arc<Self>,
+        presented: &[u8],
+        client_ip: impl ClientAddress,
+        success: UseOutcome,
+    ) -> Authentication {
         let decided = Authentication::decided;
         let hash = PlaintextKey::hash_unchecked(presented);
         // A hash the cache knows is that of a stored key (each issued well formed) or of one
@@ -46,7 +57,7 @@ impl AccountService {
         if let Some(hash) = &hash {
             match self.runtime.cached(hash) {
                 Some(CachedLookup::Found(credential)) => {
-                    return decided(self.check_credential(credential, self.clock.now(), client_ip))
+                    return decided(self.check_credential(credential, self.clock.now(), client_ip, success))
                 }
                 Some(CachedLookup::Missing) => return decided(Err(AuthenticateError::UnknownKey)),
                 None => {}
@@ -60,30 +71,37 @@ impl AccountService {
         };
         let client_ip = client_ip.resolve();
         let service = Arc::clone(self);
-        Authentication::later(async move { service.look_up(hash, client_ip).await })
+        Authentication::later(async move { service.look_up(hash, client_ip, success).await })
     }
 
     /// After a cache miss: reads the store (the runtime caches what it found).
-    async fn look_up(&self, hash: KeyHash, client_ip: Option<IpAddr>) -> Result<Principal, AuthenticateError> {
+    async fn look_up(
+        &self,
+        hash: KeyHash,
+        client_ip: Option<IpAddr>,
+        success: UseOutcome,
+    ) -> Result<Principal, AuthenticateError> {
         let found = self.runtime.read_credential(&self.keys, hash).await?;
         let credential = found.ok_or(AuthenticateError::UnknownKey)?;
-        self.check_credential(credential, self.clock.now(), client_ip)
+        self.check_credential(credential, self.clock.now(), client_ip, success)
     }
 
     /// The rules a found key must pass, checked on every request, cached or not. Each
-    /// verdict is counted for the key.
+    /// verdict is counted for the key, a pass as `success`.
     fn check_credential(
         &self,
         credential: Arc<KeyCredential>,
         now: OffsetDateTime,
         client_ip: impl ClientAddress,
+        success: UseOutcome,
     ) -> Result<Principal, AuthenticateError> {
         let verdict = Self::judge(&credential.key, credential.organization.is_active, now, client_ip);
         let key = &credential.key;
         let of = UseOf { key: &key.id, org: &key.org_id, environment: key.environment };
-        self.runtime.record_use(of, now, verdict.map_or_else(VerificationCode::from, |()| VerificationCode::Valid));
+        let outcome = verdict.map_or_else(|refused| UseOutcome::Verified(refused.into()), |()| success);
+        self.runtime.record_use(of, now, outcome);
         match verdict {
-            Ok(()) => Ok(Principal::new(credential, Some(now.date()))),
+            Ok(()) => Ok(Principal::new(credential, Some((now.date(), success)))),
             Err(ActorRefused::OrganizationInactive) => {
                 Err(AuthenticateError::OrganizationInactive(Principal::new(credential, None)))
             }
@@ -118,7 +136,7 @@ impl AccountService {
     }
 
     /// Whether `caller` holds `scope`; a refusal counts the caller's use as
-    /// `insufficient_scope` instead of valid. Every service checks scopes through this.
+    /// `insufficient_scope` instead of a success. Every service checks scopes through this.
     pub(crate) fn authorize(
         &self,
         caller: &Principal,
@@ -128,8 +146,13 @@ impl AccountService {
     }
 
     fn count_scope_refusal(&self, caller: &Principal) {
-        if let Some(day) = caller.valid_use_on() {
-            self.runtime.reclassify_use(caller.use_of(), day, VerificationCode::InsufficientScope, self.now());
+        self.count_as_refused(caller, VerificationCode::InsufficientScope);
+    }
+
+    /// Counts the caller's successful use as refused for `reason` instead.
+    pub(crate) fn count_as_refused(&self, caller: &Principal, reason: VerificationCode) {
+        if let Some((day, counted)) = caller.counted_use() {
+            self.runtime.reclassify_use(caller.use_of(), day, counted, reason, self.now());
         }
     }
 }
@@ -190,16 +213,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_valid_key_authenticates_as_its_organization_and_records_its_use() {
+    async fn a_valid_key_authenticates_as_its_organization_and_records_its_use_as_an_account_api_request() {
         let mut ports = Ports::new();
         let key = presented(&ports);
         let hash = PlaintextKey::hash_presented(&key).expect("valid");
         ports.keys.expect_find_credential().withf(move |h| *h == hash).returning(|_| Ok(Some(credential())));
         ports.keys.expect_record_usage().times(1).returning(|batch| {
             assert_eq!(batch.last_used, [(credential().key.id, NOW)]);
-            let valid =
-                UsageCount { key_id: credential().key.id, day: NOW.date(), outcome: VerificationCode::Valid, count: 1 };
-            assert_eq!(batch.counts, [valid]);
+            let counted =
+                UsageCount { key_id: credential().key.id, day: NOW.date(), outcome: UseOutcome::AccountApi, count: 1 };
+            assert_eq!(batch.counts, [counted]);
             Ok(UsageRecorded::default())
         });
         let service = ports.service();
@@ -230,7 +253,12 @@ mod tests {
                 };
                 assert_eq!(
                     batch.counts,
-                    [UsageCount { key_id: credential().key.id, day: NOW.date(), outcome, count: 1 }]
+                    [UsageCount {
+                        key_id: credential().key.id,
+                        day: NOW.date(),
+                        outcome: UseOutcome::Verified(outcome),
+                        count: 1
+                    }]
                 );
                 Ok(UsageRecorded::default())
             });
@@ -260,7 +288,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_use_lacking_its_scope_counts_as_insufficient_scope_not_valid() {
+    async fn a_use_lacking_its_scope_counts_as_insufficient_scope_not_as_a_success() {
         let mut ports = Ports::new();
         let key = presented(&ports);
         let read_only = credential().with(|c| c.key.scopes = crate::model::Scopes::parse(&["read"]).expect("valid"));
@@ -268,7 +296,10 @@ mod tests {
         ports.keys.expect_record_usage().times(1).returning(|batch| {
             let mut counts: Vec<_> = batch.counts.iter().map(|c| (c.outcome, c.count)).collect();
             counts.sort();
-            assert_eq!(counts, [(VerificationCode::Valid, 1), (VerificationCode::InsufficientScope, 1)]);
+            assert_eq!(
+                counts,
+                [(UseOutcome::Verified(VerificationCode::InsufficientScope), 1), (UseOutcome::AccountApi, 1)]
+            );
             Ok(UsageRecorded::default())
         });
         let service = ports.service();

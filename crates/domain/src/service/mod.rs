@@ -26,7 +26,8 @@ pub use operator::{IssueKeyError, IssuedKey, SetOrganizationActiveError};
 pub use principal::{InsufficientScope, Principal};
 pub use signup::{Signup, SignupError, SignupRequest};
 pub use usage_report::{
-    month_is_final, DailyUsage, KeyUsage, SetPlanIncludedError, UsageError, UsageReport, UsageRetention, UsageTotals,
+    month_is_final, DailyUsage, KeyUsage, MonthToDate, SetPlanIncludedError, UsageError, UsageReport, UsageRetention,
+    UsageTotals,
 };
 pub use verify::Verification;
 

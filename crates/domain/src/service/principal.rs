@@ -12,9 +12,9 @@ use crate::ports::KeyCredential;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     credential: Arc<KeyCredential>,
-    /// The UTC day this authentication was counted as a valid use, if it was: a scope found
-    /// lacking later turns that use into a refusal of that day.
-    valid_use_on: Option<time::Date>,
+    /// The UTC day this authentication was counted as a successful use, and as what, if it
+    /// was: a scope found lacking later turns that use into a refusal of that day.
+    counted: Option<(time::Date, crate::model::UseOutcome)>,
 }
 
 /// The caller's key lacks the scope an operation needs.
@@ -23,12 +23,12 @@ pub struct Principal {
 pub struct InsufficientScope(pub Scope);
 
 impl Principal {
-    pub(crate) fn new(credential: Arc<KeyCredential>, valid_use_on: Option<time::Date>) -> Self {
-        Self { credential, valid_use_on }
+    pub(crate) fn new(credential: Arc<KeyCredential>, counted: Option<(time::Date, crate::model::UseOutcome)>) -> Self {
+        Self { credential, counted }
     }
 
-    pub(crate) fn valid_use_on(&self) -> Option<time::Date> {
-        self.valid_use_on
+    pub(crate) fn counted_use(&self) -> Option<(time::Date, crate::model::UseOutcome)> {
+        self.counted
     }
 
     pub(crate) fn use_of(&self) -> crate::runtime::UseOf<'_> {

@@ -82,6 +82,7 @@ pub(crate) fn plan(id: &str) -> Plan {
         name: id.to_uppercase(),
         base_price_cents: 0,
         included_requests_per_month: 10_000,
+        over_limit: crate::model::OverLimit::Block,
     }
 }
 
@@ -93,6 +94,7 @@ pub(crate) fn organization(id: &str) -> Organization {
         plan: plan("free"),
         is_active: true,
         created_at: NOW,
+        closed_at: None,
     }
 }
 
@@ -104,6 +106,7 @@ pub(crate) fn organization_from(new: &NewOrganization) -> Organization {
         plan: plan(new.plan_id.as_str()),
         is_active: true,
         created_at: new.created_at,
+        closed_at: None,
     }
 }
 

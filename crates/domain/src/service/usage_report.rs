@@ -7,24 +7,40 @@ use time::{Date, Duration, OffsetDateTime};
 
 use super::{AccountService, InsufficientScope, Principal};
 use crate::model::{
-    BillingMonth, Environment, KeyId, OrganizationMonth, Plan, PlanId, Scope, UsageCount, UsageDays, VerificationCode,
+    BillingMonth, Environment, KeyId, OrganizationMonth, OverLimit, Plan, PlanId, PlanPeriod, Scope, UsageCount,
+    UsageDays, UseOutcome, VerificationCode,
 };
 
-/// Valid and refused verifications.
+/// Valid and refused verifications, and successful requests to the account API.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UsageTotals {
     pub valid: i64,
     pub refused: i64,
+    /// Requests to the account API's own routes: counted, never billed.
+    pub account_api: i64,
 }
 
 impl UsageTotals {
-    fn add(&mut self, outcome: VerificationCode, count: i64) {
-        if outcome == VerificationCode::Valid {
-            self.valid += count;
-        } else {
-            self.refused += count;
+    fn add(&mut self, outcome: UseOutcome, count: i64) {
+        match outcome {
+            UseOutcome::VALID => self.valid += count,
+            UseOutcome::AccountApi => self.account_api += count,
+            UseOutcome::Verified(_) => self.refused += count,
         }
     }
+}
+
+/// The current plan period: its valid verifications of live keys against what it includes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonthToDate {
+    /// The later of the month's first day and the day the plan began.
+    pub period_start: Date,
+    pub valid: i64,
+    /// The plan's included requests a month, prorated by the period's days (rounded down).
+    pub included: i64,
+    pub over_limit: OverLimit,
+    /// A `block` plan whose period is used up: verification answers `quota_exceeded`.
+    pub blocked: bool,
 }
 
 /// One day of a report.
@@ -54,9 +70,8 @@ pub struct UsageReport {
     pub daily: Vec<DailyUsage>,
     /// Every key with a count in the range, busiest first.
     pub keys: Vec<KeyUsage>,
-    /// Valid uses of live keys this calendar month (test keys are not billed).
-    pub month_to_date_valid: i64,
-    pub included_per_month: i64,
+    /// The current plan period (test keys are not billed).
+    pub month_to_date: MonthToDate,
 }
 
 #[derive(Debug, Error)]
@@ -103,8 +118,14 @@ impl AccountService {
         self.authorize(caller, Scope::Read)?;
         let to = self.clock.now().date();
         let from = days.first_day(to);
-        let month_start = BillingMonth::of(to).first_day();
-        let read_from = from.min(month_start);
+        let changes = self.accounts.plan_changes(caller.org_id()).await?;
+        let period = PlanPeriod::holding(to, &changes).unwrap_or_else(|| {
+            // Read before the organization's first period was written: its plan from the month's start.
+            let start = BillingMonth::of(to).first_day();
+            let plan = caller.organization().plan.clone();
+            PlanPeriod::holding(to, &[crate::model::PlanChange { start, plan }]).expect("a period holds its first day")
+        });
+        let read_from = from.min(period.start);
         let stored = self.keys.usage_of(caller.org_id(), read_from, to).await?;
         let mut names: HashMap<KeyId, String> = HashMap::new();
         let mut counts: Vec<(UsageCount, Environment)> = Vec::with_capacity(stored.len());
@@ -120,15 +141,19 @@ impl AccountService {
             total: UsageTotals::default(),
             daily: Vec::with_capacity(days.get() as usize),
             keys: Vec::new(),
-            month_to_date_valid: 0,
-            included_per_month: caller.organization().plan.included_requests_per_month,
+            month_to_date: MonthToDate {
+                period_start: period.start,
+                valid: 0,
+                included: period.included(),
+                over_limit: period.plan.over_limit,
+                blocked: false,
+            },
         };
         let mut daily: BTreeMap<Date, UsageTotals> = BTreeMap::new();
         let mut by_key: HashMap<KeyId, (UsageTotals, BTreeMap<VerificationCode, i64>)> = HashMap::new();
         for (count, environment) in &counts {
-            if count.day >= month_start && count.outcome == VerificationCode::Valid && *environment == Environment::Live
-            {
-                report.month_to_date_valid += count.count;
+            if count.day >= period.start && count.outcome == UseOutcome::VALID && *environment == Environment::Live {
+                report.month_to_date.valid += count.count;
             }
             if count.day < from {
                 continue;
@@ -137,10 +162,12 @@ impl AccountService {
             daily.entry(count.day).or_default().add(count.outcome, count.count);
             let (totals, reasons) = by_key.entry(count.key_id.clone()).or_default();
             totals.add(count.outcome, count.count);
-            if count.outcome != VerificationCode::Valid {
-                *reasons.entry(count.outcome).or_default() += count.count;
+            if let Some(reason) = count.outcome.refusal() {
+                *reasons.entry(reason).or_default() += count.count;
             }
         }
+        let quota = &report.month_to_date;
+        report.month_to_date.blocked = quota.over_limit == OverLimit::Block && quota.valid >= quota.included;
         let mut day = from;
         while day <= to {
             report.daily.push(DailyUsage { date: day, totals: daily.get(&day).copied().unwrap_or_default() });
@@ -164,7 +191,7 @@ impl AccountService {
             report.keys.push(KeyUsage { key_id, name, totals, refused_by_reason });
         }
         report.keys.sort_by(|a, b| {
-            let busy = |k: &KeyUsage| k.totals.valid + k.totals.refused;
+            let busy = |k: &KeyUsage| k.totals.valid + k.totals.refused + k.totals.account_api;
             busy(b).cmp(&busy(a)).then_with(|| a.key_id.as_str().cmp(b.key_id.as_str()))
         });
         Ok(report)
@@ -208,19 +235,31 @@ mod tests {
     use time::macros::date;
 
     fn row(key: &str, name: &str, day: Date, outcome: VerificationCode, count: i64, env: Environment) -> KeyUsageRow {
-        let count = UsageCount { key_id: KeyId::new(key).expect("valid"), day, outcome, count };
+        let count =
+            UsageCount { key_id: KeyId::new(key).expect("valid"), day, outcome: UseOutcome::Verified(outcome), count };
         KeyUsageRow { count, key_name: name.into(), environment: env }
     }
 
     #[tokio::test]
     async fn a_report_adds_stored_and_unwritten_counts_by_day_and_key_busiest_first() {
-        // NOW is 2024-01-15: a 3-day window is the 13th to the 15th; the month began on the 1st.
+        // NOW is 2024-01-15: a 3-day window is the 13th to the 15th; the plan period began on
+        // the 10th (a change from free to starter), 22 of January's 31 days.
         let mut ports = Ports::new();
+        ports.accounts.expect_plan_changes().returning(|_| {
+            let starter = Plan { included_requests_per_month: 3_100, over_limit: OverLimit::Bill, ..plan("starter") };
+            Ok(vec![
+                crate::model::PlanChange { start: date!(2023 - 12 - 01), plan: plan("free") },
+                crate::model::PlanChange { start: date!(2024 - 01 - 10), plan: starter },
+            ])
+        });
         ports.keys.expect_usage_of().returning(|org, from, to| {
-            assert_eq!((org.as_str(), from, to), ("org_caller", date!(2024 - 01 - 01), date!(2024 - 01 - 15)));
+            assert_eq!((org.as_str(), from, to), ("org_caller", date!(2024 - 01 - 10), date!(2024 - 01 - 15)));
+            let mut api = row("key_a", "A", date!(2024 - 01 - 14), VerificationCode::Valid, 3, Environment::Live);
+            api.count.outcome = UseOutcome::AccountApi;
             Ok(vec![
                 row("key_a", "A", date!(2024 - 01 - 02), VerificationCode::Valid, 100, Environment::Live),
                 row("key_a", "A", date!(2024 - 01 - 13), VerificationCode::Valid, 5, Environment::Live),
+                api,
                 row("key_b", "B", date!(2024 - 01 - 13), VerificationCode::Revoked, 7, Environment::Live),
                 row("key_b", "B", date!(2024 - 01 - 13), VerificationCode::Expired, 1, Environment::Live),
                 row("key_t", "T", date!(2024 - 01 - 14), VerificationCode::Valid, 50, Environment::Test),
@@ -233,19 +272,22 @@ mod tests {
         service.runtime.record_use(
             UseOf { key: &a, org: &org, environment: Environment::Live },
             NOW,
-            VerificationCode::Valid,
+            UseOutcome::VALID,
         );
 
         let report = service.usage(&caller, UsageDays::new(3).expect("valid")).await.expect("report");
         assert_eq!((report.from, report.to), (date!(2024 - 01 - 13), date!(2024 - 01 - 15)));
-        assert_eq!(report.total, UsageTotals { valid: 56, refused: 8 });
+        assert_eq!(report.total, UsageTotals { valid: 56, refused: 8, account_api: 3 });
         let daily: Vec<_> = report.daily.iter().map(|d| (d.date.day(), d.totals.valid, d.totals.refused)).collect();
         assert_eq!(daily, [(13, 5, 8), (14, 50, 0), (15, 1, 0)]);
         let keys: Vec<_> = report.keys.iter().map(|k| (k.name.as_str(), k.totals.valid, k.totals.refused)).collect();
-        assert_eq!(keys, [("T", 50, 0), ("B", 0, 8), ("A", 6, 0)]);
-        assert_eq!(report.keys[1].refused_by_reason, [(VerificationCode::Revoked, 7), (VerificationCode::Expired, 1)]);
-        // The month counts live keys only: 100 + 5 stored and 1 unwritten.
-        assert_eq!((report.month_to_date_valid, report.included_per_month), (106, 10_000));
+        assert_eq!(keys, [("T", 50, 0), ("A", 6, 0), ("B", 0, 8)]);
+        assert_eq!(report.keys[2].refused_by_reason, [(VerificationCode::Revoked, 7), (VerificationCode::Expired, 1)]);
+        // The period counts valid uses of live keys from the 10th: 5 stored and 1 unwritten;
+        // the account API's requests and the test key's are not billed.
+        let period = &report.month_to_date;
+        assert_eq!((period.period_start, period.valid), (date!(2024 - 01 - 10), 6));
+        assert_eq!((period.included, period.over_limit, period.blocked), (2_200, OverLimit::Bill, false));
     }
 
     #[tokio::test]

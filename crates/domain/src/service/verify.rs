@@ -2,7 +2,7 @@
 //! authentication, answered as a verdict rather than an error.
 
 use super::{AccountService, AuthenticateError, Principal};
-use crate::model::{Scopes, VerificationCode};
+use crate::model::{Scopes, UseOutcome, VerificationCode};
 use crate::ports::ActorRefused;
 
 /// A verdict, with the key's identity when the key was valid (and lacked only scopes).
@@ -28,7 +28,7 @@ impl AccountService {
         client_ip: Option<std::net::IpAddr>,
     ) -> crate::ports::StoreResult<Verification> {
         let verdict = |code| Ok(Verification { code, principal: None });
-        match self.authenticate(presented.as_bytes(), client_ip).await {
+        match self.authenticate_counting(presented.as_bytes(), client_ip, UseOutcome::VALID).await {
             Ok(principal) => {
                 // The one scope check, which counts a refusal as `insufficient_scope`.
                 let lacking = required.and_then(|r| r.first_not_in(principal.scopes()));

@@ -27,6 +27,9 @@ pub(crate) struct AccountDto<'a> {
     is_active: bool,
     #[schema(format = DateTime, example = "2024-01-01T00:00:00Z")]
     created_at: String,
+    /// When its owner closed it (`DELETE /v1/account`); null while open.
+    #[schema(format = DateTime, example = json!(null))]
+    closed_at: Option<String>,
 }
 
 impl<'a> From<&'a Organization> for AccountDto<'a> {
@@ -38,6 +41,7 @@ impl<'a> From<&'a Organization> for AccountDto<'a> {
             plan: PlanDto::from(&org.plan),
             is_active: org.is_active,
             created_at: rfc3339(org.created_at),
+            closed_at: org.closed_at.map(rfc3339),
         }
     }
 }

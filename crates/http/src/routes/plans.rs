@@ -24,6 +24,10 @@ pub(crate) struct PlanDto<'a> {
     /// Valid verifications of live keys a month that the base price covers.
     #[schema(example = 1_000_000, minimum = 0)]
     included_requests_per_month: i64,
+    /// What happens once a period's valid verifications reach what it includes: `block`
+    /// (verification answers `quota_exceeded`) or `bill` (the rest is billed).
+    #[schema(example = "bill", pattern = "^(block|bill)$")]
+    over_limit: &'static str,
 }
 
 impl<'a> From<&'a Plan> for PlanDto<'a> {
@@ -33,6 +37,7 @@ impl<'a> From<&'a Plan> for PlanDto<'a> {
             name: &plan.name,
             base_price_cents: plan.base_price_cents,
             included_requests_per_month: plan.included_requests_per_month,
+            over_limit: plan.over_limit.as_str(),
         }
     }
 }

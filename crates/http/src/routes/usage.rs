@@ -11,7 +11,8 @@ use crate::auth::Caller;
 use crate::envelope::{envelope_schemas, ok};
 use crate::error::{ApiError, ErrorBody};
 
-/// Verifications that passed every check, and those refused.
+/// Verifications that passed every check, those refused, and the requests to the account
+/// API's own routes (counted, never billed).
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = UsageTotals)]
 pub(crate) struct TotalsDto {
@@ -19,11 +20,13 @@ pub(crate) struct TotalsDto {
     valid: i64,
     #[schema(minimum = 0)]
     refused: i64,
+    #[schema(minimum = 0)]
+    account_api: i64,
 }
 
 impl From<UsageTotals> for TotalsDto {
     fn from(t: UsageTotals) -> Self {
-        Self { valid: t.valid, refused: t.refused }
+        Self { valid: t.valid, refused: t.refused, account_api: t.account_api }
     }
 }
 
@@ -74,15 +77,35 @@ impl From<&KeyUsage> for KeyUsageDto {
     }
 }
 
-/// The current calendar month (UTC) against what the plan includes.
+/// The current plan period (UTC days) against what it includes.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct MonthToDate {
-    /// Valid verifications of live keys this month (test keys are not billed).
+    /// The later of the month's first day and the day the current plan began.
+    #[schema(format = Date, example = "2026-11-01")]
+    period_start: String,
+    /// Valid verifications of live keys in the period (test keys are not billed).
     #[schema(minimum = 0)]
     valid: i64,
-    /// The requests a month the plan includes.
+    /// The plan's requests a month, prorated by the period's days (rounded down).
     #[schema(minimum = 0)]
     included: i64,
+    /// `block` or `bill`: what the plan does past `included`.
+    #[schema(pattern = "^(block|bill)$")]
+    over_limit: &'static str,
+    /// The period is used up on a `block` plan: verification answers `quota_exceeded`.
+    blocked: bool,
+}
+
+impl From<&account_domain::MonthToDate> for MonthToDate {
+    fn from(m: &account_domain::MonthToDate) -> Self {
+        Self {
+            period_start: day_text(m.period_start),
+            valid: m.valid,
+            included: m.included,
+            over_limit: m.over_limit.as_str(),
+            blocked: m.blocked,
+        }
+    }
 }
 
 /// The organization's usage over `days` days ending today (UTC).
@@ -110,7 +133,7 @@ impl From<&UsageReport> for UsageDto {
             total: r.total.into(),
             daily: r.daily.iter().map(DailyDto::from).collect(),
             keys: r.keys.iter().map(KeyUsageDto::from).collect(),
-            month_to_date: MonthToDate { valid: r.month_to_date_valid, included: r.included_per_month },
+            month_to_date: MonthToDate::from(&r.month_to_date),
         }
     }
 }

@@ -140,6 +140,7 @@ pub(crate) fn audit_of(org: &OrgId) -> AuditRecord {
         actor_key_id: None,
         meta: RequestMeta::new("203.0.113.9".parse().ok(), Some("contract-test")),
         at: now(),
+        details: account_domain::AuditDetails::none(),
     }
 }
 

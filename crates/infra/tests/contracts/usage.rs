@@ -19,7 +19,7 @@ contract!(
 );
 
 fn counted(writer: &str, sequence: u64, key: &KeyId, day: time::Date, outcome: VerificationCode, n: i64) -> UsageBatch {
-    let counts = vec![UsageCount { key_id: key.clone(), day, outcome, count: n }];
+    let counts = vec![UsageCount { key_id: key.clone(), day, outcome: UseOutcome::Verified(outcome), count: n }];
     UsageBatch { writer: writer.into(), sequence, last_used: vec![], counts }
 }
 
@@ -93,7 +93,7 @@ async fn counts_from_two_writers_add_up_and_a_batch_written_twice_counts_once(ct
     ctx.keys.record_usage(&counted("wrt_a", 2, &key.id, day, VerificationCode::Revoked, 2)).await.expect("recorded");
     // A use counted valid and then refused for its scope, the -1 in a later batch.
     ctx.keys.record_usage(&counted("wrt_a", 3, &key.id, day, valid, -1)).await.expect("recorded");
-    let mut rows: Vec<(VerificationCode, i64)> = ctx
+    let mut rows: Vec<(UseOutcome, i64)> = ctx
         .keys
         .usage_of(&org.id, day, day)
         .await
@@ -102,7 +102,7 @@ async fn counts_from_two_writers_add_up_and_a_batch_written_twice_counts_once(ct
         .map(|r| (r.count.outcome, r.count.count))
         .collect();
     rows.sort();
-    assert_eq!(rows, [(valid, 11), (VerificationCode::Revoked, 2)]);
+    assert_eq!(rows, [(UseOutcome::Verified(valid), 11), (UseOutcome::Verified(VerificationCode::Revoked), 2)]);
     let month = ctx.keys.monthly_usage(day, day).await.expect("read");
     let ours = month.iter().find(|m| m.org_id == org.id).expect("listed");
     assert_eq!((ours.valid, ours.refused, ours.valid_test), (11, 2, 0));
@@ -127,7 +127,7 @@ async fn usage_of_keys_deleted_with_their_organization_is_left_out_and_the_rest_
     let used = now();
     let counts = [&gone_key, &kept_key]
         .iter()
-        .map(|k| UsageCount { key_id: k.id.clone(), day, outcome: VerificationCode::Valid, count: 4 })
+        .map(|k| UsageCount { key_id: k.id.clone(), day, outcome: UseOutcome::VALID, count: 4 })
         .collect();
     let last_used = vec![(gone_key.id.clone(), used), (kept_key.id.clone(), used)];
     let batch = UsageBatch { writer: "wrt_erase".into(), sequence: 1, last_used, counts };
@@ -152,7 +152,7 @@ async fn a_key_deleted_while_its_usage_is_being_written_is_left_out_not_failing_
     let keys = ctx.keys.clone();
     let counts = [&gone_key, &kept_key]
         .iter()
-        .map(|k| UsageCount { key_id: k.id.clone(), day: now().date(), outcome: VerificationCode::Valid, count: 2 })
+        .map(|k| UsageCount { key_id: k.id.clone(), day: now().date(), outcome: UseOutcome::VALID, count: 2 })
         .collect();
     let batch = UsageBatch { writer: "wrt_race".into(), sequence: 1, last_used: vec![], counts };
     let write = tokio::spawn(async move { keys.record_usage(&batch).await });
@@ -198,7 +198,7 @@ async fn a_last_use_whose_key_row_another_transaction_holds_is_left_for_later_no
     let used = now();
     let counts = [&held_key, &free_key]
         .iter()
-        .map(|k| UsageCount { key_id: k.id.clone(), day: used.date(), outcome: VerificationCode::Valid, count: 3 })
+        .map(|k| UsageCount { key_id: k.id.clone(), day: used.date(), outcome: UseOutcome::VALID, count: 3 })
         .collect();
     let last_used = vec![(held_key.id.clone(), used), (free_key.id.clone(), used)];
     let batch = UsageBatch { writer: "wrt_held".into(), sequence: 1, last_used, counts };

@@ -19,7 +19,7 @@ async fn the_account_shows_the_documented_fields_and_only_the_callers_own(app: T
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body["success"], true);
     let data = reply.data();
-    assert_eq!(field_names(data), ["created_at", "email", "is_active", "name", "org_id", "plan"]);
+    assert_eq!(field_names(data), ["closed_at", "created_at", "email", "is_active", "name", "org_id", "plan"]);
     assert_eq!(data["org_id"], json!(ours.id));
     assert_eq!(data["email"], "ours@acme.test");
     assert!(is_rfc3339_utc(&data["created_at"]));
@@ -32,9 +32,9 @@ async fn the_plan_catalogue_is_public(app: TestApp) {
     assert_eq!(
         reply.data(),
         &json!([
-            {"id": "free", "name": "Free", "base_price_cents": 0, "included_requests_per_month": 10_000},
-            {"id": "starter", "name": "Starter", "base_price_cents": 4900, "included_requests_per_month": 1_000_000},
-            {"id": "pro", "name": "Pro", "base_price_cents": 19900, "included_requests_per_month": 10_000_000},
+            {"id": "free", "name": "Free", "base_price_cents": 0, "included_requests_per_month": 10_000, "over_limit": "block"},
+            {"id": "starter", "name": "Starter", "base_price_cents": 4900, "included_requests_per_month": 1_000_000, "over_limit": "bill"},
+            {"id": "pro", "name": "Pro", "base_price_cents": 19900, "included_requests_per_month": 10_000_000, "over_limit": "bill"},
         ])
     );
 }

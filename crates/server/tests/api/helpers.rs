@@ -66,6 +66,10 @@ macro_rules! on_both_backends {
 }
 pub(crate) use on_both_backends;
 
+/// The `INTERNAL_SERVICE_TOKEN` every test instance has, unless a test sets it otherwise:
+/// verification (`POST /v1/internal/verify-key`) is what a plan bills.
+pub const SERVICE_TOKEN: &str = "internal-service-token-for-tests";
+
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
@@ -101,6 +105,7 @@ pub async fn spawn_app_on_with(db: std::sync::Arc<TestDatabase>, settings: &[(&s
             "DATABASE_POOL_SIZE" => Some("8".to_owned()),
             // Every test comes from 127.0.0.1: the limits' own tests turn them on.
             "RATE_LIMIT_SIGNUPS_PER_HOUR" | "RATE_LIMIT_AUTH_FAILURES_PER_MINUTE" => Some("0".to_owned()),
+            "INTERNAL_SERVICE_TOKEN" => Some(SERVICE_TOKEN.to_owned()),
             _ => None,
         }
     })
@@ -233,6 +238,14 @@ impl TestApp {
         let reply = self.create_key(key, Some(body)).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
         reply.data()["key"].as_str().expect("key").to_owned()
+    }
+
+    /// Verifies `key` as another service does (`POST /v1/internal/verify-key`, no scope
+    /// required): the verdict's `code`.
+    pub async fn verify(&self, key: &str) -> String {
+        let request = self.client.post(self.url("/v1/internal/verify-key")).bearer_auth(SERVICE_TOKEN);
+        let reply = Reply::read(request.json(&json!({"key": key})).send().await.expect("sent")).await;
+        reply.data()["code"].as_str().expect("a code").to_owned()
     }
 
     pub async fn key_count(&self, key: &str) -> usize {

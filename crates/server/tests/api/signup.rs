@@ -26,7 +26,7 @@ async fn signup_returns_the_account_and_a_first_key_that_works(app: TestApp) {
     assert_eq!(account["email"], "admin@mycompany.com");
     assert_eq!(
         account["plan"],
-        json!({"id": "free", "name": "Free", "base_price_cents": 0, "included_requests_per_month": 10_000})
+        json!({"id": "free", "name": "Free", "base_price_cents": 0, "included_requests_per_month": 10_000, "over_limit": "block"})
     );
     assert_eq!(account["is_active"], true);
     assert!(is_rfc3339_utc(&account["created_at"]), "{}", account["created_at"]);
@@ -51,7 +51,7 @@ async fn signup_defaults_to_the_free_plan_and_accepts_a_named_one(app: TestApp) 
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
     assert_eq!(
         reply.data()["account"]["plan"],
-        json!({"id": "starter", "name": "Starter", "base_price_cents": 4900, "included_requests_per_month": 1_000_000})
+        json!({"id": "starter", "name": "Starter", "base_price_cents": 4900, "included_requests_per_month": 1_000_000, "over_limit": "bill"})
     );
     let pro = app.signup(json!({"name": "Pro", "email": "pro@corp.test", "plan_id": "pro"})).await;
     assert_eq!(pro.data()["account"]["plan"]["base_price_cents"], 19900);

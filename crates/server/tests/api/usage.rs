@@ -9,7 +9,9 @@ use account_infra::testing::TestDatabase;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{on_both_backends, spawn_app_on, spawn_app_with, stored_last_used_at, Reply, TestApp};
+use crate::helpers::{
+    on_both_backends, spawn_app_on, spawn_app_with, stored_last_used_at, Reply, TestApp, SERVICE_TOKEN,
+};
 use crate::process::{account_api, send_signal, sign_up, start_server, wait_with_timeout};
 
 on_both_backends!(
@@ -58,6 +60,10 @@ async fn valid_and_refused_uses_are_counted_exactly_and_read_back_from_the_datab
     assert_eq!(app.revoke_key(&org.key, &gone_id).await.status.as_u16(), 200);
     let (n, m, k) = (7, 5, 3);
     for _ in 0..n {
+        assert_eq!(app.verify(&reader).await, "valid");
+    }
+    // Requests to the account API's own routes: counted apart, never billed.
+    for _ in 0..2 {
         assert_eq!(app.get_account(&reader).await.status.as_u16(), 200);
     }
     for _ in 0..m {
@@ -75,6 +81,7 @@ async fn valid_and_refused_uses_are_counted_exactly_and_read_back_from_the_datab
     .await;
     let reader_usage = key_entry(&report, &reader_id).expect("the reader's usage");
     assert_eq!(reader_usage["valid"], n, "{report}");
+    assert_eq!(reader_usage["account_api"], 2, "{report}");
     assert_eq!(reader_usage["refused"], k, "{report}");
     assert_eq!(reader_usage["refused_by_reason"], json!({"insufficient_scope": k}), "{report}");
     assert_eq!(reader_usage["name"], "reader");
@@ -82,26 +89,35 @@ async fn valid_and_refused_uses_are_counted_exactly_and_read_back_from_the_datab
     assert_eq!((gone_usage["valid"].clone(), gone_usage["refused"].clone()), (json!(0), json!(m)), "{report}");
     assert_eq!(gone_usage["refused_by_reason"], json!({"revoked": m}), "{report}");
     // The first key made 3 requests on the first instance (2 creations, 1 revocation), then
-    // the reads of the report, counted by the instance that answered them (not yet flushed).
+    // the reads of the report, counted by the instance that answered them (not yet flushed):
+    // all of them to the account API.
     let first = key_entry(&report, &org.key_id).expect("the first key's usage");
-    assert_eq!(first["valid"], 3 + reads, "{report}");
-    assert_eq!(report["total"], json!({"valid": n + 3 + reads, "refused": m + k}), "{report}");
+    assert_eq!((first["valid"].clone(), first["account_api"].clone()), (json!(0), json!(3 + reads)), "{report}");
+    assert_eq!(report["total"], json!({"valid": n, "refused": m + k, "account_api": 2 + 3 + reads}), "{report}");
     // The default range: 30 days ending today, one entry each, oldest first, zeros included.
     let daily = report["daily"].as_array().expect("daily");
     assert_eq!(daily.len(), 30);
     assert_eq!(daily[0]["date"], report["from"]);
     assert_eq!(daily[29]["date"], report["to"]);
-    assert_eq!(daily[29]["valid"], n + 3 + reads);
-    assert!(daily[..29].iter().all(|d| d["valid"] == 0 && d["refused"] == 0));
+    assert_eq!(daily[29]["valid"], n);
+    assert!(daily[..29].iter().all(|d| d["valid"] == 0 && d["refused"] == 0 && d["account_api"] == 0));
     // Busiest first.
     let busy: Vec<i64> = report["keys"]
         .as_array()
         .expect("keys")
         .iter()
-        .map(|k| k["valid"].as_i64().expect("a count") + k["refused"].as_i64().expect("a count"))
+        .map(|k| ["valid", "refused", "account_api"].iter().map(|f| k[f].as_i64().expect("a count")).sum::<i64>())
         .collect();
     assert!(busy.windows(2).all(|w| w[0] >= w[1]), "{report}");
-    assert_eq!(report["month_to_date"], json!({"valid": n + 3 + reads, "included": 10_000}), "{report}");
+    let today = report["to"].clone();
+    let month_start = format!("{}-01", &today.as_str().expect("a day")[..7]);
+    let period = &report["month_to_date"];
+    // Signed up today: the period is today's to the month's end, its share of 10,000.
+    assert_eq!(period["period_start"], json!(today), "{report}");
+    assert!(period["period_start"].as_str() >= Some(month_start.as_str()));
+    assert_eq!((period["valid"].clone(), period["over_limit"].clone()), (json!(n), json!("block")), "{report}");
+    assert_eq!(period["blocked"], false, "{report}");
+    assert!(period["included"].as_i64().is_some_and(|i| i > 0 && i <= 10_000), "{report}");
 }
 
 async fn two_instances_counting_one_key_add_up(app: TestApp) {
@@ -109,10 +125,10 @@ async fn two_instances_counting_one_key_add_up(app: TestApp) {
     let (key, key_id) = created(&app, &org.key, json!({"name": "shared", "scopes": ["read"]})).await;
     let second = spawn_app_on(app.db.clone()).await;
     for _ in 0..6 {
-        assert_eq!(app.get_account(&key).await.status.as_u16(), 200);
+        assert_eq!(app.verify(&key).await, "valid");
     }
     for _ in 0..9 {
-        assert_eq!(second.get_account(&key).await.status.as_u16(), 200);
+        assert_eq!(second.verify(&key).await, "valid");
     }
     let third = spawn_app_on(app.db.clone()).await;
     let (report, _) = report_when(&third, &org.key, |r| key_entry(r, &key_id).is_some_and(|k| k["valid"] == 15)).await;
@@ -155,7 +171,8 @@ async fn a_refusal_answered_429_still_counts_as_why_the_key_was_refused() {
 
 /// Only the final flush at SIGTERM can write the counts (the periodic one is a minute away).
 async fn counts_survive_a_sigterm_restart_and_the_export_matches_them(db: TestDatabase) {
-    let (mut child, port, _logs) = start_server(&db.url(), &[("LAST_USED_FLUSH_SECS", "60")]);
+    let settings = [("LAST_USED_FLUSH_SECS", "60"), ("INTERNAL_SERVICE_TOKEN", SERVICE_TOKEN)];
+    let (mut child, port, _logs) = start_server(&db.url(), &settings);
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let signup = sign_up(&client, &base, "restart@acme.test").await;
@@ -182,19 +199,26 @@ async fn counts_survive_a_sigterm_restart_and_the_export_matches_them(db: TestDa
     let (gone, gone_id) =
         (made["data"]["key"].as_str().expect("text").to_owned(), made["data"]["id"].as_str().expect("text").to_owned());
     assert_eq!(send(Method::DELETE, &format!("/v1/account/api-keys/{gone_id}"), &key, None).await.0, 200);
+    let verify = |key: &str| {
+        let request = client.post(format!("{base}/v1/internal/verify-key")).bearer_auth(SERVICE_TOKEN);
+        let request = request.json(&json!({"key": key}));
+        async move { request.send().await.expect("sent").json::<Value>().await.expect("json")["data"]["code"].clone() }
+    };
     for _ in 0..4 {
-        assert_eq!(send(Method::GET, "/v1/account", &key, None).await.0, 200);
+        assert_eq!(verify(&key).await, "valid");
     }
+    assert_eq!(send(Method::GET, "/v1/account", &key, None).await.0, 200);
     for _ in 0..3 {
-        assert_eq!(send(Method::GET, "/v1/account", &test_key, None).await.0, 200);
+        assert_eq!(verify(&test_key).await, "valid");
     }
     for _ in 0..2 {
-        assert_eq!(send(Method::GET, "/v1/account", &gone, None).await.0, 401);
+        assert_eq!(verify(&gone).await, "revoked");
     }
     send_signal(&child, "TERM");
     assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
 
-    // The live key: 3 writes and 4 reads; the test key: 3 reads; the revoked key: 2 refusals.
+    // The live key: 4 verifications, and 3 writes and a read (the account API: not billed);
+    // the test key: 3 verifications; the revoked key: 2 refusals.
     let export = account_api()
         .env("DATABASE_URL", db.url())
         .args(["usage", "export", "--month", &this_month()])
@@ -202,10 +226,10 @@ async fn counts_survive_a_sigterm_restart_and_the_export_matches_them(db: TestDa
         .expect("runs");
     assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
     let csv = String::from_utf8_lossy(&export.stdout).into_owned();
-    assert_eq!(csv, format!("org_id,plan_id,valid,refused,valid_test\n{org_id},free,7,2,3\n"));
+    assert_eq!(csv, format!("org_id,plan_id,valid,refused,valid_test\n{org_id},free,4,2,3\n"));
     assert!(String::from_utf8_lossy(&export.stderr).contains("not final"), "the current month is not final");
 
-    let (mut child, port, _logs) = start_server(&db.url(), &[("LAST_USED_FLUSH_SECS", "60")]);
+    let (mut child, port, _logs) = start_server(&db.url(), &settings);
     let base = format!("http://127.0.0.1:{port}");
     let report: Value = client
         .get(format!("{base}/v1/account/usage?days=1"))
@@ -217,11 +241,12 @@ async fn counts_survive_a_sigterm_restart_and_the_export_matches_them(db: TestDa
         .await
         .expect("json");
     let first = key_entry(&report["data"], &key_id).expect("counted");
-    // The 7 before the restart, and this request itself.
-    assert_eq!((first["valid"].clone(), first["refused"].clone()), (json!(8), json!(0)), "{report}");
+    // The 4 verifications and 4 account requests before the restart, and this request itself.
+    let counts = (first["valid"].clone(), first["refused"].clone(), first["account_api"].clone());
+    assert_eq!(counts, (json!(4), json!(0), json!(5)), "{report}");
     let gone_usage = key_entry(&report["data"], &gone_id).expect("counted");
     assert_eq!(gone_usage["refused_by_reason"], json!({"revoked": 2}), "{report}");
-    assert_eq!(report["data"]["month_to_date"]["valid"], 8, "test keys are not billed: {report}");
+    assert_eq!(report["data"]["month_to_date"]["valid"], 4, "test keys are not billed: {report}");
     send_signal(&child, "TERM");
     assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
 }

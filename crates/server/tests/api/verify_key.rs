@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::helpers::{spawn_app_with, Reply, TestApp};
 use crate::keys::created;
 
-const SERVICE_TOKEN: &str = "internal-service-token-for-tests";
+use crate::helpers::SERVICE_TOKEN;
 
 async fn verify(app: &TestApp, token: &str, body: Value) -> crate::helpers::Reply {
     let response =
@@ -54,7 +54,8 @@ async fn other_services_verify_keys_with_the_same_rules() {
 /// it admits no token.
 #[tokio::test]
 async fn without_a_service_token_every_verification_is_refused_as_unauthenticated() {
-    let app = spawn_app_with(Backend::Sqlite, &[("RATE_LIMIT_AUTH_FAILURES_PER_MINUTE", "3")]).await.expect("sqlite");
+    let settings = [("RATE_LIMIT_AUTH_FAILURES_PER_MINUTE", "3"), ("INTERNAL_SERVICE_TOKEN", "")];
+    let app = spawn_app_with(Backend::Sqlite, &settings).await.expect("sqlite");
     let org = app.signup_org("verify-off@acme.test").await;
     verify(&app, SERVICE_TOKEN, json!({"key": org.key})).await.assert_error(401, "invalid_service_token");
     verify(&app, "", json!({"key": org.key})).await.assert_error(401, "invalid_service_token");

@@ -158,7 +158,7 @@ mod tests {
         ));
         let (key, org) = (KeyId::new("key_abc").expect("valid"), OrgId::new("org_caller").expect("valid"));
         let of = crate::runtime::UseOf { key: &key, org: &org, environment: Environment::Live };
-        service.runtime.record_use(of, NOW, VerificationCode::Valid);
+        service.runtime.record_use(of, NOW, crate::model::UseOutcome::VALID);
         let keys = service.list_keys(&principal(&["read"], Environment::Live)).await.expect("listed");
         assert_eq!(keys[0].last_used_at, Some(NOW));
     }
@@ -172,7 +172,7 @@ mod tests {
         let service = ports.service();
         let (key, org) = (KeyId::new("key_live").expect("valid"), OrgId::new("org_caller").expect("valid"));
         let of = crate::runtime::UseOf { key: &key, org: &org, environment: Environment::Live };
-        service.runtime.record_use(of, NOW, VerificationCode::Valid);
+        service.runtime.record_use(of, NOW, crate::model::UseOutcome::VALID);
         let test_reader = principal(&["read"], Environment::Test);
         let read = service.get_key(&test_reader, "key_live").await.expect("a test key reads a live key");
         assert_eq!(read.last_used_at, Some(NOW), "uses not yet flushed included");
