@@ -7,7 +7,15 @@ import sys
 from pathlib import Path
 
 from account_api_client import AuthenticatedClient, Client
-from account_api_client.api.accounts import get_account, get_usage, list_audit_events, list_plans, sign_up
+from account_api_client.api.accounts import (
+    close_account,
+    get_account,
+    get_usage,
+    list_audit_events,
+    list_plans,
+    sign_up,
+    update_account,
+)
 from account_api_client.api.api_keys import (
     create_api_key,
     get_api_key,
@@ -20,10 +28,12 @@ from account_api_client.api.api_keys import (
 from account_api_client.api.internal import verify_api_key
 from account_api_client.api.operations import check_liveness, check_readiness, get_metrics, get_openapi_document
 from account_api_client.models import (
+    CloseAccountRequest,
     CreateApiKeyRequest,
     LeakReportRequest,
     RollApiKeyRequest,
     SignupRequest,
+    UpdateAccountRequest,
     UpdateApiKeyRequest,
     VerifyKeyRequest,
 )
@@ -74,6 +84,11 @@ call(get_usage, 200, client=me, days=7)
 assert call(list_audit_events, 200, client=me, limit=10).data.events
 leaked = call(report_leaked_keys, 200, client=anonymous, body=LeakReportRequest(keys=[rolled.key])).data
 assert leaked is not UNSET
+upgraded = call(update_account, 200, client=me, body=UpdateAccountRequest(name="Generated Ltd", plan_id="starter")).data
+assert upgraded.name == "Generated Ltd" and upgraded.plan.id == "starter", upgraded
+org_id = signup.data.account.org_id
+closed = call(close_account, 200, client=me, body=CloseAccountRequest(confirm=org_id)).data
+assert closed.closed_at is not None and closed.closed_at is not UNSET, closed
 
 operations = {
     operation["operationId"]

@@ -8,8 +8,9 @@ use time::OffsetDateTime;
 use std::sync::Arc;
 
 use crate::model::{
-    AllowedIps, ApiKey, AuditEvent, AuditRecord, KeyHash, KeyId, KeyName, KeyUsageRow, NewApiKey, NewOrganization,
-    OrgId, Organization, OrganizationMonth, OverLimit, Plan, PlanChange, PlanId, RequestMeta, SecretBody, UsageCount,
+    AllowedIps, ApiKey, AuditEvent, AuditRecord, EmailAddress, KeyHash, KeyId, KeyName, KeyUsageRow, NewApiKey,
+    NewOrganization, OrgId, OrgName, Organization, OrganizationMonth, OverLimit, Plan, PlanChange, PlanId, RequestMeta,
+    SecretBody, UsageCount,
 };
 use crate::service::KeyAccessError;
 
@@ -123,6 +124,66 @@ pub struct FoundInWrite<'a> {
 /// transaction (a deadlock or serialization failure); it is pure.
 pub type KeyWriteDecision<T> = Arc<dyn Fn(FoundInWrite<'_>) -> Result<T, KeyOpError> + Send + Sync>;
 
+/// What [`AccountRepository::erase_organization`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EraseOutcome {
+    Erased(Organization),
+    NotFound,
+    /// Only a closed organization is erased.
+    StillOpen,
+}
+
+/// The error of every account operation (a change, closing), from the service's use cases
+/// and from [`AccountRepository::write_account`] alike (the write takes the decision).
+#[derive(Debug, Error)]
+pub enum AccountOpError {
+    /// The calling key may not act now (revoked meanwhile, expired, its address...).
+    #[error(transparent)]
+    Actor(#[from] ActorRefused),
+    #[error(transparent)]
+    InsufficientScope(#[from] crate::service::InsufficientScope),
+    /// A test key: the account is live business.
+    #[error("a test key cannot change the account: use a live key")]
+    TestKey,
+    #[error("an organization with this email already exists")]
+    EmailTaken,
+    #[error("no plan has this id")]
+    UnknownPlan,
+    /// The organization is closed: nothing about it changes any more.
+    #[error("this organization is closed")]
+    Closed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What an account write found inside its own transaction, for the domain to decide on.
+#[derive(Debug, Clone, Copy)]
+pub struct FoundInAccountWrite<'a> {
+    /// The calling key with whether its organization is active; `None` when it no longer exists.
+    pub actor: Option<(&'a ApiKey, bool)>,
+    /// The organization as it is there, its row locked until the write commits.
+    pub organization: &'a Organization,
+}
+
+/// What the domain decided an account write does; `None` leaves a property as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountWrite {
+    pub name: Option<OrgName>,
+    pub email: Option<EmailAddress>,
+    /// A new plan, from `today` on (the period's first day).
+    pub plan: Option<PlanId>,
+    pub today: time::Date,
+    /// Closes the organization at this time: every key of it revoked.
+    pub close: Option<time::OffsetDateTime>,
+    /// The audit events the write records (in its transaction).
+    pub events: Vec<AuditRecord>,
+}
+
+/// The decision of an account write: the domain's rule, applied to the rows the write found
+/// ([`FoundInAccountWrite`]); pure, it may be called again when the write is retried.
+pub type AccountWriteDecision =
+    Arc<dyn Fn(FoundInAccountWrite<'_>) -> Result<AccountWrite, AccountOpError> + Send + Sync>;
+
 /// What a change of a key sets; `None` leaves a property as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct KeyChanges {
@@ -185,6 +246,35 @@ pub trait AccountRepository: Send + Sync + 'static {
     /// Sets what the plan does past what it includes, as [`Self::set_plan_included`] does
     /// (`Ok(None)` for no such plan, [`Change::Everything`] published).
     async fn set_plan_over_limit(&self, id: &PlanId, over_limit: OverLimit) -> StoreResult<Option<Plan>>;
+
+    /// Changes the organization `org` as `decide` says, on the rows as this write's own
+    /// transaction finds them. It MUST lock the organization's row, then read the calling key
+    /// `actor` (with the organization's status), call `decide`, and write only what it
+    /// returns, all of it in that transaction, nothing on a refusal:
+    /// - `name`, `email`: MUST return `EmailTaken` when another open organization's email is
+    ///   equal ignoring case, also when two writes race;
+    /// - `plan`: MUST return `UnknownPlan` when no plan has the id, and MUST record the plan
+    ///   period from `today` (replacing a change made earlier that day);
+    /// - `close`: MUST set `closed_at` and revoke every key of the organization not yet
+    ///   revoked, publishing [`Change::Key`] for each;
+    /// - `events`, recorded in the audit trail.
+    ///
+    /// It MUST publish [`Change::Organization`] when anything changed, so that every instance
+    /// forgets the organization's cached credentials. Returns the organization as written.
+    /// An unknown organization is `Closed` (nothing of it can change).
+    async fn write_account(
+        &self,
+        org: &OrgId,
+        actor: &KeyId,
+        decide: AccountWriteDecision,
+    ) -> Result<Organization, AccountOpError>;
+
+    /// Erases a closed organization's personal data: name and email replaced by
+    /// `erased+<org_id>@invalid`, its keys' names and allowlists cleared, the client
+    /// addresses and user agents of its audit events removed; ids, plan periods and usage
+    /// counts kept; `audit` recorded. MUST return `Ok(None)` for an unknown organization and
+    /// `Err(Closed)`... see [`EraseOutcome`].
+    async fn erase_organization(&self, org: &OrgId, audit: &AuditRecord) -> StoreResult<EraseOutcome>;
 
     /// The organization's plan changes (its signup's plan first), oldest first: one per UTC
     /// day at most, the last plan of a day. MUST return them all, however old (a period

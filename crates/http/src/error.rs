@@ -70,6 +70,8 @@ error_codes! {
     MethodNotAllowed => METHOD_NOT_ALLOWED, "method_not_allowed";
     RequestTimeout => REQUEST_TIMEOUT, "request_timeout";
     EmailTaken => CONFLICT, "email_taken";
+    /// The organization is closed: nothing about it changes any more.
+    AccountClosed => CONFLICT, "account_closed";
     KeyLimitReached => CONFLICT, "key_limit_reached";
     KeyNotActive => CONFLICT, "key_not_active";
     PayloadTooLarge => PAYLOAD_TOO_LARGE, "payload_too_large";

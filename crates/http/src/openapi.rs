@@ -57,11 +57,13 @@ pub(crate) fn document() -> &'static utoipa::openapi::OpenApi {
             routes::api_keys::allowlist_schema::NAME.to_owned(),
             routes::api_keys::allowlist_schema::entry().into(),
         );
-        // A change sends `name`, `allowed_ips` or both: what the derive cannot say.
-        if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(update))) =
-            components.schemas.get_mut("UpdateApiKeyRequest")
-        {
-            update.min_properties = Some(1);
+        // A change sends at least one field: what the derive cannot say.
+        for change in ["UpdateApiKeyRequest", "UpdateAccountRequest"] {
+            if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(update))) =
+                components.schemas.get_mut(change)
+            {
+                update.min_properties = Some(1);
+            }
         }
         doc
     })

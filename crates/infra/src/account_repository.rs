@@ -1,12 +1,14 @@
 //! Organizations and plans in SQL.
 
 use account_domain::{
-    day_text, parse_day, AccountRepository, AuditEvent, AuditRecord, CreateOrganizationError, NewApiKey,
-    NewOrganization, OrgId, Organization, OverLimit, Plan, PlanChange, PlanId,
+    day_text, parse_day, AccountOpError, AccountRepository, AccountWriteDecision, AuditEvent, AuditRecord,
+    CreateOrganizationError, EraseOutcome, KeyId, NewApiKey, NewOrganization, OrgId, Organization, OverLimit, Plan,
+    PlanChange, PlanId,
 };
 use async_trait::async_trait;
 use diesel::prelude::*;
 
+use crate::account_writes;
 use crate::audit_trail;
 use crate::change_feed::publish_change;
 use crate::connection::DbConnection;
@@ -27,7 +29,7 @@ impl SqlAccountRepository {
     }
 }
 
-fn load_organization(conn: &mut DbConnection, id: &str) -> Result<Option<Organization>, RepoError> {
+pub(crate) fn load_organization(conn: &mut DbConnection, id: &str) -> Result<Option<Organization>, RepoError> {
     let row = organizations::table
         .inner_join(plans::table)
         .filter(organizations::id.eq(id))
@@ -157,6 +159,37 @@ impl AccountRepository for SqlAccountRepository {
             .map_err(|e| e.into_store_error("could not change the plan"))
     }
 
+    async fn write_account(
+        &self,
+        org: &OrgId,
+        actor: &KeyId,
+        decide: AccountWriteDecision,
+    ) -> Result<Organization, AccountOpError> {
+        let (org, actor) = (org.to_string(), actor.to_string());
+        self.db
+            .write(move |conn| account_writes::write_account(conn, &org, &actor, &decide))
+            .await
+            .map_err(|e| e.into_account_error("could not change the account"))
+    }
+
+    async fn erase_organization(&self, org: &OrgId, audit: &AuditRecord) -> account_domain::StoreResult<EraseOutcome> {
+        let (org, audit) = (org.to_string(), audit.clone());
+        let outcome = self
+            .db
+            .write(move |conn| account_writes::erase(conn, &org, &audit))
+            .await
+            .map_err(|e| e.into_store_error("could not erase the organization"))?;
+        if matches!(outcome, EraseOutcome::Erased(_)) {
+            // SQLite's write-ahead log still holds the pages as they were: copy them back
+            // into the file (now zeroed where data was erased) and empty the log.
+            self.db
+                .read(account_writes::forget_old_pages)
+                .await
+                .map_err(|e| e.into_store_error("could not checkpoint the erasure"))?;
+        }
+        Ok(outcome)
+    }
+
     async fn plan_changes(&self, org: &OrgId) -> account_domain::StoreResult<Vec<PlanChange>> {
         let org = org.to_string();
         self.db
@@ -177,10 +210,11 @@ impl AccountRepository for SqlAccountRepository {
             .write(move |conn| {
                 // Only a row in the other state changes: of two operators racing, the one whose
                 // update finds it already so records nothing.
-                let changed =
-                    diesel::update(organizations::table.find(&id).filter(organizations::is_active.ne(active)))
-                        .set(organizations::is_active.eq(active))
-                        .execute(conn)?;
+                // A closed organization never changes again.
+                let open = organizations::table.find(&id).filter(organizations::closed_at.is_null());
+                let changed = diesel::update(open.filter(organizations::is_active.ne(active)))
+                    .set(organizations::is_active.eq(active))
+                    .execute(conn)?;
                 if changed == 0 {
                     // Unknown, or already so: nothing to publish, nothing happened to audit.
                     return load_organization(conn, &id);

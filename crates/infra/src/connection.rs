@@ -16,8 +16,10 @@ pub enum DbConnection {
 }
 
 /// Per-connection SQLite settings: wait for locks instead of failing, enforce foreign
-/// keys, and fsync every commit so that an acknowledged write survives a power cut.
-const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;";
+/// keys, fsync every commit so that an acknowledged write survives a power cut, and zero
+/// what an update or delete frees, so that erased data is gone from the file itself.
+const SQLITE_PRAGMAS: &str =
+    "PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;";
 
 /// Per-connection PostgreSQL settings: no statement may hold a request (and a pooled
 /// connection) longer than this.

@@ -360,7 +360,7 @@ impl KeyWriteRows {
 /// Takes the organization's row lock: on PostgreSQL it serializes the organization's key
 /// changes, so counts and checks made after it cannot be raced (SQLite has one writer).
 /// Returns whether the organization is active (`None`: there is no such organization).
-fn lock_organization(conn: &mut DbConnection, org: &str) -> Result<Option<bool>, RepoError> {
+pub(crate) fn lock_organization(conn: &mut DbConnection, org: &str) -> Result<Option<bool>, RepoError> {
     diesel::update(organizations::table.find(org))
         .set(organizations::is_active.eq(organizations::is_active))
         .execute(conn)?;

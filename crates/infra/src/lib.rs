@@ -4,6 +4,7 @@
 //! [`Verifier`], all of it wired for another service that only verifies keys.
 
 mod account_repository;
+mod account_writes;
 mod audit_trail;
 mod background;
 mod change_feed;

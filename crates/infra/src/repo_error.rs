@@ -1,6 +1,6 @@
 //! Errors inside the adapters, and their translation into what the domain understands.
 
-use account_domain::{KeyOpError, StoreError};
+use account_domain::{AccountOpError, KeyOpError, StoreError};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use thiserror::Error;
 
@@ -17,6 +17,9 @@ pub(crate) enum RepoError {
     /// A key write's own refusal, typed as the domain knows it.
     #[error(transparent)]
     Key(KeyOpError),
+    /// An account write's own refusal, typed as the domain knows it.
+    #[error(transparent)]
+    Account(AccountOpError),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -33,6 +36,8 @@ impl RepoError {
             Self::UnknownPlan => StoreError::Failed(anyhow::anyhow!("unknown plan").context(doing)),
             Self::Key(KeyOpError::Store(e)) => e,
             Self::Key(refused) => StoreError::Failed(anyhow::Error::new(refused).context(doing)),
+            Self::Account(AccountOpError::Store(e)) => e,
+            Self::Account(refused) => StoreError::Failed(anyhow::Error::new(refused).context(doing)),
             Self::Other(e) => StoreError::Failed(e.context(doing)),
         }
     }
@@ -45,6 +50,24 @@ impl RepoError {
             Self::Key(refused) => refused,
             other => KeyOpError::Store(other.into_store_error(doing)),
         }
+    }
+}
+
+impl RepoError {
+    /// For the account writes: their refusals stay typed, anything else is a store failure.
+    pub(crate) fn into_account_error(self, doing: &'static str) -> AccountOpError {
+        match self {
+            Self::Account(refused) => refused,
+            Self::EmailTaken => AccountOpError::EmailTaken,
+            Self::UnknownPlan => AccountOpError::UnknownPlan,
+            other => AccountOpError::Store(other.into_store_error(doing)),
+        }
+    }
+}
+
+impl From<AccountOpError> for RepoError {
+    fn from(e: AccountOpError) -> Self {
+        Self::Account(e)
     }
 }
 

@@ -77,10 +77,11 @@ impl From<&NewOrganization> for OrganizationRow {
 
 impl OrganizationRow {
     pub(crate) fn into_domain(self, plan: PlanRow) -> anyhow::Result<Organization> {
+        let id = OrgId::new(&self.id).context("stored organization id")?;
         Ok(Organization {
-            id: OrgId::new(&self.id).context("stored organization id")?,
             name: OrgName::new(&self.name).context("stored organization name")?,
-            email: EmailAddress::new(&self.email).context("stored email")?,
+            email: EmailAddress::stored(&self.email, &id).context("stored email")?,
+            id,
             plan: plan.try_into()?,
             is_active: self.is_active,
             created_at: from_micros(self.created_at)?,

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use account_domain::{
-    month_is_final, AccountService, BillingMonth, CreateKeyRequest, Environment, ExpiresInDays, IssueKeyError, KeyName,
-    RequestMeta, Scopes, SetOrganizationActiveError, SetPlanIncludedError,
+    month_is_final, AccountService, BillingMonth, CreateKeyRequest, Environment, EraseError, ExpiresInDays,
+    IssueKeyError, KeyName, RequestMeta, Scopes, SetOrganizationActiveError, SetPlanIncludedError,
 };
 use account_infra::{Assembly, Database, Role};
 use account_server::config::{self, Config};
@@ -80,6 +80,13 @@ enum OrgsCommand {
         /// The organization's id, such as org_0192...
         org_id: String,
     },
+    /// Erase a closed organization's personal data (an erasure request): name and email
+    /// become erased+ORG_ID@invalid, key names and allowlists are cleared, client addresses
+    /// and user agents leave its audit events; ids, plan periods and usage counts stay.
+    Erase {
+        /// The organization's id, such as org_0192...
+        org_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,10 +149,22 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Usage(UsageCommand::Export { month }) => export_usage(&config, month.as_deref()).await,
         Command::Openapi => unreachable!("answered before configuration is read"),
+        Command::Orgs(OrgsCommand::Erase { org_id }) => {
+            match operator_service(&config).await?.erase_organization(&org_id, &RequestMeta::operator()).await {
+                Ok(org) => {
+                    println!("{} erased: its name and email are now {}", org.id, org.email);
+                    Ok(())
+                }
+                Err(EraseError::NotFound) => anyhow::bail!("no organization has the id {org_id}"),
+                Err(e @ EraseError::StillOpen) => anyhow::bail!("{org_id}: {e}"),
+                Err(EraseError::Store(e)) => Err(e.into()),
+            }
+        }
         Command::Orgs(command) => {
             let (org_id, active) = match command {
                 OrgsCommand::Deactivate { org_id } => (org_id, false),
                 OrgsCommand::Activate { org_id } => (org_id, true),
+                OrgsCommand::Erase { .. } => unreachable!("answered above"),
             };
             let service = operator_service(&config).await?;
             match service.set_organization_active(&org_id, active, &RequestMeta::operator()).await {
@@ -154,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
                     Ok(())
                 }
                 Err(SetOrganizationActiveError::NotFound) => anyhow::bail!("no organization has the id {org_id}"),
+                Err(e @ SetOrganizationActiveError::Closed) => anyhow::bail!("{org_id}: {e}"),
                 Err(SetOrganizationActiveError::Store(e)) => Err(e.into()),
             }
         }
@@ -163,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
             let issued = match service.issue_key(&org_id, request, &RequestMeta::operator()).await {
                 Ok(issued) => issued,
                 Err(IssueKeyError::UnknownOrganization) => anyhow::bail!("no organization has the id {org_id}"),
+                Err(e @ IssueKeyError::Closed) => anyhow::bail!("{org_id}: {e}"),
                 Err(IssueKeyError::KeyLimitReached(max)) => anyhow::bail!(
                     "{org_id} already has the most active keys allowed, {max} (MAX_ACTIVE_KEYS_PER_ORG): no key was \
                      issued; revoke one of them first or raise the limit"

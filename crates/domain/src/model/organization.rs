@@ -50,6 +50,22 @@ impl EmailAddress {
         }
     }
 
+    /// What an erased organization's name and email become: unique by construction, and in
+    /// the `.invalid` domain, which can never receive mail.
+    pub fn erased(org: &super::OrgId) -> Self {
+        Self(format!("erased+{org}@invalid"))
+    }
+
+    /// A stored address: a valid one, or the [`Self::erased`] one of `org` (which `new`
+    /// refuses: nobody signs up with it).
+    pub fn stored(raw: &str, org: &super::OrgId) -> Result<Self, InvalidEmail> {
+        let erased = Self::erased(org);
+        if raw == erased.0 {
+            return Ok(erased);
+        }
+        Self::new(raw)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -2,6 +2,8 @@
 //! makes them fast (the cache, merged reads, the usage buffer) is in `crate::runtime`.
 
 mod account;
+mod account_close;
+mod account_update;
 mod audit;
 mod authenticate;
 mod keys;
@@ -18,6 +20,8 @@ pub(crate) mod test_support;
 use std::sync::Arc;
 
 pub use account::GetAccountError;
+pub use account_close::{revoked_by_closing, CloseAccountError, EraseError, REVOKED_AS_ACCOUNT_CLOSED};
+pub use account_update::{EmptyAccountChange, UpdateAccountRequest};
 pub use audit::{audit_event_id, AuditLogError, AuditPage};
 pub use authenticate::AuthenticateError;
 pub use keys::{CreatedKey, KeyAccessError, KeyUpdate, RolledKey};

@@ -13,6 +13,8 @@ use crate::ports::{Actor, KeyOpError, KeyWriteDecision, StoreError};
 pub enum SetOrganizationActiveError {
     #[error("no such organization")]
     NotFound,
+    #[error("the organization is closed: only `orgs erase` and `usage export` still apply to it")]
+    Closed,
     #[error(transparent)]
     Store(#[from] crate::ports::StoreError),
 }
@@ -22,6 +24,8 @@ pub enum SetOrganizationActiveError {
 pub enum IssueKeyError {
     #[error("no such organization")]
     UnknownOrganization,
+    #[error("the organization is closed: only `orgs erase` and `usage export` still apply to it")]
+    Closed,
     #[error("the organization already has {0} active keys, the most allowed")]
     KeyLimitReached(u32),
     #[error(transparent)]
@@ -60,6 +64,10 @@ impl AccountService {
             .set_organization_active(&org_id, active, &audit)
             .await?
             .ok_or(SetOrganizationActiveError::NotFound)?;
+        // The store changes no closed organization; it hands it back as it is.
+        if org.closed_at.is_some() {
+            return Err(SetOrganizationActiveError::Closed);
+        }
         self.runtime.after_change().await;
         Ok(org)
     }
@@ -80,6 +88,9 @@ impl AccountService {
             return Err(IssueKeyError::UnknownOrganization);
         };
         let organization = self.accounts.find_organization(&org_id).await?.ok_or(IssueKeyError::UnknownOrganization)?;
+        if organization.closed_at.is_some() {
+            return Err(IssueKeyError::Closed);
+        }
         let now = self.clock.now();
         // No key makes it: nothing inherited.
         let asked = request.expires_in.map(|days| days.after(now));

@@ -1,6 +1,6 @@
 //! `GET /v1/account/audit-log`: the organization's audit trail.
 
-use account_domain::{audit_event_id, AuditEvent, AuditLogError, AuditPage};
+use account_domain::{audit_event_id, AuditEvent, AuditLogError, AuditPage, DetailValue};
 use actix_web::web::Query;
 use actix_web::{get, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -18,8 +18,9 @@ use crate::timestamp::rfc3339;
 pub(crate) struct AuditEventDto {
     #[schema(pattern = "^evt_[0-9]+$", example = "evt_42")]
     id: String,
-    /// signup, key.created, key.revoked, key.rolled, key.renamed, key.leak_reported,
-    /// organization.deactivated or organization.activated.
+    /// signup, key.created, key.revoked, key.rolled, key.renamed, key.allowlist_changed,
+    /// key.leak_reported, organization.deactivated, organization.activated,
+    /// account.updated, account.plan_changed, account.closed or org.erased.
     #[schema(example = "key.created")]
     action: &'static str,
     /// The key or organization acted on.
@@ -30,6 +31,11 @@ pub(crate) struct AuditEventDto {
     user_agent: Option<String>,
     #[schema(format = DateTime)]
     created_at: String,
+    /// What the event changed, by name: `account.updated` lists its `fields` (never their
+    /// values), `account.plan_changed` gives `from` and `to`, a `key.revoked` by closing
+    /// gives its `reason`; empty for the others.
+    #[schema(value_type = Object, example = json!({"fields": ["name"]}))]
+    details: serde_json::Map<String, serde_json::Value>,
 }
 
 impl From<&AuditEvent> for AuditEventDto {
@@ -43,6 +49,18 @@ impl From<&AuditEvent> for AuditEventDto {
             client_ip: r.meta.client_ip().map(|ip| ip.to_string()),
             user_agent: r.meta.user_agent().map(str::to_owned),
             created_at: rfc3339(r.at),
+            details: r
+                .details
+                .entries()
+                .iter()
+                .map(|(name, value)| {
+                    let value = match value {
+                        DetailValue::Text(text) => serde_json::Value::from(text.as_str()),
+                        DetailValue::List(items) => serde_json::Value::from(items.clone()),
+                    };
+                    (name.clone(), value)
+                })
+                .collect(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! registration.
 
 pub(crate) mod account;
+mod account_changes;
 pub(crate) mod api_keys;
 pub(crate) mod audit_log;
 pub(crate) mod health;
@@ -54,6 +55,8 @@ pub(crate) fn endpoints() -> Scope<
     scope("")
         .service(health::healthz)
         .service(account::get_account)
+        .service(account_changes::update_account)
+        .service(account_changes::close_account)
         .service(api_keys)
         .service(audit_log::audit_log)
         .service(usage::usage)
@@ -125,4 +128,12 @@ fn allowed_methods(paths: &Paths) -> Vec<(Vec<String>, header::HeaderValue)> {
             Some((path.split('/').map(str::to_owned).collect(), allow))
         })
         .collect()
+}
+
+/// Counts a write against the organization's limit, before its body is read.
+pub(crate) fn count_write(req: &actix_web::HttpRequest, caller: &account_domain::Principal) -> Result<(), ApiError> {
+    match req.app_data::<web::Data<crate::limits::AbuseLimits>>() {
+        Some(limits) => limits.check_write(caller.org_id()),
+        None => Ok(()),
+    }
 }

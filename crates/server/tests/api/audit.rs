@@ -42,11 +42,12 @@ async fn the_audit_log_records_every_change_newest_first_in_pages(app: TestApp) 
     let revoked = &events[0];
     assert_eq!(
         field_names(revoked),
-        ["action", "actor_key_id", "client_ip", "created_at", "id", "target_id", "user_agent"]
+        ["action", "actor_key_id", "client_ip", "created_at", "details", "id", "target_id", "user_agent"]
     );
     assert_eq!(revoked["actor_key_id"], json!(org.key_id));
     assert_eq!(revoked["target_id"], json!(temp_id));
     assert_eq!(revoked["client_ip"], "127.0.0.1");
+    assert_eq!(revoked["details"], json!({}));
     assert!(is_rfc3339_utc(&revoked["created_at"]));
     assert_eq!(events[5]["actor_key_id"], Value::Null, "nobody was authenticated at signup");
 

@@ -333,3 +333,27 @@ pub fn stored_last_used_at(db: &TestDatabase, key_id: &str) -> Option<i64> {
     assert_eq!(rows.len(), 1, "the key is stored");
     rows[0].last_used_at
 }
+
+/// The audit trail of `org` read straight from the database (action, details), oldest
+/// first: for an organization none of whose keys can read it any more.
+pub fn audit_actions_by_sql(db: &TestDatabase, org: &str) -> Vec<(String, Option<String>)> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        action: String,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        details: Option<String>,
+    }
+    let sql = format!("SELECT action, details FROM audit_events WHERE org_id = '{org}' ORDER BY id");
+    let rows: Vec<Row> = match db.target() {
+        account_infra::DatabaseTarget::Sqlite(path) => {
+            let mut conn = diesel::SqliteConnection::establish(path.to_str().expect("utf-8")).expect("open");
+            diesel::RunQueryDsl::load(diesel::sql_query(sql), &mut conn).expect("read")
+        }
+        account_infra::DatabaseTarget::Postgres(url) => {
+            let mut conn = diesel::PgConnection::establish(url).expect("connect");
+            diesel::RunQueryDsl::load(diesel::sql_query(sql), &mut conn).expect("read")
+        }
+    };
+    rows.into_iter().map(|r| (r.action, r.details)).collect()
+}

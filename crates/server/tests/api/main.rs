@@ -10,6 +10,8 @@ mod helpers;
 
 // The routes.
 mod account;
+mod account_changes;
+mod account_erasure;
 mod audit;
 mod health;
 mod keys;

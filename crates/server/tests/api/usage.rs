@@ -259,7 +259,7 @@ fn this_month() -> String {
 
 /// The uses of a key stored in the database (all days and outcomes), read with the test's
 /// own SQL session: not through an instance, which would add what it holds in memory.
-fn stored_uses(app: &TestApp, key_id: &str) -> i64 {
+pub(crate) fn stored_uses(app: &TestApp, key_id: &str) -> i64 {
     #[derive(diesel::QueryableByName)]
     struct Row {
         #[diesel(sql_type = diesel::sql_types::BigInt)]

@@ -136,8 +136,18 @@ pub(crate) fn acting_key<'a>(
     client: Option<IpAddr>,
     now: OffsetDateTime,
 ) -> Result<&'a ApiKey, KeyOpError> {
+    Ok(acting_key_of(found.actor, client, now)?)
+}
+
+/// The calling key as any write found it (with its organization's status), once it may
+/// still act now from `client`: [`acting_key`]'s rule, for account writes too.
+pub(crate) fn acting_key_of(
+    actor: Option<(&ApiKey, bool)>,
+    client: Option<IpAddr>,
+    now: OffsetDateTime,
+) -> Result<&ApiKey, crate::ports::ActorRefused> {
     // A key deleted from under its caller is as good as revoked.
-    let (key, organization_active) = found.actor.ok_or(crate::ports::ActorRefused::Revoked)?;
+    let (key, organization_active) = actor.ok_or(crate::ports::ActorRefused::Revoked)?;
     AccountService::judge(key, organization_active, now, client)?;
     Ok(key)
 }

@@ -2,7 +2,7 @@
 //! update, revoke), each in a file of its own with its tests. Who may act on which key is
 //! decided in one place, [`access`]; every key is made by [`AccountService::mint_key`].
 
-mod access;
+pub(crate) mod access;
 mod create;
 mod revoke;
 mod roll;

@@ -5,7 +5,7 @@ pub(crate) mod allowlist_schema;
 mod bodies;
 mod errors;
 
-use actix_web::web::{Data, Path, Payload};
+use actix_web::web::{Path, Payload};
 use actix_web::{delete, get, patch, post, HttpRequest, HttpResponse};
 
 pub(crate) use bodies::{
@@ -14,13 +14,13 @@ pub(crate) use bodies::{
 };
 use bodies::{KeyDto, RollKeyBody, RolledKeyDto, UpdateKeyBody};
 
+use super::count_write;
 use super::shared_responses::{AuthErrors, BodyErrors, KeyNotFound, Unavailable, WriteAuthErrors};
 use crate::auth::Caller;
 use crate::body::{optional_json, read_body, required_json};
 use crate::client_ip::request_meta;
 use crate::envelope::{created, envelope_schemas, ok};
 use crate::error::{ApiError, ErrorBody};
-use crate::limits::AbuseLimits;
 
 /// The `{key_id}` of the routes of one key.
 #[derive(utoipa::IntoParams)]
@@ -37,14 +37,6 @@ envelope_schemas! {
     CreatedApiKeyResponse => CreatedKeyDto<'static>;
     /// A new key in place of another, shown this once.
     RolledApiKeyResponse => RolledKeyDto<'static>;
-}
-
-/// Counts a write against the organization's limit, before its body is read.
-fn count_write(req: &HttpRequest, caller: &account_domain::Principal) -> Result<(), ApiError> {
-    match req.app_data::<Data<AbuseLimits>>() {
-        Some(limits) => limits.check_write(caller.org_id()),
-        None => Ok(()),
-    }
 }
 
 /// Every key of the caller's organization, newest first, revoked and expired ones included.
