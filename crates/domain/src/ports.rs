@@ -410,8 +410,9 @@ pub trait KeyRepository: Send + Sync + 'static {
     /// The stored counts of the organization's keys on the days `from` to `to` (inclusive).
     async fn usage_of(&self, org: &OrgId, from: time::Date, to: time::Date) -> StoreResult<Vec<KeyUsageRow>>;
 
-    /// Every organization created on or before `to`, with its counts from `from` to `to`
-    /// (zeros included), in id order.
+    /// Every organization that existed from `from` to `to` (created by `to`, not closed
+    /// before `from`), in id order, with its plan changes up to `to` and its billed counts
+    /// by day from `from` to `to` (requests to the account API are never billed).
     async fn monthly_usage(&self, from: time::Date, to: time::Date) -> StoreResult<Vec<OrganizationMonth>>;
 
     /// Deletes the counts of days before `before`; returns how many rows went.

@@ -1,8 +1,8 @@
 //! Key usage in SQL: counts added per key, UTC day and outcome, each writer's batch applied once.
 
 use account_domain::{
-    day_text, parse_day, Environment, KeyId, KeyUsageRow, OrgId, OrganizationMonth, PlanId, UsageBatch, UsageCount,
-    UsageRecorded, UseOutcome,
+    day_text, parse_day, BilledCounts, Environment, KeyId, KeyUsageRow, OrgId, OrganizationMonth, Plan, PlanChange,
+    UsageBatch, UsageCount, UsageRecorded, UseOutcome,
 };
 use anyhow::Context as _;
 use diesel::prelude::*;
@@ -12,8 +12,8 @@ use time::{Date, OffsetDateTime};
 
 use crate::connection::DbConnection;
 use crate::repo_error::RepoError;
-use crate::rows::to_micros;
-use crate::schema::{api_keys, key_usage, organizations, usage_writers};
+use crate::rows::{from_micros, to_micros, PlanRow};
+use crate::schema::{api_keys, key_usage, organizations, plan_periods, plans, usage_writers};
 
 /// Key ids bound per statement when checking which keys exist: under both backends' limits.
 const IDS_PER_QUERY: usize = 500;
@@ -181,9 +181,11 @@ pub(crate) fn of_organization(
 }
 
 #[derive(Debug, QueryableByName)]
-struct MonthSum {
+struct DaySum {
     #[diesel(sql_type = Text)]
     org_id: String,
+    #[diesel(sql_type = Text)]
+    day: String,
     #[diesel(sql_type = Text)]
     environment: String,
     #[diesel(sql_type = Text)]
@@ -192,26 +194,53 @@ struct MonthSum {
     uses: i64,
 }
 
-/// Every organization created by the end of `to`, with its sums from `from` to `to`.
+/// Every organization that existed from `from` to `to`, with its plan changes and its
+/// billed counts by day.
 pub(crate) fn by_organization(
     conn: &mut DbConnection,
     from: Date,
     to: Date,
 ) -> Result<Vec<OrganizationMonth>, RepoError> {
+    let start = to_micros(from.midnight().assume_utc());
     let end = to_micros((to + time::Duration::days(1)).midnight().assume_utc());
-    let orgs: Vec<(String, String)> = organizations::table
+    let orgs: Vec<(String, Option<i64>)> = organizations::table
         .filter(organizations::created_at.lt(end))
+        .filter(organizations::closed_at.is_null().or(organizations::closed_at.ge(start)))
         .order(organizations::id.asc())
-        .select((organizations::id, organizations::plan_id))
+        .select((organizations::id, organizations::closed_at))
         .load(conn)?;
-    // Summed by the database: one row per organization, environment and outcome. The cast
-    // keeps the sum a BIGINT on PostgreSQL (a plain SUM of BIGINT is NUMERIC).
-    const SUMS: &str = "SELECT k.org_id AS org_id, k.environment AS environment, u.outcome AS outcome, \
-                        CAST(SUM(u.uses) AS BIGINT) AS uses \
+    let mut months: Vec<OrganizationMonth> = orgs
+        .into_iter()
+        .map(|(org_id, closed_at)| {
+            Ok(OrganizationMonth {
+                org_id: OrgId::new(&org_id).context("stored organization id")?,
+                plan_changes: Vec::new(),
+                closed_on: closed_at.map(from_micros).transpose()?.map(|at| at.date()),
+                days: Vec::new(),
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let find = |months: &[OrganizationMonth], org: &str| months.binary_search_by(|m| m.org_id.as_str().cmp(org)).ok();
+    let changes: Vec<(String, String, PlanRow)> = plan_periods::table
+        .inner_join(plans::table)
+        .filter(plan_periods::start_day.le(day_text(to)))
+        .order((plan_periods::org_id.asc(), plan_periods::start_day.asc()))
+        .select((plan_periods::org_id, plan_periods::start_day, PlanRow::as_select()))
+        .load(conn)?;
+    for (org, day, plan) in changes {
+        let Some(at) = find(&months, &org) else { continue };
+        let start = parse_day(&day).with_context(|| format!("stored plan period day {day:?}"))?;
+        months[at].plan_changes.push(PlanChange { start, plan: Plan::try_from(plan)? });
+    }
+    // Summed by the database: one row per organization, day, environment and outcome. The
+    // cast keeps the sum a BIGINT on PostgreSQL (a plain SUM of BIGINT is NUMERIC).
+    const SUMS: &str = "SELECT k.org_id AS org_id, u.day AS day, k.environment AS environment, \
+                        u.outcome AS outcome, CAST(SUM(u.uses) AS BIGINT) AS uses \
                         FROM key_usage u JOIN api_keys k ON k.id = u.key_id \
-                        WHERE u.day >= {from} AND u.day <= {to} GROUP BY k.org_id, k.environment, u.outcome";
+                        WHERE u.day >= {from} AND u.day <= {to} \
+                        GROUP BY k.org_id, u.day, k.environment, u.outcome ORDER BY k.org_id, u.day";
     let (from, to) = (day_text(from), day_text(to));
-    let sums: Vec<MonthSum> = match conn {
+    let sums: Vec<DaySum> = match conn {
         DbConnection::Postgres(pg) => diesel::sql_query(SUMS.replace("{from}", "$1").replace("{to}", "$2"))
             .bind::<Text, _>(&from)
             .bind::<Text, _>(&to)
@@ -221,28 +250,19 @@ pub(crate) fn by_organization(
             .bind::<Text, _>(&to)
             .load(lite)?,
     };
-    let mut months: Vec<OrganizationMonth> = orgs
-        .into_iter()
-        .map(|(org_id, plan_id)| {
-            Ok(OrganizationMonth {
-                org_id: OrgId::new(&org_id).context("stored organization id")?,
-                plan_id: PlanId::new(&plan_id).context("stored plan id")?,
-                valid: 0,
-                refused: 0,
-                valid_test: 0,
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
     for sum in sums {
-        let Ok(at) = months.binary_search_by(|m| m.org_id.as_str().cmp(&sum.org_id)) else { continue };
-        let Some(outcome) = UseOutcome::parse(&sum.outcome) else { continue };
-        let month = &mut months[at];
-        // Requests to the account API are never billed.
-        match (sum.environment == Environment::Live.as_str(), outcome) {
-            (true, UseOutcome::VALID) => month.valid += sum.uses,
-            (true, UseOutcome::Verified(_)) => month.refused += sum.uses,
-            (false, UseOutcome::VALID) => month.valid_test += sum.uses,
-            _ => {}
+        let Some(at) = find(&months, &sum.org_id) else { continue };
+        let (Some(outcome), Ok(environment)) = (UseOutcome::parse(&sum.outcome), Environment::new(&sum.environment))
+        else {
+            continue;
+        };
+        let day = parse_day(&sum.day).with_context(|| format!("stored usage day {:?}", sum.day))?;
+        let days = &mut months[at].days;
+        if days.last().is_none_or(|d| d.day != Some(day)) {
+            days.push(BilledCounts { day: Some(day), ..BilledCounts::default() });
+        }
+        if let Some(counts) = days.last_mut() {
+            counts.add(environment, outcome, sum.uses);
         }
     }
     Ok(months)

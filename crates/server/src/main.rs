@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use account_domain::{
-    month_is_final, AccountService, BillingMonth, CreateKeyRequest, Environment, EraseError, ExpiresInDays,
+    day_text, month_is_final, AccountService, BillingMonth, CreateKeyRequest, Environment, EraseError, ExpiresInDays,
     IssueKeyError, KeyName, RequestMeta, Scopes, SetOrganizationActiveError, SetPlanIncludedError,
 };
 use account_infra::{Assembly, Database, Role};
@@ -233,9 +233,22 @@ async fn export_usage(config: &Config, month: Option<&str>) -> anyhow::Result<()
              written their last counts yet (LAST_USED_FLUSH_SECS after midnight UTC)"
         );
     }
-    let mut out = String::from("org_id,plan_id,valid,refused,valid_test\n");
+    let mut out =
+        String::from("org_id,plan_id,valid,refused,valid_test,period_start,period_end,included,base_price_cents\n");
     for row in rows {
-        out.push_str(&format!("{},{},{},{},{}\n", row.org_id, row.plan_id, row.valid, row.refused, row.valid_test));
+        let (period, counts) = (&row.period, &row.counts);
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{}\n",
+            row.org_id,
+            period.plan.id,
+            counts.valid,
+            counts.refused,
+            counts.valid_test,
+            day_text(period.start),
+            day_text(period.end),
+            period.included(),
+            period.base_price_cents()
+        ));
     }
     print!("{out}");
     Ok(())

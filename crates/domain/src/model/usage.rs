@@ -137,17 +137,49 @@ pub struct KeyUsageRow {
     pub environment: Environment,
 }
 
-/// What one organization used in a month, for billing.
+/// What one organization that existed during a month used in it, by day, with what
+/// billing splits it by: its plan changes and the day it closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrganizationMonth {
     pub org_id: super::OrgId,
-    pub plan_id: super::PlanId,
+    /// Its plan changes up to the month's end, oldest first (the signup's plan first).
+    pub plan_changes: Vec<super::PlanChange>,
+    /// The day it closed, if it did.
+    pub closed_on: Option<Date>,
+    /// Its billed counts by UTC day, days without any left out.
+    pub days: Vec<BilledCounts>,
+}
+
+/// What billing counts, over a day or a period. Requests to the account API are not among them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BilledCounts {
+    pub day: Option<Date>,
     /// Valid uses of live keys.
     pub valid: i64,
     /// Refused uses of live keys.
     pub refused: i64,
     /// Valid uses of test keys.
     pub valid_test: i64,
+}
+
+impl BilledCounts {
+    /// Counts `uses` of `outcome` by a key of `environment`.
+    pub fn add(&mut self, environment: Environment, outcome: UseOutcome, uses: i64) {
+        match (environment, outcome) {
+            (Environment::Live, UseOutcome::VALID) => self.valid += uses,
+            (Environment::Live, UseOutcome::Verified(_)) => self.refused += uses,
+            (Environment::Test, UseOutcome::VALID) => self.valid_test += uses,
+            _ => {}
+        }
+    }
+}
+
+/// One line of the billing export: an organization's plan period within a month.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BilledPeriod {
+    pub org_id: super::OrgId,
+    pub period: super::PlanPeriod,
+    pub counts: BilledCounts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -7,8 +7,8 @@ use time::{Date, Duration, OffsetDateTime};
 
 use super::{AccountService, InsufficientScope, Principal};
 use crate::model::{
-    BillingMonth, Environment, KeyId, OrganizationMonth, OverLimit, Plan, PlanId, PlanPeriod, Scope, UsageCount,
-    UsageDays, UseOutcome, VerificationCode,
+    BilledPeriod, BillingMonth, Environment, KeyId, OrganizationMonth, OverLimit, Plan, PlanId, PlanPeriod, Scope,
+    UsageCount, UsageDays, UseOutcome, VerificationCode,
 };
 
 /// Valid and refused verifications, and successful requests to the account API.
@@ -197,9 +197,12 @@ impl AccountService {
         Ok(report)
     }
 
-    /// Every organization that existed during `month`, with its counts (those written so far).
-    pub async fn monthly_usage(&self, month: BillingMonth) -> crate::ports::StoreResult<Vec<OrganizationMonth>> {
-        self.keys.monthly_usage(month.first_day(), month.last_day()).await
+    /// The billing lines of `month`: one per organization that existed during it and plan
+    /// period of it (a change of plan splits the month; a closed organization's last period
+    /// ends the day it closed), with the counts written so far, zeros included.
+    pub async fn monthly_usage(&self, month: BillingMonth) -> crate::ports::StoreResult<Vec<BilledPeriod>> {
+        let months = self.keys.monthly_usage(month.first_day(), month.last_day()).await?;
+        Ok(months.iter().flat_map(|org| billed_periods(month, org)).collect())
     }
 
     /// Deletes the counts older than `retention` days; returns the rows deleted.
@@ -217,6 +220,22 @@ impl AccountService {
         let plan = self.accounts.set_plan_included(&plan_id, included).await?;
         plan.ok_or(SetPlanIncludedError::UnknownPlan)
     }
+}
+
+/// An organization's month split by plan period, each with the counts of its days.
+fn billed_periods(month: BillingMonth, org: &OrganizationMonth) -> Vec<BilledPeriod> {
+    PlanPeriod::of_month(month, &org.plan_changes, org.closed_on)
+        .into_iter()
+        .map(|period| {
+            let mut counts = crate::model::BilledCounts::default();
+            for day in org.days.iter().filter(|d| d.day.is_some_and(|day| period.start <= day && day <= period.end)) {
+                counts.valid += day.valid;
+                counts.refused += day.refused;
+                counts.valid_test += day.valid_test;
+            }
+            BilledPeriod { org_id: org.org_id.clone(), period, counts }
+        })
+        .collect()
 }
 
 /// Whether a month's counts are final at `now`: the month is over and every instance has
@@ -288,6 +307,45 @@ mod tests {
         let period = &report.month_to_date;
         assert_eq!((period.period_start, period.valid), (date!(2024 - 01 - 10), 6));
         assert_eq!((period.included, period.over_limit, period.blocked), (2_200, OverLimit::Bill, false));
+    }
+
+    #[tokio::test]
+    async fn the_export_splits_a_month_at_each_plan_change_with_its_days_counts() {
+        let mut ports = Ports::new();
+        ports.keys.expect_monthly_usage().returning(|from, to| {
+            assert_eq!((from, to), (date!(2024 - 01 - 01), date!(2024 - 01 - 31)));
+            let day = |d: Date, valid| crate::model::BilledCounts { day: Some(d), valid, refused: 1, valid_test: 2 };
+            Ok(vec![OrganizationMonth {
+                org_id: OrgId::new("org_a").expect("valid"),
+                plan_changes: vec![
+                    crate::model::PlanChange { start: date!(2023 - 11 - 03), plan: plan("free") },
+                    crate::model::PlanChange {
+                        start: date!(2024 - 01 - 11),
+                        plan: Plan { base_price_cents: 3_100, ..plan("pro") },
+                    },
+                ],
+                closed_on: None,
+                days: vec![day(date!(2024 - 01 - 10), 5), day(date!(2024 - 01 - 11), 7), day(date!(2024 - 01 - 31), 1)],
+            }])
+        });
+        let lines = ports.service().monthly_usage(BillingMonth::parse("2024-01").expect("valid")).await.expect("read");
+        let summary: Vec<_> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l.period.plan.id.as_str(),
+                    l.period.start.day(),
+                    l.period.end.day(),
+                    l.counts.valid,
+                    l.counts.refused,
+                    l.counts.valid_test,
+                    l.period.included(),
+                    l.period.base_price_cents(),
+                )
+            })
+            .collect();
+        // 10 days of free (10,000 a month: 3,225), 21 days of pro (3,100 cents: 2,100).
+        assert_eq!(summary, [("free", 1, 10, 5, 1, 2, 3_225, 0), ("pro", 11, 31, 8, 2, 4, 6_774, 2_100)]);
     }
 
     #[tokio::test]

@@ -105,7 +105,10 @@ async fn counts_from_two_writers_add_up_and_a_batch_written_twice_counts_once(ct
     assert_eq!(rows, [(UseOutcome::Verified(valid), 11), (UseOutcome::Verified(VerificationCode::Revoked), 2)]);
     let month = ctx.keys.monthly_usage(day, day).await.expect("read");
     let ours = month.iter().find(|m| m.org_id == org.id).expect("listed");
-    assert_eq!((ours.valid, ours.refused, ours.valid_test), (11, 2, 0));
+    let counts: Vec<_> = ours.days.iter().map(|d| (d.day, d.valid, d.refused, d.valid_test)).collect();
+    assert_eq!(counts, [(Some(day), 11, 2, 0)]);
+    assert_eq!(ours.plan_changes.iter().map(|c| c.plan.id.as_str()).collect::<Vec<_>>(), ["free"]);
+    assert_eq!(ours.closed_on, None);
     // Another organization's range holds nothing of this one; pruning drops past days.
     assert!(ctx
         .keys

@@ -18,7 +18,8 @@ on_both_backends!(
     valid_and_refused_uses_are_counted_exactly_and_read_back_from_the_database,
     two_instances_counting_one_key_add_up,
     days_outside_one_to_ninety_or_not_whole_are_refused,
-    an_organization_erased_while_its_uses_wait_to_be_written_holds_back_no_other_organizations_usage;
+    an_organization_erased_while_its_uses_wait_to_be_written_holds_back_no_other_organizations_usage,
+    the_export_splits_a_month_at_a_plan_change_with_each_periods_counts_and_prorated_figures;
     database: counts_survive_a_sigterm_restart_and_the_export_matches_them,
 );
 
@@ -226,7 +227,16 @@ async fn counts_survive_a_sigterm_restart_and_the_export_matches_them(db: TestDa
         .expect("runs");
     assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
     let csv = String::from_utf8_lossy(&export.stdout).into_owned();
-    assert_eq!(csv, format!("org_id,plan_id,valid,refused,valid_test\n{org_id},free,4,2,3\n"));
+    // Signed up today: its free period runs from today to the month's end, prorated.
+    let (today, last) = (today_and_month_end().0, today_and_month_end().1);
+    let included = prorated(10_000, today, last);
+    assert_eq!(
+        csv,
+        format!(
+            "org_id,plan_id,valid,refused,valid_test,period_start,period_end,included,base_price_cents\n\
+             {org_id},free,4,2,3,{today},{last},{included},0\n"
+        )
+    );
     assert!(String::from_utf8_lossy(&export.stderr).contains("not final"), "the current month is not final");
 
     let (mut child, port, _logs) = start_server(&db.url(), &settings);
@@ -249,6 +259,71 @@ async fn counts_survive_a_sigterm_restart_and_the_export_matches_them(db: TestDa
     assert_eq!(report["data"]["month_to_date"]["valid"], 4, "test keys are not billed: {report}");
     send_signal(&child, "TERM");
     assert!(wait_with_timeout(&mut child, Duration::from_secs(15)).success());
+}
+
+/// Today (UTC) and the last day of its month.
+fn today_and_month_end() -> (time::Date, time::Date) {
+    let today = time::OffsetDateTime::now_utc().date();
+    let last = today.replace_day(time::util::days_in_month(today.month(), today.year())).expect("a day");
+    (today, last)
+}
+
+/// `amount` prorated to the days from `start` to `end` of their month, rounded down.
+fn prorated(amount: i64, start: time::Date, end: time::Date) -> i64 {
+    let month_days = i64::from(time::util::days_in_month(start.month(), start.year()));
+    amount * ((end - start).whole_days() + 1) / month_days
+}
+
+/// The export splits a month at a change of plan: each period's days, counts and prorated
+/// figures. The organization is set up by SQL as if it had signed up on the month's first
+/// day on free and verified on it; it moves to starter today through the API.
+async fn the_export_splits_a_month_at_a_plan_change_with_each_periods_counts_and_prorated_figures(app: TestApp) {
+    let org = app.signup_org("split@acme.test").await;
+    let (today, last) = today_and_month_end();
+    let first = today.replace_day(1).expect("a day");
+    app.execute_sql(&format!(
+        "UPDATE plan_periods SET start_day = '{first}' WHERE org_id = '{org}';
+         INSERT INTO key_usage (key_id, day, outcome, uses) VALUES ('{key}', '{first}', 'valid', 40),
+             ('{key}', '{first}', 'revoked', 3), ('{key}', '{first}', 'account_api', 9)",
+        org = org.id,
+        key = org.key_id
+    ));
+    for _ in 0..6 {
+        assert_eq!(app.verify(&org.key).await, "valid");
+    }
+    let upgraded = crate::account_changes::patch_account(&app, &org.key, json!({"plan_id": "starter"})).await;
+    assert_eq!(upgraded.status.as_u16(), 200, "{}", upgraded.body);
+    for _ in 0..2 {
+        assert_eq!(app.verify(&org.key).await, "valid");
+    }
+    // Written within a flush interval (1 s here); the export reads the database.
+    let started = Instant::now();
+    while stored_uses(&app, &org.key_id) < 40 + 3 + 9 + 8 {
+        assert!(started.elapsed() < Duration::from_secs(5), "the uses were not written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let export = crate::process::account_api()
+        .env("DATABASE_URL", app.db.url())
+        .args(["usage", "export", "--month", &this_month()])
+        .output()
+        .expect("runs");
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    let csv = String::from_utf8_lossy(&export.stdout).into_owned();
+    let ours: Vec<&str> = csv.lines().filter(|line| line.starts_with(&org.id)).collect();
+    // Today's 8 verifications are starter's (the last plan of a day holds for that day).
+    let starter = format!(
+        "{},starter,8,0,0,{today},{last},{},{}",
+        org.id,
+        prorated(1_000_000, today, last),
+        prorated(4_900, today, last)
+    );
+    if today == first {
+        assert_eq!(ours, [format!("{},starter,48,3,0,{today},{last},1000000,4900", org.id)], "{csv}");
+    } else {
+        let day_before = today.previous_day().expect("a day");
+        let free = format!("{},free,40,3,0,{first},{day_before},{},0", org.id, prorated(10_000, first, day_before));
+        assert_eq!(ours, [free, starter], "{csv}");
+    }
 }
 
 /// The current month, UTC, as `YYYY-MM`.
