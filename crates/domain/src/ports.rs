@@ -92,6 +92,8 @@ pub enum KeyOpError {
     LimitReached(u32),
     #[error(transparent)]
     Actor(#[from] ActorRefused),
+    #[error("the organization is closed")]
+    OrganizationClosed,
     /// The caller may not act on the key: as checked before any store is read (the scope
     /// the operation needs, a malformed id), or by a write's decision ([`KeyWriteDecision`]).
     #[error(transparent)]
@@ -116,6 +118,8 @@ pub struct FoundInWrite<'a> {
     /// The key acted on (a change, a roll, a revocation); `None` when the organization has
     /// no such key, and for a creation.
     pub target: Option<&'a ApiKey>,
+    /// The organization is closed (its keys are all revoked; an operator may not add one).
+    pub organization_closed: bool,
 }
 
 /// The access decision of a key write: the domain's rule, which the store applies to what it

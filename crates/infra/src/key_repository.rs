@@ -309,11 +309,13 @@ struct KeyWriteRows {
     actor: Option<(ApiKey, bool)>,
     /// The key acted on, with its hash (to publish its change).
     target: Option<(ApiKey, String)>,
+    organization_closed: bool,
 }
 
 impl KeyWriteRows {
     fn lock(conn: &mut DbConnection, org: &str, actor: &Actor, target: Option<&str>) -> Result<Self, RepoError> {
-        let organization_active = lock_organization(conn, org)?;
+        let organization = lock_organization(conn, org)?;
+        let organization_active = organization.map(|o| o.active);
         let actor_id = match actor {
             Actor::Key(id) => Some(id.as_str()),
             Actor::Operator => None,
@@ -329,7 +331,7 @@ impl KeyWriteRows {
             DbConnection::Postgres(pg) => query.select(ApiKeyRow::as_select()).for_no_key_update().load(pg)?,
             DbConnection::Sqlite(lite) => query.select(ApiKeyRow::as_select()).load(lite)?,
         };
-        let mut found = Self { actor: None, target: None };
+        let mut found = Self { actor: None, target: None, organization_closed: organization.is_some_and(|o| o.closed) };
         for row in rows {
             let hash = row.key_hash.clone();
             let key = ApiKey::try_from(row)?;
@@ -347,6 +349,7 @@ impl KeyWriteRows {
         FoundInWrite {
             actor: self.actor.as_ref().map(|(key, active)| (key, *active)),
             target: self.target.as_ref().map(|(key, _)| key),
+            organization_closed: self.organization_closed,
         }
     }
 
@@ -357,14 +360,23 @@ impl KeyWriteRows {
     }
 }
 
+/// The state of an organization a write locked.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LockedOrganization {
+    pub active: bool,
+    pub closed: bool,
+}
+
 /// Takes the organization's row lock: on PostgreSQL it serializes the organization's key
 /// changes, so counts and checks made after it cannot be raced (SQLite has one writer).
-/// Returns whether the organization is active (`None`: there is no such organization).
-pub(crate) fn lock_organization(conn: &mut DbConnection, org: &str) -> Result<Option<bool>, RepoError> {
+/// Returns its state (`None`: there is no such organization).
+pub(crate) fn lock_organization(conn: &mut DbConnection, org: &str) -> Result<Option<LockedOrganization>, RepoError> {
     diesel::update(organizations::table.find(org))
         .set(organizations::is_active.eq(organizations::is_active))
         .execute(conn)?;
-    Ok(unique_row(organizations::table.find(org).select(organizations::is_active), conn)?)
+    let state = organizations::table.find(org).select((organizations::is_active, organizations::closed_at));
+    let row: Option<(bool, Option<i64>)> = unique_row(state, conn)?;
+    Ok(row.map(|(active, closed_at)| LockedOrganization { active, closed: closed_at.is_some() }))
 }
 
 /// The row of a key a write's decision made: it must belong to the organization the write

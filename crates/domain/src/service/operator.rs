@@ -88,9 +88,6 @@ impl AccountService {
             return Err(IssueKeyError::UnknownOrganization);
         };
         let organization = self.accounts.find_organization(&org_id).await?.ok_or(IssueKeyError::UnknownOrganization)?;
-        if organization.closed_at.is_some() {
-            return Err(IssueKeyError::Closed);
-        }
         let now = self.clock.now();
         // No key makes it: nothing inherited.
         let asked = request.expires_in.map(|days| days.after(now));
@@ -107,11 +104,18 @@ impl AccountService {
             now,
         );
         let audit = self.audit_record(&org_id, AuditAction::KeyCreated, Some(new_key.id.as_str()), None, meta, now);
-        // An operator is no key: nothing of a caller to decide on.
-        let decide: KeyWriteDecision<NewApiKey> = Arc::new(move |_| Ok(new_key.clone()));
+        // An operator is no key: nothing of a caller to decide on; but a closed organization,
+        // as the write finds it, never gets a key again.
+        let decide: KeyWriteDecision<NewApiKey> = Arc::new(move |found| {
+            if found.organization_closed {
+                return Err(KeyOpError::OrganizationClosed);
+            }
+            Ok(new_key.clone())
+        });
         let outcome = self.keys.insert_key(&org_id, &Actor::Operator, decide, self.max_active_keys, &audit).await;
         let key = outcome.map_err(|e| match e {
             KeyOpError::LimitReached(max) => IssueKeyError::KeyLimitReached(max),
+            KeyOpError::OrganizationClosed => IssueKeyError::Closed,
             KeyOpError::Store(e) => IssueKeyError::Store(e),
             // An operator is never refused as a key is, and the key is new: not expected.
             other => IssueKeyError::Store(StoreError::Failed(anyhow::Error::new(other))),
@@ -123,6 +127,7 @@ impl AccountService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::FoundInWrite;
     use crate::service::test_support::*;
 
     #[tokio::test]
@@ -168,6 +173,17 @@ mod tests {
             .expect_find_organization()
             .returning(move |id| Ok(Some(organization(id.as_str()).with(|o| o.is_active = active))));
         ports
+    }
+
+    #[tokio::test]
+    async fn no_key_is_issued_to_an_organization_the_write_finds_closed() {
+        let mut ports = an_organization(true);
+        ports.keys.expect_insert_key().times(1).returning(|_, _, decide, _, _| {
+            let closed = FoundInWrite { organization_closed: true, ..found_for_operator() };
+            decide(closed).map(NewApiKey::into_stored)
+        });
+        let outcome = ports.service().issue_key("org_abc", CreateKeyRequest::default(), &RequestMeta::operator()).await;
+        assert!(matches!(outcome, Err(IssueKeyError::Closed)));
     }
 
     #[tokio::test]

@@ -150,12 +150,12 @@ impl<T> With for T {}
 /// What a store finds inside a key's write: the calling key (its organization active), as it
 /// now is, and the key acted on.
 pub(crate) fn found<'a>(actor: &'a ApiKey, target: Option<&'a ApiKey>) -> FoundInWrite<'a> {
-    FoundInWrite { actor: Some((actor, true)), target }
+    FoundInWrite { actor: Some((actor, true)), target, organization_closed: false }
 }
 
 /// What a store finds inside an operator's write: no calling key.
 pub(crate) fn found_for_operator() -> FoundInWrite<'static> {
-    FoundInWrite { actor: None, target: None }
+    FoundInWrite { actor: None, target: None, organization_closed: false }
 }
 
 /// A store's insert that finds the caller's key as `actor` and stores what the decision makes.

@@ -185,7 +185,11 @@ mod tests {
         ] {
             let mut ports = Ports::new();
             ports.keys.expect_insert_key().returning(move |_, _, decide, _, _| {
-                let rows = FoundInWrite { actor: found_as.as_ref().map(|k| (k, true)), target: None };
+                let rows = FoundInWrite {
+                    actor: found_as.as_ref().map(|k| (k, true)),
+                    target: None,
+                    organization_closed: false,
+                };
                 decide(rows).map(NewApiKey::into_stored)
             });
             let err = ports.service().create_key(&caller, CreateKeyRequest::default(), &RequestMeta::default()).await;
@@ -193,7 +197,8 @@ mod tests {
         }
         let mut ports = Ports::new();
         ports.keys.expect_insert_key().returning(move |_, _, decide, _, _| {
-            decide(FoundInWrite { actor: Some((&me, false)), target: None }).map(NewApiKey::into_stored)
+            decide(FoundInWrite { actor: Some((&me, false)), target: None, organization_closed: false })
+                .map(NewApiKey::into_stored)
         });
         let err = ports.service().create_key(&caller, CreateKeyRequest::default(), &RequestMeta::default()).await;
         assert!(matches!(err, Err(KeyOpError::Actor(ActorRefused::OrganizationInactive))));

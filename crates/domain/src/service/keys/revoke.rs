@@ -44,7 +44,7 @@ mod tests {
         ];
         ports.keys.expect_revoke_key().returning(move |_, id, at, _, decide, _| {
             let target = keys.iter().find(|k| k.id == *id);
-            decide(FoundInWrite { actor: actor.as_ref().map(|k| (k, true)), target })?;
+            decide(FoundInWrite { actor: actor.as_ref().map(|k| (k, true)), target, organization_closed: false })?;
             Ok(target.cloned().expect("found").with(|k| k.revoked_at = Some(at)))
         });
     }

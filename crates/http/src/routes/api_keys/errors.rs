@@ -46,6 +46,7 @@ impl From<KeyOpError> for ApiError {
             KeyOpError::NotActive => Self::new(ErrorCode::KeyNotActive, message),
             KeyOpError::LimitReached(_) => Self::new(ErrorCode::KeyLimitReached, message),
             KeyOpError::Actor(refused) => refused.into(),
+            KeyOpError::OrganizationClosed => Self::new(ErrorCode::AccountClosed, message),
             KeyOpError::Access(refused) => refused.into(),
             KeyOpError::Store(cause) => cause.into(),
         }
