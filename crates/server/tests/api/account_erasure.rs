@@ -115,6 +115,14 @@ async fn operator_commands_refuse_a_closed_organization_and_erasure_refuses_an_o
         assert!(String::from_utf8_lossy(&output.stderr).contains("closed"), "{args:?}: {output:?}");
         assert!(output.stdout.is_empty(), "{args:?} printed {:?}", String::from_utf8_lossy(&output.stdout));
     }
+    // It stays in the export of the month it closed in, its period ending that day.
+    let today = time::OffsetDateTime::now_utc().date();
+    let month = format!("{:04}-{:02}", today.year(), u8::from(today.month()));
+    let export = run(&app, &["usage", "export", "--month", &month]);
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    let csv = String::from_utf8_lossy(&export.stdout).into_owned();
+    let line = csv.lines().find(|l| l.starts_with(&closed.id)).unwrap_or_else(|| panic!("not exported: {csv}"));
+    assert!(line.contains(&format!(",{today},{today},")), "{line}");
     // Nothing was done to it: no status change, no key issued.
     let actions = crate::helpers::audit_actions_by_sql(&app.db, &closed.id);
     assert!(!actions.iter().any(|(a, _)| a.starts_with("organization.") || a == "key.created"), "{actions:?}");
