@@ -395,7 +395,7 @@ async function loadUsage() {
     $('month-text').textContent = m.valid.toLocaleString('en') + ' of ' + m.included.toLocaleString('en') + ' included requests since ' + m.period_start +
       (m.blocked ? ' — blocked: verifications answer quota_exceeded' : m.valid > m.included ? ' — over the limit (' + m.over_limit + ')' : '');
     const facts = [['Valid', usage.total.valid], ['Refused', usage.total.refused], ['Account API', usage.total.account_api], ['From', usage.from], ['To', usage.to]];
-    $('usage-totals').replaceChildren(...facts.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, String(v))]));
+    $('usage-totals').replaceChildren(...facts.map(([k, v]) => el('div', {}, el('dt', {}, k), el('dd', {}, String(v)))));
     $('usage-chart').replaceChildren(chart(usage.daily));
     const reasons = {};
     for (const k of usage.keys) for (const [reason, n] of Object.entries(k.refused_by_reason)) reasons[reason] = (reasons[reason] || 0) + n;
@@ -430,6 +430,7 @@ function showPanel(id) {
     if (button.dataset.panel === id) button.setAttribute('aria-current', 'page'); else button.removeAttribute('aria-current');
   }
   for (const panel of document.querySelectorAll('.panel')) panel.hidden = panel.id !== id;
+  notice('');
   if (!state.key) return;
   if (id === 'keys-panel') attempt(refreshKeys);
   if (id === 'usage-panel') loadUsage();
