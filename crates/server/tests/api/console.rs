@@ -118,6 +118,9 @@ async fn signing_up_shows_the_first_key_once_and_signs_in_with_it_until_sign_out
         .await;
     assert_eq!(storage, json!([key, 0, ""]), "the key is in sessionStorage only");
     browser.screenshot("account").await;
+    // A reload keeps the session (the tab's storage); only sign out ends it.
+    browser.client.refresh().await.expect("reloaded");
+    browser.sees("console@example.com").await;
 
     browser.button("Sign out").await.click().await.expect("clicked");
     browser.button("Sign in").await;
