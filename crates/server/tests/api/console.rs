@@ -413,6 +413,27 @@ async fn the_audit_log_pages_back_to_the_signup() {
     browser.close(&app).await;
 }
 
+#[tokio::test]
+async fn the_console_follows_the_system_preference_for_dark() {
+    let Some(browser) =
+        Browser::start_with("the_console_follows_the_system_preference_for_dark", &["--force-dark-mode"]).await
+    else {
+        return;
+    };
+    let app = spawn_app(Backend::Sqlite).await.expect("sqlite");
+    let org = app.signup_org("dark@example.com").await;
+    browser.open(&app, "/console").await;
+    let dark = browser.run("return matchMedia('(prefers-color-scheme: dark)').matches").await;
+    assert_eq!(dark, json!(true), "the browser prefers dark");
+    let background = browser.run("return getComputedStyle(document.body).backgroundColor").await;
+    assert_eq!(background, json!("rgb(13, 17, 23)"), "the dark palette");
+    browser.sign_in(&org.key).await;
+    browser.button("Keys").await.click().await.expect("clicked");
+    browser.row("Keys of this organization, newest first", "Default Key").await;
+    browser.screenshot("keys-dark").await;
+    browser.close(&app).await;
+}
+
 /// A headless chromium driven by its own chromedriver, on a free port.
 struct Browser {
     client: Client,
@@ -431,6 +452,11 @@ const PATIENCE: Duration = Duration::from_secs(10);
 impl Browser {
     /// The browser, or `None` (the test skipped) when chromedriver or chromium is missing.
     async fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, &[]).await
+    }
+
+    /// The browser with more command-line switches for chromium.
+    async fn start_with(test: &str, switches: &[&str]) -> Option<Self> {
         let driver_path = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".to_owned());
         let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port());
@@ -463,6 +489,10 @@ impl Browser {
                          "--window-size=1280,800", "--force-prefers-reduced-motion", "--no-first-run"],
             },
         });
+        let mut capabilities = capabilities;
+        if let Some(args) = capabilities["goog:chromeOptions"]["args"].as_array_mut() {
+            args.extend(switches.iter().map(|s| json!(s)));
+        }
         let Value::Object(capabilities) = capabilities else { unreachable!("an object") };
         let mut builder = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
         builder.capabilities(capabilities);
