@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::io::Write as _;
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -437,13 +438,24 @@ async fn the_console_follows_the_system_preference_for_dark() {
 /// A headless chromium driven by its own chromedriver, on a free port.
 struct Browser {
     client: Client,
-    driver: Child,
+    _driver: Driver,
+    _turn: tokio::sync::SemaphorePermit<'static>,
 }
 
-impl Drop for Browser {
+/// A running chromedriver, ended with the chromium it started when dropped.
+struct Driver(Child);
+
+/// Browsers running at once: each is a few processes, and the suite shares the machine.
+static BROWSERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        // The whole process group, chromedriver and the chromium it started: also when a
+        // test failed before closing its browser.
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -460,10 +472,12 @@ impl Browser {
         let driver_path = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".to_owned());
         let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port());
+        let turn = BROWSERS.acquire().await.expect("never closed");
         let has_chromium = std::path::Path::new(&chromium).exists();
         let driver = port.as_ref().ok().filter(|_| has_chromium).and_then(|port| {
             Command::new(&driver_path)
                 .arg(format!("--port={port}"))
+                .process_group(0)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -494,9 +508,10 @@ impl Browser {
             args.extend(switches.iter().map(|s| json!(s)));
         }
         let Value::Object(capabilities) = capabilities else { unreachable!("an object") };
+        let driver = Driver(driver);
         let mut builder = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
         builder.capabilities(capabilities);
-        let deadline = Instant::now() + PATIENCE;
+        let deadline = Instant::now() + 3 * PATIENCE;
         let browser = Self {
             client: loop {
                 match builder.connect(&format!("http://127.0.0.1:{port}")).await {
@@ -505,7 +520,8 @@ impl Browser {
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
             },
-            driver,
+            _driver: driver,
+            _turn: turn,
         };
         browser.client.set_window_size(1280, 800).await.expect("sized");
         Some(browser)
