@@ -124,6 +124,7 @@ function signOut(message) {
   state.me = null;
   state.keys = [];
   sessionStorage.removeItem(STORAGE);
+  hideOnce();
   $('signed-in').hidden = true;
   $('who').hidden = true;
   $('signed-out').hidden = false;
