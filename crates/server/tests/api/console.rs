@@ -104,7 +104,13 @@ async fn signing_up_shows_the_first_key_once_and_signs_in_with_it_until_sign_out
         .await;
     assert!(key.starts_with("mem_live_"), "{key}");
     browser.sees("Copy this key now: it will not be shown again.").await;
-    browser.button("Copy key").await;
+    browser.button("Copy key").await.click().await.expect("clicked");
+    browser.sees("Key copied.").await;
+    // Pasted (Ctrl+V) into the sign-in field, the clipboard holds the key.
+    let paste = browser.field("API key").await;
+    paste.send_keys("\u{E009}v\u{E009}").await.expect("pasted");
+    assert_eq!(paste.prop("value").await.expect("value"), Some(key.clone()), "the copy button copies the key");
+    paste.clear().await.expect("cleared");
     let account = app.get_account(&key).await;
     assert_eq!(account.data()["name"], "Console Company");
     assert_eq!(account.data()["plan"]["id"], "starter");
