@@ -5,6 +5,7 @@ mod account_render;
 mod auth;
 mod body;
 mod client_ip;
+mod console;
 pub mod decode;
 mod envelope;
 mod error;

@@ -67,6 +67,8 @@ pub(crate) fn endpoints() -> Scope<
         .service(health::readyz)
         .service(crate::metrics::metrics)
         .service(crate::openapi::serve_openapi)
+        // HTML, not JSON: outside the OpenAPI document.
+        .map(crate::console::routes)
         .default_service(web::to(unmatched))
 }
 

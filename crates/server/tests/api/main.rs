@@ -13,6 +13,7 @@ mod account;
 mod account_changes;
 mod account_erasure;
 mod audit;
+mod console;
 mod health;
 mod keys;
 mod leak_reports;
