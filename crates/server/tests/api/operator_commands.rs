@@ -263,6 +263,9 @@ fn the_export_refuses_a_malformed_month_and_lists_every_organization_with_zeros(
         .output()
         .expect("runs");
     assert!(empty.status.success());
-    assert_eq!(String::from_utf8_lossy(&empty.stdout), "org_id,plan_id,valid,refused,valid_test,period_start,period_end,included,base_price_cents\n");
+    assert_eq!(
+        String::from_utf8_lossy(&empty.stdout),
+        "org_id,plan_id,valid,refused,valid_test,period_start,period_end,included,base_price_cents\n"
+    );
     assert!(!String::from_utf8_lossy(&empty.stderr).contains("not final"), "a month long past is final");
 }
