@@ -203,6 +203,16 @@ pub struct KeyChanges {
 pub struct KeyCredential {
     pub key: ApiKey,
     pub organization: Arc<Organization>,
+    /// This instance's handle on the organization's quota counts, set at the key's first
+    /// verification (so that a cached key's next ones go straight to them); not part of
+    /// the credential's value. Adapters make it empty ([`KeyCredential::new`]).
+    pub quota: crate::runtime::QuotaSlot,
+}
+
+impl KeyCredential {
+    pub fn new(key: ApiKey, organization: Arc<Organization>) -> Self {
+        Self { key, organization, quota: crate::runtime::QuotaSlot::default() }
+    }
 }
 
 /// Organizations and the plan catalogue.
@@ -421,6 +431,22 @@ pub trait KeyRepository: Send + Sync + 'static {
 
     /// Deletes the counts of days before `before`; returns how many rows went.
     async fn prune_usage(&self, before: time::Date) -> StoreResult<usize>;
+
+    /// The `valid` counts of the keys of `orgs` (revoked and expired keys included) on the
+    /// days from `from` on, summed by organization, environment and day, in no particular
+    /// order; sums of zero may be left out. What the quota is judged on: read when an
+    /// instance first verifies an organization's key, and again after each of its flushes.
+    async fn valid_uses_since(&self, orgs: &[OrgId], from: time::Date) -> StoreResult<Vec<ValidUses>>;
+}
+
+/// The valid verifications of one organization's keys of one environment on one UTC day
+/// ([`KeyRepository::valid_uses_since`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidUses {
+    pub org_id: OrgId,
+    pub environment: crate::model::Environment,
+    pub day: time::Date,
+    pub count: i64,
 }
 
 /// What [`KeyRepository::record_usage`] did not write.

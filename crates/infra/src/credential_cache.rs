@@ -45,7 +45,7 @@ impl SharedOrganizations {
                 if key.org_id == shared.id {
                     key.org_id = shared.id.clone();
                 }
-                Arc::new(KeyCredential { key, organization: shared })
+                Arc::new(KeyCredential::new(key, shared))
             }
             _ => {
                 self.by_id.insert(read.id.clone(), read.clone());
@@ -186,7 +186,7 @@ mod tests {
             last_used_at: None,
             allowed_ips: None,
         };
-        (plaintext.hash(), KeyCredential { key, organization: Arc::new(organization(org, "Acme")) })
+        (plaintext.hash(), KeyCredential::new(key, Arc::new(organization(org, "Acme"))))
     }
 
     fn found(cache: &InMemoryCredentialCache, hash: &KeyHash) -> Arc<KeyCredential> {

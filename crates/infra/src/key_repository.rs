@@ -3,6 +3,7 @@
 use account_domain::{
     Actor, ApiKey, AuditAction, AuditRecord, FoundInWrite, KeyChanges, KeyCredential, KeyHash, KeyId, KeyOpError,
     KeyRepository, KeyUsageRow, KeyWriteDecision, NewApiKey, OrgId, OrganizationMonth, RequestMeta, UsageBatch,
+    ValidUses,
 };
 use async_trait::async_trait;
 use diesel::prelude::*;
@@ -285,6 +286,14 @@ impl KeyRepository for SqlKeyRepository {
             .write(move |conn| usage_store::prune(conn, before))
             .await
             .map_err(|e| e.into_store_error("could not prune key usage"))
+    }
+
+    async fn valid_uses_since(&self, orgs: &[OrgId], from: Date) -> account_domain::StoreResult<Vec<ValidUses>> {
+        let orgs = orgs.to_vec();
+        self.db
+            .read(move |conn| usage_store::valid_since(conn, &orgs, from))
+            .await
+            .map_err(|e| e.into_store_error("could not read the valid verifications"))
     }
 }
 

@@ -140,7 +140,7 @@ impl CredentialRow {
         if key.org_id == organization.id {
             key.org_id = organization.id.clone();
         }
-        Ok((hash, KeyCredential { key, organization }))
+        Ok((hash, KeyCredential::new(key, organization)))
     }
 }
 

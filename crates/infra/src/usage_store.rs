@@ -2,7 +2,7 @@
 
 use account_domain::{
     day_text, parse_day, BilledCounts, Environment, KeyId, KeyUsageRow, OrgId, OrganizationMonth, Plan, PlanChange,
-    UsageBatch, UsageCount, UsageRecorded, UseOutcome,
+    UsageBatch, UsageCount, UsageRecorded, UseOutcome, ValidUses,
 };
 use anyhow::Context as _;
 use diesel::prelude::*;
@@ -274,4 +274,37 @@ pub(crate) fn prune(conn: &mut DbConnection, before: Date) -> Result<usize, Repo
     let cutoff = to_micros(before.midnight().assume_utc());
     diesel::delete(usage_writers::table.filter(usage_writers::written_at.lt(cutoff))).execute(conn)?;
     Ok(deleted)
+}
+
+// The quota's sums group by a key's organization and environment and a count's day.
+diesel::allow_columns_to_appear_in_same_group_by_clause!(api_keys::org_id, api_keys::environment, key_usage::day);
+
+/// The `valid` counts of the keys of `orgs` from `from` on, summed by organization,
+/// environment and day (the database sums; one statement per [`IDS_PER_QUERY`]
+/// organizations). Served by `key_usage`'s primary key through `api_keys (org_id, …)`.
+pub(crate) fn valid_since(conn: &mut DbConnection, orgs: &[OrgId], from: Date) -> Result<Vec<ValidUses>, RepoError> {
+    let from = day_text(from);
+    let ids: Vec<&str> = orgs.iter().map(OrgId::as_str).collect();
+    let mut found = Vec::new();
+    for chunk in ids.chunks(IDS_PER_QUERY) {
+        // The cast keeps the sum a BIGINT on PostgreSQL (a plain SUM of BIGINT is NUMERIC).
+        let sum = diesel::dsl::sql::<BigInt>("CAST(SUM(key_usage.uses) AS BIGINT)");
+        let rows: Vec<(String, String, String, i64)> = key_usage::table
+            .inner_join(api_keys::table)
+            .filter(api_keys::org_id.eq_any(chunk))
+            .filter(key_usage::outcome.eq(UseOutcome::VALID.as_str()))
+            .filter(key_usage::day.ge(&from))
+            .group_by((api_keys::org_id, api_keys::environment, key_usage::day))
+            .select((api_keys::org_id, api_keys::environment, key_usage::day, sum))
+            .load(conn)?;
+        for (org_id, environment, day, count) in rows {
+            found.push(ValidUses {
+                org_id: OrgId::new(&org_id).context("stored organization id")?,
+                environment: Environment::new(&environment).context("stored environment")?,
+                day: parse_day(&day).context("stored usage day")?,
+                count,
+            });
+        }
+    }
+    Ok(found)
 }

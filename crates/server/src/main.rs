@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use account_domain::{
     day_text, month_is_final, AccountService, BillingMonth, CreateKeyRequest, Environment, EraseError, ExpiresInDays,
-    IssueKeyError, KeyName, RequestMeta, Scopes, SetOrganizationActiveError, SetPlanIncludedError,
+    IssueKeyError, KeyName, OverLimit, RequestMeta, Scopes, SetOrganizationActiveError, SetPlanIncludedError,
+    SetPlanOverLimitError,
 };
 use account_infra::{Assembly, Database, Role};
 use account_server::config::{self, Config};
@@ -55,6 +56,20 @@ enum PlansCommand {
         #[arg(allow_negative_numbers = true)]
         requests: i64,
     },
+    /// Set what a plan does past the requests it includes: block (verification of its
+    /// organizations' live keys answers quota_exceeded) or bill (the excess is billed); every
+    /// running instance applies it within a second.
+    SetOverLimit {
+        /// The plan's id, such as free.
+        plan_id: String,
+        /// block or bill.
+        #[arg(value_parser = parse_over_limit)]
+        over_limit: OverLimit,
+    },
+}
+
+fn parse_over_limit(raw: &str) -> Result<OverLimit, String> {
+    OverLimit::parse(raw).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,6 +160,16 @@ async fn main() -> anyhow::Result<()> {
                 Err(SetPlanIncludedError::UnknownPlan) => anyhow::bail!("no plan has the id {plan_id}"),
                 Err(SetPlanIncludedError::Negative) => anyhow::bail!("the requests included must be 0 or more"),
                 Err(SetPlanIncludedError::Store(e)) => Err(e.into()),
+            }
+        }
+        Command::Plans(PlansCommand::SetOverLimit { plan_id, over_limit }) => {
+            match operator_service(&config).await?.set_plan_over_limit(&plan_id, over_limit).await {
+                Ok(plan) => {
+                    println!("{} now does {} past what it includes", plan.id, plan.over_limit.as_str());
+                    Ok(())
+                }
+                Err(SetPlanOverLimitError::UnknownPlan) => anyhow::bail!("no plan has the id {plan_id}"),
+                Err(SetPlanOverLimitError::Store(e)) => Err(e.into()),
             }
         }
         Command::Usage(UsageCommand::Export { month }) => export_usage(&config, month.as_deref()).await,

@@ -198,6 +198,9 @@ mod tests {
         async fn prune_usage(&self, _: time::Date) -> StoreResult<usize> {
             unreachable!("not used by these tests")
         }
+        async fn valid_uses_since(&self, _: &[OrgId], _: time::Date) -> StoreResult<Vec<ValidUses>> {
+            unreachable!("not used by these tests")
+        }
     }
 
     /// 32 requests for one key the cache does not hold, each polled once (in one task, in

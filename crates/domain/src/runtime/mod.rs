@@ -1,11 +1,13 @@
 //! What makes the rules fast and keeps their records, apart from the rules themselves: the
 //! trusted credential cache and its freshness, merged reads of the store, the usage
-//! write-behind buffer and its flush, the warm start, and the speed devices of
-//! authentication. Nothing here decides a right: the use cases in `service/` call it
-//! through [`Runtime`], and the composition root drives it through the controls below.
+//! write-behind buffer and its flush, the quota's counts across instances, the warm start,
+//! and the speed devices of authentication. Nothing here decides a right: the use cases in
+//! `service/` call it through [`Runtime`], and the composition root drives it through the
+//! controls below.
 
 mod authentication;
 mod merged_reads;
+mod quota;
 mod trusted_cache;
 mod usage_buffer;
 mod usage_flush;
@@ -19,12 +21,15 @@ use time::{Date, OffsetDateTime};
 
 pub use authentication::{Authentication, ClientAddress};
 use merged_reads::MergedReads;
+use quota::QuotaBook;
+pub use quota::QuotaSlot;
+pub(crate) use quota::{Admission, QuotaOf};
 use trusted_cache::TrustedCache;
 use usage_buffer::UsageTracker;
 pub(crate) use usage_buffer::UseOf;
 pub use usage_flush::{DroppedUses, UsageFlush};
 
-use crate::model::{Environment, KeyHash, KeyId, OrgId, UsageCount, UseOutcome, VerificationCode};
+use crate::model::{Environment, KeyHash, KeyId, OrgId, PlanPeriod, UsageCount, UseOutcome, VerificationCode};
 use crate::ports::{CachedLookup, ChangeFeed, CredentialCache, KeyCredential, KeyRepository, StoreResult};
 use crate::service::AccountService;
 
@@ -33,7 +38,10 @@ pub(crate) struct Runtime {
     cache: Option<TrustedCache>,
     store_reads: MergedReads,
     usage: UsageTracker,
+    /// The flush's turn: one flush at a time, and the quota's store reads between flushes.
     usage_flush: futures_util::lock::Mutex<()>,
+    /// Shared with the cache, which tells it of changes.
+    quota: Arc<QuotaBook>,
 }
 
 impl Runtime {
@@ -44,6 +52,7 @@ impl Runtime {
             store_reads: MergedReads::default(),
             usage: UsageTracker::new(usage_writer),
             usage_flush: futures_util::lock::Mutex::new(()),
+            quota: Arc::default(),
         }
     }
 
@@ -91,6 +100,34 @@ impl Runtime {
         self.usage.reclassify(of, day, from, to, now);
     }
 
+    /// Counts one valid verification of `of` against its organization's quota, unless
+    /// `capped` and `allows(valid so far, included)` refuses it; [`Admission::Unknown`]
+    /// until the period's terms are read ([`Self::read_quota`]). No I/O, no allocation once
+    /// the organization has been seen.
+    #[inline]
+    pub(crate) fn admit(&self, of: QuotaOf<'_>, capped: bool, allows: impl FnOnce(i64, i64) -> bool) -> Admission {
+        self.quota.admit(of, capped, allows)
+    }
+
+    /// Reads the valid verifications the store holds for `of`'s organization in `period`,
+    /// its current plan period, while no usage batch is being written (so that none is
+    /// counted both as written and as this instance's unwritten); concurrent reads for one
+    /// organization read once.
+    pub(crate) async fn read_quota(
+        &self,
+        keys: &dyn KeyRepository,
+        of: QuotaOf<'_>,
+        period: &PlanPeriod,
+    ) -> StoreResult<()> {
+        let _turn = self.usage_flush.lock().await;
+        if self.quota.knows(of) {
+            return Ok(());
+        }
+        let rows = keys.valid_uses_since(std::slice::from_ref(&of.organization.id), period.start).await?;
+        self.quota.install(of, period, &rows);
+        Ok(())
+    }
+
     /// The key's last use not yet written, if any.
     pub(crate) fn pending_last_use(&self, key: &KeyId) -> Option<OffsetDateTime> {
         self.usage.pending_last_use(key)
@@ -124,7 +161,7 @@ impl AccountService {
         feed: Arc<dyn ChangeFeed>,
         max_staleness: Duration,
     ) -> Self {
-        self.runtime.cache = Some(TrustedCache::new(cache, feed, max_staleness));
+        self.runtime.cache = Some(TrustedCache::new(cache, feed, max_staleness, self.runtime.quota.clone()));
         self
     }
 

@@ -1,11 +1,13 @@
 //! The credential cache and the rules that keep it truthful: it is trusted only while the
 //! change feed has been read to its end recently (by a monotonic clock), entries live a
-//! bounded time, and a lookup that raced with a change is not kept.
+//! bounded time, and a lookup that raced with a change is not kept. What it forgets, the
+//! quota's terms forget too.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::quota::QuotaBook;
 use crate::ports::{CachedLookup, ChangeFeed, CredentialCache, KeyCredential};
 use crate::KeyHash;
 
@@ -29,10 +31,18 @@ pub(crate) struct TrustedCache {
     syncing: futures_util::lock::Mutex<()>,
     pub(crate) hits: AtomicU64,
     pub(crate) misses: AtomicU64,
+    /// The quota's terms of an organization hold what its credentials carry: told of the same
+    /// changes.
+    quota: Arc<QuotaBook>,
 }
 
 impl TrustedCache {
-    pub(crate) fn new(cache: Arc<dyn CredentialCache>, feed: Arc<dyn ChangeFeed>, max_staleness: Duration) -> Self {
+    pub(crate) fn new(
+        cache: Arc<dyn CredentialCache>,
+        feed: Arc<dyn ChangeFeed>,
+        max_staleness: Duration,
+        quota: Arc<QuotaBook>,
+    ) -> Self {
         Self {
             cache,
             feed,
@@ -43,6 +53,7 @@ impl TrustedCache {
             syncing: futures_util::lock::Mutex::new(()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            quota,
         }
     }
 
@@ -102,8 +113,14 @@ impl TrustedCache {
                 self.generation.fetch_add(1, Ordering::AcqRel);
                 match change {
                     crate::ports::Change::Key(hash) => self.cache.forget(hash),
-                    crate::ports::Change::Organization(org) => self.cache.forget_organization(org),
-                    crate::ports::Change::Everything => self.cache.clear(),
+                    crate::ports::Change::Organization(org) => {
+                        self.cache.forget_organization(org);
+                        self.quota.forget(org);
+                    }
+                    crate::ports::Change::Everything => {
+                        self.cache.clear();
+                        self.quota.forget_all();
+                    }
                 }
             }
             applied += poll.changes.len();
@@ -143,6 +160,7 @@ impl TrustedCache {
     pub(crate) fn clear(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.cache.clear();
+        self.quota.forget_all();
     }
 }
 
@@ -328,6 +346,7 @@ mod tests {
             std::sync::Arc::new(cache),
             std::sync::Arc::new(quiet_feed()),
             std::time::Duration::from_secs(1),
+            std::sync::Arc::default(),
         );
         let before = state.generation();
         state.clear(); // a change arrives while the store is read

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use foldhash::fast::RandomState;
 use time::{Date, OffsetDateTime};
 
+use super::quota::ValidUse;
 use crate::model::{Environment, KeyId, OrgId, UsageCount, UseOutcome, VerificationCode};
 use crate::ports::UsageBatch;
 
@@ -38,6 +39,19 @@ impl KeyTally {
             }
         };
         self.days[slot].1[outcome.index()] += delta;
+    }
+
+    /// Its valid uses, by day, as the quota takes them off once written.
+    fn valid_uses<'a>(&'a self, key: &'a KeyId) -> impl Iterator<Item = ValidUse> + 'a {
+        self.days.iter().filter(|(_, counts)| counts[UseOutcome::VALID.index()] != 0).map(move |(day, counts)| {
+            ValidUse {
+                key: key.clone(),
+                org: self.org.clone(),
+                environment: self.environment,
+                day: *day,
+                count: counts[UseOutcome::VALID.index()],
+            }
+        })
     }
 
     /// The non-zero counts, as the store takes them.
@@ -81,6 +95,8 @@ pub(crate) const MAX_REFUSALS: u32 = 3;
 #[derive(Debug, Clone)]
 pub(crate) struct Held {
     pub batch: UsageBatch,
+    /// Its valid uses, with their organizations: the quota's unwritten counts until written.
+    pub valid: Vec<ValidUse>,
     /// When its oldest use was counted.
     oldest: OffsetDateTime,
     refusals: u32,
@@ -216,11 +232,13 @@ impl UsageTracker {
             (pending.keys.drain().collect(), pending.since.take())
         };
         let mut batch = UsageBatch { writer: self.writer.clone(), ..UsageBatch::default() };
+        let mut valid = Vec::new();
         for (key, tally) in drained {
             if let Some(at) = tally.last_used {
                 batch.last_used.push((key.clone(), at));
             }
             batch.counts.extend(tally.counts(&key));
+            valid.extend(tally.valid_uses(&key));
         }
         let deferred: Vec<_> = lock(&self.deferred).drain().collect();
         for (key, at) in deferred {
@@ -235,7 +253,7 @@ impl UsageTracker {
         // Always set when a use was counted.
         let oldest = since.unwrap_or(OffsetDateTime::UNIX_EPOCH);
         batch.sequence = self.next_sequence();
-        Some(Held { batch, oldest, refusals: 0 })
+        Some(Held { batch, valid, oldest, refusals: 0 })
     }
 
     fn next_sequence(&self) -> u64 {
@@ -290,6 +308,7 @@ impl UsageTracker {
                     last_used: held.batch.last_used.iter().filter(|(k, _)| k == key).cloned().collect(),
                     counts: held.batch.counts.iter().filter(|c| &c.key_id == key).cloned().collect(),
                 },
+                valid: held.valid.iter().filter(|v| &v.key == key).cloned().collect(),
                 oldest: held.oldest,
                 refusals: 0,
             })

@@ -46,9 +46,18 @@ impl Runtime {
     /// (`UsageTracker::refused`). One flush at a time: a flush called while another
     /// runs (the final one at shutdown) waits for it, then writes the rest. A flush that
     /// dropped uses reports them even when a later batch then failed (that one is reported
-    /// by the next flush).
+    /// by the next flush). Then, the batches written, the quota's written counts are read
+    /// again for the organizations verified since the last flush (`QuotaBook::to_refresh`).
     pub(crate) async fn flush_usage(&self, keys: &dyn KeyRepository) -> StoreResult<UsageFlush> {
         let _turn = self.usage_flush.lock().await;
+        let flush = self.write_usage(keys).await?;
+        self.refresh_quota(keys).await;
+        Ok(flush)
+    }
+
+    /// The batches, under the flush's turn: each written one's valid uses leave the quota's
+    /// unwritten counts (as do those dropped).
+    async fn write_usage(&self, keys: &dyn KeyRepository) -> StoreResult<UsageFlush> {
         let mut flush = UsageFlush::default();
         // The uses gathered are taken once: under a steady load there is always more.
         let mut gathered = false;
@@ -66,6 +75,7 @@ impl Runtime {
             };
             match keys.record_usage(&held.batch).await {
                 Ok(UsageRecorded { missing, deferred }) => {
+                    self.quota.settle(&held.valid);
                     let (rows, dropped) = self.usage.confirm(&held, &missing, &deferred);
                     flush.rows += rows;
                     if !missing.is_empty() {
@@ -76,16 +86,32 @@ impl Runtime {
                     self.usage.keep_unconfirmed(held);
                     return flush.or_failure(e);
                 }
-                Err(e) => match self.usage.refused(held) {
-                    AfterRefusal::Kept => return flush.or_failure(e),
-                    AfterRefusal::Split => {}
-                    AfterRefusal::Dropped(uses) => {
-                        flush.dropped.push(DroppedUses { uses, keys: 1, refusal: Some(e) });
+                Err(e) => {
+                    let valid = held.valid.clone();
+                    match self.usage.refused(held) {
+                        AfterRefusal::Kept => return flush.or_failure(e),
+                        AfterRefusal::Split => {}
+                        AfterRefusal::Dropped(uses) => {
+                            self.quota.settle(&valid);
+                            flush.dropped.push(DroppedUses { uses, keys: 1, refusal: Some(e) });
+                        }
                     }
-                },
+                }
             }
         }
         Ok(flush)
+    }
+
+    /// Reads the written counts of the organizations verified since the last flush, under
+    /// the flush's turn (no batch is being written: none is counted twice). A failed read
+    /// leaves their terms to be read at their next verification.
+    async fn refresh_quota(&self, keys: &dyn KeyRepository) {
+        let (orgs, from) = self.quota.to_refresh();
+        let Some(from) = from else { return };
+        match keys.valid_uses_since(&orgs, from).await {
+            Ok(rows) => self.quota.refreshed(&orgs, from, &rows),
+            Err(_) => self.quota.refresh_failed(&orgs),
+        }
     }
 }
 

@@ -10,6 +10,7 @@ mod keys;
 mod leak;
 mod operator;
 mod principal;
+mod quota;
 mod signup;
 mod usage_report;
 mod verify;
@@ -28,6 +29,7 @@ pub use keys::{CreatedKey, KeyAccessError, KeyUpdate, RolledKey};
 pub use leak::ReportLeakError;
 pub use operator::{IssueKeyError, IssuedKey, SetOrganizationActiveError};
 pub use principal::{InsufficientScope, Principal};
+pub use quota::SetPlanOverLimitError;
 pub use signup::{Signup, SignupError, SignupRequest};
 pub use usage_report::{
     month_is_final, DailyUsage, KeyUsage, MonthToDate, SetPlanIncludedError, UsageError, UsageReport, UsageRetention,

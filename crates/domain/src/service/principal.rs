@@ -73,6 +73,16 @@ impl Principal {
         &self.credential.organization
     }
 
+    /// The same, as the credential shares it (one copy per organization in the cache).
+    pub(crate) fn shared_organization(&self) -> &Arc<Organization> {
+        &self.credential.organization
+    }
+
+    /// The credential's handle on its organization's quota counts.
+    pub(crate) fn quota_slot(&self) -> &crate::runtime::QuotaSlot {
+        &self.credential.quota
+    }
+
     /// Whether this caller may create or manage keys of `environment`: a test key reaches
     /// only test keys, a live key reaches both.
     pub fn may_manage(&self, environment: Environment) -> bool {

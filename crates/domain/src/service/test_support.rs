@@ -50,6 +50,13 @@ impl Ports {
         Arc::new(service.with_cache(Arc::new(cache), Arc::new(feed), std::time::Duration::from_secs(1)))
     }
 
+    /// The service, its clock reading `now` whenever asked (the test moves it).
+    pub fn service_at(self, now: Arc<std::sync::Mutex<OffsetDateTime>>) -> Arc<AccountService> {
+        let mut clock = MockClock::new();
+        clock.expect_now().returning(move || *now.lock().expect("the test's clock"));
+        Arc::new(Self::build_with(self.accounts, Arc::new(self.keys), clock))
+    }
+
     fn build(self) -> AccountService {
         Self::build_over(self.accounts, Arc::new(self.keys))
     }
@@ -57,6 +64,10 @@ impl Ports {
     fn build_over(accounts: MockAccountRepository, keys: Arc<dyn KeyRepository>) -> AccountService {
         let mut clock = MockClock::new();
         clock.expect_now().return_const(NOW);
+        Self::build_with(accounts, keys, clock)
+    }
+
+    fn build_with(accounts: MockAccountRepository, keys: Arc<dyn KeyRepository>, clock: MockClock) -> AccountService {
         let mut generator = MockGenerator::new();
         let counter = Arc::new(AtomicU32::new(0));
         let c = counter.clone();
@@ -114,7 +125,7 @@ pub(crate) fn principal(scopes: &[&str], environment: Environment) -> Principal 
     let mut key = api_key("key_caller", "org_caller");
     key.scopes = Scopes::parse(scopes).expect("valid");
     key.environment = environment;
-    Principal::new(Arc::new(KeyCredential { key, organization: Arc::new(organization("org_caller")) }), None)
+    Principal::new(Arc::new(KeyCredential::new(key, Arc::new(organization("org_caller")))), None)
 }
 
 pub(crate) fn api_key(id: &str, org: &str) -> ApiKey {
@@ -134,7 +145,7 @@ pub(crate) fn api_key(id: &str, org: &str) -> ApiKey {
 }
 
 pub(crate) fn credential() -> KeyCredential {
-    KeyCredential { key: api_key("key_abc", "org_abc"), organization: Arc::new(organization("org_abc")) }
+    KeyCredential::new(api_key("key_abc", "org_abc"), Arc::new(organization("org_abc")))
 }
 
 /// `value.with(|v| ...)`: a modified copy, for table-driven tests.

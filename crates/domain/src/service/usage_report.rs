@@ -118,13 +118,7 @@ impl AccountService {
         self.authorize(caller, Scope::Read)?;
         let to = self.clock.now().date();
         let from = days.first_day(to);
-        let changes = self.accounts.plan_changes(caller.org_id()).await?;
-        let period = PlanPeriod::holding(to, &changes).unwrap_or_else(|| {
-            // Read before the organization's first period was written: its plan from the month's start.
-            let start = BillingMonth::of(to).first_day();
-            let plan = caller.organization().plan.clone();
-            PlanPeriod::holding(to, &[crate::model::PlanChange { start, plan }]).expect("a period holds its first day")
-        });
+        let period = self.plan_period(caller.organization(), to).await?;
         let read_from = from.min(period.start);
         let stored = self.keys.usage_of(caller.org_id(), read_from, to).await?;
         let mut names: HashMap<KeyId, String> = HashMap::new();

@@ -1,11 +1,14 @@
 //! Verification of keys for other services: the same rules and cache as the server's own
-//! authentication, answered as a verdict rather than an error.
+//! authentication, then the organization's quota, answered as a verdict rather than an
+//! error.
 
 use super::{AccountService, AuthenticateError, Principal};
 use crate::model::{Scopes, UseOutcome, VerificationCode};
 use crate::ports::ActorRefused;
+use crate::runtime::Admission;
 
-/// A verdict, with the key's identity when the key was valid (and lacked only scopes).
+/// A verdict, with the key's identity when the key was valid (and lacked only scopes, or
+/// its organization's quota).
 #[derive(Debug, Clone)]
 pub struct Verification {
     pub code: VerificationCode,
@@ -20,7 +23,8 @@ impl Verification {
 
 impl AccountService {
     /// Verifies `presented`, as presented from `client_ip` (`None`: unknown), requiring
-    /// `required` scopes when given.
+    /// `required` scopes when given; a key that passes all that is judged by its
+    /// organization's quota (`quota_exceeded` past it).
     pub async fn verify_key(
         self: &std::sync::Arc<Self>,
         presented: &str,
@@ -34,7 +38,7 @@ impl AccountService {
                 let lacking = required.and_then(|r| r.first_not_in(principal.scopes()));
                 let code = match lacking.map(|scope| self.authorize(&principal, scope)) {
                     Some(Err(_)) => VerificationCode::InsufficientScope,
-                    _ => VerificationCode::Valid,
+                    _ => self.quota_verdict(&principal).await?,
                 };
                 Ok(Verification { code, principal: Some(principal) })
             }
@@ -43,6 +47,21 @@ impl AccountService {
             Err(AuthenticateError::OrganizationInactive(_)) => verdict(ActorRefused::OrganizationInactive.into()),
             Err(AuthenticateError::Store(e)) => Err(e),
         }
+    }
+
+    /// `valid`, or `quota_exceeded` (counted so) when the organization's quota is used up.
+    async fn quota_verdict(&self, principal: &Principal) -> crate::ports::StoreResult<VerificationCode> {
+        // Always counted, as valid, on the day of its authentication.
+        let day = principal.counted_use().map_or_else(|| self.clock.now().date(), |(day, _)| day);
+        let mut admission = self.admit_to_quota(principal, day);
+        if admission == Admission::Unknown {
+            admission = self.admit_after_reading(principal, day).await?;
+        }
+        if admission == Admission::Refused {
+            self.count_quota_refusal(principal);
+            return Ok(VerificationCode::QuotaExceeded);
+        }
+        Ok(VerificationCode::Valid)
     }
 }
 
@@ -73,6 +92,9 @@ mod tests {
         ] {
             let mut ports = Ports::new();
             ports.keys.expect_find_credential().returning(move |_| Ok(cred.clone()));
+            // Nothing used yet of the plan's quota.
+            ports.accounts.expect_plan_changes().returning(|_| Ok(vec![]));
+            ports.keys.expect_valid_uses_since().returning(|_, _| Ok(vec![]));
             let verdict = ports.service().verify_key(&key, required, None).await.expect("verified");
             assert_eq!(verdict.code, expected);
         }

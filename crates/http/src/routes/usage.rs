@@ -56,7 +56,7 @@ pub(crate) struct KeyUsageDto {
     #[serde(flatten)]
     totals: TotalsDto,
     /// The refusals by verdict (revoked, expired, insufficient_scope, org_inactive,
-    /// ip_not_allowed); reasons without any are left out.
+    /// ip_not_allowed, quota_exceeded); reasons without any are left out.
     #[serde(serialize_with = "as_map")]
     #[schema(value_type = std::collections::BTreeMap<String, i64>)]
     refused_by_reason: Vec<(&'static str, i64)>,

@@ -85,11 +85,14 @@ impl std::fmt::Debug for VerifyKeyBody {
 #[schema(as = Verification)]
 pub(crate) struct VerificationDto {
     valid: bool,
-    /// valid, not_found, revoked, expired, ip_not_allowed, insufficient_scope or org_inactive.
+    /// valid, not_found, revoked, expired, ip_not_allowed, insufficient_scope, org_inactive
+    /// or quota_exceeded (the organization's plan period is used up, or its test keys' cap).
     #[schema(example = "valid")]
     code: &'static str,
     org_id: Option<String>,
     key_id: Option<String>,
+    /// The key's environment (with `valid`, `insufficient_scope` and `quota_exceeded`): treat
+    /// a `test` key as a sandbox, never as production traffic.
     #[schema(value_type = Option<EnvironmentName>)]
     environment: Option<&'static str>,
     #[schema(value_type = Option<Vec<ScopeName>>)]

@@ -8,6 +8,7 @@ mod accounts;
 mod audit;
 mod change_feed;
 mod keys;
+mod quota;
 mod schema;
 mod usage;
 

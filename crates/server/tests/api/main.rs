@@ -30,5 +30,6 @@ mod migrations;
 mod operator_commands;
 mod process;
 mod protocol_errors;
+mod quota;
 mod response_headers;
 mod verifier;

@@ -141,7 +141,8 @@ async fn the_verifier_refuses_an_unmigrated_database_and_leaves_it_unmigrated(db
 }
 
 /// The privileges docs/operations.md lists for a verifier's PostgreSQL role, and no more:
-/// it connects, verifies, follows a revocation and writes the use at shutdown.
+/// it connects, verifies (reading the quota of the key's `block` plan), follows a revocation
+/// and writes the use at shutdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verifier_on_postgres_needs_only_the_privileges_the_operations_guide_lists() {
     let Some(app) = spawn_app(Backend::Postgres).await else { return };
@@ -156,7 +157,7 @@ async fn a_verifier_on_postgres_needs_only_the_privileges_the_operations_guide_l
     let password = format!("pw_{role}");
     app.execute_sql(&format!(
         "CREATE ROLE {role} LOGIN PASSWORD '{password}'; \
-         GRANT SELECT ON api_keys, organizations, plans, cache_events, __diesel_schema_migrations TO {role}; \
+         GRANT SELECT ON api_keys, organizations, plans, plan_periods, cache_events, __diesel_schema_migrations TO {role}; \
          GRANT UPDATE (last_used_at) ON api_keys TO {role}; \
          GRANT SELECT, INSERT, UPDATE ON key_usage, usage_writers TO {role};"
     ));
