@@ -19,6 +19,7 @@ on_both_backends!(
     test_keys_are_capped_apart_from_live_keys_and_their_answers_say_test,
     raising_what_the_plan_includes_or_billing_past_it_lifts_the_block_within_a_second_on_every_instance,
     a_verifier_beside_the_server_refuses_past_the_quota_too,
+    an_upgrade_by_the_owner_lifts_the_block_within_a_second_on_every_instance,
 );
 
 /// Flushes in these tests: every instance writes its counts every second (`spawn_app`'s
@@ -183,6 +184,26 @@ async fn raising_what_the_plan_includes_or_billing_past_it_lifts_the_block_withi
     assert_eq!(month_to_date(&app, &org).await["over_limit"], "bill");
     plans(&app, &["set-over-limit", "free", "block"]);
     until_every_instance_answers(&[&app, &second], &org.key, "quota_exceeded", Duration::from_secs(1)).await;
+}
+
+/// Blocked on both instances, the owner (whose account routes still work) upgrades with
+/// `PATCH /v1/account`: a new period on a `bill` plan, lifted on both within a second.
+async fn an_upgrade_by_the_owner_lifts_the_block_within_a_second_on_every_instance(app: TestApp) {
+    let org = app.signup_org("upgrade@acme.test").await;
+    let included = include_about(&app, &org, 3).await;
+    let second = spawn_app_on(app.db.clone()).await;
+    for _ in 0..included {
+        assert_eq!(app.verify(&org.key).await, "valid");
+    }
+    until_written(&second, &org, |p| p["valid"] == included).await;
+    until_every_instance_answers(&[&app, &second], &org.key, "quota_exceeded", 2 * FLUSH).await;
+    assert_eq!(month_to_date(&second, &org).await["blocked"], true);
+
+    let upgraded = crate::account_changes::patch_account(&second, &org.key, json!({"plan_id": "starter"})).await;
+    assert_eq!(upgraded.status.as_u16(), 200, "{}", upgraded.body);
+    until_every_instance_answers(&[&app, &second], &org.key, "valid", Duration::from_secs(1)).await;
+    let period = month_to_date(&app, &org).await;
+    assert_eq!((&period["over_limit"], &period["blocked"]), (&json!("bill"), &json!(false)), "{period}");
 }
 
 /// The embedded `Verifier` keeps the same quota: it reads what the server wrote.
