@@ -5,13 +5,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use account_domain::AccountService;
+use account_domain::{AccountService, Webhooks};
 use anyhow::Context as _;
 
 use crate::background::BackgroundTasks;
 use crate::{
-    Database, InMemoryCredentialCache, OsRandomGenerator, Settings, SqlAccountRepository, SqlChangeFeed,
-    SqlKeyRepository, SystemClock,
+    Database, InMemoryCredentialCache, OsRandomGenerator, ResolvingWebhookTargets, Settings, SqlAccountRepository,
+    SqlChangeFeed, SqlKeyRepository, SqlWebhookRepository, SystemClock,
 };
 
 /// What a process does with the service, which decides what is built and run beside it.
@@ -69,6 +69,12 @@ impl Assembly {
             Arc::new(OsRandomGenerator),
         )
         .with_max_active_keys(settings.max_active_keys);
+        if let Some(key) = &settings.webhooks.secret_key {
+            service = service.with_webhooks(Webhooks {
+                repository: Arc::new(SqlWebhookRepository::new(database.clone(), key.clone())),
+                targets: Arc::new(ResolvingWebhookTargets::new(settings.webhooks.allow_private_targets)),
+            });
+        }
         let cached = role != Role::Operator && settings.cache.max_keys > 0;
         // The server prunes the feed even without a cache; a verifier reads it only to cache.
         let feed = if cached || role == Role::Server {

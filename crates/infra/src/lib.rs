@@ -25,6 +25,7 @@ pub mod testing;
 mod unique_row;
 mod usage_store;
 mod verifier;
+mod webhook_repository;
 
 pub use account_repository::SqlAccountRepository;
 pub use background::BackgroundTasks;
@@ -35,6 +36,7 @@ pub use credential_cache::InMemoryCredentialCache;
 pub use database::{Database, PoolOptions};
 pub use database_url::{DatabaseTarget, InvalidDatabaseUrl};
 pub use key_repository::SqlKeyRepository;
-pub use settings::{CacheSettings, Settings, MAX_FLUSH_INTERVAL, MAX_STALENESS};
+pub use settings::{CacheSettings, Settings, WebhookSettings, MAX_FLUSH_INTERVAL, MAX_STALENESS};
 pub use system::{OsRandomGenerator, SystemClock};
 pub use verifier::Verifier;
+pub use webhook_repository::{ResolvingWebhookTargets, SqlWebhookRepository, WebhookKey};

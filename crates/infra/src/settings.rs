@@ -33,9 +33,21 @@ pub struct Settings {
     /// How long daily usage counts are kept (`USAGE_RETENTION_DAYS`); the server prunes them.
     pub usage_retention: UsageRetention,
     pub cache: CacheSettings,
+    /// Webhooks: off (their routes answer 503) without a key to seal signing secrets.
+    pub webhooks: WebhookSettings,
 }
 
 /// The credential cache.
+/// What webhooks are built from.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookSettings {
+    /// `WEBHOOK_SECRET_KEY`: seals the endpoints' signing secrets; `None` turns webhooks off.
+    pub secret_key: Option<crate::WebhookKey>,
+    /// `WEBHOOK_ALLOW_PRIVATE_TARGETS`: allows loopback, private and other non-public targets
+    /// (internal deployments, tests).
+    pub allow_private_targets: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
     /// Credentials held in memory at most (`CACHE_MAX_KEYS`); 0 turns the cache off, and
@@ -71,6 +83,7 @@ impl Settings {
                 warm_start: Duration::from_secs(3600),
                 max_staleness: MAX_STALENESS,
             },
+            webhooks: WebhookSettings { secret_key: None, allow_private_targets: false },
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use account_domain::UsageRetention;
 use account_http::{InternalToken, LimitSettings, TrustedProxies, TrustedProxiesError};
-use account_infra::{CacheSettings, DatabaseTarget, PoolOptions, Settings};
+use account_infra::{CacheSettings, DatabaseTarget, PoolOptions, Settings, WebhookKey, WebhookSettings};
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -40,6 +40,8 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("TRUSTED_PROXIES", "proxies whose X-Forwarded-For is believed"),
     ("MAX_ACTIVE_KEYS_PER_ORG", "active keys an organization may hold"),
     ("INTERNAL_SERVICE_TOKEN", "enables POST /v1/internal/verify-key"),
+    ("WEBHOOK_SECRET_KEY", "32 bytes, base64: seals webhook secrets (unset: no webhooks)"),
+    ("WEBHOOK_ALLOW_PRIVATE_TARGETS", "1: webhooks may target loopback and private addresses"),
     ("LOG_FORMAT", "json or pretty"),
     ("RUST_LOG", "log filter (default info)"),
 ];
@@ -133,6 +135,25 @@ impl Config {
                 })
             }
         };
+        let webhook_key = match get("WEBHOOK_SECRET_KEY") {
+            None => None,
+            Some(raw) => Some(WebhookKey::from_base64(&raw).ok_or(ConfigError {
+                variable: "WEBHOOK_SECRET_KEY",
+                value: "[REDACTED]".to_owned(),
+                expected: "32 bytes in base64, such as the output of `openssl rand -base64 32` (or unset: no webhooks)",
+            })?),
+        };
+        let allow_private_targets = match get("WEBHOOK_ALLOW_PRIVATE_TARGETS").as_deref().map(str::trim) {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(other) => {
+                return Err(ConfigError {
+                    variable: "WEBHOOK_ALLOW_PRIVATE_TARGETS",
+                    value: other.to_owned(),
+                    expected: "1 (allow non-public targets) or 0",
+                })
+            }
+        };
         let trusted_proxies = match get("TRUSTED_PROXIES") {
             None => TrustedProxies::default(),
             Some(raw) => TrustedProxies::parse(&raw).map_err(|e| ConfigError {
@@ -193,6 +214,7 @@ impl Config {
             cache: CacheSettings { max_keys: cache_max_keys, sync_interval, ttl, warm_start, ..defaults.cache },
             max_active_keys,
             database,
+            webhooks: WebhookSettings { secret_key: webhook_key, allow_private_targets },
         };
         Ok(Self {
             settings,

@@ -13,6 +13,7 @@ mod principal;
 mod signup;
 mod usage_report;
 mod verify;
+mod webhooks;
 
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -34,6 +35,9 @@ pub use usage_report::{
     UsageTotals,
 };
 pub use verify::Verification;
+pub use webhooks::{
+    WebhookError, WebhookRequest, WebhookWithSecret, Webhooks, MAX_WEBHOOKS_PER_ORG, PREVIOUS_SECRET_LIFETIME,
+};
 
 use crate::ports::{AccountRepository, Clock, Generator, KeyRepository};
 use crate::runtime::Runtime;
@@ -46,6 +50,7 @@ pub struct AccountService {
     generator: Arc<dyn Generator>,
     pub(crate) runtime: Runtime,
     max_active_keys: u32,
+    webhooks: Option<webhooks::Webhooks>,
 }
 
 impl std::fmt::Debug for AccountService {
@@ -69,6 +74,7 @@ impl AccountService {
             runtime: Runtime::new(generator.usage_writer()),
             generator,
             max_active_keys: Self::DEFAULT_MAX_ACTIVE_KEYS,
+            webhooks: None,
         }
     }
 
