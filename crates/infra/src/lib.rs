@@ -25,6 +25,8 @@ pub mod testing;
 mod unique_row;
 mod usage_store;
 mod verifier;
+mod webhook_delivery;
+mod webhook_outbox;
 mod webhook_repository;
 
 pub use account_repository::SqlAccountRepository;

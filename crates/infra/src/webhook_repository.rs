@@ -62,7 +62,6 @@ impl WebhookKey {
     }
 
     /// The secret sealed by [`Self::seal`] for endpoint `id`.
-    #[allow(dead_code)] // the delivery worker opens them to sign
     pub(crate) fn open(&self, id: &str, sealed: &str) -> anyhow::Result<Vec<u8>> {
         let bytes = BASE64.decode(sealed).context("a sealed webhook secret is not base64")?;
         anyhow::ensure!(bytes.len() > 24, "a sealed webhook secret is too short");

@@ -42,6 +42,8 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("INTERNAL_SERVICE_TOKEN", "enables POST /v1/internal/verify-key"),
     ("WEBHOOK_SECRET_KEY", "32 bytes, base64: seals webhook secrets (unset: no webhooks)"),
     ("WEBHOOK_ALLOW_PRIVATE_TARGETS", "1: webhooks may target loopback and private addresses"),
+    ("WEBHOOK_TIMEOUT_MS", "how long a webhook receiver has to answer 2xx"),
+    ("WEBHOOK_RETRY_HOURS", "how long a webhook event is retried before it fails"),
     ("LOG_FORMAT", "json or pretty"),
     ("RUST_LOG", "log filter (default info)"),
 ];
@@ -154,6 +156,11 @@ impl Config {
                 })
             }
         };
+        let webhook_timeout =
+            parse(&get, "WEBHOOK_TIMEOUT_MS", "milliseconds from 100 to 60000", |n: &u64| (100..=60_000).contains(n))?
+                .map_or(defaults.webhooks.timeout, Duration::from_millis);
+        let webhook_retry = parse(&get, "WEBHOOK_RETRY_HOURS", "hours from 1 to 168", |n: &u64| (1..=168).contains(n))?
+            .map_or(defaults.webhooks.retry_for, |h| Duration::from_secs(h * 3600));
         let trusted_proxies = match get("TRUSTED_PROXIES") {
             None => TrustedProxies::default(),
             Some(raw) => TrustedProxies::parse(&raw).map_err(|e| ConfigError {
@@ -214,7 +221,12 @@ impl Config {
             cache: CacheSettings { max_keys: cache_max_keys, sync_interval, ttl, warm_start, ..defaults.cache },
             max_active_keys,
             database,
-            webhooks: WebhookSettings { secret_key: webhook_key, allow_private_targets },
+            webhooks: WebhookSettings {
+                secret_key: webhook_key,
+                allow_private_targets,
+                timeout: webhook_timeout,
+                retry_for: webhook_retry,
+            },
         };
         Ok(Self {
             settings,

@@ -418,3 +418,94 @@ mod tests {
         }
     }
 }
+
+/// The webhook event an audited change sends, with its `data` (never a key nor a secret):
+/// the one mapping from the audit trail's words to the events', so that every change that
+/// is audited in its transaction also writes its event there. `None` for changes no
+/// endpoint is told of (signups, erasures, webhook changes themselves).
+pub fn webhook_event_of(record: &super::AuditRecord) -> Option<(WebhookEventType, super::AuditDetails)> {
+    use super::{AuditAction as A, AuditDetails, DetailValue};
+    let target = || DetailValue::Text(record.target_id.clone().unwrap_or_default());
+    let detail = |name: &str| record.details.entries().iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    let key = |event| Some((event, AuditDetails::none().with("key_id", target())));
+    match record.action {
+        A::KeyCreated => key(WebhookEventType::KeyCreated),
+        A::KeyRenamed => key(WebhookEventType::KeyRenamed),
+        A::KeyAllowlistChanged => key(WebhookEventType::KeyAllowlistChanged),
+        A::KeyRolled => key(WebhookEventType::KeyRolled),
+        A::KeyRevoked => {
+            let reason = detail("reason").unwrap_or_else(|| DetailValue::Text("owner".to_owned()));
+            Some((WebhookEventType::KeyRevoked, AuditDetails::none().with("key_id", target()).with("reason", reason)))
+        }
+        A::KeyLeakReported => Some((
+            WebhookEventType::KeyRevoked,
+            AuditDetails::none().with("key_id", target()).with("reason", DetailValue::Text("leak_reported".to_owned())),
+        )),
+        A::OrganizationDeactivated => Some((WebhookEventType::OrganizationDeactivated, AuditDetails::none())),
+        A::OrganizationActivated => Some((WebhookEventType::OrganizationActivated, AuditDetails::none())),
+        A::AccountUpdated => Some((
+            WebhookEventType::AccountUpdated,
+            detail("fields").map_or_else(AuditDetails::none, |f| AuditDetails::none().with("fields", f)),
+        )),
+        A::AccountPlanChanged => {
+            let mut data = AuditDetails::none();
+            for name in ["from", "to"] {
+                if let Some(value) = detail(name) {
+                    data = data.with(name, value);
+                }
+            }
+            Some((WebhookEventType::AccountPlanChanged, data))
+        }
+        A::AccountClosed => Some((WebhookEventType::AccountClosed, AuditDetails::none())),
+        A::Signup
+        | A::OrgErased
+        | A::WebhookCreated
+        | A::WebhookUpdated
+        | A::WebhookDeleted
+        | A::WebhookSecretRotated => None,
+    }
+}
+
+#[cfg(test)]
+mod event_tests {
+    use super::*;
+    use crate::model::{AuditAction, AuditDetails, AuditRecord, DetailValue, RequestMeta};
+
+    fn record(action: AuditAction, details: AuditDetails) -> AuditRecord {
+        AuditRecord {
+            org_id: OrgId::new("org_a").expect("valid"),
+            action,
+            target_id: Some("key_k".to_owned()),
+            actor_key_id: None,
+            meta: RequestMeta::default(),
+            at: OffsetDateTime::UNIX_EPOCH,
+            details,
+        }
+    }
+
+    fn text(value: &str) -> DetailValue {
+        DetailValue::Text(value.to_owned())
+    }
+
+    #[test]
+    fn a_revocation_says_why_a_leak_report_is_a_revocation_and_a_signup_sends_nothing() {
+        let (event, data) = webhook_event_of(&record(AuditAction::KeyRevoked, AuditDetails::none())).expect("sent");
+        assert_eq!(event, WebhookEventType::KeyRevoked);
+        assert_eq!(data, AuditDetails::none().with("key_id", text("key_k")).with("reason", text("owner")));
+        let closing = AuditDetails::none().with("reason", text("account_closed"));
+        let (_, data) = webhook_event_of(&record(AuditAction::KeyRevoked, closing)).expect("sent");
+        assert_eq!(data.entries()[1].1, text("account_closed"));
+        let (event, data) =
+            webhook_event_of(&record(AuditAction::KeyLeakReported, AuditDetails::none())).expect("sent");
+        assert_eq!((event, &data.entries()[1].1), (WebhookEventType::KeyRevoked, &text("leak_reported")));
+        assert!(webhook_event_of(&record(AuditAction::Signup, AuditDetails::none())).is_none());
+        assert!(webhook_event_of(&record(AuditAction::WebhookCreated, AuditDetails::none())).is_none());
+    }
+
+    #[test]
+    fn a_plan_change_gives_its_plans_from_and_to() {
+        let details = AuditDetails::none().with("from", text("free")).with("to", text("pro"));
+        let (event, data) = webhook_event_of(&record(AuditAction::AccountPlanChanged, details.clone())).expect("sent");
+        assert_eq!((event, data), (WebhookEventType::AccountPlanChanged, details));
+    }
+}

@@ -19,6 +19,7 @@ mod leak_reports;
 mod signup;
 mod usage;
 mod verify_key;
+mod webhook_deliveries;
 mod webhooks;
 
 // Across the routes.
