@@ -30,8 +30,10 @@ from account_api_client.api.webhooks import (
     create_webhook,
     delete_webhook,
     get_webhook,
+    list_webhook_deliveries,
     list_webhooks,
     rotate_webhook_secret,
+    test_webhook,
     update_webhook,
 )
 from account_api_client.api.operations import check_liveness, check_readiness, get_metrics, get_openapi_document
@@ -106,6 +108,8 @@ paused = call(update_webhook, 200, client=me, webhook_id=hook.id, body=UpdateWeb
 assert paused.enabled is False, paused
 rotated = call(rotate_webhook_secret, 200, client=me, webhook_id=hook.id).data
 assert rotated.secret != hook.secret and rotated.previous_secret_expires_at, rotated
+assert call(test_webhook, 202, client=me, webhook_id=hook.id).data.event_id.startswith("msg_")
+assert call(list_webhook_deliveries, 200, client=me, webhook_id=hook.id, limit=10).data.has_more is False
 call(delete_webhook, 204, client=me, webhook_id=hook.id)
 org_id = signup.data.account.org_id
 closed = call(close_account, 200, client=me, body=CloseAccountRequest(confirm=org_id)).data

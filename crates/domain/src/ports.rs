@@ -583,6 +583,25 @@ pub trait WebhookRepository: Send + Sync + 'static {
     ) -> StoreResult<Option<(WebhookEndpoint, SigningSecret)>>;
 }
 
+/// The test event, and the attempts listed, of [`WebhookRepository`].
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait WebhookActivity: Send + Sync + 'static {
+    /// Writes a `webhook.test` event for the organization's endpoint `id` (whatever it
+    /// subscribes to, enabled or not), delivered as every event; its message id, or `None`
+    /// when there is no such endpoint.
+    async fn send_test_event(&self, org: &OrgId, id: &WebhookId, at: OffsetDateTime) -> StoreResult<Option<String>>;
+    /// The endpoint's attempts with an id below `before`, newest first, at most `limit`;
+    /// `None` when the organization has no such endpoint.
+    async fn list_attempts(
+        &self,
+        org: &OrgId,
+        id: &WebhookId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Option<Vec<crate::model::WebhookAttempt>>>;
+}
+
 /// Which addresses webhooks may be sent to.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]

@@ -70,8 +70,10 @@ impl Assembly {
         )
         .with_max_active_keys(settings.max_active_keys);
         if let Some(key) = &settings.webhooks.secret_key {
+            let repository = Arc::new(SqlWebhookRepository::new(database.clone(), key.clone()));
             service = service.with_webhooks(Webhooks {
-                repository: Arc::new(SqlWebhookRepository::new(database.clone(), key.clone())),
+                repository: repository.clone(),
+                activity: repository,
                 targets: Arc::new(ResolvingWebhookTargets::new(settings.webhooks.allow_private_targets)),
             });
         }

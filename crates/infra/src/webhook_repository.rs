@@ -5,9 +5,9 @@
 use std::net::IpAddr;
 
 use account_domain::{
-    is_public_address, AuditRecord, NewWebhook, OrgId, SigningSecret, StoreResult, WebhookChanges, WebhookEndpoint,
-    WebhookEvents, WebhookHost, WebhookId, WebhookRepository, WebhookStoreError, WebhookTargets, WebhookUrl,
-    WebhookUrlError,
+    is_public_address, AuditDetails, AuditRecord, DetailValue, NewWebhook, OrgId, SigningSecret, StoreResult,
+    WebhookActivity, WebhookAttempt, WebhookChanges, WebhookEndpoint, WebhookEvents, WebhookHost, WebhookId,
+    WebhookRepository, WebhookStoreError, WebhookTargets, WebhookUrl, WebhookUrlError,
 };
 use anyhow::Context as _;
 use async_trait::async_trait;
@@ -25,7 +25,7 @@ use crate::connection::DbConnection;
 use crate::database::Database;
 use crate::repo_error::RepoError;
 use crate::rows::{from_micros, to_micros};
-use crate::schema::webhook_endpoints;
+use crate::schema::{webhook_attempts, webhook_deliveries, webhook_endpoints};
 
 /// The deployment's key for sealing signing secrets: 32 bytes, given base64 in
 /// `WEBHOOK_SECRET_KEY`. Never printed.
@@ -316,6 +316,76 @@ impl WebhookRepository for SqlWebhookRepository {
             .await
             .map_err(|e| e.into_store_error("rotating a webhook secret"))?;
         Ok(endpoint.map(|endpoint| (endpoint, secret)))
+    }
+}
+
+#[async_trait]
+impl WebhookActivity for SqlWebhookRepository {
+    async fn send_test_event(&self, org: &OrgId, id: &WebhookId, at: OffsetDateTime) -> StoreResult<Option<String>> {
+        let (org, id) = (org.to_string(), id.to_string());
+        self.db
+            .write(move |conn| {
+                let data = AuditDetails::none().with("webhook_id", DetailValue::Text(id.clone()));
+                crate::webhook_outbox::enqueue_event(conn, &org, "webhook.test", &data, at, Some(&id))
+            })
+            .await
+            .map_err(|e| e.into_store_error("sending a webhook test event"))
+    }
+
+    async fn list_attempts(
+        &self,
+        org: &OrgId,
+        id: &WebhookId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Option<Vec<WebhookAttempt>>> {
+        let (org, id) = (org.to_string(), id.to_string());
+        self.db
+            .read(move |conn| {
+                if load(conn, &org, &id)?.is_none() {
+                    return Ok(None);
+                }
+                let mut query = webhook_attempts::table
+                    .inner_join(webhook_deliveries::table)
+                    .filter(webhook_attempts::endpoint_id.eq(&id))
+                    .into_boxed();
+                if let Some(before) = before {
+                    query = query.filter(webhook_attempts::id.lt(before));
+                }
+                type Row = (i64, String, String, i32, i64, Option<i32>, Option<String>, i64);
+                let rows: Vec<Row> = query
+                    .order(webhook_attempts::id.desc())
+                    .limit(i64::from(limit))
+                    .select((
+                        webhook_attempts::id,
+                        webhook_deliveries::message_id,
+                        webhook_deliveries::event_type,
+                        webhook_attempts::attempt,
+                        webhook_attempts::attempted_at,
+                        webhook_attempts::status_code,
+                        webhook_attempts::error,
+                        webhook_attempts::duration_ms,
+                    ))
+                    .load(conn)?;
+                let attempts = rows
+                    .into_iter()
+                    .map(|(id, message_id, event_type, attempt, at, status, error, duration)| {
+                        Ok(WebhookAttempt {
+                            id,
+                            message_id,
+                            event_type,
+                            attempt: u32::try_from(attempt).unwrap_or(0),
+                            at: from_micros(at)?,
+                            status_code: status.and_then(|s| u16::try_from(s).ok()),
+                            error,
+                            duration_ms: u64::try_from(duration).unwrap_or(0),
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Ok(Some(attempts))
+            })
+            .await
+            .map_err(|e| e.into_store_error("listing webhook attempts"))
     }
 }
 

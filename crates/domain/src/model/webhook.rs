@@ -304,6 +304,22 @@ pub struct WebhookEndpoint {
     pub previous_secret_until: Option<OffsetDateTime>,
 }
 
+/// One attempt to deliver an event to an endpoint, as recorded after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookAttempt {
+    /// Its position among all attempts (higher is newer).
+    pub id: i64,
+    pub message_id: String,
+    pub event_type: String,
+    /// 1 for the first attempt of its event.
+    pub attempt: u32,
+    pub at: OffsetDateTime,
+    /// The receiver's status; `None` when it did not answer (timeout, refused, not allowed).
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
 /// A new endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewWebhook {

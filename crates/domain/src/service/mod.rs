@@ -36,7 +36,8 @@ pub use usage_report::{
 };
 pub use verify::Verification;
 pub use webhooks::{
-    WebhookError, WebhookRequest, WebhookWithSecret, Webhooks, MAX_WEBHOOKS_PER_ORG, PREVIOUS_SECRET_LIFETIME,
+    webhook_attempt_id, WebhookAttemptPage, WebhookError, WebhookRequest, WebhookWithSecret, Webhooks,
+    MAX_WEBHOOKS_PER_ORG, PREVIOUS_SECRET_LIFETIME,
 };
 
 use crate::ports::{AccountRepository, Clock, Generator, KeyRepository};

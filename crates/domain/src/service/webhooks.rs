@@ -11,13 +11,14 @@ use crate::model::{
     AuditAction, AuditDetails, DetailValue, Environment, NewWebhook, RequestMeta, Scope, SigningSecret, WebhookChanges,
     WebhookEndpoint, WebhookEvents, WebhookId, WebhookUrl, WebhookUrlError,
 };
-use crate::ports::{StoreError, WebhookRepository, WebhookStoreError, WebhookTargets};
+use crate::ports::{StoreError, WebhookActivity, WebhookRepository, WebhookStoreError, WebhookTargets};
 
 /// What webhooks are built from; without it every webhook operation answers
 /// [`WebhookError::NotConfigured`].
 #[derive(Clone)]
 pub struct Webhooks {
     pub repository: Arc<dyn WebhookRepository>,
+    pub activity: Arc<dyn WebhookActivity>,
     pub targets: Arc<dyn WebhookTargets>,
 }
 
@@ -46,6 +47,10 @@ pub enum WebhookError {
     Url(#[from] WebhookUrlError),
     #[error("give at least one of `url`, `events`, `description` and `enabled`")]
     EmptyChange,
+    #[error("`limit` must be a whole number from 1 to 100")]
+    InvalidLimit,
+    #[error("`before` must be an attempt id such as att_42")]
+    InvalidCursor,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -72,6 +77,19 @@ pub struct WebhookRequest {
 pub struct WebhookWithSecret {
     pub endpoint: WebhookEndpoint,
     pub secret: SigningSecret,
+}
+
+/// A page of an endpoint's attempts, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookAttemptPage {
+    pub attempts: Vec<crate::model::WebhookAttempt>,
+    /// Older attempts exist: ask again with `before` = the last one's id.
+    pub has_more: bool,
+}
+
+/// An attempt's id as the API shows it: `att_<n>`.
+pub fn webhook_attempt_id(id: i64) -> String {
+    format!("att_{id}")
 }
 
 /// How many endpoints an organization may have.
@@ -185,6 +203,48 @@ impl AccountService {
         }
     }
 
+    /// Sends a `webhook.test` event to an endpoint (delivered, signed and retried as every
+    /// event); its message id. Needs a live key with `write`.
+    pub async fn test_webhook(&self, caller: &Principal, id: &str) -> Result<String, WebhookError> {
+        let webhooks = self.webhooks_for(caller, Scope::Write)?;
+        let id = WebhookId::new(id).map_err(|_| WebhookError::NotFound)?;
+        let now = self.clock.now();
+        webhooks.activity.send_test_event(caller.org_id(), &id, now).await?.ok_or(WebhookError::NotFound)
+    }
+
+    /// An endpoint's delivery attempts, newest first, `limit` (1 to 100, default 50) at a
+    /// time, older than attempt `before` (`att_<n>`). Needs a live key with `read`.
+    pub async fn webhook_attempts(
+        &self,
+        caller: &Principal,
+        id: &str,
+        before: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<WebhookAttemptPage, WebhookError> {
+        let webhooks = self.webhooks_for(caller, Scope::Read)?;
+        let id = WebhookId::new(id).map_err(|_| WebhookError::NotFound)?;
+        let limit = limit.unwrap_or(50);
+        if !(1..=100).contains(&limit) {
+            return Err(WebhookError::InvalidLimit);
+        }
+        let before = before
+            .map(|raw| {
+                raw.strip_prefix("att_")
+                    .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                    .map(|digits| digits.parse::<i64>().unwrap_or(i64::MAX))
+                    .ok_or(WebhookError::InvalidCursor)
+            })
+            .transpose()?;
+        let mut attempts = webhooks
+            .activity
+            .list_attempts(caller.org_id(), &id, before, limit + 1)
+            .await?
+            .ok_or(WebhookError::NotFound)?;
+        let has_more = attempts.len() > limit as usize;
+        attempts.truncate(limit as usize);
+        Ok(WebhookAttemptPage { attempts, has_more })
+    }
+
     /// Gives an endpoint a new secret, shown this once; the previous one keeps signing
     /// beside it for [`PREVIOUS_SECRET_LIFETIME`]. Needs a live key with `write`; audited
     /// (`webhook.secret_rotated`).
@@ -217,11 +277,12 @@ impl AccountService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::{MockWebhookRepository, MockWebhookTargets};
+    use crate::ports::{MockWebhookActivity, MockWebhookRepository, MockWebhookTargets};
     use crate::service::test_support::*;
 
     fn service_with(repository: MockWebhookRepository, targets: MockWebhookTargets) -> Arc<AccountService> {
-        let webhooks = Webhooks { repository: Arc::new(repository), targets: Arc::new(targets) };
+        let activity = Arc::new(MockWebhookActivity::new());
+        let webhooks = Webhooks { repository: Arc::new(repository), activity, targets: Arc::new(targets) };
         Ports::new().service_with(|service| service.with_webhooks(webhooks))
     }
 

@@ -57,6 +57,8 @@ pub(crate) fn endpoints() -> Scope<
         .service(webhooks::update_webhook)
         .service(webhooks::delete_webhook)
         .service(webhooks::rotate_webhook_secret)
+        .service(webhooks::test_webhook)
+        .service(webhooks::list_webhook_deliveries)
         .default_service(web::to(unmatched));
     let webhooks = scope("/v1/account/webhooks")
         .service(webhooks::list_webhooks)

@@ -3,9 +3,10 @@
 //! `/{webhook_id}` scope).
 
 use account_domain::{
-    WebhookChanges, WebhookEndpoint, WebhookError, WebhookEvents, WebhookRequest, WebhookUrl, WebhookWithSecret,
+    webhook_attempt_id, WebhookAttempt, WebhookAttemptPage, WebhookChanges, WebhookEndpoint, WebhookError,
+    WebhookEvents, WebhookRequest, WebhookUrl, WebhookWithSecret,
 };
-use actix_web::web::{Path, Payload};
+use actix_web::web::{Path, Payload, Query};
 use actix_web::{delete, get, patch, post, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -116,7 +117,85 @@ impl<'a> From<&'a WebhookWithSecret> for WebhookWithSecretDto<'a> {
     }
 }
 
+/// One attempt to deliver an event.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = WebhookAttempt)]
+pub(crate) struct AttemptDto {
+    #[schema(pattern = "^att_[0-9]+$", example = "att_42")]
+    id: String,
+    /// The event's id, the `webhook-id` header.
+    #[schema(example = "msg_019ae0d7a1b27c1e9b4f5d8e3c2a1b00")]
+    event_id: String,
+    #[schema(example = "key.revoked")]
+    event_type: String,
+    /// 1 for the event's first attempt.
+    attempt: u32,
+    #[schema(format = DateTime)]
+    attempted_at: String,
+    /// The receiver's status; null when it did not answer.
+    status_code: Option<u16>,
+    /// Why there is no status (`timeout`, a connection error, a target not allowed); null otherwise.
+    error: Option<String>,
+    duration_ms: u64,
+}
+
+impl From<&WebhookAttempt> for AttemptDto {
+    fn from(a: &WebhookAttempt) -> Self {
+        Self {
+            id: webhook_attempt_id(a.id),
+            event_id: a.message_id.clone(),
+            event_type: a.event_type.clone(),
+            attempt: a.attempt,
+            attempted_at: rfc3339(a.at),
+            status_code: a.status_code,
+            error: a.error.clone(),
+            duration_ms: a.duration_ms,
+        }
+    }
+}
+
+/// A page of attempts, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = WebhookDeliveriesPage)]
+pub(crate) struct AttemptPageDto {
+    attempts: Vec<AttemptDto>,
+    /// Older attempts exist: ask again with `before` = the last attempt's id.
+    has_more: bool,
+}
+
+impl From<&WebhookAttemptPage> for AttemptPageDto {
+    fn from(page: &WebhookAttemptPage) -> Self {
+        Self { attempts: page.attempts.iter().map(AttemptDto::from).collect(), has_more: page.has_more }
+    }
+}
+
+/// The event a test sent.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = WebhookTestEvent)]
+pub(crate) struct TestEventDto {
+    /// Its id, the `webhook-id` header it arrives with.
+    #[schema(example = "msg_019ae0d7a1b27c1e9b4f5d8e3c2a1b00")]
+    event_id: String,
+}
+
+/// `GET /v1/account/webhooks/{webhook_id}/deliveries` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeliveriesQuery {
+    /// 1 to 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<u32>,
+    /// Only attempts older than this one (from the previous page).
+    #[param(pattern = "^att_[0-9]+$", example = "att_42")]
+    before: Option<String>,
+}
+
 envelope_schemas! {
+    /// A page of an endpoint's delivery attempts.
+    WebhookDeliveriesResponse => AttemptPageDto;
+    /// The test event sent.
+    WebhookTestResponse => TestEventDto;
     /// The organization's webhook endpoints, oldest first.
     WebhookList => Vec<WebhookDto>;
     /// One endpoint.
@@ -214,6 +293,8 @@ impl From<WebhookError> for ApiError {
             WebhookError::LimitReached(_) => Self::new(ErrorCode::WebhookLimitReached, message),
             WebhookError::Url(_) => Self::new(ErrorCode::ValidationError, message).with_field("url"),
             WebhookError::EmptyChange => Self::new(ErrorCode::ValidationError, message),
+            WebhookError::InvalidLimit => Self::validation("limit", "must be a whole number from 1 to 100"),
+            WebhookError::InvalidCursor => Self::validation("before", "must be an attempt id such as att_42"),
             WebhookError::Store(cause) => cause.into(),
         }
     }
@@ -357,4 +438,47 @@ pub(crate) async fn rotate_webhook_secret(
     let rotated = service.rotate_webhook_secret(&caller, &webhook_id, &request_meta(&req)).await?;
     tracing::info!(org_id = %caller.org_id(), webhook_id = %rotated.endpoint.id, by_key = %caller.key_id(), "webhook secret rotated");
     Ok(ok(WebhookWithSecretDto::from(&rotated)))
+}
+
+/// Sends a `webhook.test` event (`data`: `webhook_id`) to the endpoint, whatever it
+/// subscribes to and even disabled: delivered, signed and retried as every event. Needs a
+/// live key with the `write` scope. Answers 202 with the event's id.
+#[utoipa::path(tag = "webhooks", operation_id = "test_webhook", security(("bearer" = [])),
+    params(WebhookIdPath),
+    responses(
+    (status = 202, description = "The test event, to be delivered", body = WebhookTestResponse),
+    (status = 404, description = "No such endpoint in this organization", body = ErrorBody),
+    WriteAuthErrors, WebhookErrors,
+))]
+#[post("/test")]
+pub(crate) async fn test_webhook(
+    Caller { principal: caller, service }: Caller,
+    webhook_id: Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    count_write(&req, &caller)?;
+    let event_id = service.test_webhook(&caller, &webhook_id).await?;
+    Ok(crate::envelope::accepted(TestEventDto { event_id }))
+}
+
+/// The endpoint's delivery attempts, newest first, a page at a time: each with its event's
+/// id and type, attempt number, time, status code or error, and duration. Needs a live key
+/// with the `read` scope.
+#[utoipa::path(tag = "webhooks", operation_id = "list_webhook_deliveries", security(("bearer" = [])),
+    params(WebhookIdPath, DeliveriesQuery),
+    responses(
+    (status = 200, description = "A page of attempts", body = WebhookDeliveriesResponse),
+    (status = 400, description = "Invalid limit or cursor", body = ErrorBody),
+    (status = 404, description = "No such endpoint in this organization", body = ErrorBody),
+    AuthErrors, WebhookErrors,
+))]
+#[get("/deliveries")]
+pub(crate) async fn list_webhook_deliveries(
+    Caller { principal: caller, service }: Caller,
+    webhook_id: Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let query = Query::<DeliveriesQuery>::from_query(req.query_string()).map_err(|e| crate::body::query_error(&e))?;
+    let page = service.webhook_attempts(&caller, &webhook_id, query.before.as_deref(), query.limit).await?;
+    Ok(ok(AttemptPageDto::from(&page)))
 }

@@ -24,6 +24,7 @@ on_both_backends!(
     every_event_arrives_signed_by_the_specifications_algorithm_and_holds_no_key,
     a_receiver_that_fails_gets_the_event_again_with_the_same_webhook_id,
     after_a_rotation_both_secrets_sign_each_delivery,
+    a_test_event_reaches_the_endpoint_whatever_it_subscribes_to,
     without_private_targets_allowed_a_name_pointing_at_loopback_is_refused_at_delivery,
 );
 
@@ -250,7 +251,7 @@ async fn a_receiver_that_fails_gets_the_event_again_with_the_same_webhook_id(bac
     let Some(app) = app_for_webhooks(backend).await else { return };
     let receiver = Receiver::start(2).await;
     let org = app.signup_org("retry@acme.test").await;
-    let (_, secret) = register(&app, &org.key, &receiver.url, json!(["key.created"])).await;
+    let (hook_id, secret) = register(&app, &org.key, &receiver.url, json!(["key.created"])).await;
     app.new_key(&org.key, json!({"name": "Once"})).await;
     let got = receiver.until(Duration::from_secs(20), |got| got.len() >= 3).await;
     let ids: BTreeSet<&String> = got.iter().map(|r| &r.headers["webhook-id"]).collect();
@@ -264,6 +265,54 @@ async fn a_receiver_that_fails_gets_the_event_again_with_the_same_webhook_id(bac
     // Taken on the third attempt: no fourth.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(receiver.received().len(), 3);
+
+    // The attempts, newest first, a page at a time.
+    let path = format!("/v1/account/webhooks/{hook_id}/deliveries");
+    let page = app.request(Method::GET, &path, Some(&org.key), None).await;
+    let attempts = page.data()["attempts"].as_array().expect("attempts").clone();
+    let summary: Vec<(u64, Value)> =
+        attempts.iter().map(|a| (a["attempt"].as_u64().expect("number"), a["status_code"].clone())).collect();
+    assert_eq!(summary, [(3, json!(204)), (2, json!(500)), (1, json!(500))]);
+    for attempt in &attempts {
+        assert_eq!(attempt["event_id"], got[0].headers["webhook-id"].as_str());
+        assert_eq!(attempt["event_type"], "key.created");
+        assert_eq!(attempt["error"], Value::Null);
+        assert!(attempt["duration_ms"].is_u64());
+    }
+    let first = app.request(Method::GET, &format!("{path}?limit=2"), Some(&org.key), None).await;
+    assert_eq!(
+        (first.data()["attempts"].as_array().expect("list").len(), &first.data()["has_more"]),
+        (2, &json!(true))
+    );
+    let last_id = first.data()["attempts"][1]["id"].as_str().expect("id").to_owned();
+    let rest = app.request(Method::GET, &format!("{path}?limit=2&before={last_id}"), Some(&org.key), None).await;
+    assert_eq!(rest.data()["attempts"].as_array().expect("list").len(), 1);
+    assert_eq!(rest.data()["has_more"], false);
+    app.request(Method::GET, &format!("{path}?limit=0"), Some(&org.key), None)
+        .await
+        .assert_error(400, "validation_error");
+    app.request(Method::GET, &format!("{path}?before=42"), Some(&org.key), None)
+        .await
+        .assert_error(400, "validation_error");
+    let other = app.signup_org("other-retry@acme.test").await;
+    app.request(Method::GET, &path, Some(&other.key), None).await.assert_error(404, "webhook_not_found");
+}
+
+async fn a_test_event_reaches_the_endpoint_whatever_it_subscribes_to(backend: Backend) {
+    let Some(app) = app_for_webhooks(backend).await else { return };
+    let receiver = Receiver::start(0).await;
+    let org = app.signup_org("test-event@acme.test").await;
+    let (id, secret) = register(&app, &org.key, &receiver.url, json!(["account.closed"])).await;
+    let sent = app.request(Method::POST, &format!("/v1/account/webhooks/{id}/test"), Some(&org.key), None).await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.body);
+    let event_id = sent.data()["event_id"].as_str().expect("event id").to_owned();
+    let got = receiver.until(Duration::from_secs(10), |got| !got.is_empty()).await;
+    let body = verified(&secret, &got[0]);
+    assert_eq!((&body["id"], &body["type"]), (&json!(event_id), &json!("webhook.test")));
+    assert_eq!(body["data"], json!({"webhook_id": id}));
+    app.request(Method::POST, "/v1/account/webhooks/wh_missing/test", Some(&org.key), None)
+        .await
+        .assert_error(404, "webhook_not_found");
 }
 
 async fn after_a_rotation_both_secrets_sign_each_delivery(backend: Backend) {
