@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{on_both_backends, spawn_app_with, TestApp};
+use crate::helpers::{on_both_backends, spawn_app_on_with, spawn_app_with, TestApp};
 use account_infra::testing::Backend;
 
 on_both_backends!(
@@ -25,6 +25,7 @@ on_both_backends!(
     a_receiver_that_fails_gets_the_event_again_with_the_same_webhook_id,
     after_a_rotation_both_secrets_sign_each_delivery,
     a_test_event_reaches_the_endpoint_whatever_it_subscribes_to,
+    two_instances_deliver_each_of_200_events_once,
     without_private_targets_allowed_a_name_pointing_at_loopback_is_refused_at_delivery,
 );
 
@@ -360,4 +361,42 @@ async fn without_private_targets_allowed_a_name_pointing_at_loopback_is_refused_
     };
     assert!(error.as_deref().is_some_and(|e| e.contains("not a public address")), "{error:?}");
     assert!(receiver.received().is_empty(), "nothing reached loopback");
+}
+
+async fn two_instances_deliver_each_of_200_events_once(backend: Backend) {
+    let Some(first) = app_for_webhooks(backend).await else { return };
+    let settings = [("WEBHOOK_SECRET_KEY", SECRET_KEY), ("WEBHOOK_ALLOW_PRIVATE_TARGETS", "1")];
+    let second = spawn_app_on_with(first.db.clone(), &settings).await;
+    let receiver = Receiver::start(0).await;
+    let org = first.signup_org("two@acme.test").await;
+    let (_, secret) = register(&first, &org.key, &receiver.url, json!(["key.renamed"])).await;
+    let key_id = first.create_key(&org.key, Some(json!({"name": "Renamed often"}))).await.data()["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let path = format!("/v1/account/api-keys/{key_id}");
+    // 200 changes, half through each instance; both workers claim from the one outbox.
+    for n in 0..200 {
+        let app = if n % 2 == 0 { &first } else { &second };
+        let reply = app.request(Method::PATCH, &path, Some(&org.key), Some(json!({"name": format!("Name {n}")}))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    let got = receiver
+        .until(Duration::from_secs(60), |got| {
+            got.iter().map(|r| &r.headers["webhook-id"]).collect::<BTreeSet<_>>().len() >= 200
+        })
+        .await;
+    // Give a duplicate the time to show.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(got);
+    let got = receiver.received();
+    let distinct = got.iter().map(|r| r.headers["webhook-id"].clone()).collect::<BTreeSet<_>>();
+    let duplicates = got.len() - distinct.len();
+    eprintln!("two instances: {} events, {} requests, {duplicates} duplicates", distinct.len(), got.len());
+    assert_eq!(distinct.len(), 200);
+    // Claims commit before sending, so without a crash no event is sent twice.
+    assert_eq!(duplicates, 0);
+    for r in &got {
+        verified(&secret, r);
+    }
 }
