@@ -20,6 +20,7 @@ use crate::helpers::{on_both_backends, spawn_app_on_with, spawn_app_with, TestAp
 use account_infra::testing::Backend;
 
 on_both_backends!(
+    database: an_event_claimed_by_a_process_killed_mid_delivery_is_delivered_after_restart;
     backend:
     every_event_arrives_signed_by_the_specifications_algorithm_and_holds_no_key,
     a_receiver_that_fails_gets_the_event_again_with_the_same_webhook_id,
@@ -48,6 +49,11 @@ struct Receiver {
 
 impl Receiver {
     async fn start(failures: usize) -> Self {
+        Self::start_with(failures, 0).await
+    }
+
+    /// As [`Self::start`], but the first `hangs` requests get no answer at all.
+    async fn start_with(failures: usize, hangs: usize) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}/hook", listener.local_addr().expect("address"));
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
@@ -58,6 +64,13 @@ impl Receiver {
                 tokio::spawn(async move {
                     let Some(request) = read_request(&mut stream).await else { return };
                     seen.lock().expect("lock").push(request);
+                    let n = answered.load(Ordering::SeqCst);
+                    if n < hangs {
+                        answered.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_secs(300)).await;
+                        return;
+                    }
+                    let failures = failures + hangs;
                     let status =
                         if answered.fetch_add(1, Ordering::SeqCst) < failures { "500 Oops" } else { "204 No Content" };
                     let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
@@ -399,4 +412,57 @@ async fn two_instances_deliver_each_of_200_events_once(backend: Backend) {
     for r in &got {
         verified(&secret, r);
     }
+}
+
+async fn an_event_claimed_by_a_process_killed_mid_delivery_is_delivered_after_restart(
+    db: account_infra::testing::TestDatabase,
+) {
+    use crate::process::{start_server, wait_with_timeout};
+    let receiver = Receiver::start_with(0, 1).await;
+    let settings = [
+        ("WEBHOOK_SECRET_KEY", SECRET_KEY),
+        ("WEBHOOK_ALLOW_PRIVATE_TARGETS", "1"),
+        ("WEBHOOK_TIMEOUT_MS", "2000"),
+        ("RATE_LIMIT_SIGNUPS_PER_HOUR", "0"),
+    ];
+    let (mut child, port, _log) = start_server(&db.url(), &settings);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let signup = client
+        .post(format!("{base}/v1/signup"))
+        .json(&json!({"name": "Acme", "email": "kill@acme.test"}))
+        .send()
+        .await
+        .expect("sent");
+    let signup: Value = signup.json().await.expect("JSON");
+    let key = signup["data"]["api_key"]["key"].as_str().expect("key").to_owned();
+    let hook = client
+        .post(format!("{base}/v1/account/webhooks"))
+        .bearer_auth(&key)
+        .json(&json!({"url": receiver.url, "events": ["key.created"]}))
+        .send()
+        .await
+        .expect("sent");
+    let hook: Value = hook.json().await.expect("JSON");
+    let secret = hook["data"]["secret"].as_str().expect("secret").to_owned();
+    let created = client
+        .post(format!("{base}/v1/account/api-keys"))
+        .bearer_auth(&key)
+        .json(&json!({"name": "Survives"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    // The delivery is claimed and in flight (the receiver holds it): kill -9 now, before
+    // any outcome is recorded.
+    let first = receiver.until(Duration::from_secs(10), |got| !got.is_empty()).await;
+    child.kill().expect("SIGKILL");
+    wait_with_timeout(&mut child, Duration::from_secs(5));
+    // Restarted: once the dead process's claim expires (timeout + 30 s) it is sent again.
+    let (mut restarted, _, _log) = start_server(&db.url(), &settings);
+    let got = receiver.until(Duration::from_secs(60), |got| got.len() >= 2).await;
+    assert_eq!(got[1].headers["webhook-id"], first[0].headers["webhook-id"], "the same event");
+    verified(&secret, &got[1]);
+    restarted.kill().expect("stopped");
+    let _ = restarted.wait();
 }
