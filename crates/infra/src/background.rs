@@ -66,6 +66,7 @@ impl BackgroundTasks {
                             targets: crate::ResolvingWebhookTargets::new(settings.webhooks.allow_private_targets),
                             timeout: settings.webhooks.timeout,
                             retry_for: settings.webhooks.retry_for,
+                            stats: assembly.webhook_stats().clone(),
                         };
                         tasks.push(tokio::spawn(crate::webhook_delivery::deliver_periodically(worker)));
                     }

@@ -36,6 +36,7 @@ pub struct Assembly {
     service: Arc<AccountService>,
     feed: Option<Arc<SqlChangeFeed>>,
     cached: bool,
+    webhook_stats: Arc<crate::WebhookStats>,
 }
 
 impl std::fmt::Debug for Assembly {
@@ -92,7 +93,7 @@ impl Assembly {
         if cached {
             service.sync_changes().await.context("could not read the change feed")?;
         }
-        Ok(Self { role, settings, database, service, feed, cached })
+        Ok(Self { role, settings, database, service, feed, cached, webhook_stats: Arc::default() })
     }
 
     pub fn service(&self) -> &Arc<AccountService> {
@@ -105,6 +106,11 @@ impl Assembly {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// What the webhook delivery worker did, for the metrics (zeros without one).
+    pub fn webhook_stats(&self) -> &Arc<crate::WebhookStats> {
+        &self.webhook_stats
     }
 
     pub fn role(&self) -> Role {

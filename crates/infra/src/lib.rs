@@ -41,4 +41,5 @@ pub use key_repository::SqlKeyRepository;
 pub use settings::{CacheSettings, Settings, WebhookSettings, MAX_FLUSH_INTERVAL, MAX_STALENESS};
 pub use system::{OsRandomGenerator, SystemClock};
 pub use verifier::Verifier;
+pub use webhook_delivery::WebhookStats;
 pub use webhook_repository::{ResolvingWebhookTargets, SqlWebhookRepository, WebhookKey};

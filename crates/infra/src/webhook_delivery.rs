@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use account_domain::{WebhookHost, WebhookUrl};
@@ -34,6 +36,43 @@ const CLAIM_BATCH: i64 = 50;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
+/// What this instance's worker did and saw, for the metrics.
+#[derive(Debug, Default)]
+pub struct WebhookStats {
+    delivered: AtomicU64,
+    retried: AtomicU64,
+    failed: AtomicU64,
+    pending: AtomicU64,
+    oldest_pending_secs: AtomicU64,
+}
+
+impl WebhookStats {
+    /// Attempts answered 2xx.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Attempts that failed and will be retried.
+    pub fn retried(&self) -> u64 {
+        self.retried.load(Ordering::Relaxed)
+    }
+
+    /// Deliveries given up after `WEBHOOK_RETRY_HOURS`.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Deliveries not yet delivered nor failed (every instance's), as last counted.
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Age of the oldest of them, as last counted.
+    pub fn oldest_pending_secs(&self) -> u64 {
+        self.oldest_pending_secs.load(Ordering::Relaxed)
+    }
+}
+
 /// What the worker needs.
 #[derive(Debug, Clone)]
 pub(crate) struct DeliveryWorker {
@@ -42,6 +81,7 @@ pub(crate) struct DeliveryWorker {
     pub targets: ResolvingWebhookTargets,
     pub timeout: Duration,
     pub retry_for: Duration,
+    pub stats: Arc<WebhookStats>,
 }
 
 #[derive(Debug, QueryableByName)]
@@ -100,6 +140,23 @@ impl DeliveryWorker {
         Ok(sent)
     }
 
+    /// Counts the outbox (pending deliveries, the oldest one's age) for the metrics.
+    async fn count_pending(&self) -> anyhow::Result<()> {
+        let (count, oldest): (i64, Option<i64>) = self
+            .db
+            .read(|conn| {
+                Ok(webhook_deliveries::table
+                    .filter(webhook_deliveries::status.eq("pending"))
+                    .select((diesel::dsl::count_star(), diesel::dsl::min(webhook_deliveries::created_at)))
+                    .first(conn)?)
+            })
+            .await?;
+        let age = oldest.map_or(0, |at| (to_micros(OffsetDateTime::now_utc()) - at).max(0) / 1_000_000);
+        self.stats.pending.store(u64::try_from(count).unwrap_or(0), Ordering::Relaxed);
+        self.stats.oldest_pending_secs.store(u64::try_from(age).unwrap_or(0), Ordering::Relaxed);
+        Ok(())
+    }
+
     async fn deliver(&self, delivery: Claimed) -> anyhow::Result<()> {
         let endpoint_id = delivery.endpoint_id.clone();
         let key = self.key.clone();
@@ -112,13 +169,14 @@ impl DeliveryWorker {
         let next = now + backoff(attempt);
         let give_up = next
             > time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(delivery.created_at) * 1000)? + self.retry_for;
-        let status = if delivered {
-            "delivered"
+        let (status, counter) = if delivered {
+            ("delivered", &self.stats.delivered)
         } else if give_up {
-            "failed"
+            ("failed", &self.stats.failed)
         } else {
-            "pending"
+            ("pending", &self.stats.retried)
         };
+        counter.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             message_id = %delivery.message_id,
             endpoint_id = %delivery.endpoint_id,
@@ -241,7 +299,14 @@ fn backoff(attempt: i32) -> Duration {
 /// Runs `worker` every 200 ms (at once again while it finds a full batch), until aborted.
 pub(crate) async fn deliver_periodically(worker: DeliveryWorker) {
     let mut failing = false;
+    let mut counted = Instant::now() - Duration::from_secs(60);
     loop {
+        if counted.elapsed() >= Duration::from_secs(5) {
+            counted = Instant::now();
+            if let Err(e) = worker.count_pending().await {
+                tracing::debug!(error = format!("{e:#}"), "the webhook outbox could not be counted");
+            }
+        }
         match worker.run_once().await {
             Ok(sent) if sent as i64 >= CLAIM_BATCH => continue,
             Ok(_) => failing = false,

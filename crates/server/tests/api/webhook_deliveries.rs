@@ -280,6 +280,15 @@ async fn a_receiver_that_fails_gets_the_event_again_with_the_same_webhook_id(bac
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(receiver.received().len(), 3);
 
+    // The metrics count the attempts by outcome; the outbox is empty again (counted every 5 s).
+    let metrics = app.client.get(app.url("/metrics")).send().await.expect("sent").text().await.expect("text");
+    for line in
+        ["webhook_attempts_delivered_total 1", "webhook_attempts_retried_total 2", "webhook_deliveries_failed_total 0"]
+    {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+    assert!(metrics.lines().any(|l| l.starts_with("webhook_outbox_oldest_seconds ")), "{metrics}");
+
     // The attempts, newest first, a page at a time.
     let path = format!("/v1/account/webhooks/{hook_id}/deliveries");
     let page = app.request(Method::GET, &path, Some(&org.key), None).await;
