@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use account_domain::{WebhookHost, WebhookUrl};
+use account_domain::{
+    AuditAction, AuditDetails, AuditRecord, DetailValue, OrgId, RequestMeta, WebhookHost, WebhookUrl,
+};
 use anyhow::Context as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -35,6 +37,10 @@ const CLAIM_BATCH: i64 = 50;
 /// The first retry's delay; each next one doubles, up to [`MAX_BACKOFF`], with ±20% jitter.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// An endpoint whose every attempt failed for this long is disabled.
+const DISABLE_AFTER: time::Duration = time::Duration::days(3);
+/// Why, as the endpoint then shows it.
+pub(crate) const FAILING_REASON: &str = "every delivery failed for 3 days";
 
 /// What this instance's worker did and saw, for the metrics.
 #[derive(Debug, Default)]
@@ -209,6 +215,9 @@ impl DeliveryWorker {
                         webhook_deliveries::claimed_until.eq(None::<i64>),
                     ))
                     .execute(conn)?;
+                if !delivered {
+                    disable_if_failing_for_days(conn, &endpoint_id, now)?;
+                }
                 Ok(())
             })
             .await?;
@@ -318,6 +327,60 @@ pub(crate) async fn deliver_periodically(worker: DeliveryWorker) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Disables the endpoint when every attempt to it failed for [`DISABLE_AFTER`] (none
+/// answered 2xx since its first failure that long ago, counted from its last change, so
+/// that enabling it again starts afresh), audited as `webhook.disabled`; its pending
+/// deliveries are marked failed. In the caller's transaction.
+fn disable_if_failing_for_days(conn: &mut DbConnection, endpoint: &str, now: OffsetDateTime) -> Result<(), RepoError> {
+    let last_success: Option<i64> = webhook_attempts::table
+        .filter(webhook_attempts::endpoint_id.eq(endpoint))
+        .filter(webhook_attempts::status_code.between(200, 299))
+        .select(diesel::dsl::max(webhook_attempts::attempted_at))
+        .first(conn)?;
+    let changed: Option<i64> = webhook_endpoints::table
+        .filter(webhook_endpoints::id.eq(endpoint))
+        .select(webhook_endpoints::updated_at)
+        .first(conn)
+        .optional()?;
+    let since = last_success.unwrap_or(i64::MIN).max(changed.unwrap_or(i64::MIN));
+    let first_failure: Option<i64> = webhook_attempts::table
+        .filter(webhook_attempts::endpoint_id.eq(endpoint))
+        .filter(webhook_attempts::attempted_at.gt(since))
+        .select(diesel::dsl::min(webhook_attempts::attempted_at))
+        .first(conn)?;
+    if first_failure.is_none_or(|first| first > to_micros(now - DISABLE_AFTER)) {
+        return Ok(());
+    }
+    let org: Option<String> = webhook_endpoints::table
+        .filter(webhook_endpoints::id.eq(endpoint).and(webhook_endpoints::enabled.eq(true)))
+        .select(webhook_endpoints::org_id)
+        .first(conn)
+        .optional()?;
+    let Some(org) = org else { return Ok(()) };
+    diesel::update(webhook_endpoints::table.filter(webhook_endpoints::id.eq(endpoint)))
+        .set((webhook_endpoints::enabled.eq(false), webhook_endpoints::disabled_reason.eq(FAILING_REASON)))
+        .execute(conn)?;
+    diesel::update(
+        webhook_deliveries::table
+            .filter(webhook_deliveries::endpoint_id.eq(endpoint))
+            .filter(webhook_deliveries::status.eq("pending")),
+    )
+    .set((webhook_deliveries::status.eq("failed"), webhook_deliveries::claimed_until.eq(None::<i64>)))
+    .execute(conn)?;
+    let record = AuditRecord {
+        org_id: OrgId::new(&org).context("stored organization id")?,
+        action: AuditAction::WebhookDisabled,
+        target_id: Some(endpoint.to_owned()),
+        actor_key_id: None,
+        meta: RequestMeta::new(None, Some("webhook delivery worker")),
+        at: now,
+        details: AuditDetails::none().with("reason", DetailValue::Text(FAILING_REASON.to_owned())),
+    };
+    crate::audit_trail::record(conn, &record)?;
+    tracing::warn!(endpoint_id = endpoint, org_id = %org, "webhook endpoint disabled: every delivery failed for 3 days");
+    Ok(())
 }
 
 /// Claims up to [`CLAIM_BATCH`] due deliveries not claimed by anyone (or whose claim

@@ -28,6 +28,7 @@ pub enum AuditAction {
     WebhookUpdated,
     WebhookDeleted,
     WebhookSecretRotated,
+    WebhookDisabled,
 }
 
 /// The stored word is not an action.
@@ -36,7 +37,7 @@ pub enum AuditAction {
 pub struct UnknownAction;
 
 impl AuditAction {
-    const ALL: [Self; 17] = [
+    const ALL: [Self; 18] = [
         Self::Signup,
         Self::KeyCreated,
         Self::KeyRevoked,
@@ -54,6 +55,7 @@ impl AuditAction {
         Self::WebhookUpdated,
         Self::WebhookDeleted,
         Self::WebhookSecretRotated,
+        Self::WebhookDisabled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +77,7 @@ impl AuditAction {
             Self::WebhookUpdated => "webhook.updated",
             Self::WebhookDeleted => "webhook.deleted",
             Self::WebhookSecretRotated => "webhook.secret_rotated",
+            Self::WebhookDisabled => "webhook.disabled",
         }
     }
 

@@ -478,7 +478,8 @@ pub fn webhook_event_of(record: &super::AuditRecord) -> Option<(WebhookEventType
         | A::WebhookCreated
         | A::WebhookUpdated
         | A::WebhookDeleted
-        | A::WebhookSecretRotated => None,
+        | A::WebhookSecretRotated
+        | A::WebhookDisabled => None,
     }
 }
 

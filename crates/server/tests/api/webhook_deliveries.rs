@@ -27,6 +27,7 @@ on_both_backends!(
     after_a_rotation_both_secrets_sign_each_delivery,
     a_test_event_reaches_the_endpoint_whatever_it_subscribes_to,
     two_instances_deliver_each_of_200_events_once,
+    an_endpoint_failing_for_three_days_is_disabled_audited_and_says_why,
     without_private_targets_allowed_a_name_pointing_at_loopback_is_refused_at_delivery,
 );
 
@@ -474,4 +475,59 @@ async fn an_event_claimed_by_a_process_killed_mid_delivery_is_delivered_after_re
     verified(&secret, &got[1]);
     restarted.kill().expect("stopped");
     let _ = restarted.wait();
+}
+
+async fn an_endpoint_failing_for_three_days_is_disabled_audited_and_says_why(backend: Backend) {
+    let Some(app) = app_for_webhooks(backend).await else { return };
+    let receiver = Receiver::start(usize::MAX / 2).await;
+    let org = app.signup_org("failing@acme.test").await;
+    let (id, _) = register(&app, &org.key, &receiver.url, json!(["key.created"])).await;
+    // Registered five days ago, its first failure four days ago, none answered since.
+    let old = (time::OffsetDateTime::now_utc() - time::Duration::days(4)).unix_timestamp() * 1_000_000;
+    let registered_at = old - 86_400_000_000;
+    app.execute_sql(&format!(
+        "UPDATE webhook_endpoints SET created_at = {registered_at}, updated_at = {registered_at} WHERE id = '{id}'"
+    ));
+    app.execute_sql(&format!(
+        "INSERT INTO webhook_deliveries (endpoint_id, org_id, message_id, event_type, body, created_at, status, \
+         attempts, next_attempt_at) VALUES ('{id}', '{}', 'msg_old', 'key.created', '{{}}', {old}, 'failed', 1, {old})",
+        org.id
+    ));
+    app.execute_sql(&format!(
+        "INSERT INTO webhook_attempts (delivery_id, endpoint_id, attempt, attempted_at, status_code, duration_ms) \
+         VALUES ((SELECT MAX(id) FROM webhook_deliveries), '{id}', 1, {old}, 500, 3)"
+    ));
+    app.new_key(&org.key, json!({"name": "Fails again"})).await;
+    receiver.until(Duration::from_secs(10), |got| !got.is_empty()).await;
+    let path = format!("/v1/account/webhooks/{id}");
+    let started = Instant::now();
+    let endpoint = loop {
+        let reply = app.request(Method::GET, &path, Some(&org.key), None).await;
+        if reply.data()["enabled"] == false {
+            break reply.data().clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "not disabled: {}", reply.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(endpoint["disabled_reason"], "every delivery failed for 3 days");
+    let audit = app.request(Method::GET, "/v1/account/audit-log", Some(&org.key), None).await;
+    let disabled = audit.data()["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .find(|e| e["action"] == "webhook.disabled")
+        .expect("audited")
+        .clone();
+    assert_eq!((&disabled["target_id"], &disabled["actor_key_id"]), (&json!(id), &Value::Null));
+    // Its event is not retried any more; enabling it again clears the reason.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.received().len(), 1);
+    let enabled = app.request(Method::PATCH, &path, Some(&org.key), Some(json!({"enabled": true}))).await;
+    assert_eq!((&enabled.data()["enabled"], &enabled.data()["disabled_reason"]), (&json!(true), &Value::Null));
+    // Enabled again, its old failures no longer count: a new one does not disable it.
+    app.new_key(&org.key, json!({"name": "Fails once more"})).await;
+    receiver.until(Duration::from_secs(10), |got| got.len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let still = app.request(Method::GET, &path, Some(&org.key), None).await;
+    assert_eq!(still.data()["enabled"], true);
 }
