@@ -28,6 +28,7 @@ on_both_backends!(
     a_test_event_reaches_the_endpoint_whatever_it_subscribes_to,
     two_instances_deliver_each_of_200_events_once,
     an_endpoint_failing_for_three_days_is_disabled_audited_and_says_why,
+    an_operators_deactivation_and_activation_reach_the_endpoint,
     without_private_targets_allowed_a_name_pointing_at_loopback_is_refused_at_delivery,
 );
 
@@ -530,4 +531,25 @@ async fn an_endpoint_failing_for_three_days_is_disabled_audited_and_says_why(bac
     tokio::time::sleep(Duration::from_millis(500)).await;
     let still = app.request(Method::GET, &path, Some(&org.key), None).await;
     assert_eq!(still.data()["enabled"], true);
+}
+
+/// The operator's command is another process: its change's event is in the outbox the
+/// server's worker reads.
+async fn an_operators_deactivation_and_activation_reach_the_endpoint(backend: Backend) {
+    let Some(app) = app_for_webhooks(backend).await else { return };
+    let receiver = Receiver::start(0).await;
+    let org = app.signup_org("operator@acme.test").await;
+    let (_, secret) =
+        register(&app, &org.key, &receiver.url, json!(["organization.deactivated", "organization.activated"])).await;
+    for command in ["deactivate", "activate"] {
+        let output = crate::process::account_api()
+            .env("DATABASE_URL", app.db.url())
+            .args(["orgs", command, &org.id])
+            .output()
+            .expect("runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let got = receiver.until(Duration::from_secs(10), |got| got.len() >= 2).await;
+    let kinds: Vec<Value> = got.iter().map(|r| verified(&secret, r)).map(|b| json!([b["type"], b["data"]])).collect();
+    assert_eq!(kinds, [json!(["organization.deactivated", {}]), json!(["organization.activated", {}])]);
 }
