@@ -214,24 +214,24 @@ pub(crate) struct CreateWebhookBody {
     #[schema(example = "https://hooks.mycompany.com/account-api")]
     url: String,
     /// The event types to send (at least one).
-    #[schema(value_type = Vec<EventTypeName>, example = json!(["key.revoked"]))]
+    #[schema(value_type = Vec<EventTypeName>, min_items = 1, example = json!(["key.revoked"]))]
     events: Vec<String>,
     /// At most 256 characters.
     #[serde(default, deserialize_with = "crate::body::not_null")]
-    #[schema(value_type = Option<String>, example = "production alerts")]
+    #[schema(value_type = String, example = "production alerts")]
     description: Option<String>,
 }
 
 /// `PATCH /v1/account/webhooks/{webhook_id}`: at least one field; an omitted one is unchanged.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(as = UpdateWebhookRequest)]
+#[schema(as = UpdateWebhookRequest, min_properties = 1)]
 pub(crate) struct UpdateWebhookBody {
     #[serde(default, deserialize_with = "crate::body::not_null")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String)]
     url: Option<String>,
     #[serde(default, deserialize_with = "crate::body::not_null")]
-    #[schema(value_type = Option<Vec<EventTypeName>>)]
+    #[schema(value_type = Vec<EventTypeName>, min_items = 1)]
     events: Option<Vec<String>>,
     /// `null` removes it.
     #[serde(default, deserialize_with = "crate::body::present")]
@@ -239,7 +239,7 @@ pub(crate) struct UpdateWebhookBody {
     description: Option<Option<String>>,
     /// False stops deliveries; true resumes them (and clears `disabled_reason`).
     #[serde(default, deserialize_with = "crate::body::not_null")]
-    #[schema(value_type = Option<bool>)]
+    #[schema(value_type = bool)]
     enabled: Option<bool>,
 }
 
