@@ -23,6 +23,7 @@ WORK=$(mktemp -d)
     --meta none --output-path account_api_client >generate.log 2>&1) || { cat "$WORK/generate.log" >&2; exit 1; }
 DATABASE_URL="sqlite://$WORK/client.db" BIND_ADDR="127.0.0.1:$PORT" RUST_LOG=warn \
     INTERNAL_SERVICE_TOKEN="$SERVICE_TOKEN" \
+    WEBHOOK_SECRET_KEY=BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc= WEBHOOK_ALLOW_PRIVATE_TARGETS=1 \
     target/debug/account-api >"$WORK/server.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT

@@ -26,16 +26,29 @@ from account_api_client.api.api_keys import (
     update_api_key,
 )
 from account_api_client.api.internal import verify_api_key
+from account_api_client.api.webhooks import (
+    create_webhook,
+    delete_webhook,
+    get_webhook,
+    list_webhook_deliveries,
+    list_webhooks,
+    rotate_webhook_secret,
+    test_webhook,
+    update_webhook,
+)
 from account_api_client.api.operations import check_liveness, check_readiness, get_metrics, get_openapi_document
 from account_api_client.models import (
     CloseAccountRequest,
     CreateApiKeyRequest,
+    CreateWebhookRequest,
     LeakReportRequest,
     RollApiKeyRequest,
     SignupRequest,
     UpdateAccountRequest,
     UpdateApiKeyRequest,
+    UpdateWebhookRequest,
     VerifyKeyRequest,
+    WebhookEventType,
 )
 from account_api_client.types import UNSET
 
@@ -86,6 +99,18 @@ leaked = call(report_leaked_keys, 200, client=anonymous, body=LeakReportRequest(
 assert leaked is not UNSET
 upgraded = call(update_account, 200, client=me, body=UpdateAccountRequest(name="Generated Ltd", plan_id="starter")).data
 assert upgraded.name == "Generated Ltd" and upgraded.plan.id == "starter", upgraded
+hook_body = CreateWebhookRequest(url="http://127.0.0.1:9/hook", events=[WebhookEventType.KEY_REVOKED])
+hook = call(create_webhook, 201, client=me, body=hook_body).data
+assert hook.secret.startswith("whsec_") and hook.events == [WebhookEventType.KEY_REVOKED], hook
+assert [h.id for h in call(list_webhooks, 200, client=me).data] == [hook.id]
+assert call(get_webhook, 200, client=me, webhook_id=hook.id).data.enabled
+paused = call(update_webhook, 200, client=me, webhook_id=hook.id, body=UpdateWebhookRequest(enabled=False)).data
+assert paused.enabled is False, paused
+rotated = call(rotate_webhook_secret, 200, client=me, webhook_id=hook.id).data
+assert rotated.secret != hook.secret and rotated.previous_secret_expires_at, rotated
+assert call(test_webhook, 202, client=me, webhook_id=hook.id).data.event_id.startswith("msg_")
+assert call(list_webhook_deliveries, 200, client=me, webhook_id=hook.id, limit=10).data.has_more is False
+call(delete_webhook, 204, client=me, webhook_id=hook.id)
 org_id = signup.data.account.org_id
 closed = call(close_account, 200, client=me, body=CloseAccountRequest(confirm=org_id)).data
 assert closed.closed_at is not None and closed.closed_at is not UNSET, closed

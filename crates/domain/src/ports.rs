@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use crate::model::{
     AllowedIps, ApiKey, AuditEvent, AuditRecord, EmailAddress, KeyHash, KeyId, KeyName, KeyUsageRow, NewApiKey,
-    NewOrganization, OrgId, OrgName, Organization, OrganizationMonth, OverLimit, Plan, PlanChange, PlanId, RequestMeta,
-    SecretBody, UsageCount,
+    NewOrganization, NewWebhook, OrgId, OrgName, Organization, OrganizationMonth, OverLimit, Plan, PlanChange, PlanId,
+    RequestMeta, SecretBody, SigningSecret, UsageCount, WebhookChanges, WebhookEndpoint, WebhookId, WebhookUrl,
+    WebhookUrlError,
 };
 use crate::service::KeyAccessError;
 
@@ -488,6 +489,7 @@ pub trait Clock: Send + Sync + 'static {
 pub trait Generator: Send + Sync + 'static {
     fn organization_id(&self) -> OrgId;
     fn key_id(&self) -> KeyId;
+    fn webhook_id(&self) -> crate::model::WebhookId;
     /// MUST draw [`crate::SECRET_LEN`] characters uniformly from
     /// [`SecretBody::alphabet`] with the operating system's CSPRNG.
     fn key_secret(&self) -> SecretBody;
@@ -554,4 +556,89 @@ pub trait ChangeFeed: Send + Sync + 'static {
     /// however late its transaction commits: what it cannot account for, it reports as
     /// `missed`. One unreadable row MUST NOT hide the others of its poll.
     async fn poll(&self) -> StoreResult<FeedPoll>;
+}
+
+/// Why a webhook endpoint write was refused by what the store found.
+#[derive(Debug, Error)]
+pub enum WebhookStoreError {
+    /// The organization already has this many endpoints, the most allowed.
+    #[error("the organization already has {0} webhook endpoints, the most allowed: delete one first")]
+    LimitReached(u32),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Webhook endpoints, their sealed signing secrets and the audit events of their changes.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait WebhookRepository: Send + Sync + 'static {
+    /// Stores `new` with a fresh signing secret and records `audit`, in one transaction.
+    /// MUST draw the secret (32 bytes) from the operating system's CSPRNG, store it only
+    /// sealed with an AEAD (so a database dump alone does not let anyone sign), and return
+    /// it this once as `whsec_` + base64. MUST refuse with `LimitReached(max)` when the
+    /// organization already has `max` endpoints, counted inside the transaction.
+    async fn create_webhook(
+        &self,
+        new: &NewWebhook,
+        max: u32,
+        audit: &AuditRecord,
+    ) -> Result<(WebhookEndpoint, SigningSecret), WebhookStoreError>;
+    /// The organization's endpoints, oldest first.
+    async fn list_webhooks(&self, org: &OrgId) -> StoreResult<Vec<WebhookEndpoint>>;
+    /// The organization's endpoint `id`; `None` when it has none such (another
+    /// organization's endpoint included).
+    async fn find_webhook(&self, org: &OrgId, id: &WebhookId) -> StoreResult<Option<WebhookEndpoint>>;
+    /// Applies `changes` to the organization's endpoint `id` and records `audit`, in one
+    /// transaction; enabling it clears why it was disabled. `None` when there is no such endpoint
+    /// (nothing written).
+    async fn update_webhook(
+        &self,
+        org: &OrgId,
+        id: &WebhookId,
+        changes: &WebhookChanges,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<WebhookEndpoint>>;
+    /// Deletes the organization's endpoint `id` with its deliveries and records `audit`, in
+    /// one transaction; false when there is no such endpoint (nothing written).
+    async fn delete_webhook(&self, org: &OrgId, id: &WebhookId, audit: &AuditRecord) -> StoreResult<bool>;
+    /// Replaces the endpoint's secret by a fresh one (drawn and sealed as at creation) and
+    /// records `audit`, in one transaction. MUST keep the current secret, sealed, as the
+    /// previous one until `keep_previous_until`. `None` when there is no such endpoint.
+    async fn rotate_webhook_secret(
+        &self,
+        org: &OrgId,
+        id: &WebhookId,
+        keep_previous_until: OffsetDateTime,
+        audit: &AuditRecord,
+    ) -> StoreResult<Option<(WebhookEndpoint, SigningSecret)>>;
+}
+
+/// The test event, and the attempts listed, of [`WebhookRepository`].
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait WebhookActivity: Send + Sync + 'static {
+    /// Writes a `webhook.test` event for the organization's endpoint `id` (whatever it
+    /// subscribes to, enabled or not), delivered as every event; its message id, or `None`
+    /// when there is no such endpoint.
+    async fn send_test_event(&self, org: &OrgId, id: &WebhookId, at: OffsetDateTime) -> StoreResult<Option<String>>;
+    /// The endpoint's attempts with an id below `before`, newest first, at most `limit`;
+    /// `None` when the organization has no such endpoint.
+    async fn list_attempts(
+        &self,
+        org: &OrgId,
+        id: &WebhookId,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Option<Vec<crate::model::WebhookAttempt>>>;
+}
+
+/// Which addresses webhooks may be sent to.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait WebhookTargets: Send + Sync + 'static {
+    /// Checks that `url` may be sent to. Unless non-public targets are allowed by
+    /// configuration, MUST refuse a URL whose host is, or resolves to (any of its
+    /// addresses), an address that is not public ([`crate::is_public_address`]), and a
+    /// name that does not resolve.
+    async fn check(&self, url: &WebhookUrl) -> Result<(), WebhookUrlError>;
 }

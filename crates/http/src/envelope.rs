@@ -28,6 +28,11 @@ pub(crate) fn created<T: Serialize>(data: T) -> HttpResponse {
     HttpResponse::build(StatusCode::CREATED).json(Envelope::new(data))
 }
 
+/// 202 with `data` in the envelope: taken, to be done.
+pub(crate) fn accepted<T: Serialize>(data: T) -> HttpResponse {
+    HttpResponse::build(StatusCode::ACCEPTED).json(Envelope::new(data))
+}
+
 /// Declares the schema of an envelope carrying `data` of the given type, under a name of its
 /// own (the answers themselves are built with [`ok`] and [`created`]).
 macro_rules! envelope_schemas {

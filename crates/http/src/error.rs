@@ -67,6 +67,7 @@ error_codes! {
     IpNotAllowed => FORBIDDEN, "ip_not_allowed";
     NotFound => NOT_FOUND, "not_found";
     KeyNotFound => NOT_FOUND, "key_not_found";
+    WebhookNotFound => NOT_FOUND, "webhook_not_found";
     MethodNotAllowed => METHOD_NOT_ALLOWED, "method_not_allowed";
     RequestTimeout => REQUEST_TIMEOUT, "request_timeout";
     EmailTaken => CONFLICT, "email_taken";
@@ -74,12 +75,16 @@ error_codes! {
     AccountClosed => CONFLICT, "account_closed";
     KeyLimitReached => CONFLICT, "key_limit_reached";
     KeyNotActive => CONFLICT, "key_not_active";
+    /// The organization has the most webhook endpoints allowed (10).
+    WebhookLimitReached => CONFLICT, "webhook_limit_reached";
     PayloadTooLarge => PAYLOAD_TOO_LARGE, "payload_too_large";
     UnsupportedMediaType => UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type";
     HeadersTooLarge => REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large";
     RateLimited => TOO_MANY_REQUESTS, "rate_limited";
     InternalError => INTERNAL_SERVER_ERROR, "internal_error";
     ServiceUnavailable => SERVICE_UNAVAILABLE, "service_unavailable";
+    /// The deployment has no `WEBHOOK_SECRET_KEY`.
+    WebhooksNotConfigured => SERVICE_UNAVAILABLE, "webhooks_not_configured";
 }
 
 /// An error as the API answers it: `{"success": false, "error": {"code", "message", "field"?}}`.

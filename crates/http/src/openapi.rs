@@ -21,6 +21,7 @@ use crate::routes;
     tags(
         (name = "accounts", description = "Signup and the caller's account"),
         (name = "api-keys", description = "The caller's organization's API keys"),
+        (name = "webhooks", description = "The caller's organization's webhook endpoints; 503 until WEBHOOK_SECRET_KEY is set"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
         (name = "internal", description = "For other services of ours; every request is refused (401) until INTERNAL_SERVICE_TOKEN is set"),
     )

@@ -16,7 +16,9 @@ use crate::connection::DbConnection;
 use crate::key_repository::lock_organization;
 use crate::repo_error::{is_foreign_key_violation, is_unique_violation, RepoError};
 use crate::rows::{to_micros, ApiKeyRow};
-use crate::schema::{api_keys, audit_events, organizations, plan_periods};
+use crate::schema::{
+    api_keys, audit_events, organizations, plan_periods, webhook_attempts, webhook_deliveries, webhook_endpoints,
+};
 
 /// [`account_domain::AccountRepository::write_account`], inside the caller's transaction.
 pub(crate) fn write_account(
@@ -140,6 +142,11 @@ pub(crate) fn erase(conn: &mut DbConnection, org: &str, audit: &AuditRecord) -> 
     diesel::update(audit_events::table.filter(audit_events::org_id.eq(org)))
         .set((audit_events::client_ip.eq(None::<String>), audit_events::user_agent.eq(None::<String>)))
         .execute(conn)?;
+    // Its webhook endpoints go with their sealed secrets and deliveries (URLs are personal).
+    let endpoints = webhook_endpoints::table.filter(webhook_endpoints::org_id.eq(org)).select(webhook_endpoints::id);
+    diesel::delete(webhook_attempts::table.filter(webhook_attempts::endpoint_id.eq_any(endpoints))).execute(conn)?;
+    diesel::delete(webhook_deliveries::table.filter(webhook_deliveries::org_id.eq(org))).execute(conn)?;
+    diesel::delete(webhook_endpoints::table.filter(webhook_endpoints::org_id.eq(org))).execute(conn)?;
     audit_trail::record(conn, audit)?;
     publish_change(conn, None, Some(org))?;
     Ok(EraseOutcome::Erased(load_organization(conn, org)?.ok_or_else(|| anyhow::anyhow!("erased organization gone"))?))

@@ -37,7 +37,7 @@ pub(crate) struct AuditRow {
     details: Option<String>,
 }
 
-/// Writes `record` in the caller's transaction.
+/// Writes `record` in the caller's transaction, with the webhook event it sends (the outbox).
 pub(crate) fn record(conn: &mut DbConnection, record: &AuditRecord) -> Result<(), RepoError> {
     diesel::insert_into(audit_events::table)
         .values(NewAuditRow {
@@ -51,7 +51,9 @@ pub(crate) fn record(conn: &mut DbConnection, record: &AuditRecord) -> Result<()
             details: details_json(&record.details),
         })
         .execute(conn)?;
-    Ok(())
+    // The webhook event it sends, in the same transaction: none is lost nor sent for a
+    // change rolled back.
+    crate::webhook_outbox::enqueue(conn, record)
 }
 
 /// The organization's events with an id below `before`, newest first.

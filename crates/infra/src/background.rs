@@ -29,7 +29,8 @@ impl std::fmt::Debug for BackgroundTasks {
 impl BackgroundTasks {
     /// Starts what `assembly`'s role runs (call within a tokio runtime):
     /// - server: the warm start (then `ready`), the cache sync that also prunes the change
-    ///   feed, the usage flush, and the pruning of old usage counts;
+    ///   feed, the usage flush, the pruning of old usage counts, and (with a
+    ///   `WEBHOOK_SECRET_KEY`) the webhook delivery worker;
     /// - verifier: the cache sync (when there is a cache) and the usage flush;
     /// - operator: nothing.
     pub(crate) fn start(assembly: &Assembly, ready: Arc<AtomicBool>) -> Self {
@@ -58,6 +59,17 @@ impl BackgroundTasks {
                             }
                         }
                     })));
+                    if let Some(key) = &settings.webhooks.secret_key {
+                        let worker = crate::webhook_delivery::DeliveryWorker {
+                            db: assembly.database().clone(),
+                            key: key.clone(),
+                            targets: crate::ResolvingWebhookTargets::new(settings.webhooks.allow_private_targets),
+                            timeout: settings.webhooks.timeout,
+                            retry_for: settings.webhooks.retry_for,
+                            stats: assembly.webhook_stats().clone(),
+                        };
+                        tasks.push(tokio::spawn(crate::webhook_delivery::deliver_periodically(worker)));
+                    }
                 } else {
                     ready.store(true, Ordering::Release);
                 }

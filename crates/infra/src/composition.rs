@@ -5,13 +5,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use account_domain::AccountService;
+use account_domain::{AccountService, Webhooks};
 use anyhow::Context as _;
 
 use crate::background::BackgroundTasks;
 use crate::{
-    Database, InMemoryCredentialCache, OsRandomGenerator, Settings, SqlAccountRepository, SqlChangeFeed,
-    SqlKeyRepository, SystemClock,
+    Database, InMemoryCredentialCache, OsRandomGenerator, ResolvingWebhookTargets, Settings, SqlAccountRepository,
+    SqlChangeFeed, SqlKeyRepository, SqlWebhookRepository, SystemClock,
 };
 
 /// What a process does with the service, which decides what is built and run beside it.
@@ -36,6 +36,7 @@ pub struct Assembly {
     service: Arc<AccountService>,
     feed: Option<Arc<SqlChangeFeed>>,
     cached: bool,
+    webhook_stats: Arc<crate::WebhookStats>,
 }
 
 impl std::fmt::Debug for Assembly {
@@ -69,6 +70,14 @@ impl Assembly {
             Arc::new(OsRandomGenerator),
         )
         .with_max_active_keys(settings.max_active_keys);
+        if let Some(key) = &settings.webhooks.secret_key {
+            let repository = Arc::new(SqlWebhookRepository::new(database.clone(), key.clone()));
+            service = service.with_webhooks(Webhooks {
+                repository: repository.clone(),
+                activity: repository,
+                targets: Arc::new(ResolvingWebhookTargets::new(settings.webhooks.allow_private_targets)),
+            });
+        }
         let cached = role != Role::Operator && settings.cache.max_keys > 0;
         // The server prunes the feed even without a cache; a verifier reads it only to cache.
         let feed = if cached || role == Role::Server {
@@ -84,7 +93,7 @@ impl Assembly {
         if cached {
             service.sync_changes().await.context("could not read the change feed")?;
         }
-        Ok(Self { role, settings, database, service, feed, cached })
+        Ok(Self { role, settings, database, service, feed, cached, webhook_stats: Arc::default() })
     }
 
     pub fn service(&self) -> &Arc<AccountService> {
@@ -97,6 +106,11 @@ impl Assembly {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// What the webhook delivery worker did, for the metrics (zeros without one).
+    pub fn webhook_stats(&self) -> &Arc<crate::WebhookStats> {
+        &self.webhook_stats
     }
 
     pub fn role(&self) -> Role {

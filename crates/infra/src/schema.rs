@@ -88,11 +88,61 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    webhook_attempts (id) {
+        id -> BigInt,
+        delivery_id -> BigInt,
+        endpoint_id -> Text,
+        attempt -> Integer,
+        attempted_at -> BigInt,
+        status_code -> Nullable<Integer>,
+        error -> Nullable<Text>,
+        duration_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> BigInt,
+        endpoint_id -> Text,
+        org_id -> Text,
+        message_id -> Text,
+        event_type -> Text,
+        body -> Text,
+        created_at -> BigInt,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> BigInt,
+        claimed_until -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    webhook_endpoints (id) {
+        id -> Text,
+        org_id -> Text,
+        url -> Text,
+        description -> Nullable<Text>,
+        events -> Text,
+        enabled -> Bool,
+        disabled_reason -> Nullable<Text>,
+        secret_sealed -> Text,
+        previous_secret_sealed -> Nullable<Text>,
+        previous_secret_until -> Nullable<BigInt>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
 diesel::joinable!(api_keys -> organizations (org_id));
 diesel::joinable!(key_usage -> api_keys (key_id));
 diesel::joinable!(organizations -> plans (plan_id));
 diesel::joinable!(plan_periods -> organizations (org_id));
 diesel::joinable!(plan_periods -> plans (plan_id));
+diesel::joinable!(webhook_attempts -> webhook_deliveries (delivery_id));
+diesel::joinable!(webhook_attempts -> webhook_endpoints (endpoint_id));
+diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
+diesel::joinable!(webhook_endpoints -> organizations (org_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     api_keys,
@@ -103,4 +153,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     plan_periods,
     plans,
     usage_writers,
+    webhook_attempts,
+    webhook_deliveries,
+    webhook_endpoints,
 );

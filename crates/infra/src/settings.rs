@@ -33,9 +33,25 @@ pub struct Settings {
     /// How long daily usage counts are kept (`USAGE_RETENTION_DAYS`); the server prunes them.
     pub usage_retention: UsageRetention,
     pub cache: CacheSettings,
+    /// Webhooks: off (their routes answer 503) without a key to seal signing secrets.
+    pub webhooks: WebhookSettings,
 }
 
 /// The credential cache.
+/// What webhooks are built from.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// `WEBHOOK_SECRET_KEY`: seals the endpoints' signing secrets; `None` turns webhooks off.
+    pub secret_key: Option<crate::WebhookKey>,
+    /// `WEBHOOK_ALLOW_PRIVATE_TARGETS`: allows loopback, private and other non-public targets
+    /// (internal deployments, tests).
+    pub allow_private_targets: bool,
+    /// `WEBHOOK_TIMEOUT_MS`: how long a receiver has to answer 2xx.
+    pub timeout: Duration,
+    /// `WEBHOOK_RETRY_HOURS`: how long an event is retried before it is marked failed.
+    pub retry_for: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
     /// Credentials held in memory at most (`CACHE_MAX_KEYS`); 0 turns the cache off, and
@@ -70,6 +86,12 @@ impl Settings {
                 sync_interval: Duration::from_millis(200),
                 warm_start: Duration::from_secs(3600),
                 max_staleness: MAX_STALENESS,
+            },
+            webhooks: WebhookSettings {
+                secret_key: None,
+                allow_private_targets: false,
+                timeout: Duration::from_secs(10),
+                retry_for: Duration::from_secs(24 * 3600),
             },
         }
     }

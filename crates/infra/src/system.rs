@@ -28,6 +28,10 @@ impl Generator for OsRandomGenerator {
         prefixed_id(KeyId::PREFIX, KeyId::new)
     }
 
+    fn webhook_id(&self) -> account_domain::WebhookId {
+        prefixed_id(account_domain::WebhookId::PREFIX, account_domain::WebhookId::new)
+    }
+
     fn key_secret(&self) -> SecretBody {
         let alphabet = SecretBody::alphabet();
         let mut rng = OsRng.unwrap_err();

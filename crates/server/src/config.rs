@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use account_domain::UsageRetention;
 use account_http::{InternalToken, LimitSettings, TrustedProxies, TrustedProxiesError};
-use account_infra::{CacheSettings, DatabaseTarget, PoolOptions, Settings};
+use account_infra::{CacheSettings, DatabaseTarget, PoolOptions, Settings, WebhookKey, WebhookSettings};
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -40,6 +40,10 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("TRUSTED_PROXIES", "proxies whose X-Forwarded-For is believed"),
     ("MAX_ACTIVE_KEYS_PER_ORG", "active keys an organization may hold"),
     ("INTERNAL_SERVICE_TOKEN", "enables POST /v1/internal/verify-key"),
+    ("WEBHOOK_SECRET_KEY", "32 bytes, base64: seals webhook secrets (unset: no webhooks)"),
+    ("WEBHOOK_ALLOW_PRIVATE_TARGETS", "1: webhooks may target loopback and private addresses"),
+    ("WEBHOOK_TIMEOUT_MS", "how long a webhook receiver has to answer 2xx"),
+    ("WEBHOOK_RETRY_HOURS", "how long a webhook event is retried before it fails"),
     ("LOG_FORMAT", "json or pretty"),
     ("RUST_LOG", "log filter (default info)"),
 ];
@@ -133,6 +137,30 @@ impl Config {
                 })
             }
         };
+        let webhook_key = match get("WEBHOOK_SECRET_KEY") {
+            None => None,
+            Some(raw) => Some(WebhookKey::from_base64(&raw).ok_or(ConfigError {
+                variable: "WEBHOOK_SECRET_KEY",
+                value: "[REDACTED]".to_owned(),
+                expected: "32 bytes in base64, such as the output of `openssl rand -base64 32` (or unset: no webhooks)",
+            })?),
+        };
+        let allow_private_targets = match get("WEBHOOK_ALLOW_PRIVATE_TARGETS").as_deref().map(str::trim) {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(other) => {
+                return Err(ConfigError {
+                    variable: "WEBHOOK_ALLOW_PRIVATE_TARGETS",
+                    value: other.to_owned(),
+                    expected: "1 (allow non-public targets) or 0",
+                })
+            }
+        };
+        let webhook_timeout =
+            parse(&get, "WEBHOOK_TIMEOUT_MS", "milliseconds from 100 to 60000", |n: &u64| (100..=60_000).contains(n))?
+                .map_or(defaults.webhooks.timeout, Duration::from_millis);
+        let webhook_retry = parse(&get, "WEBHOOK_RETRY_HOURS", "hours from 1 to 168", |n: &u64| (1..=168).contains(n))?
+            .map_or(defaults.webhooks.retry_for, |h| Duration::from_secs(h * 3600));
         let trusted_proxies = match get("TRUSTED_PROXIES") {
             None => TrustedProxies::default(),
             Some(raw) => TrustedProxies::parse(&raw).map_err(|e| ConfigError {
@@ -193,6 +221,12 @@ impl Config {
             cache: CacheSettings { max_keys: cache_max_keys, sync_interval, ttl, warm_start, ..defaults.cache },
             max_active_keys,
             database,
+            webhooks: WebhookSettings {
+                secret_key: webhook_key,
+                allow_private_targets,
+                timeout: webhook_timeout,
+                retry_for: webhook_retry,
+            },
         };
         Ok(Self {
             settings,

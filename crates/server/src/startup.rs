@@ -110,7 +110,7 @@ impl AppWiring {
         warmed: Arc<AtomicBool>,
     ) -> Self {
         let (service, db) = (assembly.service().clone(), assembly.database().clone());
-        let metrics = web::Data::new(metrics_of(&service, &db));
+        let metrics = web::Data::new(metrics_of(&service, &db, assembly.webhook_stats()));
         let readiness: ReadinessCheck = Arc::new(move || {
             let (db, warmed) = (db.clone(), warmed.load(Ordering::Acquire));
             Box::pin(async move {
@@ -143,7 +143,9 @@ impl AppWiring {
 }
 
 /// The HTTP layer's metrics plus what the service and the pool report.
-fn metrics_of(service: &Arc<AccountService>, db: &Database) -> Metrics {
+fn metrics_of(service: &Arc<AccountService>, db: &Database, webhooks: &Arc<account_infra::WebhookStats>) -> Metrics {
+    let (delivered, retried, failed) = (webhooks.clone(), webhooks.clone(), webhooks.clone());
+    let (pending, oldest) = (webhooks.clone(), webhooks.clone());
     let (hits, misses, in_use, idle) = (service.clone(), service.clone(), db.clone(), db.clone());
     let (flushes, rows, reads) = (service.clone(), service.clone(), service.clone());
     let (dropped, unwritten) = (service.clone(), service.clone());
@@ -182,6 +184,25 @@ fn metrics_of(service: &Arc<AccountService>, db: &Database) -> Metrics {
         })
         .gauge_from("db_pool_connections_idle", "Database connections open and idle", move || {
             u64::from(idle.pool_state().1)
+        })
+        .counter_from("webhook_attempts_delivered_total", "Webhook attempts answered 2xx by this instance", move || {
+            delivered.delivered()
+        })
+        .counter_from(
+            "webhook_attempts_retried_total",
+            "Webhook attempts that failed (status, timeout, connection) and will be retried",
+            move || retried.retried(),
+        )
+        .counter_from(
+            "webhook_deliveries_failed_total",
+            "Webhook deliveries given up after WEBHOOK_RETRY_HOURS by this instance",
+            move || failed.failed(),
+        )
+        .gauge_from("webhook_outbox_pending", "Webhook deliveries neither delivered nor failed (every instance's)", move || {
+            pending.pending()
+        })
+        .gauge_from("webhook_outbox_oldest_seconds", "Age of the oldest pending webhook delivery", move || {
+            oldest.oldest_pending_secs()
         })
 }
 

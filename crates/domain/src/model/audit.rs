@@ -24,6 +24,11 @@ pub enum AuditAction {
     AccountPlanChanged,
     AccountClosed,
     OrgErased,
+    WebhookCreated,
+    WebhookUpdated,
+    WebhookDeleted,
+    WebhookSecretRotated,
+    WebhookDisabled,
 }
 
 /// The stored word is not an action.
@@ -32,7 +37,7 @@ pub enum AuditAction {
 pub struct UnknownAction;
 
 impl AuditAction {
-    const ALL: [Self; 13] = [
+    const ALL: [Self; 18] = [
         Self::Signup,
         Self::KeyCreated,
         Self::KeyRevoked,
@@ -46,6 +51,11 @@ impl AuditAction {
         Self::AccountPlanChanged,
         Self::AccountClosed,
         Self::OrgErased,
+        Self::WebhookCreated,
+        Self::WebhookUpdated,
+        Self::WebhookDeleted,
+        Self::WebhookSecretRotated,
+        Self::WebhookDisabled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +73,11 @@ impl AuditAction {
             Self::AccountPlanChanged => "account.plan_changed",
             Self::AccountClosed => "account.closed",
             Self::OrgErased => "org.erased",
+            Self::WebhookCreated => "webhook.created",
+            Self::WebhookUpdated => "webhook.updated",
+            Self::WebhookDeleted => "webhook.deleted",
+            Self::WebhookSecretRotated => "webhook.secret_rotated",
+            Self::WebhookDisabled => "webhook.disabled",
         }
     }
 

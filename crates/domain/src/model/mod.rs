@@ -10,6 +10,7 @@ mod plan;
 mod plan_period;
 mod text;
 mod usage;
+mod webhook;
 
 pub use allowed_ips::*;
 pub use api_key::*;
@@ -21,3 +22,4 @@ pub use plan::*;
 pub use plan_period::*;
 pub use text::TextError;
 pub use usage::*;
+pub use webhook::*;

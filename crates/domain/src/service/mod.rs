@@ -14,6 +14,7 @@ mod quota;
 mod signup;
 mod usage_report;
 mod verify;
+mod webhooks;
 
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -36,6 +37,10 @@ pub use usage_report::{
     UsageTotals,
 };
 pub use verify::Verification;
+pub use webhooks::{
+    webhook_attempt_id, WebhookAttemptPage, WebhookError, WebhookRequest, WebhookWithSecret, Webhooks,
+    MAX_WEBHOOKS_PER_ORG, PREVIOUS_SECRET_LIFETIME,
+};
 
 use crate::ports::{AccountRepository, Clock, Generator, KeyRepository};
 use crate::runtime::Runtime;
@@ -48,6 +53,7 @@ pub struct AccountService {
     generator: Arc<dyn Generator>,
     pub(crate) runtime: Runtime,
     max_active_keys: u32,
+    webhooks: Option<webhooks::Webhooks>,
 }
 
 impl std::fmt::Debug for AccountService {
@@ -71,6 +77,7 @@ impl AccountService {
             runtime: Runtime::new(generator.usage_writer()),
             generator,
             max_active_keys: Self::DEFAULT_MAX_ACTIVE_KEYS,
+            webhooks: None,
         }
     }
 

@@ -20,7 +20,8 @@ pub(crate) struct AuditEventDto {
     id: String,
     /// signup, key.created, key.revoked, key.rolled, key.renamed, key.allowlist_changed,
     /// key.leak_reported, organization.deactivated, organization.activated,
-    /// account.updated, account.plan_changed, account.closed or org.erased.
+    /// account.updated, account.plan_changed, account.closed, org.erased, webhook.created,
+    /// webhook.updated, webhook.deleted, webhook.secret_rotated or webhook.disabled.
     #[schema(example = "key.created")]
     action: &'static str,
     /// The key or organization acted on.

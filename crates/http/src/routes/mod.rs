@@ -15,6 +15,7 @@ mod shared_schemas;
 pub(crate) mod signup;
 pub(crate) mod usage;
 pub(crate) mod verify;
+pub(crate) mod webhooks;
 
 use std::sync::OnceLock;
 
@@ -51,6 +52,19 @@ pub(crate) fn endpoints() -> Scope<
         .service(api_keys::create_key)
         .service(one_key)
         .default_service(web::to(unmatched));
+    let one_webhook = scope("/{webhook_id}")
+        .service(webhooks::get_webhook)
+        .service(webhooks::update_webhook)
+        .service(webhooks::delete_webhook)
+        .service(webhooks::rotate_webhook_secret)
+        .service(webhooks::test_webhook)
+        .service(webhooks::list_webhook_deliveries)
+        .default_service(web::to(unmatched));
+    let webhooks = scope("/v1/account/webhooks")
+        .service(webhooks::list_webhooks)
+        .service(webhooks::create_webhook)
+        .service(one_webhook)
+        .default_service(web::to(unmatched));
     // The busiest route is matched second, as a plain resource.
     scope("")
         .service(health::healthz)
@@ -58,6 +72,7 @@ pub(crate) fn endpoints() -> Scope<
         .service(account_changes::update_account)
         .service(account_changes::close_account)
         .service(api_keys)
+        .service(webhooks)
         .service(audit_log::audit_log)
         .service(usage::usage)
         .service(signup::signup)

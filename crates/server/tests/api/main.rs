@@ -20,6 +20,8 @@ mod leak_reports;
 mod signup;
 mod usage;
 mod verify_key;
+mod webhook_deliveries;
+mod webhooks;
 
 // Across the routes.
 mod authentication;
