@@ -59,7 +59,7 @@ pub(crate) fn document() -> &'static utoipa::openapi::OpenApi {
             routes::api_keys::allowlist_schema::entry().into(),
         );
         // A change sends at least one field: what the derive cannot say.
-        for change in ["UpdateApiKeyRequest", "UpdateAccountRequest"] {
+        for change in ["UpdateApiKeyRequest", "UpdateAccountRequest", "UpdateWebhookRequest"] {
             if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(update))) =
                 components.schemas.get_mut(change)
             {

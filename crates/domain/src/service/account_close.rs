@@ -98,7 +98,7 @@ impl AccountService {
 #[derive(Debug, Error)]
 pub enum CloseAccountError {
     /// `confirm` does not name the caller's organization.
-    #[error("`confirm` must be this organization's id")]
+    #[error("must be this organization's id")]
     NotConfirmed,
     #[error(transparent)]
     Refused(#[from] AccountOpError),

@@ -28,11 +28,11 @@ pub(crate) struct UpdateAccountBody {
     name: Option<String>,
     /// The new contact email, as at signup; unique among open organizations ignoring case.
     #[serde(default, deserialize_with = "crate::body::not_null")]
-    #[schema(value_type = Option<String>, example = "billing@mycompany.com")]
+    #[schema(schema_with = super::signup::email_schema)]
     email: Option<String>,
     /// The new plan, as `GET /v1/plans` lists them: a new plan period starts today (UTC).
     #[serde(default, deserialize_with = "crate::body::not_null")]
-    #[schema(value_type = Option<PlanName>, example = "starter")]
+    #[schema(value_type = PlanName, example = "starter")]
     plan_id: Option<String>,
 }
 

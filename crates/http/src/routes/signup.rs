@@ -17,7 +17,7 @@ use crate::limits::AbuseLimits;
 
 /// The domain's email rule (`EmailAddress`), as closely as JSON Schema can say it: all of
 /// three patterns, each a part of the rule.
-fn email_schema() -> utoipa::openapi::schema::Schema {
+pub(crate) fn email_schema() -> utoipa::openapi::schema::Schema {
     use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, Type};
     const LABEL: &str = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
     const ATEXT: &str = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]";
