@@ -133,9 +133,18 @@ impl Runtime {
         self.usage.pending_last_use(key)
     }
 
-    /// The organization's counts not yet written, from `from` on.
-    pub(crate) fn pending_counts(&self, org: &OrgId, from: Date) -> Vec<(UsageCount, Environment)> {
-        self.usage.pending_counts(org, from)
+    /// What `stored` reads of the organization's counts, and its counts not yet written from
+    /// `from` on, both taken while no usage batch is being written (under the flush's turn):
+    /// a batch in flight would be in neither.
+    pub(crate) async fn stored_and_pending<T>(
+        &self,
+        org: &OrgId,
+        from: Date,
+        stored: impl std::future::Future<Output = StoreResult<T>>,
+    ) -> StoreResult<(T, Vec<(UsageCount, Environment)>)> {
+        let _turn = self.usage_flush.lock().await;
+        let stored = stored.await?;
+        Ok((stored, self.usage.pending_counts(org, from)))
     }
 
     /// After a change made here: apply it to the cache before answering, so that the very

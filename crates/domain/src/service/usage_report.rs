@@ -120,14 +120,17 @@ impl AccountService {
         let from = days.first_day(to);
         let period = self.plan_period(caller.organization(), to).await?;
         let read_from = from.min(period.start);
-        let stored = self.keys.usage_of(caller.org_id(), read_from, to).await?;
+        // Read while no batch of this instance is being written: one in flight would be in
+        // neither the store nor the counts not yet written.
+        let read = self.keys.usage_of(caller.org_id(), read_from, to);
+        let (stored, pending) = self.runtime.stored_and_pending(caller.org_id(), read_from, read).await?;
         let mut names: HashMap<KeyId, String> = HashMap::new();
         let mut counts: Vec<(UsageCount, Environment)> = Vec::with_capacity(stored.len());
         for row in stored {
             names.entry(row.count.key_id.clone()).or_insert(row.key_name);
             counts.push((row.count, row.environment));
         }
-        counts.extend(self.runtime.pending_counts(caller.org_id(), read_from));
+        counts.extend(pending);
 
         let mut report = UsageReport {
             from,
@@ -301,6 +304,45 @@ mod tests {
         let period = &report.month_to_date;
         assert_eq!((period.period_start, period.valid), (date!(2024 - 01 - 10), 6));
         assert_eq!((period.included, period.over_limit, period.blocked), (2_200, OverLimit::Bill, false));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_report_asked_while_this_instance_writes_its_counts_misses_none_of_them() {
+        let mut ports = Ports::new();
+        ports.accounts.expect_plan_changes().returning(|_| Ok(vec![]));
+        let stored = std::sync::Arc::new(std::sync::Mutex::new(Vec::<KeyUsageRow>::new()));
+        let (writing, written) = (stored.clone(), stored.clone());
+        let (entered, entered_rx) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel::<()>();
+        // The write takes its time: the batch is neither in memory nor in the store meanwhile.
+        ports.keys.expect_record_usage().times(1).returning(move |batch| {
+            entered.send(()).expect("the test waits");
+            go_rx.recv().expect("the test lets it commit");
+            let rows = batch.counts.iter().map(|count| KeyUsageRow {
+                count: count.clone(),
+                key_name: "K".into(),
+                environment: Environment::Live,
+            });
+            writing.lock().expect("store").extend(rows);
+            Ok(UsageRecorded::default())
+        });
+        ports.keys.expect_usage_of().returning(move |_, _, _| Ok(written.lock().expect("store").clone()));
+        let service = ports.service();
+        let caller = principal(&["read"], Environment::Live);
+        service.runtime.record_use(caller.use_of(), NOW, UseOutcome::VALID);
+        let flushing = tokio::spawn({
+            let service = service.clone();
+            async move { service.flush_usage().await.map(|f| f.rows) }
+        });
+        tokio::task::spawn_blocking(move || entered_rx.recv()).await.expect("joined").expect("the write began");
+        let reading = tokio::spawn({
+            let service = service.clone();
+            async move { service.usage(&caller, UsageDays::new(1).expect("valid")).await.map(|r| r.total.valid) }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        go.send(()).expect("the write waits");
+        assert_eq!(flushing.await.expect("joined").expect("flushed"), 2);
+        assert_eq!(reading.await.expect("joined").expect("a report"), 1, "the use being written is shown");
     }
 
     #[tokio::test]
