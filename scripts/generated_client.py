@@ -42,6 +42,7 @@ from account_api_client.models import (
     CreateApiKeyRequest,
     CreateWebhookRequest,
     LeakReportRequest,
+    PlanId,
     RollApiKeyRequest,
     SignupRequest,
     UpdateAccountRequest,
@@ -97,8 +98,8 @@ call(get_usage, 200, client=me, days=7)
 assert call(list_audit_events, 200, client=me, limit=10).data.events
 leaked = call(report_leaked_keys, 200, client=anonymous, body=LeakReportRequest(keys=[rolled.key])).data
 assert leaked is not UNSET
-upgraded = call(update_account, 200, client=me, body=UpdateAccountRequest(name="Generated Ltd", plan_id="starter")).data
-assert upgraded.name == "Generated Ltd" and upgraded.plan.id == "starter", upgraded
+upgraded = call(update_account, 200, client=me, body=UpdateAccountRequest(name="Generated Ltd", plan_id=PlanId.STARTER)).data
+assert upgraded.name == "Generated Ltd" and upgraded.plan.id == PlanId.STARTER, upgraded
 hook_body = CreateWebhookRequest(url="http://127.0.0.1:9/hook", events=[WebhookEventType.KEY_REVOKED])
 hook = call(create_webhook, 201, client=me, body=hook_body).data
 assert hook.secret.startswith("whsec_") and hook.events == [WebhookEventType.KEY_REVOKED], hook
