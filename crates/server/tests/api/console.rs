@@ -541,9 +541,31 @@ async fn webhook_endpoints_are_added_tested_disabled_rotated_and_deleted_from_th
     browser.sees(&format!("Deliveries to {url}")).await;
     browser.screenshot("webhooks").await;
 
+    // Deliveries page by page, 20 at a time: 21 more tests, sent through the API.
+    let path = format!("/v1/account/webhooks/{}", hook["id"].as_str().expect("id"));
+    for _ in 0..21 {
+        let sent = app.request(Method::POST, &format!("{path}/test"), Some(&org.key), None).await;
+        assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.body);
+    }
+    browser
+        .eventually("22 attempts recorded", || async {
+            let page = app.request(Method::GET, &format!("{path}/deliveries?limit=100"), Some(&org.key), None).await;
+            (page.data()["attempts"].as_array().map(Vec::len) == Some(22)).then_some(())
+        })
+        .await;
+    browser.button("Refresh deliveries").await.click().await.expect("clicked");
+    browser.rows_become(deliveries, "webhook.test", 20).await;
+    assert!(!browser.button("Newest deliveries").await.is_enabled().await.expect("state"));
+    browser.button("Older deliveries").await.click().await.expect("clicked");
+    browser.rows_become(deliveries, "webhook.test", 2).await;
+    assert!(!browser.button("Older deliveries").await.is_enabled().await.expect("state"), "no more");
+    browser.button("Newest deliveries").await.click().await.expect("clicked");
+    browser.rows_become(deliveries, "webhook.test", 20).await;
+
     // Disabled, then enabled again (the third cell after the URL is "Enabled").
     browser.button(&format!("Disable {url}")).await.click().await.expect("clicked");
     browser.row_with_cell(table, url, 3, "no").await;
+    browser.focus_is(&format!("Enable {url}")).await;
     let read = app.request(Method::GET, "/v1/account/webhooks", Some(&org.key), None).await;
     assert_eq!(read.data()[0]["enabled"], false);
     browser.button(&format!("Enable {url}")).await.click().await.expect("clicked");
@@ -571,6 +593,7 @@ async fn webhook_endpoints_are_added_tested_disabled_rotated_and_deleted_from_th
     browser.sees("This cannot be undone.").await;
     browser.button("Delete endpoint").await.click().await.expect("clicked");
     browser.row(table, "No endpoints yet.").await;
+    browser.focus_is("Webhooks").await;
     let read = app.request(Method::GET, "/v1/account/webhooks", Some(&org.key), None).await;
     assert_eq!(read.data(), &json!([]));
     browser.close(&app).await;
@@ -884,6 +907,14 @@ impl Browser {
     async fn row_with_cell(&self, caption: &str, text: &str, cell: usize, value: &str) -> Element {
         let xpath = format!("{}[td[{cell}][normalize-space()=\"{value}\"]]", Self::row_xpath(caption, text));
         self.find(Locator::XPath(&xpath)).await
+    }
+
+    /// Waits until `n` rows of the table captioned `caption` contain `text`.
+    async fn rows_become(&self, caption: &str, text: &str, n: usize) {
+        self.eventually(&format!("{n} rows with {text:?}"), || async {
+            (self.rows(caption, text).await == n).then_some(())
+        })
+        .await;
     }
 
     async fn rows(&self, caption: &str, text: &str) -> usize {
