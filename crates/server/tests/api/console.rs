@@ -588,6 +588,12 @@ async fn webhook_endpoints_are_added_tested_disabled_rotated_and_deleted_from_th
     assert!(read.data()[0]["previous_secret_expires_at"].is_string(), "{}", read.body);
     assert!(!browser.html().await.contains(&rotated));
 
+    // At 390 px wide the section, an endpoint listed, does not scroll
+    // sideways (its tables do, each in its own box); the rest runs at that width.
+    browser.client.set_window_size(390, 844).await.expect("resized");
+    let width = browser.run("return document.documentElement.scrollWidth").await;
+    assert!(width.as_u64().is_some_and(|w| w <= 390), "{width}");
+
     // Deleted, once confirmed.
     browser.button(&format!("Delete {url}")).await.click().await.expect("clicked");
     browser.sees("This cannot be undone.").await;
@@ -612,15 +618,21 @@ async fn a_read_only_or_test_key_sees_the_webhook_controls_disabled() {
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
     let reader = app.new_key(&org.key, json!({"name": "reader", "scopes": ["read"]})).await;
     let tester = app.new_key(&org.key, json!({"name": "tester", "environment": "test"})).await;
+    // As the service leaves an endpoint that failed for three days.
+    app.execute_sql(
+        "UPDATE webhook_endpoints SET enabled = false, disabled_reason = 'every delivery failed for 3 days'",
+    );
     browser.open(&app, "/console").await;
 
     // Read only: the endpoint and its deliveries are shown; every change is disabled.
     browser.sign_in(&reader).await;
     browser.button("Webhooks").await.click().await.expect("clicked");
-    browser.row("Webhook endpoints of this organization, oldest first", url).await;
+    // Its third cell after the URL is "Enabled", with the reason.
+    let disabled = "no: every delivery failed for 3 days";
+    browser.row_with_cell("Webhook endpoints of this organization, oldest first", url, 3, disabled).await;
     for name in [
         "Add endpoint".to_owned(),
-        format!("Disable {url}"),
+        format!("Enable {url}"),
         format!("Send a test event to {url}"),
         format!("Rotate the secret of {url}"),
         format!("Delete {url}"),
