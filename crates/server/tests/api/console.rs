@@ -689,7 +689,7 @@ async fn keyboard_alone_drives_the_keys_and_focus_returns_to_the_opener_when_a_d
     };
     let app = spawn_app(Backend::Sqlite).await.expect("sqlite");
     let org = app.signup_org("keyboard@example.com").await;
-    app.new_key(&org.key, json!({"name": "CI key"})).await;
+    let ci = app.new_key(&org.key, json!({"name": "CI key"})).await;
     browser.open(&app, "/console").await;
 
     // Sign in: Tab to the field, type, Enter.
@@ -721,7 +721,7 @@ async fn keyboard_alone_drives_the_keys_and_focus_returns_to_the_opener_when_a_d
     browser.press(ENTER).await;
     browser.row_with_cell(table, "Deploy key", 8, "no").await;
     browser.focus_is("Rename Deploy key").await;
-    app.get_account(&org.key).await.data();
+    assert_eq!(app.verify(&ci).await, "revoked");
 
     // Create: the new key, shown once, takes the focus; "Done" gives it back to the form.
     browser.tab_to("Key name").await;
