@@ -5,7 +5,8 @@
 
 const STORAGE = 'account-console-key';
 const AUDIT_PAGE = 20;
-const state = { key: null, account: null, me: null, keys: [], auditBefore: [], auditNext: null, once: null };
+const DELIVERIES_PAGE = 20;
+const state = { key: null, account: null, me: null, keys: [], auditBefore: [], auditNext: null, once: null, hooks: [], deliveries: null };
 
 const $ = (id) => document.getElementById(id);
 
@@ -41,6 +42,7 @@ async function api(method, path, body, key) {
   } catch (e) {
     throw new ApiFailure('network', 'The service could not be reached.', 0);
   }
+  if (response.status === 204) return null; // a deletion: no body
   let json = null;
   try { json = await response.json(); } catch (e) { json = null; }
   if (json && json.success) return json.data;
@@ -66,6 +68,45 @@ async function attempt(action) {
   try { await action(); } catch (e) { if (!e.signedOut) showAlert(e.message); }
 }
 
+// ---- Focus ----
+// When a dialog or a value shown once closes, or a table is drawn again, focus goes back to
+// the control that opened it: the same node if it is still there, else the same action in
+// the same row, else another control of that row, else the heading of the panel shown.
+
+/** What is focused now, described so that it can be found again after a re-render. */
+function opener() {
+  const node = document.activeElement;
+  if (!node || node === document.body) return null;
+  const row = node.closest('tr[data-id]');
+  return { node, row: row ? row.dataset.id : null, action: node.dataset ? node.dataset.action || null : null };
+}
+
+function focusable(node) {
+  return !!node && node !== document.body && node.isConnected && !node.disabled && node.getClientRects().length > 0 && !node.closest('[inert]');
+}
+
+function restoreFocus(from) {
+  const candidates = [];
+  if (from) {
+    candidates.push(from.node);
+    const row = from.row ? [...document.querySelectorAll('tr[data-id]')].find((r) => r.dataset.id === from.row) : null;
+    if (row) {
+      if (from.action) candidates.push(row.querySelector('[data-action="' + from.action + '"]'));
+      candidates.push(...row.querySelectorAll('button'));
+    }
+  }
+  candidates.push(document.querySelector('.panel:not([hidden]) h2'), $('signin-key'));
+  const target = candidates.find(focusable);
+  if (target) target.focus();
+}
+
+/** Runs `render` (which replaces nodes) and puts focus back where it was, if it was in them. */
+function keepingFocus(render) {
+  const from = opener();
+  render();
+  if (from && !from.node.isConnected) restoreFocus(from);
+}
+
 function when(value) {
   if (!value) return el('span', { class: 'inactive' }, 'never');
   return el('time', { datetime: value }, value.replace('T', ' ').replace('Z', ' UTC'));
@@ -86,9 +127,17 @@ async function loadPlans() {
 
 // ---- Signing up, in and out ----
 
-function showOnce(title, key, continueLabel) {
+/** Shows a new key (`what` 'key') or signing secret ('secret') this once, with its warning. */
+function showOnce(title, key, continueLabel, what) {
+  const secret = what === 'secret';
+  // From a dialog, focus goes back to what opened the dialog.
+  state.onceFrom = $('key-dialog').open ? state.dialogFrom : opener();
   state.once = key;
+  state.onceWhat = secret ? 'secret' : 'key';
   $('once-title').textContent = title;
+  $('once-label').textContent = secret ? 'Signing secret' : 'New API key';
+  $('once-warning').textContent = 'Copy this ' + state.onceWhat + ' now: it will not be shown again.';
+  $('once-copy').textContent = secret ? 'Copy secret' : 'Copy key';
   $('once-key').value = key;
   $('once-continue').textContent = continueLabel || '';
   $('once-continue').hidden = !continueLabel;
@@ -96,10 +145,12 @@ function showOnce(title, key, continueLabel) {
   $('once-key').focus();
   $('once-key').select();
 }
-function hideOnce() {
+function hideOnce(restore) {
+  const wasShown = !$('shown-once').hidden;
   state.once = null;
   $('once-key').value = '';
   $('shown-once').hidden = true;
+  if (wasShown && restore) restoreFocus(state.onceFrom);
 }
 
 async function signIn(key, quiet) {
@@ -115,6 +166,8 @@ async function signIn(key, quiet) {
   $('signin-key').value = '';
   renderAccount();
   showPanel('account-panel');
+  // The sign-in form is gone: the focus goes to the panel shown.
+  if (!focusable(document.activeElement)) restoreFocus(null);
   if (!quiet) notice('Signed in to ' + account.name + '.');
 }
 
@@ -133,8 +186,12 @@ function signOut(message) {
   $('account-facts').replaceChildren();
   const dialog = $('key-dialog');
   if (dialog.open) dialog.close();
+  state.hooks = [];
+  state.deliveries = null;
+  $('deliveries').hidden = true;
   notice(message ? '' : 'Signed out.');
   showAlert(message ? 'Signed out: ' + message : '');
+  if (!focusable(document.activeElement)) $('signin-key').focus();
 }
 
 // ---- Account ----
@@ -174,6 +231,19 @@ function applyRights() {
   if (write && !live) $('account-form').querySelector('button').title = 'a test key cannot change the account';
   for (const id of ['create-name', 'create-environment', 'create-read', 'create-write', 'create-expires', 'create-ips']) $(id).disabled = !write;
   if (me && me.environment === 'test') $('create-environment').value = 'test';
+  const hookWrites = hookRights().write;
+  const hookReason = !me ? reason : !live ? 'a test key cannot manage webhooks' : reason;
+  for (const control of $('webhook-form').querySelectorAll('input, button')) {
+    control.disabled = !hookWrites;
+    if (hookWrites) control.removeAttribute('title'); else control.title = hookReason;
+  }
+}
+
+/** What the signed-in key may do with webhooks: every route needs a live key. */
+function hookRights() {
+  const me = state.me;
+  const live = !!me && me.environment === 'live';
+  return { read: live && me.scopes.includes('read'), write: live && me.scopes.includes('write') };
 }
 
 async function saveAccount(event) {
@@ -224,11 +294,11 @@ function renderKeys() {
     const canManage = write && (me.environment === 'live' || k.environment === 'test');
     const canRoll = canManage && k.is_active && k.scopes.every((s) => me.scopes.includes(s));
     const actions = el('td', {},
-      el('button', { type: 'button', 'aria-label': 'Rename ' + k.name, disabled: !canManage, onclick: () => renameKey(k) }, 'Rename'),
-      el('button', { type: 'button', 'aria-label': 'Edit allowlist of ' + k.name, disabled: !canManage, onclick: () => editAllowlist(k) }, 'Allowlist'),
-      el('button', { type: 'button', 'aria-label': 'Roll ' + k.name, disabled: !canRoll, onclick: () => rollKey(k) }, 'Roll'),
-      el('button', { type: 'button', 'aria-label': 'Revoke ' + k.name, disabled: !canManage || !k.is_active, onclick: () => revokeKey(k) }, 'Revoke'));
-    return el('tr', { class: mine ? 'current' : (k.is_active ? '' : 'inactive') },
+      el('button', { type: 'button', 'aria-label': 'Rename ' + k.name, 'data-action': 'rename', disabled: !canManage, onclick: () => renameKey(k) }, 'Rename'),
+      el('button', { type: 'button', 'aria-label': 'Edit allowlist of ' + k.name, 'data-action': 'allowlist', disabled: !canManage, onclick: () => editAllowlist(k) }, 'Allowlist'),
+      el('button', { type: 'button', 'aria-label': 'Roll ' + k.name, 'data-action': 'roll', disabled: !canRoll, onclick: () => rollKey(k) }, 'Roll'),
+      el('button', { type: 'button', 'aria-label': 'Revoke ' + k.name, 'data-action': 'revoke', disabled: !canManage || !k.is_active, onclick: () => revokeKey(k) }, 'Revoke'));
+    return el('tr', { 'data-id': k.id, class: mine ? 'current' : (k.is_active ? '' : 'inactive') },
       el('th', { scope: 'row' }, k.name, mine ? el('span', { class: 'badge' }, 'this session') : null),
       el('td', {}, el('code', {}, k.key_prefix)),
       el('td', {}, k.environment),
@@ -240,7 +310,7 @@ function renderKeys() {
       el('td', {}, k.is_active ? 'yes' : 'no'),
       actions);
   });
-  $('keys-table').querySelector('tbody').replaceChildren(...rows);
+  keepingFocus(() => $('keys-table').querySelector('tbody').replaceChildren(...rows));
 }
 
 function addresses(text) {
@@ -263,7 +333,7 @@ async function createKey(event) {
     $('create-form').reset();
     applyRights();
     await refreshKeys();
-    showOnce('New key “' + created.name + '”', created.key, null);
+    showOnce('New key “' + created.name + '”', created.key, null, 'key');
     notice('Key “' + created.name + '” created.');
   });
 }
@@ -280,6 +350,7 @@ function ask({ title, text, label, value, confirm, danger, run }) {
   $('dialog-confirm').className = danger ? 'danger' : '';
   $('dialog-alert').hidden = true;
   state.dialogRun = run;
+  state.dialogFrom = opener();
   dialog.showModal();
   if (label) { $('dialog-input').focus(); $('dialog-input').select(); } else $('dialog-confirm').focus();
 }
@@ -330,7 +401,7 @@ function rollKey(k) {
       const hours = value.trim() === '' ? 24 : Number(value);
       const rolled = await api('POST', '/v1/account/api-keys/' + encodeURIComponent(k.id) + '/roll', { expires_in_hours: hours });
       await refreshKeys();
-      showOnce('New key for “' + rolled.name + '”', rolled.key, mine ? 'Continue with the new key' : null);
+      showOnce('New key for “' + rolled.name + '”', rolled.key, mine ? 'Continue with the new key' : null, 'key');
       notice('Key “' + k.name + '” rolled.');
     } });
 }
@@ -424,6 +495,140 @@ async function loadAudit(before) {
   });
 }
 
+// ---- Webhooks ----
+
+const hookPath = (h) => '/v1/account/webhooks/' + encodeURIComponent(h.id);
+
+/** Lists the endpoints; a deployment without webhooks, or a key that may not see them, gets the API's message in the section. */
+async function loadWebhooks() {
+  const status = $('webhooks-status');
+  let hooks;
+  try {
+    hooks = await api('GET', '/v1/account/webhooks');
+  } catch (e) {
+    if (e.signedOut || !['webhooks_not_configured', 'environment_escalation', 'insufficient_scope'].includes(e.code)) throw e;
+    state.hooks = [];
+    renderWebhooks();
+    status.textContent = e.message;
+    status.hidden = false;
+    // Nothing to manage on a deployment without webhooks; a key that may not is shown what it may not do.
+    $('webhooks-body').hidden = e.code === 'webhooks_not_configured';
+    $('deliveries').hidden = true;
+    return;
+  }
+  status.textContent = '';
+  status.hidden = true;
+  $('webhooks-body').hidden = false;
+  state.hooks = hooks;
+  renderWebhooks();
+  const shown = state.deliveries && hooks.find((h) => h.id === state.deliveries.hook.id);
+  if (state.deliveries && !shown) { state.deliveries = null; $('deliveries').hidden = true; }
+  if (shown) state.deliveries.hook = shown;
+}
+
+function renderWebhooks() {
+  const can = hookRights();
+  const rows = state.hooks.map((h) => el('tr', { 'data-id': h.id, class: h.enabled ? '' : 'inactive' },
+    el('th', { scope: 'row' }, el('code', {}, h.url)),
+    el('td', {}, h.events.join(', ')),
+    el('td', {}, h.description || '—'),
+    el('td', {}, h.enabled ? 'yes' : h.disabled_reason ? 'no: ' + h.disabled_reason : 'no'),
+    el('td', {}, when(h.created_at)),
+    el('td', {},
+      el('button', { type: 'button', 'aria-label': (h.enabled ? 'Disable ' : 'Enable ') + h.url, 'data-action': 'toggle', disabled: !can.write, onclick: () => toggleWebhook(h) }, h.enabled ? 'Disable' : 'Enable'),
+      el('button', { type: 'button', 'aria-label': 'Send a test event to ' + h.url, 'data-action': 'test', disabled: !can.write, onclick: () => testWebhook(h) }, 'Send test'),
+      el('button', { type: 'button', 'aria-label': 'Deliveries to ' + h.url, 'data-action': 'deliveries', disabled: !can.read, onclick: () => showDeliveries(h) }, 'Deliveries'),
+      el('button', { type: 'button', 'aria-label': 'Rotate the secret of ' + h.url, 'data-action': 'rotate', disabled: !can.write, onclick: () => rotateWebhook(h) }, 'Rotate'),
+      el('button', { type: 'button', 'aria-label': 'Delete ' + h.url, 'data-action': 'delete', disabled: !can.write, onclick: () => deleteWebhook(h) }, 'Delete'))));
+  if (rows.length === 0) rows.push(el('tr', {}, el('td', { colspan: 6 }, 'No endpoints yet.')));
+  keepingFocus(() => $('webhooks-table').querySelector('tbody').replaceChildren(...rows));
+}
+
+async function addWebhook(event) {
+  event.preventDefault();
+  await attempt(async () => {
+    const body = { url: $('webhook-url').value.trim(), events: [...$('webhook-events').querySelectorAll('input:checked')].map((i) => i.value) };
+    const description = $('webhook-description').value.trim();
+    if (description) body.description = description;
+    const created = await api('POST', '/v1/account/webhooks', body);
+    $('webhook-form').reset();
+    await loadWebhooks();
+    showOnce('Signing secret of ' + created.url, created.secret, null, 'secret');
+    notice('Endpoint ' + created.url + ' added.');
+  });
+}
+
+function toggleWebhook(h) {
+  attempt(async () => {
+    const changed = await api('PATCH', hookPath(h), { enabled: !h.enabled });
+    await loadWebhooks();
+    notice('Endpoint ' + changed.url + (changed.enabled ? ' enabled.' : ' disabled.'));
+  });
+}
+
+function testWebhook(h) {
+  attempt(async () => {
+    const sent = await api('POST', hookPath(h) + '/test');
+    notice('Test event ' + sent.event_id + ' sent to ' + h.url + '.');
+    await showDeliveries(h, sent.event_id);
+  });
+}
+
+function rotateWebhook(h) {
+  ask({ title: 'Rotate the secret of ' + h.url, text: 'A new signing secret replaces this one; the previous one keeps signing beside it for 24 hours.',
+    confirm: 'Rotate secret',
+    run: async () => {
+      const rotated = await api('POST', hookPath(h) + '/rotate-secret');
+      await loadWebhooks();
+      showOnce('New signing secret of ' + rotated.url, rotated.secret, null, 'secret');
+      notice('Secret of ' + rotated.url + ' rotated.');
+    } });
+}
+
+function deleteWebhook(h) {
+  ask({ title: 'Delete ' + h.url, text: 'The endpoint, its secret and its deliveries are deleted. This cannot be undone.',
+    confirm: 'Delete endpoint', danger: true,
+    run: async () => {
+      await api('DELETE', hookPath(h));
+      await loadWebhooks();
+      notice('Endpoint ' + h.url + ' deleted.');
+    } });
+}
+
+/** Shows an endpoint's deliveries; after a test, asks again for a while until its event is listed. */
+async function showDeliveries(h, waitFor) {
+  state.deliveries = { hook: h, before: null, next: null };
+  $('deliveries-title').textContent = 'Deliveries to ' + h.url;
+  $('deliveries').hidden = false;
+  $('deliveries').scrollIntoView({ block: 'nearest' });
+  const watched = state.deliveries;
+  let page = await loadDeliveries(null);
+  for (let tries = 0; waitFor && tries < 30 && !page.attempts.some((a) => a.event_id === waitFor); tries++) {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    if (state.deliveries !== watched || watched.before) return;
+    page = await loadDeliveries(null);
+  }
+}
+
+async function loadDeliveries(before) {
+  const shown = state.deliveries;
+  if (!shown) return { attempts: [], has_more: false };
+  const query = '?limit=' + DELIVERIES_PAGE + (before ? '&before=' + encodeURIComponent(before) : '');
+  const page = await api('GET', hookPath(shown.hook) + '/deliveries' + query);
+  if (state.deliveries !== shown) return page;
+  const rows = page.attempts.map((a) => el('tr', {},
+    el('td', {}, el('code', {}, a.event_id)), el('td', {}, a.event_type), el('td', {}, String(a.attempt)),
+    el('td', {}, when(a.attempted_at)), el('td', {}, a.status_code !== null && a.status_code !== undefined ? String(a.status_code) : a.error || '—'),
+    el('td', {}, a.duration_ms + ' ms')));
+  if (rows.length === 0) rows.push(el('tr', {}, el('td', { colspan: 6 }, 'No deliveries yet.')));
+  keepingFocus(() => $('deliveries-table').querySelector('tbody').replaceChildren(...rows));
+  shown.before = before || null;
+  shown.next = page.has_more && page.attempts.length ? page.attempts[page.attempts.length - 1].id : null;
+  $('deliveries-older').disabled = !shown.next;
+  $('deliveries-newest').disabled = !before;
+  return page;
+}
+
 // ---- Panels ----
 
 function showPanel(id) {
@@ -436,6 +641,7 @@ function showPanel(id) {
   if (id === 'keys-panel') attempt(refreshKeys);
   if (id === 'usage-panel') loadUsage();
   if (id === 'audit-panel') loadAudit(null);
+  if (id === 'webhooks-panel') attempt(loadWebhooks);
   if (id === 'account-panel') attempt(async () => { state.account = await api('GET', '/v1/account'); renderAccount(); });
 }
 
@@ -448,7 +654,7 @@ function start() {
       const body = { name: $('signup-name').value, email: $('signup-email').value, plan_id: $('signup-plan').value };
       const created = await api('POST', '/v1/signup', body, null);
       $('signup-form').reset();
-      showOnce('The first key of ' + created.account.name, created.api_key.key, 'Continue to the console');
+      showOnce('The first key of ' + created.account.name, created.api_key.key, 'Continue to the console', 'key');
       notice('Organization ' + created.account.name + ' created.');
     });
   });
@@ -458,24 +664,34 @@ function start() {
   });
   $('sign-out').addEventListener('click', () => signOut(null));
   $('once-copy').addEventListener('click', async () => {
-    try { await navigator.clipboard.writeText($('once-key').value); notice('Key copied.'); } catch (e) {
+    const what = state.onceWhat || 'key';
+    try { await navigator.clipboard.writeText($('once-key').value); notice(what === 'secret' ? 'Secret copied.' : 'Key copied.'); } catch (e) {
       $('once-key').select();
-      notice('Select the key and copy it (the browser refused to copy).');
+      notice('Select the ' + what + ' and copy it (the browser refused to copy).');
     }
   });
   $('once-continue').addEventListener('click', () => {
     const key = state.once;
-    hideOnce();
-    attempt(() => signIn(key));
+    hideOnce(false);
+    attempt(async () => { await signIn(key); restoreFocus(null); });
   });
-  $('once-done').addEventListener('click', hideOnce);
+  $('once-done').addEventListener('click', () => hideOnce(true));
   $('account-form').addEventListener('submit', saveAccount);
   $('close-form').addEventListener('submit', closeAccount);
   $('close-confirm').addEventListener('input', applyRights);
   $('create-form').addEventListener('submit', createKey);
   $('dialog-form').addEventListener('submit', dialogSubmit);
   $('dialog-cancel').addEventListener('click', () => $('key-dialog').close());
-  $('key-dialog').addEventListener('close', () => { state.dialogRun = null; $('dialog-input').value = ''; });
+  $('key-dialog').addEventListener('close', () => {
+    state.dialogRun = null;
+    $('dialog-input').value = '';
+    // A value shown once after the dialog takes the focus; else what opened the dialog does.
+    if (!$('shown-once').hidden) { $('once-key').focus(); $('once-key').select(); } else restoreFocus(state.dialogFrom);
+  });
+  $('webhook-form').addEventListener('submit', addWebhook);
+  $('deliveries-refresh').addEventListener('click', () => attempt(() => loadDeliveries(state.deliveries && state.deliveries.before)));
+  $('deliveries-older').addEventListener('click', () => attempt(() => loadDeliveries(state.deliveries && state.deliveries.next)));
+  $('deliveries-newest').addEventListener('click', () => attempt(() => loadDeliveries(null)));
   $('usage-days').addEventListener('change', loadUsage);
   $('audit-older').addEventListener('click', () => {
     if (!state.auditNext) return;

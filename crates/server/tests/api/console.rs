@@ -13,12 +13,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use account_infra::testing::Backend;
+use fantoccini::actions::{InputSource as _, KeyAction, KeyActions};
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+use crate::webhook_deliveries::{app_for_webhooks, verified, Receiver};
 
 const CSP: &str = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
@@ -303,6 +305,31 @@ async fn rolling_the_signed_in_key_continues_with_the_new_one_and_revoking_it_si
 }
 
 #[tokio::test]
+async fn a_key_that_expires_while_signed_in_signs_the_page_out_with_the_apis_message() {
+    let Some(browser) =
+        Browser::start("a_key_that_expires_while_signed_in_signs_the_page_out_with_the_apis_message").await
+    else {
+        return;
+    };
+    // No credential cache: the expiry written by SQL below is seen at the next request.
+    let app = spawn_app_with(Backend::Sqlite, &[("CACHE_MAX_KEYS", "0")]).await.expect("sqlite");
+    let org = app.signup_org("expiring@example.com").await;
+    let short = app.new_key(&org.key, json!({"name": "Short", "expires_in_days": 1})).await;
+    browser.open(&app, "/console").await;
+    browser.sign_in(&short).await;
+    browser.button("Sign out").await;
+    // A day later, as far as the database is concerned.
+    app.execute_sql("UPDATE api_keys SET expires_at = created_at - 1000000 WHERE name = 'Short'");
+    let refused = app.get_account(&short).await;
+    refused.assert_error(401, "expired_api_key");
+    browser.button("Keys").await.click().await.expect("clicked");
+    browser.sees(&format!("Signed out: {}", refused.body["error"]["message"].as_str().expect("message"))).await;
+    browser.button("Sign in").await;
+    assert_eq!(browser.run("return sessionStorage.length").await, json!(0), "the key is forgotten");
+    browser.close(&app).await;
+}
+
+#[tokio::test]
 async fn the_account_is_changed_and_closed_behind_a_typed_confirmation() {
     let Some(browser) = Browser::start("the_account_is_changed_and_closed_behind_a_typed_confirmation").await else {
         return;
@@ -357,6 +384,9 @@ async fn the_usage_page_charts_the_days_with_the_right_totals() {
         assert_eq!(app.verify(gone_key).await, "revoked");
     }
 
+    let before = app.request(Method::GET, "/v1/account/usage", Some(&org.key), None).await;
+    let account_api_before = before.data()["total"]["account_api"].as_u64().expect("a count");
+
     browser.open(&app, "/console").await;
     browser.sign_in(&org.key).await;
     browser.button("Usage").await.click().await.expect("clicked");
@@ -378,6 +408,11 @@ async fn the_usage_page_charts_the_days_with_the_right_totals() {
     browser.row_with_cell("Refused uses in the period, by reason", "revoked", 2, "2").await;
     // The plan's included requests, prorated to the period as the API says.
     let usage = app.request(Method::GET, "/v1/account/usage", Some(&org.key), None).await;
+    // The page's own requests (the account, its keys, usage twice) are the account API's,
+    // never billed: the billable counts are the 3 verifications still.
+    let page_requests = usage.data()["total"]["account_api"].as_u64().expect("a count") - account_api_before;
+    assert!(page_requests >= 4, "{}", usage.body);
+    assert_eq!((&usage.data()["total"]["valid"], &usage.data()["month_to_date"]["valid"]), (&json!(3), &json!(3)));
     let month = &usage.data()["month_to_date"];
     let included = month["included"].as_u64().expect("included").to_string();
     let grouped: Vec<String> =
@@ -440,6 +475,269 @@ async fn the_console_follows_the_system_preference_for_dark() {
     browser.screenshot("keys-dark").await;
     browser.close(&app).await;
 }
+
+#[tokio::test]
+async fn webhook_endpoints_are_added_tested_disabled_rotated_and_deleted_from_the_console() {
+    let Some(browser) =
+        Browser::start("webhook_endpoints_are_added_tested_disabled_rotated_and_deleted_from_the_console").await
+    else {
+        return;
+    };
+    let app = app_for_webhooks(Backend::Sqlite).await.expect("sqlite");
+    let receiver = Receiver::start(0).await;
+    let org = app.signup_org("hooks@example.com").await;
+    browser.open(&app, "/console").await;
+    browser.sign_in(&org.key).await;
+    browser.button("Webhooks").await.click().await.expect("clicked");
+    let table = "Webhook endpoints of this organization, oldest first";
+    browser.row(table, "No endpoints yet.").await;
+
+    // Refused (no event chosen): the API's message.
+    browser.field("Endpoint URL").await.send_keys(&receiver.url).await.expect("typed");
+    browser.button("Add endpoint").await.click().await.expect("clicked");
+    let refused = app
+        .request(Method::POST, "/v1/account/webhooks", Some(&org.key), Some(json!({"url": receiver.url, "events": []})))
+        .await;
+    refused.assert_error(400, "validation_error");
+    browser.sees(refused.body["error"]["message"].as_str().expect("message")).await;
+
+    // Added, with events chosen by their checkboxes: the signing secret shown once.
+    browser.checkbox("key.revoked").await.click().await.expect("ticked");
+    browser.checkbox("key.created").await.click().await.expect("ticked");
+    browser.field("Description").await.send_keys("production alerts").await.expect("typed");
+    browser.button("Add endpoint").await.click().await.expect("clicked");
+    let shown = browser.field("Signing secret").await;
+    let secret = browser
+        .eventually("the signing secret", || async {
+            shown.prop("value").await.ok().flatten().filter(|v| v.starts_with("whsec_"))
+        })
+        .await;
+    browser.sees("Copy this secret now: it will not be shown again.").await;
+    browser.button("Copy secret").await.click().await.expect("clicked");
+    browser.sees("Secret copied.").await;
+    let listed = app.request(Method::GET, "/v1/account/webhooks", Some(&org.key), None).await;
+    let hook = &listed.data()[0];
+    assert_eq!(
+        (&hook["url"], &hook["events"], &hook["description"], &hook["enabled"]),
+        (&json!(receiver.url), &json!(["key.created", "key.revoked"]), &json!("production alerts"), &json!(true))
+    );
+    let url = receiver.url.as_str();
+    let row = browser.row_with(table, url, "key.created, key.revoked").await.text().await.expect("text");
+    assert!(row.contains("production alerts") && row.contains("yes"), "{row}");
+    browser.button("Done").await.click().await.expect("clicked");
+    assert_eq!(shown.prop("value").await.expect("value").as_deref(), Some(""), "shown once, then gone");
+    assert!(!browser.html().await.contains(&secret), "the secret is no longer in the page");
+
+    // A test event: the receiver gets it, signed with the secret shown, and it is listed.
+    browser.button(&format!("Send a test event to {url}")).await.click().await.expect("clicked");
+    let got = receiver.until(PATIENCE, |got| !got.is_empty()).await;
+    let event = verified(&secret, &got[0]);
+    assert_eq!(event["type"], "webhook.test");
+    let id = event["id"].as_str().expect("id");
+    let deliveries = "Delivery attempts, newest first";
+    // Cells: event, type, attempt, time, status or error, duration.
+    let attempt = browser.row_with_cell(deliveries, id, 5, "204").await.text().await.expect("text");
+    assert!(attempt.contains("webhook.test") && attempt.contains(" ms"), "{attempt}");
+    browser.sees(&format!("Deliveries to {url}")).await;
+    browser.screenshot("webhooks").await;
+
+    // Deliveries page by page, 20 at a time: 21 more tests, sent through the API.
+    let path = format!("/v1/account/webhooks/{}", hook["id"].as_str().expect("id"));
+    for _ in 0..21 {
+        let sent = app.request(Method::POST, &format!("{path}/test"), Some(&org.key), None).await;
+        assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.body);
+    }
+    browser
+        .eventually("22 attempts recorded", || async {
+            let page = app.request(Method::GET, &format!("{path}/deliveries?limit=100"), Some(&org.key), None).await;
+            (page.data()["attempts"].as_array().map(Vec::len) == Some(22)).then_some(())
+        })
+        .await;
+    browser.button("Refresh deliveries").await.click().await.expect("clicked");
+    browser.rows_become(deliveries, "webhook.test", 20).await;
+    assert!(!browser.button("Newest deliveries").await.is_enabled().await.expect("state"));
+    browser.button("Older deliveries").await.click().await.expect("clicked");
+    browser.rows_become(deliveries, "webhook.test", 2).await;
+    assert!(!browser.button("Older deliveries").await.is_enabled().await.expect("state"), "no more");
+    browser.button("Newest deliveries").await.click().await.expect("clicked");
+    browser.rows_become(deliveries, "webhook.test", 20).await;
+
+    // Disabled, then enabled again (the third cell after the URL is "Enabled").
+    browser.button(&format!("Disable {url}")).await.click().await.expect("clicked");
+    browser.row_with_cell(table, url, 3, "no").await;
+    browser.focus_is(&format!("Enable {url}")).await;
+    let read = app.request(Method::GET, "/v1/account/webhooks", Some(&org.key), None).await;
+    assert_eq!(read.data()[0]["enabled"], false);
+    browser.button(&format!("Enable {url}")).await.click().await.expect("clicked");
+    browser.row_with_cell(table, url, 3, "yes").await;
+    let read = app.request(Method::GET, "/v1/account/webhooks", Some(&org.key), None).await;
+    assert_eq!(read.data()[0]["enabled"], true);
+
+    // Rotated: a new secret, shown once; the previous one signs beside it for a day.
+    browser.button(&format!("Rotate the secret of {url}")).await.click().await.expect("clicked");
+    browser.sees("the previous one keeps signing beside it for 24 hours").await;
+    browser.button("Rotate secret").await.click().await.expect("clicked");
+    let shown = browser.field("Signing secret").await;
+    let rotated = browser
+        .eventually("the new secret", || async {
+            shown.prop("value").await.ok().flatten().filter(|v| v.starts_with("whsec_") && *v != secret)
+        })
+        .await;
+    browser.button("Done").await.click().await.expect("clicked");
+    let read = app.request(Method::GET, "/v1/account/webhooks", Some(&org.key), None).await;
+    assert!(read.data()[0]["previous_secret_expires_at"].is_string(), "{}", read.body);
+    assert!(!browser.html().await.contains(&rotated));
+
+    // At 390 px wide the section, an endpoint listed, does not scroll
+    // sideways (its tables do, each in its own box); the rest runs at that width.
+    browser.client.set_window_size(390, 844).await.expect("resized");
+    let width = browser.run("return document.documentElement.scrollWidth").await;
+    assert!(width.as_u64().is_some_and(|w| w <= 390), "{width}");
+
+    // Deleted, once confirmed.
+    browser.button(&format!("Delete {url}")).await.click().await.expect("clicked");
+    browser.sees("This cannot be undone.").await;
+    browser.button("Delete endpoint").await.click().await.expect("clicked");
+    browser.row(table, "No endpoints yet.").await;
+    browser.focus_is("Webhooks").await;
+    let read = app.request(Method::GET, "/v1/account/webhooks", Some(&org.key), None).await;
+    assert_eq!(read.data(), &json!([]));
+    browser.close(&app).await;
+}
+
+#[tokio::test]
+async fn a_read_only_or_test_key_sees_the_webhook_controls_disabled() {
+    let Some(browser) = Browser::start("a_read_only_or_test_key_sees_the_webhook_controls_disabled").await else {
+        return;
+    };
+    let app = app_for_webhooks(Backend::Sqlite).await.expect("sqlite");
+    let org = app.signup_org("hook-rights@example.com").await;
+    let url = "http://127.0.0.1:9/hook";
+    let body = json!({"url": url, "events": ["key.revoked"]});
+    let created = app.request(Method::POST, "/v1/account/webhooks", Some(&org.key), Some(body)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let reader = app.new_key(&org.key, json!({"name": "reader", "scopes": ["read"]})).await;
+    let tester = app.new_key(&org.key, json!({"name": "tester", "environment": "test"})).await;
+    // As the service leaves an endpoint that failed for three days.
+    app.execute_sql(
+        "UPDATE webhook_endpoints SET enabled = false, disabled_reason = 'every delivery failed for 3 days'",
+    );
+    browser.open(&app, "/console").await;
+
+    // Read only: the endpoint and its deliveries are shown; every change is disabled.
+    browser.sign_in(&reader).await;
+    browser.button("Webhooks").await.click().await.expect("clicked");
+    // Its third cell after the URL is "Enabled", with the reason.
+    let disabled = "no: every delivery failed for 3 days";
+    browser.row_with_cell("Webhook endpoints of this organization, oldest first", url, 3, disabled).await;
+    for name in [
+        "Add endpoint".to_owned(),
+        format!("Enable {url}"),
+        format!("Send a test event to {url}"),
+        format!("Rotate the secret of {url}"),
+        format!("Delete {url}"),
+    ] {
+        assert!(!browser.button(&name).await.is_enabled().await.expect("state"), "{name} is enabled");
+    }
+    assert!(!browser.field("Endpoint URL").await.is_enabled().await.expect("state"));
+    assert!(!browser.checkbox("key.created").await.is_enabled().await.expect("state"));
+    browser.button(&format!("Deliveries to {url}")).await.click().await.expect("clicked");
+    browser.row("Delivery attempts, newest first", "No deliveries yet.").await;
+
+    // A test key: the API's refusal in the section, and nothing it could try.
+    browser.button("Sign out").await.click().await.expect("clicked");
+    browser.sign_in(&tester).await;
+    browser.button("Webhooks").await.click().await.expect("clicked");
+    let refused = app.request(Method::GET, "/v1/account/webhooks", Some(&tester), None).await;
+    refused.assert_error(403, "environment_escalation");
+    browser.sees(refused.body["error"]["message"].as_str().expect("message")).await;
+    assert!(!browser.button("Add endpoint").await.is_enabled().await.expect("state"));
+    assert_eq!(browser.rows("Webhook endpoints of this organization, oldest first", url).await, 0);
+    browser.close(&app).await;
+}
+
+#[tokio::test]
+async fn without_webhooks_configured_the_console_shows_the_services_message() {
+    let Some(browser) = Browser::start("without_webhooks_configured_the_console_shows_the_services_message").await
+    else {
+        return;
+    };
+    let app = spawn_app(Backend::Sqlite).await.expect("sqlite");
+    let org = app.signup_org("no-hooks@example.com").await;
+    browser.open(&app, "/console").await;
+    browser.sign_in(&org.key).await;
+    browser.button("Webhooks").await.click().await.expect("clicked");
+    let refused = app.request(Method::GET, "/v1/account/webhooks", Some(&org.key), None).await;
+    refused.assert_error(503, "webhooks_not_configured");
+    browser.sees(refused.body["error"]["message"].as_str().expect("message")).await;
+    assert!(!browser.displayed("Add endpoint").await, "nothing to add on this deployment");
+    let alerts =
+        browser.run("return [...document.querySelectorAll('[role=alert]')].filter(a => !a.hidden).length").await;
+    assert_eq!(alerts, json!(0), "a message, not a failure");
+    // The rest of the console works on.
+    browser.button("Keys").await.click().await.expect("clicked");
+    browser.row("Keys of this organization, newest first", "Default Key").await;
+    browser.close(&app).await;
+}
+
+#[tokio::test]
+async fn keyboard_alone_drives_the_keys_and_focus_returns_to_the_opener_when_a_dialog_closes() {
+    let Some(browser) =
+        Browser::start("keyboard_alone_drives_the_keys_and_focus_returns_to_the_opener_when_a_dialog_closes").await
+    else {
+        return;
+    };
+    let app = spawn_app(Backend::Sqlite).await.expect("sqlite");
+    let org = app.signup_org("keyboard@example.com").await;
+    let ci = app.new_key(&org.key, json!({"name": "CI key"})).await;
+    browser.open(&app, "/console").await;
+
+    // Sign in: Tab to the field, type, Enter.
+    browser.tab_to("API key").await;
+    browser.press(&format!("{}{ENTER}", org.key)).await;
+    browser.button("Sign out").await;
+    browser.tab_to("Keys").await;
+    browser.press(ENTER).await;
+    let table = "Keys of this organization, newest first";
+    browser.row(table, "CI key").await;
+
+    // Rename: the dialog takes the focus; once saved, the (redrawn) Rename button has it.
+    browser.tab_to("Rename CI key").await;
+    browser.press(ENTER).await;
+    browser.focus_is("New name").await;
+    browser.press(&format!("Deploy key{ENTER}")).await;
+    browser.row(table, "Deploy key").await;
+    browser.focus_is("Rename Deploy key").await;
+
+    // Revoke: Escape cancels, back on the button; confirmed, the button is gone (disabled)
+    // and the focus goes to the row's first control.
+    browser.tab_to("Revoke Deploy key").await;
+    browser.press(ENTER).await;
+    browser.focus_is("Revoke key").await;
+    browser.press(ESCAPE).await;
+    browser.focus_is("Revoke Deploy key").await;
+    browser.press(ENTER).await;
+    browser.focus_is("Revoke key").await;
+    browser.press(ENTER).await;
+    browser.row_with_cell(table, "Deploy key", 8, "no").await;
+    browser.focus_is("Rename Deploy key").await;
+    assert_eq!(app.verify(&ci).await, "revoked");
+
+    // Create: the new key, shown once, takes the focus; "Done" gives it back to the form.
+    browser.tab_to("Key name").await;
+    browser.press(&format!("Typed key{ENTER}")).await;
+    browser.focus_is("New API key").await;
+    browser.tab_to("Done").await;
+    browser.press(ENTER).await;
+    browser.focus_is("Key name").await;
+    browser.row(table, "Typed key").await;
+    assert!(!browser.displayed("Done").await, "the key is no longer shown");
+    browser.close(&app).await;
+}
+
+const ENTER: &str = "\u{E007}";
+const ESCAPE: &str = "\u{E00C}";
+const TAB: &str = "\u{E004}";
 
 /// A headless chromium driven by its own chromedriver, on a free port.
 struct Browser {
@@ -623,6 +921,14 @@ impl Browser {
         self.find(Locator::XPath(&xpath)).await
     }
 
+    /// Waits until `n` rows of the table captioned `caption` contain `text`.
+    async fn rows_become(&self, caption: &str, text: &str, n: usize) {
+        self.eventually(&format!("{n} rows with {text:?}"), || async {
+            (self.rows(caption, text).await == n).then_some(())
+        })
+        .await;
+    }
+
     async fn rows(&self, caption: &str, text: &str) -> usize {
         self.client.find_all(Locator::XPath(&Self::row_xpath(caption, text))).await.map(|r| r.len()).unwrap_or(0)
     }
@@ -638,6 +944,42 @@ impl Browser {
         field.clear().await.expect("cleared");
         field.send_keys(key).await.expect("typed");
         self.button("Sign in").await.click().await.expect("clicked");
+    }
+
+    /// The accessible name of the focused element: its `aria-label`, its label, or its text.
+    async fn focused_name(&self) -> String {
+        let script = "const e = document.activeElement; if (!e || e === document.body) return ''; \
+                      const name = e.getAttribute('aria-label') || (e.labels && e.labels.length ? e.labels[0].textContent : e.textContent); \
+                      return name.replace(/\\s+/g, ' ').trim();";
+        self.run(script).await.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Waits until the focused element is the one named `name`.
+    async fn focus_is(&self, name: &str) {
+        self.eventually(&format!("the focus on {name:?}"), || async {
+            (self.focused_name().await == name).then_some(())
+        })
+        .await;
+    }
+
+    /// Presses `keys` one after the other on the keyboard: they go to whatever has the focus.
+    async fn press(&self, keys: &str) {
+        let mut typing = KeyActions::new("keyboard".to_owned());
+        for key in keys.chars() {
+            typing = typing.then(KeyAction::Down { value: key }).then(KeyAction::Up { value: key });
+        }
+        self.client.perform_actions(typing).await.expect("typed");
+    }
+
+    /// Presses Tab until the control named `name` has the focus.
+    async fn tab_to(&self, name: &str) {
+        for _ in 0..100 {
+            if self.focused_name().await == name {
+                return;
+            }
+            self.press(TAB).await;
+        }
+        panic!("Tab never reached {name:?}");
     }
 
     async fn run(&self, script: &str) -> Value {
