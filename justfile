@@ -37,10 +37,15 @@ schema:
     diesel migration run --database-url target/schema.db --migration-dir migrations/sqlite
     diesel print-schema --database-url target/schema.db > crates/infra/src/schema.rs
 
-# Instructions per request of GET /healthz and an authenticated GET /v1/account (callgrind;
+# Instructions per request of GET /healthz, an authenticated GET /v1/account and a verification (callgrind;
 # repeatable on a busy machine): `just instructions` or `just instructions path/to/account-api`.
 instructions binary="":
     scripts/instructions.sh {{binary}}
+
+# What the quota check costs POST /v1/internal/verify-key in instructions: HEAD built with and
+# without it, measured alternately (`ROUNDS=5 just quota-cost`).
+quota-cost:
+    scripts/quota-cost.sh
 
 # What CI runs.
 ci:

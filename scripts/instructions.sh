@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Instructions per request of GET /healthz and of an authenticated GET /v1/account (cached
-# key), counted by valgrind's callgrind: repeatable whatever else the machine is doing,
-# unlike the load harness. The server runs as scripts/bench.sh runs it, pinned to one core
+# Instructions per request of GET /healthz, of an authenticated GET /v1/account (cached
+# key) and of a verification by POST /v1/internal/verify-key (the same key, its organization
+# on the free plan, a `block` plan, under its quota), counted by valgrind's callgrind:
+# repeatable whatever else the machine is doing, unlike the load harness. The server runs as scripts/bench.sh runs it, pinned to one core
 # (so one worker); a keep-alive client sends N requests of each route after a warm-up and
 # the worker thread's count between two dumps is divided by N.
 #
@@ -15,8 +16,12 @@ N=${REQUESTS:-10000}
 PORT=${INSTRUCTIONS_PORT:-18097}
 OUT=${KEEP:-$(mktemp -d)}
 mkdir -p "$OUT"
+VPID=
 trap 'kill "$VPID" 2>/dev/null || true; [[ -n ${KEEP:-} ]] || rm -rf "$OUT"' EXIT
-env RATE_LIMIT_SIGNUPS_PER_HOUR=0 RATE_LIMIT_WRITES_PER_MINUTE=0 DATABASE_URL="sqlite://$OUT/bench.db" \
+# The free plan blocks past what it includes: include enough that every verification
+# measured is under the quota (and so takes the whole quota check).
+DATABASE_URL="sqlite://$OUT/bench.db" RUST_LOG=warn "$BIN" plans set-included free 1000000000 >/dev/null
+env INTERNAL_SERVICE_TOKEN=instructions-internal-token RATE_LIMIT_SIGNUPS_PER_HOUR=0 RATE_LIMIT_WRITES_PER_MINUTE=0 DATABASE_URL="sqlite://$OUT/bench.db" \
     BIND_ADDR="127.0.0.1:$PORT" RUST_LOG=warn LOG_FORMAT=json \
     taskset -c 0 valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$OUT/cg.out.%p" "$BIN" \
     >"$OUT/server.log" 2>&1 &
@@ -34,16 +39,24 @@ conn.request("POST", "/v1/signup", json.dumps({"name": "Bench", "email": f"b{ran
              {"content-type": "application/json"})
 key = json.loads(conn.getresponse().read())["data"]["api_key"]["key"]
 auth = {"Authorization": f"Bearer {key}"}
+verification = json.dumps({"key": key})
+def verify():
+    conn.request("POST", "/v1/internal/verify-key", verification,
+                 {"Authorization": "Bearer instructions-internal-token", "content-type": "application/json"})
+    response = conn.getresponse(); answer = json.loads(response.read())["data"]
+    assert response.status == 200 and answer["code"] == "valid", answer
 for _ in range(200):
-    get("/healthz", {}); get("/v1/account", auth)
+    get("/healthz", {}); get("/v1/account", auth); verify()
 dump = lambda *a: subprocess.run(["callgrind_control", *a, pid], check=True, capture_output=True)
 dump("-z")
 for _ in range(n): get("/healthz", {})
 dump("-d", "healthz")
 for _ in range(n): get("/v1/account", auth)
 dump("-d", "account")
+for _ in range(n): verify()
+dump("-d", "verify")
 PY
 kill -TERM "$VPID"; wait "$VPID" || true
 worker() { grep -l "Trigger: dump $1\$" "$OUT"/cg.out.* | xargs grep -h '^summary' | cut -d' ' -f2 | sort -n | tail -1; }
-h=$(( $(worker healthz) / N )); a=$(( $(worker account) / N ))
-echo "instructions per request (worker thread): GET /healthz $h, GET /v1/account $a, difference $((a - h)), ratio $(python3 -c "print(round($h/$a, 4))")"
+h=$(( $(worker healthz) / N )); a=$(( $(worker account) / N )); v=$(( $(worker verify) / N ))
+echo "instructions per request (worker thread): GET /healthz $h, GET /v1/account $a, difference $((a - h)), ratio $(python3 -c "print(round($h/$a, 4))"); POST /v1/internal/verify-key $v"
