@@ -38,7 +38,10 @@ impl AccountService {
                 let lacking = required.and_then(|r| r.first_not_in(principal.scopes()));
                 let code = match lacking.map(|scope| self.authorize(&principal, scope)) {
                     Some(Err(_)) => VerificationCode::InsufficientScope,
-                    _ => self.quota_verdict(&principal).await?,
+                    _ => match self.quota_admission(&principal) {
+                        (day, Admission::Unknown) => self.quota_verdict_after_reading(&principal, day).await?,
+                        (_, known) => self.quota_code(&principal, known),
+                    },
                 };
                 Ok(Verification { code, principal: Some(principal) })
             }
@@ -49,19 +52,32 @@ impl AccountService {
         }
     }
 
-    /// `valid`, or `quota_exceeded` (counted so) when the organization's quota is used up.
-    async fn quota_verdict(&self, principal: &Principal) -> crate::ports::StoreResult<VerificationCode> {
-        // Always counted, as valid, on the day of its authentication.
+    /// The verdict when the quota's counts for `day` were not known here: read, then judged.
+    async fn quota_verdict_after_reading(
+        &self,
+        principal: &Principal,
+        day: time::Date,
+    ) -> crate::ports::StoreResult<VerificationCode> {
+        let admission = self.admit_after_reading(principal, day).await?;
+        Ok(self.quota_code(principal, admission))
+    }
+
+    /// The day `principal` was counted on (always counted, as valid, on the day of its
+    /// authentication), and what the quota says of one more valid verification.
+    #[inline]
+    fn quota_admission(&self, principal: &Principal) -> (time::Date, Admission) {
         let day = principal.counted_use().map_or_else(|| self.clock.now().date(), |(day, _)| day);
-        let mut admission = self.admit_to_quota(principal, day);
-        if admission == Admission::Unknown {
-            admission = self.admit_after_reading(principal, day).await?;
-        }
+        (day, self.admit_to_quota(principal, day))
+    }
+
+    /// The verdict for what the quota said: a refusal counts as `quota_exceeded`.
+    #[inline]
+    fn quota_code(&self, principal: &Principal, admission: Admission) -> VerificationCode {
         if admission == Admission::Refused {
             self.count_quota_refusal(principal);
-            return Ok(VerificationCode::QuotaExceeded);
+            return VerificationCode::QuotaExceeded;
         }
-        Ok(VerificationCode::Valid)
+        VerificationCode::Valid
     }
 }
 
