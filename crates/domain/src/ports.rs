@@ -8,10 +8,10 @@ use time::OffsetDateTime;
 use std::sync::Arc;
 
 use crate::model::{
-    AllowedIps, ApiKey, AuditEvent, AuditRecord, EmailAddress, KeyHash, KeyId, KeyName, KeyUsageRow, NewApiKey,
-    NewOrganization, NewWebhook, OrgId, OrgName, Organization, OrganizationMonth, OverLimit, Plan, PlanChange, PlanId,
-    RequestMeta, SecretBody, SigningSecret, UsageCount, WebhookChanges, WebhookEndpoint, WebhookId, WebhookUrl,
-    WebhookUrlError,
+    AllowedIps, ApiKey, AuditDetails, AuditEvent, AuditRecord, EmailAddress, KeyHash, KeyId, KeyName, KeyUsageRow,
+    NewApiKey, NewOrganization, NewWebhook, OrgId, OrgName, Organization, OrganizationMonth, OverLimit, Plan,
+    PlanChange, PlanId, RequestMeta, SecretBody, SigningSecret, UsageCount, WebhookChanges, WebhookEndpoint, WebhookId,
+    WebhookUrl, WebhookUrlError,
 };
 use crate::service::KeyAccessError;
 
@@ -641,4 +641,54 @@ pub trait WebhookTargets: Send + Sync + 'static {
     /// addresses), an address that is not public ([`crate::is_public_address`]), and a
     /// name that does not resolve.
     async fn check(&self, url: &WebhookUrl) -> Result<(), WebhookUrlError>;
+}
+
+/// The decision of a key's expiry notice: the domain's rule on the key's row and the notices
+/// taken for it, as the sending transaction finds them; the notice due with its event's
+/// `data`, or `None`. Pure: the store may call it again when it retries.
+pub type KeyNoticeDecision =
+    Arc<dyn Fn(&ApiKey, &[crate::model::KeyNotice]) -> Option<(crate::model::KeyNotice, AuditDetails)> + Send + Sync>;
+
+/// The scheduled notices' marks and events: each mark is taken at most once, whichever
+/// instance asks first, in the transaction that writes its event to the outbox.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait WebhookSchedule: Send + Sync + 'static {
+    /// The keys not revoked expiring after `from` and at or before `to`, of organizations
+    /// with an enabled endpoint subscribed to `key.expiring` or `key.expired`, each with the
+    /// notices taken for it.
+    async fn expiring_keys(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> StoreResult<Vec<(ApiKey, Vec<crate::model::KeyNotice>)>>;
+
+    /// In one transaction: reads key `key` and the notices taken for it, asks `decide`, and
+    /// when it gives a notice, takes that notice's mark and writes its event (at `at`, for
+    /// the organization's enabled endpoints subscribed to it). MUST write nothing when the
+    /// mark is taken already (by another instance meanwhile) or no endpoint takes the event
+    /// (no mark either: a later subscriber is told of the nearest notice then). Returns the
+    /// notice this call sent.
+    async fn send_key_notice(
+        &self,
+        key: &KeyId,
+        at: OffsetDateTime,
+        decide: KeyNoticeDecision,
+    ) -> StoreResult<Option<crate::model::KeyNotice>>;
+
+    /// The open organizations with an enabled endpoint subscribed to `usage.threshold`, each
+    /// with its usage marks taken for periods starting on or after `since`.
+    async fn usage_watchers(&self, since: time::Date) -> StoreResult<Vec<(OrgId, Vec<crate::model::UsageMark>)>>;
+
+    /// In one transaction: takes the organization's `marks` not taken yet and, when it took
+    /// the first one, writes `usage.threshold` with `data` (at `at`) for its enabled
+    /// endpoints subscribed to it. MUST write nothing when the first mark is taken already
+    /// or no endpoint takes the event. Returns whether this call sent it.
+    async fn send_usage_notice(
+        &self,
+        org: &OrgId,
+        marks: &[crate::model::UsageMark],
+        data: &AuditDetails,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool>;
 }

@@ -11,7 +11,9 @@ use crate::model::{
     AuditAction, AuditDetails, DetailValue, Environment, NewWebhook, RequestMeta, Scope, SigningSecret, WebhookChanges,
     WebhookEndpoint, WebhookEvents, WebhookId, WebhookUrl, WebhookUrlError,
 };
-use crate::ports::{StoreError, WebhookActivity, WebhookRepository, WebhookStoreError, WebhookTargets};
+use crate::ports::{
+    StoreError, WebhookActivity, WebhookRepository, WebhookSchedule, WebhookStoreError, WebhookTargets,
+};
 
 /// What webhooks are built from; without it every webhook operation answers
 /// [`WebhookError::NotConfigured`].
@@ -20,6 +22,8 @@ pub struct Webhooks {
     pub repository: Arc<dyn WebhookRepository>,
     pub activity: Arc<dyn WebhookActivity>,
     pub targets: Arc<dyn WebhookTargets>,
+    /// The scheduled notices' marks and events.
+    pub schedule: Arc<dyn WebhookSchedule>,
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -282,7 +286,8 @@ mod tests {
 
     fn service_with(repository: MockWebhookRepository, targets: MockWebhookTargets) -> Arc<AccountService> {
         let activity = Arc::new(MockWebhookActivity::new());
-        let webhooks = Webhooks { repository: Arc::new(repository), activity, targets: Arc::new(targets) };
+        let schedule = Arc::new(crate::ports::MockWebhookSchedule::new());
+        let webhooks = Webhooks { repository: Arc::new(repository), activity, targets: Arc::new(targets), schedule };
         Ports::new().service_with(|service| service.with_webhooks(webhooks))
     }
 

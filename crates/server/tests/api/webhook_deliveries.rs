@@ -32,25 +32,25 @@ on_both_backends!(
     without_private_targets_allowed_a_name_pointing_at_loopback_is_refused_at_delivery,
 );
 
-const SECRET_KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+pub(crate) const SECRET_KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
 
 /// One request the receiver took.
 #[derive(Debug, Clone)]
-struct Received {
-    headers: HashMap<String, String>,
-    body: String,
+pub(crate) struct Received {
+    pub headers: HashMap<String, String>,
+    pub body: String,
     at: Instant,
 }
 
 /// A raw HTTP receiver on loopback: records every request, answers 500 to the first
 /// `failures` of them and 204 to the rest.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub url: String,
     got: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Receiver {
-    async fn start(failures: usize) -> Self {
+    pub async fn start(failures: usize) -> Self {
         Self::start_with(failures, 0).await
     }
 
@@ -83,12 +83,12 @@ impl Receiver {
         Self { url, got }
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub fn received(&self) -> Vec<Received> {
         self.got.lock().expect("lock").clone()
     }
 
     /// Waits until `enough` holds of what was received, for at most `limit`.
-    async fn until(&self, limit: Duration, enough: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+    pub async fn until(&self, limit: Duration, enough: impl Fn(&[Received]) -> bool) -> Vec<Received> {
         let started = Instant::now();
         loop {
             let got = self.received();
@@ -147,7 +147,7 @@ fn signatures(received: &Received) -> Vec<&str> {
 }
 
 /// Asserts the headers and the body's shape, and that `secret` signed it; the body parsed.
-fn verified(secret: &str, received: &Received) -> Value {
+pub(crate) fn verified(secret: &str, received: &Received) -> Value {
     let id = &received.headers["webhook-id"];
     assert!(id.starts_with("msg_"), "{id}");
     let timestamp: i64 = received.headers["webhook-timestamp"].parse().expect("Unix seconds");
@@ -164,11 +164,11 @@ fn verified(secret: &str, received: &Received) -> Value {
     body
 }
 
-async fn app_for_webhooks(backend: Backend) -> Option<TestApp> {
+pub(crate) async fn app_for_webhooks(backend: Backend) -> Option<TestApp> {
     spawn_app_with(backend, &[("WEBHOOK_SECRET_KEY", SECRET_KEY), ("WEBHOOK_ALLOW_PRIVATE_TARGETS", "1")]).await
 }
 
-async fn register(app: &TestApp, key: &str, url: &str, events: Value) -> (String, String) {
+pub(crate) async fn register(app: &TestApp, key: &str, url: &str, events: Value) -> (String, String) {
     let reply =
         app.request(Method::POST, "/v1/account/webhooks", Some(key), Some(json!({"url": url, "events": events}))).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
@@ -192,6 +192,8 @@ const ALL_EVENTS: [&str; 13] = [
     "organization.activated",
 ];
 
+/// Every event a change sends; the scheduled ones (`key.expiring`, `key.expired`,
+/// `usage.threshold`) are `webhook_notices.rs`'s.
 async fn every_event_arrives_signed_by_the_specifications_algorithm_and_holds_no_key(backend: Backend) {
     let Some(app) = app_for_webhooks(backend).await else { return };
     let receiver = Receiver::start(0).await;
