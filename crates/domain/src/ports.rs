@@ -185,9 +185,11 @@ pub struct AccountWrite {
 }
 
 /// The decision of an account write: the domain's rule, applied to the rows the write found
-/// ([`FoundInAccountWrite`]); pure, it may be called again when the write is retried.
-pub type AccountWriteDecision =
-    Arc<dyn Fn(FoundInAccountWrite<'_>) -> Result<AccountWrite, AccountOpError> + Send + Sync>;
+/// ([`FoundInAccountWrite`]); pure, it may be called again when the write is retried. Also
+/// the decision of every other write that acts on the organization as its calling key (a
+/// webhook endpoint's): `T` is then what it lets the write do (`()`: go on).
+pub type AccountWriteDecision<T = AccountWrite> =
+    Arc<dyn Fn(FoundInAccountWrite<'_>) -> Result<T, AccountOpError> + Send + Sync>;
 
 /// What a change of a key sets; `None` leaves a property as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -564,11 +566,20 @@ pub enum WebhookStoreError {
     /// The organization already has this many endpoints, the most allowed.
     #[error("the organization already has {0} webhook endpoints, the most allowed: delete one first")]
     LimitReached(u32),
+    /// The write's decision refused it: the calling key may not act now, or the
+    /// organization is closed, as the write's own transaction found them.
+    #[error(transparent)]
+    Refused(AccountOpError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 /// Webhook endpoints, their sealed signing secrets and the audit events of their changes.
+///
+/// Every write (and the test event) is decided on its calling key as its own transaction
+/// finds it, as [`AccountRepository::write_account`] is: it MUST first lock the
+/// organization's row, read the key `actor` (with the organization's status), call `decide`,
+/// and write nothing but return its refusal as `Refused` when it refuses.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait WebhookRepository: Send + Sync + 'static {
@@ -581,6 +592,8 @@ pub trait WebhookRepository: Send + Sync + 'static {
         &self,
         new: &NewWebhook,
         max: u32,
+        actor: &KeyId,
+        decide: AccountWriteDecision<()>,
         audit: &AuditRecord,
     ) -> Result<(WebhookEndpoint, SigningSecret), WebhookStoreError>;
     /// The organization's endpoints, oldest first.
@@ -596,21 +609,33 @@ pub trait WebhookRepository: Send + Sync + 'static {
         org: &OrgId,
         id: &WebhookId,
         changes: &WebhookChanges,
+        actor: &KeyId,
+        decide: AccountWriteDecision<()>,
         audit: &AuditRecord,
-    ) -> StoreResult<Option<WebhookEndpoint>>;
+    ) -> Result<Option<WebhookEndpoint>, WebhookStoreError>;
     /// Deletes the organization's endpoint `id` with its deliveries and records `audit`, in
     /// one transaction; false when there is no such endpoint (nothing written).
-    async fn delete_webhook(&self, org: &OrgId, id: &WebhookId, audit: &AuditRecord) -> StoreResult<bool>;
+    async fn delete_webhook(
+        &self,
+        org: &OrgId,
+        id: &WebhookId,
+        actor: &KeyId,
+        decide: AccountWriteDecision<()>,
+        audit: &AuditRecord,
+    ) -> Result<bool, WebhookStoreError>;
     /// Replaces the endpoint's secret by a fresh one (drawn and sealed as at creation) and
     /// records `audit`, in one transaction. MUST keep the current secret, sealed, as the
     /// previous one until `keep_previous_until`. `None` when there is no such endpoint.
+    #[allow(clippy::too_many_arguments)]
     async fn rotate_webhook_secret(
         &self,
         org: &OrgId,
         id: &WebhookId,
         keep_previous_until: OffsetDateTime,
+        actor: &KeyId,
+        decide: AccountWriteDecision<()>,
         audit: &AuditRecord,
-    ) -> StoreResult<Option<(WebhookEndpoint, SigningSecret)>>;
+    ) -> Result<Option<(WebhookEndpoint, SigningSecret)>, WebhookStoreError>;
 }
 
 /// The test event, and the attempts listed, of [`WebhookRepository`].
@@ -619,8 +644,16 @@ pub trait WebhookRepository: Send + Sync + 'static {
 pub trait WebhookActivity: Send + Sync + 'static {
     /// Writes a `webhook.test` event for the organization's endpoint `id` (whatever it
     /// subscribes to, enabled or not), delivered as every event; its message id, or `None`
-    /// when there is no such endpoint.
-    async fn send_test_event(&self, org: &OrgId, id: &WebhookId, at: OffsetDateTime) -> StoreResult<Option<String>>;
+    /// when there is no such endpoint. Decided on the calling key as the writes of
+    /// [`WebhookRepository`] are.
+    async fn send_test_event(
+        &self,
+        org: &OrgId,
+        id: &WebhookId,
+        at: OffsetDateTime,
+        actor: &KeyId,
+        decide: AccountWriteDecision<()>,
+    ) -> Result<Option<String>, WebhookStoreError>;
     /// The endpoint's attempts with an id below `before`, newest first, at most `limit`;
     /// `None` when the organization has no such endpoint.
     async fn list_attempts(
