@@ -64,6 +64,11 @@ fuzz seconds="60":
 bench backend="both":
     bash scripts/bench.sh {{backend}}
 
+# Webhook load (docs/performance.md): events delivered per second to a fast local receiver,
+# and key creation with one subscribed endpoint against none: sqlite, postgres or both.
+bench-webhooks backend="both":
+    bash scripts/webhook-load.sh {{backend}}
+
 # How the cost grows (docs/performance.md): memory and readiness with 10k to 1M recently
 # used keys, and the change feed's polling load on PostgreSQL.
 growth:

@@ -23,16 +23,9 @@ LOAD_CPU=1
 OUT=target/bench
 mkdir -p "$OUT"
 
-if ! command -v wrk >/dev/null; then
-    echo "installing wrk..." >&2
-    apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
-fi
-if [[ -n ${BENCH_BIN:-} ]]; then
-    BIN=$BENCH_BIN
-else
-    cargo build --release --quiet
-    BIN=target/release/account-api
-fi
+source scripts/bench-lib.sh
+ensure_wrk
+BIN=$(release_binary)
 BASE="http://127.0.0.1:$PORT"
 LUA=$(mktemp -d)
 trap 'rm -rf "$LUA"; [[ -n "${SERVER_PID:-}" ]] && kill "$SERVER_PID" 2>/dev/null || true' EXIT
@@ -75,7 +68,6 @@ load() {
     echo "$rps $p99"
 }
 
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 # 95% bootstrap interval of the median of the numbers on stdin: how far the median could
 # move on a rerun of the same machine.
 median_interval() {
@@ -85,27 +77,6 @@ values = [float(v) for v in sys.stdin.read().split()]
 random.seed(7)
 medians = sorted(statistics.median(random.choices(values, k=len(values))) for _ in range(4000))
 print(f"{medians[100]:.3f}–{medians[3899]:.3f}")'
-}
-
-start_server() {
-    local url=$1; shift
-    # One client address makes every request: the per-address limits and the key cap would
-    # measure refusals, not work.
-    env RATE_LIMIT_SIGNUPS_PER_HOUR=0 RATE_LIMIT_WRITES_PER_MINUTE=0 MAX_ACTIVE_KEYS_PER_ORG=100000 "$@" \
-        DATABASE_URL="$url" BIND_ADDR="127.0.0.1:$PORT" RUST_LOG=warn LOG_FORMAT=json \
-        taskset -c $SERVER_CPU "$BIN" >"$OUT/server.log" 2>&1 &
-    SERVER_PID=$!
-    # Ready: the warm start is over.
-    for _ in $(seq 1 600); do curl -sf "$BASE/readyz" >/dev/null && return 0; sleep 0.1; done
-    echo "server did not start" >&2; cat "$OUT/server.log" >&2; exit 1
-}
-
-stop_server() { kill -TERM "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=; }
-
-signup_key() {
-    curl -sf -X POST "$BASE/v1/signup" -H 'content-type: application/json' \
-        -d "{\"name\": \"Bench\", \"email\": \"bench-$RANDOM$RANDOM@bench.test\"}" |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["api_key"]["key"])'
 }
 
 # paired_rounds BACKEND LABEL KEY: GET /healthz and an authenticated GET /v1/account back to

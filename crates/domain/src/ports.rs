@@ -8,10 +8,10 @@ use time::OffsetDateTime;
 use std::sync::Arc;
 
 use crate::model::{
-    AllowedIps, ApiKey, AuditEvent, AuditRecord, EmailAddress, KeyHash, KeyId, KeyName, KeyUsageRow, NewApiKey,
-    NewOrganization, NewWebhook, OrgId, OrgName, Organization, OrganizationMonth, OverLimit, Plan, PlanChange, PlanId,
-    RequestMeta, SecretBody, SigningSecret, UsageCount, WebhookChanges, WebhookEndpoint, WebhookId, WebhookUrl,
-    WebhookUrlError,
+    AllowedIps, ApiKey, AuditDetails, AuditEvent, AuditRecord, EmailAddress, KeyHash, KeyId, KeyName, KeyUsageRow,
+    NewApiKey, NewOrganization, NewWebhook, OrgId, OrgName, Organization, OrganizationMonth, OverLimit, Plan,
+    PlanChange, PlanId, RequestMeta, SecretBody, SigningSecret, UsageCount, WebhookChanges, WebhookEndpoint, WebhookId,
+    WebhookUrl, WebhookUrlError,
 };
 use crate::service::KeyAccessError;
 
@@ -185,9 +185,11 @@ pub struct AccountWrite {
 }
 
 /// The decision of an account write: the domain's rule, applied to the rows the write found
-/// ([`FoundInAccountWrite`]); pure, it may be called again when the write is retried.
-pub type AccountWriteDecision =
-    Arc<dyn Fn(FoundInAccountWrite<'_>) -> Result<AccountWrite, AccountOpError> + Send + Sync>;
+/// ([`FoundInAccountWrite`]); pure, it may be called again when the write is retried. Also
+/// the decision of every other write that acts on the organization as its calling key (a
+/// webhook endpoint's): `T` is then what it lets the write do (`()`: go on).
+pub type AccountWriteDecision<T = AccountWrite> =
+    Arc<dyn Fn(FoundInAccountWrite<'_>) -> Result<T, AccountOpError> + Send + Sync>;
 
 /// What a change of a key sets; `None` leaves a property as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -564,11 +566,20 @@ pub enum WebhookStoreError {
     /// The organization already has this many endpoints, the most allowed.
     #[error("the organization already has {0} webhook endpoints, the most allowed: delete one first")]
     LimitReached(u32),
+    /// The write's decision refused it: the calling key may not act now, or the
+    /// organization is closed, as the write's own transaction found them.
+    #[error(transparent)]
+    Refused(AccountOpError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 /// Webhook endpoints, their sealed signing secrets and the audit events of their changes.
+///
+/// Every write (and the test event) is decided on its calling key as its own transaction
+/// finds it, as [`AccountRepository::write_account`] is: it MUST first lock the
+/// organization's row, read the key `actor` (with the organization's status), call `decide`,
+/// and write nothing but return its refusal as `Refused` when it refuses.
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait WebhookRepository: Send + Sync + 'static {
@@ -581,6 +592,8 @@ pub trait WebhookRepository: Send + Sync + 'static {
         &self,
         new: &NewWebhook,
         max: u32,
+        actor: &KeyId,
+        decide: AccountWriteDecision<()>,
         audit: &AuditRecord,
     ) -> Result<(WebhookEndpoint, SigningSecret), WebhookStoreError>;
     /// The organization's endpoints, oldest first.
@@ -596,21 +609,33 @@ pub trait WebhookRepository: Send + Sync + 'static {
         org: &OrgId,
         id: &WebhookId,
         changes: &WebhookChanges,
+        actor: &KeyId,
+        decide: AccountWriteDecision<()>,
         audit: &AuditRecord,
-    ) -> StoreResult<Option<WebhookEndpoint>>;
+    ) -> Result<Option<WebhookEndpoint>, WebhookStoreError>;
     /// Deletes the organization's endpoint `id` with its deliveries and records `audit`, in
     /// one transaction; false when there is no such endpoint (nothing written).
-    async fn delete_webhook(&self, org: &OrgId, id: &WebhookId, audit: &AuditRecord) -> StoreResult<bool>;
+    async fn delete_webhook(
+        &self,
+        org: &OrgId,
+        id: &WebhookId,
+        actor: &KeyId,
+        decide: AccountWriteDecision<()>,
+        audit: &AuditRecord,
+    ) -> Result<bool, WebhookStoreError>;
     /// Replaces the endpoint's secret by a fresh one (drawn and sealed as at creation) and
     /// records `audit`, in one transaction. MUST keep the current secret, sealed, as the
     /// previous one until `keep_previous_until`. `None` when there is no such endpoint.
+    #[allow(clippy::too_many_arguments)]
     async fn rotate_webhook_secret(
         &self,
         org: &OrgId,
         id: &WebhookId,
         keep_previous_until: OffsetDateTime,
+        actor: &KeyId,
+        decide: AccountWriteDecision<()>,
         audit: &AuditRecord,
-    ) -> StoreResult<Option<(WebhookEndpoint, SigningSecret)>>;
+    ) -> Result<Option<(WebhookEndpoint, SigningSecret)>, WebhookStoreError>;
 }
 
 /// The test event, and the attempts listed, of [`WebhookRepository`].
@@ -619,8 +644,16 @@ pub trait WebhookRepository: Send + Sync + 'static {
 pub trait WebhookActivity: Send + Sync + 'static {
     /// Writes a `webhook.test` event for the organization's endpoint `id` (whatever it
     /// subscribes to, enabled or not), delivered as every event; its message id, or `None`
-    /// when there is no such endpoint.
-    async fn send_test_event(&self, org: &OrgId, id: &WebhookId, at: OffsetDateTime) -> StoreResult<Option<String>>;
+    /// when there is no such endpoint. Decided on the calling key as the writes of
+    /// [`WebhookRepository`] are.
+    async fn send_test_event(
+        &self,
+        org: &OrgId,
+        id: &WebhookId,
+        at: OffsetDateTime,
+        actor: &KeyId,
+        decide: AccountWriteDecision<()>,
+    ) -> Result<Option<String>, WebhookStoreError>;
     /// The endpoint's attempts with an id below `before`, newest first, at most `limit`;
     /// `None` when the organization has no such endpoint.
     async fn list_attempts(
@@ -641,4 +674,54 @@ pub trait WebhookTargets: Send + Sync + 'static {
     /// addresses), an address that is not public ([`crate::is_public_address`]), and a
     /// name that does not resolve.
     async fn check(&self, url: &WebhookUrl) -> Result<(), WebhookUrlError>;
+}
+
+/// The decision of a key's expiry notice: the domain's rule on the key's row and the notices
+/// taken for it, as the sending transaction finds them; the notice due with its event's
+/// `data`, or `None`. Pure: the store may call it again when it retries.
+pub type KeyNoticeDecision =
+    Arc<dyn Fn(&ApiKey, &[crate::model::KeyNotice]) -> Option<(crate::model::KeyNotice, AuditDetails)> + Send + Sync>;
+
+/// The scheduled notices' marks and events: each mark is taken at most once, whichever
+/// instance asks first, in the transaction that writes its event to the outbox.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait WebhookSchedule: Send + Sync + 'static {
+    /// The keys not revoked expiring after `from` and at or before `to`, of organizations
+    /// with an enabled endpoint subscribed to `key.expiring` or `key.expired`, each with the
+    /// notices taken for it.
+    async fn expiring_keys(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> StoreResult<Vec<(ApiKey, Vec<crate::model::KeyNotice>)>>;
+
+    /// In one transaction: reads key `key` and the notices taken for it, asks `decide`, and
+    /// when it gives a notice, takes that notice's mark and writes its event (at `at`, for
+    /// the organization's enabled endpoints subscribed to it). MUST write nothing when the
+    /// mark is taken already (by another instance meanwhile) or no endpoint takes the event
+    /// (no mark either: a later subscriber is told of the nearest notice then). Returns the
+    /// notice this call sent.
+    async fn send_key_notice(
+        &self,
+        key: &KeyId,
+        at: OffsetDateTime,
+        decide: KeyNoticeDecision,
+    ) -> StoreResult<Option<crate::model::KeyNotice>>;
+
+    /// The open organizations with an enabled endpoint subscribed to `usage.threshold`, each
+    /// with its usage marks taken for periods starting on or after `since`.
+    async fn usage_watchers(&self, since: time::Date) -> StoreResult<Vec<(OrgId, Vec<crate::model::UsageMark>)>>;
+
+    /// In one transaction: takes the organization's `marks` not taken yet and, when it took
+    /// the first one, writes `usage.threshold` with `data` (at `at`) for its enabled
+    /// endpoints subscribed to it. MUST write nothing when the first mark is taken already
+    /// or no endpoint takes the event. Returns whether this call sent it.
+    async fn send_usage_notice(
+        &self,
+        org: &OrgId,
+        marks: &[crate::model::UsageMark],
+        data: &AuditDetails,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool>;
 }

@@ -27,21 +27,7 @@ pub(crate) fn write_account(
     actor: &str,
     decide: &AccountWriteDecision,
 ) -> Result<Organization, RepoError> {
-    // The organization's row first (as every key write takes it), then the caller's key.
-    if lock_organization(conn, org)?.is_none() {
-        return Err(AccountOpError::Closed.into());
-    }
-    let organization = load_organization(conn, org)?.ok_or(AccountOpError::Closed)?;
-    let query = api_keys::table.find(actor).filter(api_keys::org_id.eq(org));
-    let row: Option<ApiKeyRow> = match conn {
-        DbConnection::Postgres(pg) => query.select(ApiKeyRow::as_select()).for_no_key_update().first(pg).optional()?,
-        DbConnection::Sqlite(lite) => query.select(ApiKeyRow::as_select()).first(lite).optional()?,
-    };
-    let actor_key = row.map(ApiKey::try_from).transpose()?;
-    let write = decide(FoundInAccountWrite {
-        actor: actor_key.as_ref().map(|key| (key, organization.is_active)),
-        organization: &organization,
-    })?;
+    let (write, organization) = decide_on_caller(conn, org, actor, decide)?;
     let nothing = write.name.is_none() && write.email.is_none() && write.plan.is_none() && write.close.is_none();
     if nothing && write.events.is_empty() {
         return Ok(organization);
@@ -86,6 +72,34 @@ pub(crate) fn write_account(
     }
     publish_change(conn, None, Some(org))?;
     Ok(load_organization(conn, org)?.ok_or_else(|| anyhow::anyhow!("the organization written is gone"))?)
+}
+
+/// The start of every write decided on its calling key and its organization as its own
+/// transaction finds them (an account write, a webhook endpoint's): locks the
+/// organization's row first (as every key write takes it), then reads the caller's key
+/// (locked on PostgreSQL), and asks `decide`; its refusal is returned as it is, before
+/// anything is written. An unknown organization is `Closed`.
+pub(crate) fn decide_on_caller<T>(
+    conn: &mut DbConnection,
+    org: &str,
+    actor: &str,
+    decide: &AccountWriteDecision<T>,
+) -> Result<(T, Organization), RepoError> {
+    if lock_organization(conn, org)?.is_none() {
+        return Err(AccountOpError::Closed.into());
+    }
+    let organization = load_organization(conn, org)?.ok_or(AccountOpError::Closed)?;
+    let query = api_keys::table.find(actor).filter(api_keys::org_id.eq(org));
+    let row: Option<ApiKeyRow> = match conn {
+        DbConnection::Postgres(pg) => query.select(ApiKeyRow::as_select()).for_no_key_update().first(pg).optional()?,
+        DbConnection::Sqlite(lite) => query.select(ApiKeyRow::as_select()).first(lite).optional()?,
+    };
+    let actor_key = row.map(ApiKey::try_from).transpose()?;
+    let decided = decide(FoundInAccountWrite {
+        actor: actor_key.as_ref().map(|key| (key, organization.is_active)),
+        organization: &organization,
+    })?;
+    Ok((decided, organization))
 }
 
 /// Revokes every key of `org` not revoked yet, at `at`, each with its `key.revoked` event

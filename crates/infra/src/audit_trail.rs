@@ -104,6 +104,7 @@ fn details_json(details: &AuditDetails) -> Option<String> {
             let value = match value {
                 DetailValue::Text(text) => serde_json::Value::from(text.as_str()),
                 DetailValue::List(items) => serde_json::Value::from(items.clone()),
+                DetailValue::Number(n) => serde_json::Value::from(*n),
             };
             (name.clone(), value)
         })
@@ -124,6 +125,7 @@ fn details_of(stored: &str) -> anyhow::Result<AuditDetails> {
                     .collect::<Option<Vec<_>>>()
                     .context("a list of text")?,
             ),
+            serde_json::Value::Number(n) => DetailValue::Number(n.as_i64().context("a whole number")?),
             other => anyhow::bail!("stored audit detail {name} is {other}"),
         };
         Ok(details.with(&name, value))

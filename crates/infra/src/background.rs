@@ -30,7 +30,7 @@ impl BackgroundTasks {
     /// Starts what `assembly`'s role runs (call within a tokio runtime):
     /// - server: the warm start (then `ready`), the cache sync that also prunes the change
     ///   feed, the usage flush, the pruning of old usage counts, and (with a
-    ///   `WEBHOOK_SECRET_KEY`) the webhook delivery worker;
+    ///   `WEBHOOK_SECRET_KEY`) the webhook delivery worker and the pass of scheduled notices;
     /// - verifier: the cache sync (when there is a cache) and the usage flush;
     /// - operator: nothing.
     pub(crate) fn start(assembly: &Assembly, ready: Arc<AtomicBool>) -> Self {
@@ -69,6 +69,11 @@ impl BackgroundTasks {
                             stats: assembly.webhook_stats().clone(),
                         };
                         tasks.push(tokio::spawn(crate::webhook_delivery::deliver_periodically(worker)));
+                        let (scheduling, period) = (service.clone(), settings.webhooks.schedule_interval);
+                        tasks.push(tokio::spawn(every(period, period, move || {
+                            let service = scheduling.clone();
+                            async move { send_scheduled_notices(&service).await }
+                        })));
                     }
                 } else {
                     ready.store(true, Ordering::Release);
@@ -150,6 +155,20 @@ where
     loop {
         ticker.tick().await;
         work().await;
+    }
+}
+
+/// One scheduled pass of webhook notices, its outcome logged (a failed pass is tried again
+/// at the next).
+async fn send_scheduled_notices(service: &AccountService) {
+    match service.send_scheduled_notices().await {
+        Ok(sent) if sent.keys + sent.usage > 0 => {
+            tracing::info!(keys = sent.keys, usage = sent.usage, "scheduled webhook notices sent");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "the scheduled webhook notices could not be sent; will retry")
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use crate::background::BackgroundTasks;
 use crate::{
     Database, InMemoryCredentialCache, OsRandomGenerator, ResolvingWebhookTargets, Settings, SqlAccountRepository,
-    SqlChangeFeed, SqlKeyRepository, SqlWebhookRepository, SystemClock,
+    SqlChangeFeed, SqlKeyRepository, SqlWebhookRepository, SqlWebhookSchedule, SystemClock,
 };
 
 /// What a process does with the service, which decides what is built and run beside it.
@@ -76,6 +76,7 @@ impl Assembly {
                 repository: repository.clone(),
                 activity: repository,
                 targets: Arc::new(ResolvingWebhookTargets::new(settings.webhooks.allow_private_targets)),
+                schedule: Arc::new(SqlWebhookSchedule::new(database.clone())),
             });
         }
         let cached = role != Role::Operator && settings.cache.max_keys > 0;

@@ -28,6 +28,7 @@ mod verifier;
 mod webhook_delivery;
 mod webhook_outbox;
 mod webhook_repository;
+mod webhook_schedule;
 
 pub use account_repository::SqlAccountRepository;
 pub use background::BackgroundTasks;
@@ -43,3 +44,4 @@ pub use system::{OsRandomGenerator, SystemClock};
 pub use verifier::Verifier;
 pub use webhook_delivery::WebhookStats;
 pub use webhook_repository::{ResolvingWebhookTargets, SqlWebhookRepository, WebhookKey};
+pub use webhook_schedule::SqlWebhookSchedule;

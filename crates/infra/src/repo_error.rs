@@ -65,6 +65,17 @@ impl RepoError {
     }
 }
 
+impl RepoError {
+    /// For the webhook endpoint writes: their decision's refusals stay typed, anything
+    /// else is a store failure.
+    pub(crate) fn into_webhook_error(self, doing: &'static str) -> account_domain::WebhookStoreError {
+        match self {
+            Self::Account(refused) => account_domain::WebhookStoreError::Refused(refused),
+            other => account_domain::WebhookStoreError::Store(other.into_store_error(doing)),
+        }
+    }
+}
+
 impl From<AccountOpError> for RepoError {
     fn from(e: AccountOpError) -> Self {
         Self::Account(e)

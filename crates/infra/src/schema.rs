@@ -41,6 +41,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    key_expiry_notices (key_id, notice) {
+        key_id -> Text,
+        notice -> Text,
+        sent_at -> BigInt,
+    }
+}
+
+diesel::table! {
     key_usage (key_id, day, outcome) {
         key_id -> Text,
         day -> Text,
@@ -77,6 +85,15 @@ diesel::table! {
         base_price_cents -> BigInt,
         included_requests_per_month -> BigInt,
         over_limit -> Text,
+    }
+}
+
+diesel::table! {
+    usage_threshold_notices (org_id, period_start, percent) {
+        org_id -> Text,
+        period_start -> Text,
+        percent -> Integer,
+        sent_at -> BigInt,
     }
 }
 
@@ -135,10 +152,12 @@ diesel::table! {
 }
 
 diesel::joinable!(api_keys -> organizations (org_id));
+diesel::joinable!(key_expiry_notices -> api_keys (key_id));
 diesel::joinable!(key_usage -> api_keys (key_id));
 diesel::joinable!(organizations -> plans (plan_id));
 diesel::joinable!(plan_periods -> organizations (org_id));
 diesel::joinable!(plan_periods -> plans (plan_id));
+diesel::joinable!(usage_threshold_notices -> organizations (org_id));
 diesel::joinable!(webhook_attempts -> webhook_deliveries (delivery_id));
 diesel::joinable!(webhook_attempts -> webhook_endpoints (endpoint_id));
 diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
@@ -148,10 +167,12 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_keys,
     audit_events,
     cache_events,
+    key_expiry_notices,
     key_usage,
     organizations,
     plan_periods,
     plans,
+    usage_threshold_notices,
     usage_writers,
     webhook_attempts,
     webhook_deliveries,

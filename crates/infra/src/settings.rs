@@ -50,6 +50,9 @@ pub struct WebhookSettings {
     pub timeout: Duration,
     /// `WEBHOOK_RETRY_HOURS`: how long an event is retried before it is marked failed.
     pub retry_for: Duration,
+    /// `WEBHOOK_SCHEDULE_SECS`: how often a server looks for the expiry and usage notices
+    /// due (`key.expiring`, `key.expired`, `usage.threshold`).
+    pub schedule_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +95,7 @@ impl Settings {
                 allow_private_targets: false,
                 timeout: Duration::from_secs(10),
                 retry_for: Duration::from_secs(24 * 3600),
+                schedule_interval: Duration::from_secs(60),
             },
         }
     }

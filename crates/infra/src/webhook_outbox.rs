@@ -89,6 +89,7 @@ fn body_of(id: &str, kind: &str, org: &str, at: OffsetDateTime, data: &AuditDeta
             let value = match value {
                 DetailValue::Text(text) => serde_json::Value::from(text.as_str()),
                 DetailValue::List(items) => serde_json::Value::from(items.clone()),
+                DetailValue::Number(n) => serde_json::Value::from(*n),
             };
             (name.clone(), value)
         })

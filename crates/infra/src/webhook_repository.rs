@@ -5,9 +5,9 @@
 use std::net::IpAddr;
 
 use account_domain::{
-    is_public_address, AuditDetails, AuditRecord, DetailValue, NewWebhook, OrgId, SigningSecret, StoreResult,
-    WebhookActivity, WebhookAttempt, WebhookChanges, WebhookEndpoint, WebhookEvents, WebhookHost, WebhookId,
-    WebhookRepository, WebhookStoreError, WebhookTargets, WebhookUrl, WebhookUrlError,
+    is_public_address, AccountWriteDecision, AuditDetails, AuditRecord, DetailValue, KeyId, NewWebhook, OrgId,
+    SigningSecret, StoreResult, WebhookActivity, WebhookAttempt, WebhookChanges, WebhookEndpoint, WebhookEvents,
+    WebhookHost, WebhookId, WebhookRepository, WebhookStoreError, WebhookTargets, WebhookUrl, WebhookUrlError,
 };
 use anyhow::Context as _;
 use async_trait::async_trait;
@@ -20,6 +20,7 @@ use rand::rngs::OsRng;
 use rand::TryRngCore as _;
 use time::OffsetDateTime;
 
+use crate::account_writes::decide_on_caller;
 use crate::audit_trail;
 use crate::connection::DbConnection;
 use crate::database::Database;
@@ -138,33 +139,25 @@ fn load(conn: &mut DbConnection, org: &str, id: &str) -> Result<Option<WebhookEn
     Ok(row.map(EndpointRow::into_domain).transpose()?)
 }
 
-/// Locks the organization's row (PostgreSQL; SQLite's write lock is the database's), so
-/// that concurrent registrations count one after the other.
-fn lock_organization(conn: &mut DbConnection, org: &str) -> Result<(), RepoError> {
-    if matches!(conn, DbConnection::Postgres(_)) {
-        diesel::sql_query("SELECT id FROM organizations WHERE id = $1 FOR NO KEY UPDATE")
-            .bind::<diesel::sql_types::Text, _>(org)
-            .execute(conn)?;
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl WebhookRepository for SqlWebhookRepository {
     async fn create_webhook(
         &self,
         new: &NewWebhook,
         max: u32,
+        actor: &KeyId,
+        decide: AccountWriteDecision<()>,
         audit: &AuditRecord,
     ) -> Result<(WebhookEndpoint, SigningSecret), WebhookStoreError> {
         let (bytes, secret) = fresh_secret().map_err(|e| WebhookStoreError::Store(e.into()))?;
         let sealed = self.key.seal(new.id.as_str(), &bytes).map_err(|e| WebhookStoreError::Store(e.into()))?;
-        let (new, audit) = (new.clone(), audit.clone());
+        let (new, actor, audit) = (new.clone(), actor.to_string(), audit.clone());
         let outcome = self
             .db
             .write(move |conn| {
                 let org = new.org_id.as_str();
-                lock_organization(conn, org)?;
+                // The organization's row locked: concurrent registrations count one after the other.
+                decide_on_caller(conn, org, &actor, &decide)?;
                 let count: i64 =
                     webhook_endpoints::table.filter(webhook_endpoints::org_id.eq(org)).count().get_result(conn)?;
                 if count >= i64::from(max) {
@@ -190,7 +183,7 @@ impl WebhookRepository for SqlWebhookRepository {
                     .map(Some)
             })
             .await
-            .map_err(|e| WebhookStoreError::Store(e.into_store_error("creating a webhook endpoint")))?;
+            .map_err(|e| e.into_webhook_error("creating a webhook endpoint"))?;
         match outcome {
             Some(endpoint) => Ok((endpoint, secret)),
             None => Err(WebhookStoreError::LimitReached(max)),
@@ -225,11 +218,15 @@ impl WebhookRepository for SqlWebhookRepository {
         org: &OrgId,
         id: &WebhookId,
         changes: &WebhookChanges,
+        actor: &KeyId,
+        decide: AccountWriteDecision<()>,
         audit: &AuditRecord,
-    ) -> StoreResult<Option<WebhookEndpoint>> {
+    ) -> Result<Option<WebhookEndpoint>, WebhookStoreError> {
         let (org, id, changes, audit) = (org.to_string(), id.to_string(), changes.clone(), audit.clone());
+        let actor = actor.to_string();
         self.db
             .write(move |conn| {
+                decide_on_caller(conn, &org, &actor, &decide)?;
                 if load(conn, &org, &id)?.is_none() {
                     return Ok(None);
                 }
@@ -258,13 +255,21 @@ impl WebhookRepository for SqlWebhookRepository {
                 load(conn, &org, &id)
             })
             .await
-            .map_err(|e| e.into_store_error("changing a webhook endpoint"))
+            .map_err(|e| e.into_webhook_error("changing a webhook endpoint"))
     }
 
-    async fn delete_webhook(&self, org: &OrgId, id: &WebhookId, audit: &AuditRecord) -> StoreResult<bool> {
-        let (org, id, audit) = (org.to_string(), id.to_string(), audit.clone());
+    async fn delete_webhook(
+        &self,
+        org: &OrgId,
+        id: &WebhookId,
+        actor: &KeyId,
+        decide: AccountWriteDecision<()>,
+        audit: &AuditRecord,
+    ) -> Result<bool, WebhookStoreError> {
+        let (org, id, actor, audit) = (org.to_string(), id.to_string(), actor.to_string(), audit.clone());
         self.db
             .write(move |conn| {
+                decide_on_caller(conn, &org, &actor, &decide)?;
                 let deleted = diesel::delete(
                     webhook_endpoints::table
                         .filter(webhook_endpoints::org_id.eq(&org).and(webhook_endpoints::id.eq(&id))),
@@ -277,7 +282,7 @@ impl WebhookRepository for SqlWebhookRepository {
                 Ok(true)
             })
             .await
-            .map_err(|e| e.into_store_error("deleting a webhook endpoint"))
+            .map_err(|e| e.into_webhook_error("deleting a webhook endpoint"))
     }
 
     async fn rotate_webhook_secret(
@@ -285,15 +290,18 @@ impl WebhookRepository for SqlWebhookRepository {
         org: &OrgId,
         id: &WebhookId,
         keep_previous_until: OffsetDateTime,
+        actor: &KeyId,
+        decide: AccountWriteDecision<()>,
         audit: &AuditRecord,
-    ) -> StoreResult<Option<(WebhookEndpoint, SigningSecret)>> {
-        let (bytes, secret) = fresh_secret()?;
-        let sealed = self.key.seal(id.as_str(), &bytes)?;
-        let (org, id, audit) = (org.to_string(), id.to_string(), audit.clone());
+    ) -> Result<Option<(WebhookEndpoint, SigningSecret)>, WebhookStoreError> {
+        let (bytes, secret) = fresh_secret().map_err(|e| WebhookStoreError::Store(e.into()))?;
+        let sealed = self.key.seal(id.as_str(), &bytes).map_err(|e| WebhookStoreError::Store(e.into()))?;
+        let (org, id, actor, audit) = (org.to_string(), id.to_string(), actor.to_string(), audit.clone());
         let until = to_micros(keep_previous_until);
         let endpoint = self
             .db
             .write(move |conn| {
+                decide_on_caller(conn, &org, &actor, &decide)?;
                 let current: Option<String> = webhook_endpoints::table
                     .filter(webhook_endpoints::org_id.eq(&org).and(webhook_endpoints::id.eq(&id)))
                     .select(webhook_endpoints::secret_sealed)
@@ -314,22 +322,30 @@ impl WebhookRepository for SqlWebhookRepository {
                 load(conn, &org, &id)
             })
             .await
-            .map_err(|e| e.into_store_error("rotating a webhook secret"))?;
+            .map_err(|e| e.into_webhook_error("rotating a webhook secret"))?;
         Ok(endpoint.map(|endpoint| (endpoint, secret)))
     }
 }
 
 #[async_trait]
 impl WebhookActivity for SqlWebhookRepository {
-    async fn send_test_event(&self, org: &OrgId, id: &WebhookId, at: OffsetDateTime) -> StoreResult<Option<String>> {
-        let (org, id) = (org.to_string(), id.to_string());
+    async fn send_test_event(
+        &self,
+        org: &OrgId,
+        id: &WebhookId,
+        at: OffsetDateTime,
+        actor: &KeyId,
+        decide: AccountWriteDecision<()>,
+    ) -> Result<Option<String>, WebhookStoreError> {
+        let (org, id, actor) = (org.to_string(), id.to_string(), actor.to_string());
         self.db
             .write(move |conn| {
+                decide_on_caller(conn, &org, &actor, &decide)?;
                 let data = AuditDetails::none().with("webhook_id", DetailValue::Text(id.clone()));
                 crate::webhook_outbox::enqueue_event(conn, &org, "webhook.test", &data, at, Some(&id))
             })
             .await
-            .map_err(|e| e.into_store_error("sending a webhook test event"))
+            .map_err(|e| e.into_webhook_error("sending a webhook test event"))
     }
 
     async fn list_attempts(

@@ -44,6 +44,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("WEBHOOK_ALLOW_PRIVATE_TARGETS", "1: webhooks may target loopback and private addresses"),
     ("WEBHOOK_TIMEOUT_MS", "how long a webhook receiver has to answer 2xx"),
     ("WEBHOOK_RETRY_HOURS", "how long a webhook event is retried before it fails"),
+    ("WEBHOOK_SCHEDULE_SECS", "how often expiry and usage webhook notices are looked for"),
     ("LOG_FORMAT", "json or pretty"),
     ("RUST_LOG", "log filter (default info)"),
 ];
@@ -161,6 +162,9 @@ impl Config {
                 .map_or(defaults.webhooks.timeout, Duration::from_millis);
         let webhook_retry = parse(&get, "WEBHOOK_RETRY_HOURS", "hours from 1 to 168", |n: &u64| (1..=168).contains(n))?
             .map_or(defaults.webhooks.retry_for, |h| Duration::from_secs(h * 3600));
+        let webhook_schedule =
+            parse(&get, "WEBHOOK_SCHEDULE_SECS", "seconds from 1 to 3600", |n: &u64| (1..=3600).contains(n))?
+                .map_or(defaults.webhooks.schedule_interval, Duration::from_secs);
         let trusted_proxies = match get("TRUSTED_PROXIES") {
             None => TrustedProxies::default(),
             Some(raw) => TrustedProxies::parse(&raw).map_err(|e| ConfigError {
@@ -226,6 +230,7 @@ impl Config {
                 allow_private_targets,
                 timeout: webhook_timeout,
                 retry_for: webhook_retry,
+                schedule_interval: webhook_schedule,
             },
         };
         Ok(Self {

@@ -129,6 +129,8 @@ impl RequestMeta {
 pub enum DetailValue {
     Text(String),
     List(Vec<String>),
+    /// A count or a percentage (the scheduled webhook events' figures).
+    Number(i64),
 }
 
 /// What an event changed, by name (the fields of `account.updated`, a plan change's `from`

@@ -11,6 +11,7 @@ mod plan_period;
 mod text;
 mod usage;
 mod webhook;
+mod webhook_notice;
 
 pub use allowed_ips::*;
 pub use api_key::*;
@@ -23,3 +24,4 @@ pub use plan_period::*;
 pub use text::TextError;
 pub use usage::*;
 pub use webhook::*;
+pub use webhook_notice::*;

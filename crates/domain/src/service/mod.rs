@@ -14,6 +14,7 @@ mod quota;
 mod signup;
 mod usage_report;
 mod verify;
+mod webhook_schedule;
 mod webhooks;
 
 #[cfg(test)]
@@ -37,6 +38,9 @@ pub use usage_report::{
     UsageTotals,
 };
 pub use verify::Verification;
+pub use webhook_schedule::{
+    key_notice_data, key_notice_due, usage_thresholds_reached, ScheduledNotices, KEY_EXPIRED_NOTICE_LIMIT,
+};
 pub use webhooks::{
     webhook_attempt_id, WebhookAttemptPage, WebhookError, WebhookRequest, WebhookWithSecret, Webhooks,
     MAX_WEBHOOKS_PER_ORG, PREVIOUS_SECRET_LIFETIME,

@@ -6,12 +6,16 @@ use std::sync::Arc;
 use thiserror::Error;
 use time::Duration;
 
+use super::account_update::acting_organization;
 use super::{AccountService, InsufficientScope, Principal};
 use crate::model::{
     AuditAction, AuditDetails, DetailValue, Environment, NewWebhook, RequestMeta, Scope, SigningSecret, WebhookChanges,
     WebhookEndpoint, WebhookEvents, WebhookId, WebhookUrl, WebhookUrlError,
 };
-use crate::ports::{StoreError, WebhookActivity, WebhookRepository, WebhookStoreError, WebhookTargets};
+use crate::ports::{
+    AccountOpError, AccountWriteDecision, StoreError, WebhookActivity, WebhookRepository, WebhookSchedule,
+    WebhookStoreError, WebhookTargets,
+};
 
 /// What webhooks are built from; without it every webhook operation answers
 /// [`WebhookError::NotConfigured`].
@@ -20,6 +24,8 @@ pub struct Webhooks {
     pub repository: Arc<dyn WebhookRepository>,
     pub activity: Arc<dyn WebhookActivity>,
     pub targets: Arc<dyn WebhookTargets>,
+    /// The scheduled notices' marks and events.
+    pub schedule: Arc<dyn WebhookSchedule>,
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -51,6 +57,10 @@ pub enum WebhookError {
     InvalidLimit,
     #[error("`before` must be an attempt id such as att_42")]
     InvalidCursor,
+    /// The calling key may not act now (revoked meanwhile, expired, its address...), or the
+    /// organization is closed, as the write's own transaction found them.
+    #[error(transparent)]
+    Refused(AccountOpError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -59,7 +69,8 @@ impl From<WebhookStoreError> for WebhookError {
     fn from(e: WebhookStoreError) -> Self {
         match e {
             WebhookStoreError::LimitReached(max) => Self::LimitReached(max),
-            WebhookStoreError::Store(e) => Self::Store(e),
+            WebhookStoreError::Refused(AccountOpError::Store(e)) | WebhookStoreError::Store(e) => Self::Store(e),
+            WebhookStoreError::Refused(refused) => Self::Refused(refused),
         }
     }
 }
@@ -110,6 +121,14 @@ impl AccountService {
         self.webhooks.is_some()
     }
 
+    /// The decision of an endpoint write: the caller's key, as the write's own transaction
+    /// finds it, may still act now from the request's address, and the organization is open
+    /// (the rule of account writes, [`acting_organization`]).
+    fn caller_still_acts(&self, meta: &RequestMeta) -> AccountWriteDecision<()> {
+        let (now, client) = (self.clock.now(), meta.client_ip());
+        Arc::new(move |found| acting_organization(&found, client, now).map(|_| ()))
+    }
+
     fn webhooks_for(&self, caller: &Principal, needs: Scope) -> Result<&Webhooks, WebhookError> {
         let webhooks = self.webhooks.as_ref().ok_or(WebhookError::NotConfigured)?;
         self.authorize(caller, needs)?;
@@ -147,7 +166,9 @@ impl AccountService {
             meta,
             now,
         );
-        let (endpoint, secret) = webhooks.repository.create_webhook(&new, MAX_WEBHOOKS_PER_ORG, &audit).await?;
+        let decide = self.caller_still_acts(meta);
+        let (endpoint, secret) =
+            webhooks.repository.create_webhook(&new, MAX_WEBHOOKS_PER_ORG, caller.key_id(), decide, &audit).await?;
         Ok(WebhookWithSecret { endpoint, secret })
     }
 
@@ -185,7 +206,11 @@ impl AccountService {
         let mut audit =
             self.audit_record(caller.org_id(), AuditAction::WebhookUpdated, Some(id.as_str()), Some(caller), meta, now);
         audit.details = AuditDetails::none().with("fields", DetailValue::List(changes.fields()));
-        webhooks.repository.update_webhook(caller.org_id(), &id, &changes, &audit).await?.ok_or(WebhookError::NotFound)
+        let decide = self.caller_still_acts(meta);
+        let repository = &webhooks.repository;
+        let updated =
+            repository.update_webhook(caller.org_id(), &id, &changes, caller.key_id(), decide, &audit).await?;
+        updated.ok_or(WebhookError::NotFound)
     }
 
     /// Deletes an endpoint with its deliveries. Needs a live key with `write`; audited
@@ -196,7 +221,8 @@ impl AccountService {
         let now = self.clock.now();
         let audit =
             self.audit_record(caller.org_id(), AuditAction::WebhookDeleted, Some(id.as_str()), Some(caller), meta, now);
-        if webhooks.repository.delete_webhook(caller.org_id(), &id, &audit).await? {
+        let decide = self.caller_still_acts(meta);
+        if webhooks.repository.delete_webhook(caller.org_id(), &id, caller.key_id(), decide, &audit).await? {
             Ok(())
         } else {
             Err(WebhookError::NotFound)
@@ -205,11 +231,12 @@ impl AccountService {
 
     /// Sends a `webhook.test` event to an endpoint (delivered, signed and retried as every
     /// event); its message id. Needs a live key with `write`.
-    pub async fn test_webhook(&self, caller: &Principal, id: &str) -> Result<String, WebhookError> {
+    pub async fn test_webhook(&self, caller: &Principal, id: &str, meta: &RequestMeta) -> Result<String, WebhookError> {
         let webhooks = self.webhooks_for(caller, Scope::Write)?;
         let id = WebhookId::new(id).map_err(|_| WebhookError::NotFound)?;
-        let now = self.clock.now();
-        webhooks.activity.send_test_event(caller.org_id(), &id, now).await?.ok_or(WebhookError::NotFound)
+        let (now, decide) = (self.clock.now(), self.caller_still_acts(meta));
+        let sent = webhooks.activity.send_test_event(caller.org_id(), &id, now, caller.key_id(), decide).await?;
+        sent.ok_or(WebhookError::NotFound)
     }
 
     /// An endpoint's delivery attempts, newest first, `limit` (1 to 100, default 50) at a
@@ -265,9 +292,10 @@ impl AccountService {
             meta,
             now,
         );
+        let (until, decide) = (now + PREVIOUS_SECRET_LIFETIME, self.caller_still_acts(meta));
         let (endpoint, secret) = webhooks
             .repository
-            .rotate_webhook_secret(caller.org_id(), &id, now + PREVIOUS_SECRET_LIFETIME, &audit)
+            .rotate_webhook_secret(caller.org_id(), &id, until, caller.key_id(), decide, &audit)
             .await?
             .ok_or(WebhookError::NotFound)?;
         Ok(WebhookWithSecret { endpoint, secret })
@@ -282,7 +310,8 @@ mod tests {
 
     fn service_with(repository: MockWebhookRepository, targets: MockWebhookTargets) -> Arc<AccountService> {
         let activity = Arc::new(MockWebhookActivity::new());
-        let webhooks = Webhooks { repository: Arc::new(repository), activity, targets: Arc::new(targets) };
+        let schedule = Arc::new(crate::ports::MockWebhookSchedule::new());
+        let webhooks = Webhooks { repository: Arc::new(repository), activity, targets: Arc::new(targets), schedule };
         Ports::new().service_with(|service| service.with_webhooks(webhooks))
     }
 
@@ -333,16 +362,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_write_is_decided_on_the_calling_key_and_organization_as_its_transaction_finds_them() {
+        let mut repository = MockWebhookRepository::new();
+        repository.expect_update_webhook().times(1).returning(|_, _, _, actor, decide, _| {
+            assert_eq!(actor.as_str(), "key_caller");
+            let key = api_key("key_caller", "org_caller");
+            let organization = organization("org_caller");
+            let found =
+                |key, organization| crate::ports::FoundInAccountWrite { actor: Some((key, true)), organization };
+            // As authenticated: it acts. Revoked meanwhile, or its organization closed: refused.
+            decide(found(&key, &organization)).expect("acts");
+            let revoked = key.clone().with(|k| k.revoked_at = Some(NOW));
+            let refused = decide(found(&revoked, &organization)).expect_err("revoked");
+            assert!(matches!(refused, AccountOpError::Actor(crate::ports::ActorRefused::Revoked)));
+            let closed = organization.clone().with(|o| o.closed_at = Some(NOW));
+            assert!(matches!(decide(found(&key, &closed)), Err(AccountOpError::Closed)));
+            Err(WebhookStoreError::Refused(refused))
+        });
+        let service = service_with(repository, MockWebhookTargets::new());
+        let caller = principal(&["write"], Environment::Live);
+        let changes = WebhookChanges { enabled: Some(false), ..WebhookChanges::default() };
+        let outcome = service.update_webhook(&caller, "wh_abc", changes, &RequestMeta::default()).await;
+        assert!(matches!(outcome, Err(WebhookError::Refused(AccountOpError::Actor(_)))), "{outcome:?}");
+    }
+
+    #[tokio::test]
     async fn a_change_is_audited_with_the_names_of_the_fields_it_sets() {
         let mut repository = MockWebhookRepository::new();
         repository
             .expect_update_webhook()
-            .withf(|_, _, _, audit| {
+            .withf(|_, _, _, _, _, audit| {
                 audit.action == AuditAction::WebhookUpdated
                     && audit.details.entries()
                         == [("fields".to_owned(), DetailValue::List(vec!["events".to_owned(), "enabled".to_owned()]))]
             })
-            .returning(|_, _, _, _| Ok(None));
+            .returning(|_, _, _, _, _, _| Ok(None));
         let service = service_with(repository, MockWebhookTargets::new());
         let caller = principal(&["write"], Environment::Live);
         let changes = WebhookChanges {

@@ -58,6 +58,7 @@ impl From<&AuditEvent> for AuditEventDto {
                     let value = match value {
                         DetailValue::Text(text) => serde_json::Value::from(text.as_str()),
                         DetailValue::List(items) => serde_json::Value::from(items.clone()),
+                        DetailValue::Number(n) => serde_json::Value::from(*n),
                     };
                     (name.clone(), value)
                 })

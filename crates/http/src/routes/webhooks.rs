@@ -295,6 +295,7 @@ impl From<WebhookError> for ApiError {
             WebhookError::EmptyChange => Self::new(ErrorCode::ValidationError, message),
             WebhookError::InvalidLimit => Self::validation("limit", "must be a whole number from 1 to 100"),
             WebhookError::InvalidCursor => Self::validation("before", "must be an attempt id such as att_42"),
+            WebhookError::Refused(refused) => refused.into(),
             WebhookError::Store(cause) => cause.into(),
         }
     }
@@ -457,7 +458,7 @@ pub(crate) async fn test_webhook(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     count_write(&req, &caller)?;
-    let event_id = service.test_webhook(&caller, &webhook_id).await?;
+    let event_id = service.test_webhook(&caller, &webhook_id, &request_meta(&req)).await?;
     Ok(crate::envelope::accepted(TestEventDto { event_id }))
 }
 

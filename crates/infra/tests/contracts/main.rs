@@ -11,6 +11,7 @@ mod keys;
 mod quota;
 mod schema;
 mod usage;
+mod webhook_schedule;
 
 /// A run without PostgreSQL must not read as a pass: this binary, run again on one
 /// PostgreSQL test with no server configured, passes it and says on stderr, by name, that it

@@ -21,6 +21,7 @@ mod signup;
 mod usage;
 mod verify_key;
 mod webhook_deliveries;
+mod webhook_notices;
 mod webhooks;
 
 // Across the routes.

@@ -83,7 +83,7 @@ impl Receiver {
         Self { url, got }
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub fn received(&self) -> Vec<Received> {
         self.got.lock().expect("lock").clone()
     }
 
@@ -168,7 +168,7 @@ pub(crate) async fn app_for_webhooks(backend: Backend) -> Option<TestApp> {
     spawn_app_with(backend, &[("WEBHOOK_SECRET_KEY", SECRET_KEY), ("WEBHOOK_ALLOW_PRIVATE_TARGETS", "1")]).await
 }
 
-async fn register(app: &TestApp, key: &str, url: &str, events: Value) -> (String, String) {
+pub(crate) async fn register(app: &TestApp, key: &str, url: &str, events: Value) -> (String, String) {
     let reply =
         app.request(Method::POST, "/v1/account/webhooks", Some(key), Some(json!({"url": url, "events": events}))).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
@@ -192,6 +192,8 @@ const ALL_EVENTS: [&str; 13] = [
     "organization.activated",
 ];
 
+/// Every event a change sends; the scheduled ones (`key.expiring`, `key.expired`,
+/// `usage.threshold`) are `webhook_notices.rs`'s.
 async fn every_event_arrives_signed_by_the_specifications_algorithm_and_holds_no_key(backend: Backend) {
     let Some(app) = app_for_webhooks(backend).await else { return };
     let receiver = Receiver::start(0).await;

@@ -19,6 +19,8 @@ on_both_backends!(
     without_a_secret_key_the_webhook_routes_answer_503,
     only_a_live_key_with_the_scope_manages_endpoints_and_only_its_own,
     webhook_writes_count_against_the_organizations_write_limit,
+    a_key_revoked_or_narrowed_while_its_webhook_write_holds_its_body_back_cannot_finish_it,
+    a_webhook_write_waiting_for_its_organization_sees_its_key_revoked_meanwhile,
 );
 
 /// A `WEBHOOK_SECRET_KEY`: 32 bytes, base64.
@@ -298,4 +300,103 @@ async fn webhook_writes_count_against_the_organizations_write_limit(backend: Bac
         .assert_error(429, "rate_limited");
     // Reads are not writes.
     assert_eq!(app.request(Method::GET, &path, Some(&org.key), None).await.status, StatusCode::OK);
+}
+
+/// The organization's endpoints, as its owner lists them: `(url, previous_secret_expires_at)`.
+async fn endpoints(app: &TestApp, key: &str) -> Vec<(Value, Value)> {
+    let listed = app.request(Method::GET, "/v1/account/webhooks", Some(key), None).await;
+    let list = listed.data().as_array().expect("a list").clone();
+    list.iter().map(|e| (e["url"].clone(), e["previous_secret_expires_at"].clone())).collect()
+}
+
+async fn a_key_revoked_or_narrowed_while_its_webhook_write_holds_its_body_back_cannot_finish_it(backend: Backend) {
+    use crate::keys::{key_id_of, owner_narrows, send_body_after};
+    let Some(app) = app_with_webhooks(backend).await else { return };
+    let org = app.signup_org("slow-hook@acme.test").await;
+    let id = registered(&app, &org.key).await["id"].as_str().expect("id").to_owned();
+    let before = endpoints(&app, &org.key).await;
+    let writes = [
+        (
+            "POST",
+            "/v1/account/webhooks".to_owned(),
+            r#"{"url": "http://127.0.0.1:9/other", "events": ["key.created"]}"#,
+        ),
+        ("PATCH", format!("/v1/account/webhooks/{id}"), r#"{"url": "http://127.0.0.1:9/taken-over"}"#),
+    ];
+    for (i, (method, path, body)) in writes.iter().enumerate() {
+        // Authenticated, then revoked by its owner while it holds its body back.
+        let name = format!("Leaked {i}");
+        let leaked = app.new_key(&org.key, json!({ "name": name })).await;
+        let leaked_id = key_id_of(&app, &org.key, &name).await;
+        let owner_revokes = async {
+            assert_eq!(app.revoke_key(&org.key, &leaked_id).await.status, StatusCode::OK);
+            app.get_account(&leaked).await.assert_error(401, "revoked_api_key");
+        };
+        let (status, answer) = send_body_after(&app, method, path, &leaked, body, owner_revokes).await;
+        assert_eq!((status, &answer["error"]["code"]), (401, &json!("revoked_api_key")), "{method} {path}: {answer}");
+        // Narrowed to another address meanwhile.
+        let name = format!("Narrowed {i}");
+        let narrowed = app.new_key(&org.key, json!({ "name": name })).await;
+        let narrowed_id = key_id_of(&app, &org.key, &name).await;
+        let narrowing = owner_narrows(&app, &org, &narrowed_id, &narrowed);
+        let (status, answer) = send_body_after(&app, method, path, &narrowed, body, narrowing).await;
+        assert_eq!((status, &answer["error"]["code"]), (403, &json!("ip_not_allowed")), "{method} {path}: {answer}");
+    }
+    // Nothing was written: one endpoint still, its URL as it was.
+    assert_eq!(endpoints(&app, &org.key).await, before);
+}
+
+/// The writes without a body: each waits for the organization's row, which the test holds
+/// while it revokes the calling key (as a slow revocation would), then must find it revoked.
+async fn a_webhook_write_waiting_for_its_organization_sees_its_key_revoked_meanwhile(backend: Backend) {
+    use diesel::connection::SimpleConnection as _;
+    let Some(app) = app_with_webhooks(backend).await else { return };
+    let org = app.signup_org("held-hook@acme.test").await;
+    let id = registered(&app, &org.key).await["id"].as_str().expect("id").to_owned();
+    let before = endpoints(&app, &org.key).await;
+    let writes = [
+        (Method::DELETE, format!("/v1/account/webhooks/{id}")),
+        (Method::POST, format!("/v1/account/webhooks/{id}/rotate-secret")),
+        (Method::POST, format!("/v1/account/webhooks/{id}/test")),
+    ];
+    for (i, (method, path)) in writes.iter().enumerate() {
+        let name = format!("Held {i}");
+        let key = app.new_key(&org.key, json!({ "name": name })).await;
+        let key_id = crate::keys::key_id_of(&app, &org.key, &name).await;
+        assert_eq!(app.get_account(&key).await.status, StatusCode::OK);
+        let mut session = app.db_session();
+        let at = time::OffsetDateTime::now_utc().unix_timestamp() * 1_000_000;
+        let revoke = format!("UPDATE api_keys SET revoked_at = {at} WHERE id = '{key_id}';");
+        let hold = match backend {
+            Backend::Sqlite => "BEGIN IMMEDIATE;".to_owned(),
+            Backend::Postgres => format!("BEGIN; SELECT id FROM organizations WHERE id = '{}' FOR UPDATE;", org.id),
+        };
+        session.batch_execute(&format!("{hold} {revoke}")).expect("the revocation in flight");
+        let request = app.client.request(method.clone(), app.url(path)).bearer_auth(&key).send();
+        let answer = tokio::spawn(async move {
+            let response = request.await.expect("sent");
+            (response.status(), response.text().await.expect("a body"))
+        });
+        // Authenticated by now (the revocation is not committed), and waiting for the row.
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        session.batch_execute("COMMIT;").expect("revoked");
+        let (status, body) = answer.await.expect("answered");
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}: {body}");
+        let code = serde_json::from_str::<Value>(&body).map(|b| b["error"]["code"].clone()).ok();
+        assert_eq!(code, Some(json!("revoked_api_key")), "{method} {path}: {body}");
+    }
+    // Nothing was written: not deleted, not rotated, no test event.
+    assert_eq!(endpoints(&app, &org.key).await, before);
+    let mut conn = app.db_session();
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let outbox: Count = diesel::RunQueryDsl::get_result(
+        diesel::sql_query("SELECT COUNT(*) AS n FROM webhook_deliveries WHERE event_type = 'webhook.test'"),
+        &mut conn,
+    )
+    .expect("counted");
+    assert_eq!(outbox.n, 0);
 }
