@@ -60,11 +60,12 @@ fuzz seconds="60":
     cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run request_bodies -- -max_total_time={{seconds}}
 
 # The load benchmark (see docs/performance.md): sqlite, postgres or both; the hot path (cached
-# key), the cold path (CACHE_MAX_KEYS=0), the miss path, writes.
+# key), the cold path (CACHE_MAX_KEYS=0), the miss path, writes; then the webhook load.
 bench backend="both":
     bash scripts/bench.sh {{backend}}
+    bash scripts/webhook-load.sh {{backend}}
 
-# Webhook load (docs/performance.md): events delivered per second to a fast local receiver,
+# Webhook load alone (docs/performance.md): events delivered per second to a fast local receiver,
 # and key creation with one subscribed endpoint against none: sqlite, postgres or both.
 bench-webhooks backend="both":
     bash scripts/webhook-load.sh {{backend}}
